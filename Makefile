@@ -1,0 +1,52 @@
+# kfloop developer commands. `make run` and `make test` set everything up on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= examples/fraud/kfloop.yaml
+DEMO_ROWS ?= 200000
+DEMO_SOURCE ?= .kfloop/source/transactions.csv
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-fast lint format bench compile check-compiled clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# torch pinned to the CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tensorflow]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
+
+run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a summary
+	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --skip-existing
+	$(BIN)/kfloop run --config $(CONFIG)
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
+	$(BIN)/python -m benchmarks $(NAME)
+
+compile: $(STAMP) ## Compile the demo pipeline to pipelines/compiled/training.yaml
+	$(BIN)/kfloop compile --config $(CONFIG) --out pipelines/compiled/training.yaml
+
+clean: ## Remove the local workspace and build outputs (keeps .venv)
+	rm -rf .kfloop build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,278 @@
+"""Ingest stage: a source file → the lake (partitioned Parquet), incremental, idempotent, atomic.
+
+Pure core :func:`ingest` (unit tests call it), plus :func:`ingest_step`, the body of the KFP component.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component signature at decoration time.
+import hashlib
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from kfp.dsl import Dataset, Metrics, Output
+from minio import Minio
+
+from kfloop import lake
+from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
+from kfloop.config import Config, config_from_json
+from kfloop.errors import ConfigError
+from kfloop.schema import arrow_schema
+from kfloop.sources import Reject, fetch_to_local, iter_batches
+from kfloop.storage import Storage
+
+RAW_COLUMN = "_raw"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingestion run did; written as the run manifest and printed in summaries."""
+
+    run_id: str
+    dataset: str
+    source: str
+    source_sha256: str
+    rows_read: int
+    rows_written: int
+    rows_quarantined: int
+    rows_skipped: int  # at or before the watermark: already ingested
+    already_ingested: bool  # the same source bytes were ingested by an earlier run
+    files: int
+    watermark_before: str | None
+    watermark_after: str | None
+    dataset_rows: int
+    schema_hash: str
+    content_hash: str
+    quarantine_uri: str | None
+    manifest_uri: str
+    started: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC time plus randomness."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def quarantine_key(dataset: str, run_id: str) -> str:
+    return f"quarantine/{dataset}/{run_id}.parquet"
+
+
+def _quarantine_table(bad: pa.Table, rejects: list[Reject], schema: pa.Schema, source: str) -> pa.Table | None:
+    """Cast failures and unparsable records in one layout: source columns as text + row, reason, raw."""
+    parts = []
+    if bad.num_rows:
+        parts.append(bad.append_column(RAW_COLUMN, pa.nulls(bad.num_rows, pa.string())))
+    if rejects:
+        cols = {f.name: pa.nulls(len(rejects), pa.string()) for f in schema}
+        cols[ROW_COLUMN] = pa.array([r.row for r in rejects], pa.int64())
+        cols[REASON_COLUMN] = pa.array([r.reason for r in rejects], pa.string())
+        cols[RAW_COLUMN] = pa.array([r.text for r in rejects], pa.string())
+        parts.append(pa.table(cols))
+    if not parts:
+        return None
+    table = pa.concat_tables(parts)
+    return table.append_column(SOURCE_COLUMN, pa.array([source] * table.num_rows, pa.string()))
+
+
+def _check_schema(manifest: lake.Manifest, schema: pa.Schema) -> None:
+    declared = lake.schema_types(schema)
+    if manifest.schema == declared:
+        return
+    diffs = [f"{c}: lake {manifest.schema.get(c, '-')} vs config {declared.get(c, '-')}"
+             for c in sorted(set(manifest.schema) | set(declared)) if manifest.schema.get(c) != declared.get(c)]
+    raise ConfigError(
+        f"source.columns: dataset {manifest.dataset!r} was written with another schema; " + "; ".join(diffs)
+    )
+
+
+def ingest(
+    config: Config,
+    storage: Storage,
+    *,
+    source_uri: str | None = None,
+    s3: Minio | None = None,
+    run_id: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Ingest ``source_uri`` (default: ``config.source.uri``) into the lake dataset of the config.
+
+    Only rows newer than the committed watermark are added; unparsable rows go to quarantine with
+    reasons; nothing becomes visible until the manifest commit at the end.
+    """
+    src = config.source
+    uri = source_uri or src.uri
+    run_id = run_id or new_run_id()
+    started, t0 = datetime.now(UTC).isoformat(), time.perf_counter()
+    schema = arrow_schema(src)
+    manifest = lake.read_manifest(storage, src.dataset) or lake.new_manifest(src.dataset, schema)
+    _check_schema(manifest, schema)
+    lake.remove_orphans(storage, manifest, src.dataset)
+    _remove_orphan_quarantine(storage, manifest, src.dataset)
+    watermark_before = manifest.watermark
+    required = (src.timestamp_column, *src.entity_keys)
+
+    with tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp:
+        local = fetch_to_local(uri, Path(tmp), s3=s3)
+        digest = _file_sha256(local)
+        if any(r.get("source_sha256") == digest for r in manifest.runs):
+            return _result(run_id=run_id, uri=uri, digest=digest, manifest=manifest, started=started, t0=t0,
+                           storage=storage, already=True)
+        wm = pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type) \
+            if watermark_before else None
+        writer = lake.PartitionWriter(src.dataset, schema, src.timestamp_column, run_id, src.batch_rows * 4)
+        qpath = Path(tmp) / "quarantine.parquet"
+        qwriter: pq.ParquetWriter | None = None
+        counts = {"read": 0, "written": 0, "quarantined": 0, "skipped": 0}
+        try:
+            for raw in iter_batches(local, src, display=uri):
+                result = cast_batch(raw.table, schema, raw.rows, required)
+                good = result.good
+                counts["read"] += raw.table.num_rows + len(raw.rejects)
+                if wm is not None and good.num_rows:
+                    newer = pc.greater(good.column(src.timestamp_column), wm)
+                    kept = good.filter(newer)
+                    counts["skipped"] += good.num_rows - kept.num_rows
+                    good = kept
+                writer.add(good)
+                counts["written"] += good.num_rows
+                q = _quarantine_table(result.bad, raw.rejects, schema, uri)
+                if q is not None:
+                    qwriter = qwriter or pq.ParquetWriter(qpath, q.schema, compression="zstd")
+                    qwriter.write_table(q)
+                    counts["quarantined"] += q.num_rows
+                if on_batch:
+                    on_batch(counts["read"])
+            files = writer.store(storage)
+            quarantine_uri = None
+            if qwriter is not None:
+                qwriter.close()
+                storage.upload_file(qpath, quarantine_key(src.dataset, run_id))
+                quarantine_uri = storage.uri(quarantine_key(src.dataset, run_id))
+        finally:
+            writer.close()
+    run = {
+        "run_id": run_id,
+        "source": uri,
+        "source_sha256": digest,
+        "started": started,
+        "finished": datetime.now(UTC).isoformat(),
+        "rows_read": counts["read"],
+        "rows_written": counts["written"],
+        "rows_quarantined": counts["quarantined"],
+        "rows_skipped": counts["skipped"],
+        "files": [f.key for f in files],
+        "quarantine": quarantine_key(src.dataset, run_id) if quarantine_uri else None,
+        "watermark_before": watermark_before,
+    }
+    manifest = lake.commit(storage, manifest, files, run)
+    return _result(run_id=run_id, uri=uri, digest=digest, manifest=manifest, started=started, t0=t0,
+                   storage=storage, run=run, quarantine_uri=quarantine_uri)
+
+
+def _remove_orphan_quarantine(storage: Storage, manifest: lake.Manifest, dataset: str) -> None:
+    committed = {r.get("quarantine") for r in manifest.runs}
+    for key in storage.list(f"quarantine/{dataset}/"):
+        if key not in committed:
+            storage.delete(key)
+
+
+def _result(
+    *,
+    run_id: str,
+    uri: str,
+    digest: str,
+    manifest: lake.Manifest,
+    started: str,
+    t0: float,
+    storage: Storage,
+    already: bool = False,
+    run: dict | None = None,
+    quarantine_uri: str | None = None,
+) -> IngestResult:
+    run = run or {}
+    return IngestResult(
+        run_id=run_id,
+        dataset=manifest.dataset,
+        source=uri,
+        source_sha256=digest,
+        rows_read=run.get("rows_read", 0),
+        rows_written=run.get("rows_written", 0),
+        rows_quarantined=run.get("rows_quarantined", 0),
+        rows_skipped=run.get("rows_skipped", 0),
+        already_ingested=already,
+        files=len(run.get("files", [])),
+        watermark_before=run.get("watermark_before", manifest.watermark),
+        watermark_after=manifest.watermark,
+        dataset_rows=manifest.rows,
+        schema_hash=manifest.schema_hash,
+        content_hash=manifest.content_hash,
+        quarantine_uri=quarantine_uri,
+        manifest_uri=storage.uri(lake.manifest_key(manifest.dataset)),
+        started=started,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+
+def full_quarantine_schema(schema: pa.Schema) -> pa.Schema:
+    """Layout of a quarantine file: source columns as text, then row, reason, raw record, source URI."""
+    extra = [pa.field(RAW_COLUMN, pa.string()), pa.field(SOURCE_COLUMN, pa.string())]
+    return pa.schema([*quarantine_schema(schema), *extra])
+
+
+def run_ingest_step(config_json: str, source_uri: str, run_manifest_path: str, quarantine_path: str) -> IngestResult:
+    """Entrypoint inside the pipeline step: resolve storage from the config, ingest, write artifacts."""
+    import json
+    import os
+
+    from kfloop.storage import S3Storage, open_storage, resolve_credentials
+
+    config = config_from_json(config_json)
+    creds = None if config.storage.type == "local" else resolve_credentials(config.storage, os.environ)
+    storage = open_storage(config.storage, creds)
+    s3 = storage.client if isinstance(storage, S3Storage) else None
+    result = ingest(config, storage, source_uri=source_uri or None, s3=s3)
+    Path(run_manifest_path).write_text(json.dumps(result.to_dict(), indent=2))
+    if result.quarantine_uri:
+        storage.download_file(quarantine_key(result.dataset, result.run_id), Path(quarantine_path))
+    else:
+        pq.write_table(full_quarantine_schema(arrow_schema(config.source)).empty_table(), quarantine_path)
+    return result
+
+
+def ingest_component(
+    config_json: str,
+    source_uri: str,
+    run_manifest: Output[Dataset],
+    quarantine: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """KFP step: ingest the source into the lake (body runs in the project image; see ``run_ingest_step``)."""
+    from kfloop.components.ingest import run_ingest_step
+
+    result = run_ingest_step(config_json, source_uri, run_manifest.path, quarantine.path)
+    for key in ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "dataset_rows", "files"):
+        metrics.log_metric(key, getattr(result, key))
+    run_manifest.metadata.update(
+        {"dataset": result.dataset, "watermark": result.watermark_after or "", "rows": result.dataset_rows,
+         "content_hash": result.content_hash, "schema_hash": result.schema_hash, "manifest": result.manifest_uri}
+    )
+    quarantine.metadata["rows"] = result.rows_quarantined

@@ -1,0 +1,129 @@
+"""Cast raw batches to the configured schema, row by row where needed, without losing a row.
+
+The fast path is one Arrow cast per column. Only when it fails does the column go through a
+per-row parse; rows that still fail are split off with a reason naming the column and the value,
+so the caller can quarantine them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kfloop.schema import ARROW_TYPES
+
+#: Columns added to quarantined rows: why, and where in the source file.
+REASON_COLUMN = "_reason"
+ROW_COLUMN = "_row"
+SOURCE_COLUMN = "_source"
+
+LOGICAL_NAMES = {arrow: logical.value for logical, arrow in ARROW_TYPES.items()}
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class CastResult:
+    """Typed good rows, and the failing rows as raw strings with reasons."""
+
+    good: pa.Table
+    bad: pa.Table  # raw columns as strings + _row + _reason
+
+
+def _slow_parse(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """Per-row parse of a string array; unparsable values become null."""
+    s = pd.Series(arr.to_pandas(), dtype="object")
+    if pa.types.is_timestamp(target):
+        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+        return pa.array(parsed, type=target, from_pandas=True)
+    if pa.types.is_boolean(target):
+        low = s.str.strip().str.lower()
+        out = pd.Series(np.where(low.isin(_TRUE), True, np.where(low.isin(_FALSE), False, None)), dtype="object")
+        return pa.array(out, type=target, from_pandas=True)
+    nums = pd.to_numeric(s.str.strip(), errors="coerce")
+    if pa.types.is_integer(target):
+        ok = nums.notna() & np.isfinite(nums) & (nums == np.round(nums))
+        return pa.array(nums.where(ok).astype("Int64"), type=target, from_pandas=True)
+    keep_nan = s.str.strip().str.lower().isin(["nan", "+nan", "-nan"])
+    values = np.where(keep_nan, np.nan, nums.to_numpy(dtype="float64", na_value=np.nan))
+    mask = (nums.isna() & ~keep_nan).to_numpy()
+    return pa.array(values, type=target, mask=mask)
+
+
+def _cast_column(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """Cast one column; values that cannot be cast become null (the caller compares validity)."""
+    if arr.type == target:
+        return arr
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), target)
+    try:
+        return pc.cast(arr, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
+        arr = pc.cast(arr, pa.string())
+    return _slow_parse(arr, target)
+
+
+def cast_batch(table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tuple[str, ...]) -> CastResult:
+    """Cast ``table`` (every schema column present) to ``schema``.
+
+    ``rows`` gives each row's position in the source file (reported in ``_row``); ``required`` columns
+    (event time, entity keys) may not be null because partitioning and entities depend on them.
+    """
+    n = table.num_rows
+    fail_any = np.zeros(n, dtype=bool)
+    per_column: list[tuple[str, np.ndarray, str]] = []
+    columns: list[pa.Array] = []
+    for field in schema:
+        raw = table.column(field.name).combine_chunks()
+        cast = _cast_column(raw, field.type)
+        columns.append(cast)
+        if not cast.null_count:
+            continue
+        nulls = np.asarray(cast.is_null())
+        failed = nulls & np.asarray(raw.is_valid())
+        if failed.any():
+            per_column.append((field.name, failed, f"is not a valid {LOGICAL_NAMES.get(field.type, field.type)}"))
+            fail_any |= failed
+        if field.name in required:
+            missing = nulls & ~failed
+            if missing.any():
+                per_column.append((field.name, missing, "missing value (required)"))
+                fail_any |= missing
+    typed = pa.Table.from_arrays(columns, schema=schema)
+    if not fail_any.any():
+        return CastResult(typed, _empty_bad(schema))
+    bad_idx = np.flatnonzero(fail_any)
+    reasons = [[] for _ in bad_idx]
+    pos = {int(i): k for k, i in enumerate(bad_idx)}
+    for name, mask, why in per_column:
+        raw = table.column(name)
+        for i in np.flatnonzero(mask):
+            value = raw[int(i)].as_py()
+            reasons[pos[int(i)]].append(f"{name}: {value!r} {why}" if value is not None else f"{name}: {why}")
+    bad = stringify(table.select(schema.names).take(pa.array(bad_idx)))
+    bad = bad.append_column(ROW_COLUMN, pc.take(rows, pa.array(bad_idx)).cast(pa.int64()))
+    bad = bad.append_column(REASON_COLUMN, pa.array(["; ".join(r) for r in reasons], pa.string()))
+    good = typed.filter(pa.array(~fail_any))
+    return CastResult(good, bad)
+
+
+def stringify(table: pa.Table) -> pa.Table:
+    """Every column as strings: quarantined rows keep what the source said, whatever its type."""
+    cols = [c if pa.types.is_string(c.type) else pc.cast(c, pa.string()) for c in table.columns]
+    return pa.Table.from_arrays(cols, names=table.column_names)
+
+
+def _empty_bad(schema: pa.Schema) -> pa.Table:
+    return quarantine_schema(schema).empty_table()
+
+
+def quarantine_schema(schema: pa.Schema) -> pa.Schema:
+    """Quarantine layout: source columns as strings, then ``_row`` and ``_reason``."""
+    fields = [pa.field(f.name, pa.string()) for f in schema]
+    return pa.schema([*fields, pa.field(ROW_COLUMN, pa.int64()), pa.field(REASON_COLUMN, pa.string())])

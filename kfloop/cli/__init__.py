@@ -1,0 +1,48 @@
+"""The ``kfloop`` command line (Typer). Heavy imports happen inside commands, so ``--help`` is fast."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kfloop import __version__
+from kfloop.cli import config_cmd, data_cmd, pipeline_cmd
+from kfloop.cli._common import State
+
+app = typer.Typer(
+    name="kfloop",
+    help="The ML loop on Kubernetes: ingest → validate → features → train → serve → monitor.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.command("demo-data")(data_cmd.demo_data)
+app.command("ingest")(data_cmd.ingest)
+app.command("run")(pipeline_cmd.run)
+app.command("compile")(pipeline_cmd.compile_)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kfloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    State.debug = debug
+
+
+def main() -> None:
+    """Console-script entrypoint."""
+    app()
+
+
+__all__ = ["app", "main"]

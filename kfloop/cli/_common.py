@@ -1,0 +1,84 @@
+"""Shared CLI plumbing: config option, the one place that turns errors into a one-line exit."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from kfloop.config import Config, load_config
+from kfloop.errors import KfloopError
+from kfloop.storage import S3Credentials, Storage, open_storage, resolve_credentials
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_CONFIG = "kfloop.yaml"
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="KFLOOP_CONFIG", help="Path to kfloop.yaml.", show_default=True),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Global flags set by the app callback."""
+
+    debug: bool = False
+
+
+def handle_errors(func: F) -> F:
+    """Known errors → one line on stderr and their exit code; a traceback only with ``--debug``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KfloopError as err:
+            if State.debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as err:
+            if State.debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(config_path: Path) -> Config:
+    """Load the config, pointing at the demo config when the default file is absent."""
+    if str(config_path) == DEFAULT_CONFIG and not config_path.exists():
+        from kfloop.errors import ConfigError
+
+        raise ConfigError(f"{config_path}: not found; pass --config (the demo: examples/fraud/kfloop.yaml)")
+    return load_config(config_path)
+
+
+def credentials(config: Config) -> S3Credentials | None:
+    """Resolve S3 secrets from the environment (this is the entrypoint, the only place that reads it)."""
+    if config.storage.type == "local":
+        return None
+    return resolve_credentials(config.storage, os.environ)
+
+
+def workspace(config: Config) -> Storage:
+    return open_storage(config.storage, credentials(config))
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

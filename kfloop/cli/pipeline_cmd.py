@@ -1,0 +1,47 @@
+"""``kfloop run`` (kfp.local) and ``kfloop compile`` (IR YAML for Kubeflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load
+from kfloop.cli.summary import ingest_table
+
+DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
+
+
+@handle_errors
+def run(
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[str, typer.Option(help="Source URI for this run; default: source.uri.")] = "",
+) -> None:
+    """Run the training pipeline locally with kfp.local and print a summary."""
+    from kfloop.pipelines.local import project_python_on_path, run_local
+
+    cfg = load(config)
+    credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
+    project_python_on_path()
+    workdir = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        progress.add_task(f"running pipeline (task logs: {workdir / 'last-run.log'})", total=None)
+        result = run_local(cfg, workdir, source_uri=source or None)
+    console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
+    console.print(ingest_table(result.ingest))
+
+
+@handle_errors
+def compile_(
+    config: ConfigOption = DEFAULT_CONFIG,
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline YAML.")] = DEFAULT_COMPILED,
+) -> None:
+    """Compile the training pipeline to KFP IR YAML (upload it in the Kubeflow UI)."""
+    from kfloop.pipelines.compile import compile_training
+
+    cfg = load(config)
+    path = compile_training(cfg, out, config_path=str(config))
+    console.print(f"wrote {path} (image {cfg.cluster.image})")

@@ -1,0 +1,26 @@
+"""Rich tables for run summaries (one place, so `ingest` and `run` print the same thing)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def ingest_table(r: dict) -> Table:
+    """The ingestion part of a summary."""
+    t = Table(title=f"ingest → lake/{r['dataset']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    if r["already_ingested"]:
+        t.add_row("source", f"{r['source']} (already ingested: same bytes as an earlier run; nothing added)")
+    else:
+        t.add_row("source", r["source"])
+        t.add_row("rows read", f"{r['rows_read']:,}")
+        t.add_row("rows written", f"{r['rows_written']:,} in {r['files']} partition file(s)")
+        where = f"  → {r['quarantine_uri']}" if r["quarantine_uri"] else ""
+        t.add_row("rows quarantined", f"{r['rows_quarantined']:,}{where}")
+        t.add_row("rows skipped (≤ watermark)", f"{r['rows_skipped']:,}")
+    t.add_row("dataset rows", f"{r['dataset_rows']:,}")
+    t.add_row("watermark", str(r["watermark_after"]))
+    t.add_row("manifest", r["manifest_uri"])
+    t.add_row("run id", r["run_id"])
+    return t

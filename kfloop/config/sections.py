@@ -1,0 +1,25 @@
+"""Sections that later stages fill in. They are typed and closed now, so a typo fails at load."""
+
+from __future__ import annotations
+
+from kfloop.config._base import Section
+
+
+class ContractConfig(Section):
+    """Data-quality contract (validate stage)."""
+
+
+class FeaturesConfig(Section):
+    """Feast feature definitions (feature stage)."""
+
+
+class TrainingConfig(Section):
+    """Trainer settings (train stage)."""
+
+
+class ServingConfig(Section):
+    """KServe serving settings."""
+
+
+class MonitoringConfig(Section):
+    """Evidently drift monitoring settings."""

@@ -1,0 +1,37 @@
+"""One root error for kfloop; every failure a user can act on is a subclass with a clear message.
+
+The CLI prints ``str(error)`` on one line and exits with ``exit_code``; servers (later) map the same
+classes to HTTP/gRPC statuses via ``http_status``. Keeping the mapping here means one place decides it.
+"""
+
+from __future__ import annotations
+
+
+class KfloopError(Exception):
+    """Root of every error kfloop raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+
+class ConfigError(KfloopError):
+    """The config file is missing, unreadable or invalid (message names the key path)."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class SourceError(KfloopError):
+    """A source file cannot be fetched or parsed at all (message names the file and the reason)."""
+
+    http_status = 422
+
+
+class StorageError(KfloopError):
+    """Workspace storage (local directory or S3) failed or holds something unexpected."""
+
+    http_status = 503
+
+
+class PipelineError(KfloopError):
+    """A pipeline run or compilation failed (message names the failing task)."""

@@ -1,0 +1,249 @@
+"""The lake: partitioned Parquet datasets in workspace storage, committed by a JSON manifest.
+
+Layout under ``lake/<dataset>/``::
+
+    data/event_date=YYYY-MM-DD/part-<run>-<n>.parquet   data files (Hive partitioning)
+    _runs/<run>.json                                     one manifest per committed run
+    _manifest.json                                       the commit point: every live file
+
+A file is part of the dataset only once ``_manifest.json`` lists it. The manifest is replaced
+atomically after all data files are stored, so a killed run leaves nothing visible, and the next
+run deletes its orphans. Readers go through :func:`read_manifest` / :func:`dataset_files`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kfloop.errors import StorageError
+from kfloop.schema import PARTITION_COLUMN, schema_hash
+from kfloop.storage import Storage
+
+FORMAT_VERSION = 1
+
+
+def dataset_prefix(dataset: str) -> str:
+    return f"lake/{dataset}"
+
+
+def manifest_key(dataset: str) -> str:
+    return f"{dataset_prefix(dataset)}/_manifest.json"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One committed Parquet file and what it holds."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+    event_date: str
+    run_id: str
+    min_event_time: str
+    max_event_time: str
+
+
+@dataclass
+class Manifest:
+    """What a dataset holds now; the next stage and lineage read this."""
+
+    dataset: str
+    schema: dict[str, str]
+    schema_hash: str
+    files: list[DataFile] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def watermark(self) -> str | None:
+        """Newest event time committed; the next ingestion only takes rows newer than this."""
+        return max((f.max_event_time for f in self.files), default=None)
+
+    @property
+    def min_event_time(self) -> str | None:
+        return min((f.min_event_time for f in self.files), default=None)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash over the files' hashes: equal hashes mean equal data."""
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: f.key):
+            h.update(f"{f.key}:{f.sha256}\n".encode())
+        return h.hexdigest()
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body.update(
+            rows=self.rows,
+            watermark=self.watermark,
+            min_event_time=self.min_event_time,
+            max_event_time=self.watermark,
+            content_hash=self.content_hash,
+        )
+        return json.dumps(body, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        d = json.loads(text)
+        return cls(
+            dataset=d["dataset"],
+            schema=d["schema"],
+            schema_hash=d["schema_hash"],
+            files=[DataFile(**f) for f in d["files"]],
+            runs=d.get("runs", []),
+            format_version=d.get("format_version", FORMAT_VERSION),
+        )
+
+
+def read_manifest(storage: Storage, dataset: str) -> Manifest | None:
+    """The committed manifest, or None for a dataset never written."""
+    try:
+        text = storage.read_text(manifest_key(dataset))
+    except FileNotFoundError:
+        return None
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise StorageError(f"{storage.uri(manifest_key(dataset))}: corrupt manifest: {err}") from None
+
+
+def schema_types(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
+def remove_orphans(storage: Storage, manifest: Manifest | None, dataset: str) -> list[str]:
+    """Delete data files that no committed manifest lists (left by a killed run)."""
+    live = {f.key for f in manifest.files} if manifest else set()
+    orphans = [k for k in storage.list(f"{dataset_prefix(dataset)}/data/") if k not in live]
+    for key in orphans:
+        storage.delete(key)
+    return orphans
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+class PartitionWriter:
+    """Buffers typed rows per event date in local Parquet files, then stores and commits them.
+
+    Memory stays bounded: rows go to per-date writers on local disk as soon as a date's buffer is
+    large enough or the total buffer passes ``max_buffered_rows``.
+    """
+
+    def __init__(
+        self, dataset: str, schema: pa.Schema, timestamp_column: str, run_id: str, max_buffered_rows: int = 500_000
+    ) -> None:
+        self.dataset = dataset
+        self.schema = schema
+        self.ts = timestamp_column
+        self.run_id = run_id
+        self.max_buffered = max_buffered_rows
+        self.flush_rows = max(10_000, max_buffered_rows // 8)
+        self._tmp = tempfile.TemporaryDirectory(prefix="kfloop-lake-")
+        self._buffers: dict[str, list[pa.Table]] = {}
+        self._buffered = 0
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._stats: dict[str, list] = {}  # date -> [rows, min_ts, max_ts]
+
+    def add(self, table: pa.Table) -> None:
+        """Route typed rows to their event-date partition."""
+        if table.num_rows == 0:
+            return
+        dates = pc.strftime(table.column(self.ts), format="%Y-%m-%d")
+        for date in pc.unique(dates).to_pylist():
+            part = table.filter(pc.equal(dates, date))
+            self._buffers.setdefault(date, []).append(part)
+            self._buffered += part.num_rows
+            if sum(t.num_rows for t in self._buffers[date]) >= self.flush_rows:
+                self._flush(date)
+        if self._buffered >= self.max_buffered:
+            for date in list(self._buffers):
+                self._flush(date)
+
+    def _flush(self, date: str) -> None:
+        parts = self._buffers.pop(date, [])
+        if not parts:
+            return
+        table = pa.concat_tables(parts)
+        self._buffered -= table.num_rows
+        writer = self._writers.get(date)
+        if writer is None:
+            path = Path(self._tmp.name) / f"{date}.parquet"
+            writer = self._writers[date] = pq.ParquetWriter(path, self.schema, compression="zstd")
+        writer.write_table(table)
+        ts = table.column(self.ts)
+        lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
+        st = self._stats.setdefault(date, [0, lo, hi])
+        st[0] += table.num_rows
+        st[1], st[2] = min(st[1], lo), max(st[2], hi)
+
+    def store(self, storage: Storage) -> list[DataFile]:
+        """Close local files and store each under its partition; not yet visible to readers."""
+        for date in list(self._buffers):
+            self._flush(date)
+        files = []
+        for n, (date, writer) in enumerate(sorted(self._writers.items())):
+            writer.close()
+            path = Path(self._tmp.name) / f"{date}.parquet"
+            key = f"{dataset_prefix(self.dataset)}/data/{PARTITION_COLUMN}={date}/part-{self.run_id}-{n:05d}.parquet"
+            storage.upload_file(path, key)
+            rows, lo, hi = self._stats[date]
+            files.append(DataFile(key, rows, path.stat().st_size, _sha256(path), date, self.run_id, _iso(lo), _iso(hi)))
+        self._writers.clear()
+        return files
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._tmp.cleanup()
+
+
+def commit(storage: Storage, manifest: Manifest, new_files: list[DataFile], run: dict) -> Manifest:
+    """Make ``new_files`` visible: per-run manifest first, then the dataset manifest (the commit point)."""
+    updated = Manifest(
+        dataset=manifest.dataset,
+        schema=manifest.schema,
+        schema_hash=manifest.schema_hash,
+        files=[*manifest.files, *new_files],
+        runs=[*manifest.runs, run],
+    )
+    storage.write_text(f"{dataset_prefix(manifest.dataset)}/_runs/{run['run_id']}.json", json.dumps(run, indent=2))
+    storage.write_text(manifest_key(manifest.dataset), updated.to_json())
+    return updated
+
+
+def new_manifest(dataset: str, schema: pa.Schema) -> Manifest:
+    return Manifest(dataset=dataset, schema=schema_types(schema), schema_hash=schema_hash(schema))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def dataset_files(storage: Storage, dataset: str) -> list[str]:
+    """URIs of every committed data file (what readers should read, instead of listing the prefix)."""
+    manifest = read_manifest(storage, dataset)
+    return [storage.uri(f.key) for f in manifest.files] if manifest else []

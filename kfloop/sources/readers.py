@@ -1,0 +1,211 @@
+"""Stream a local source file as raw Arrow batches, memory bounded, whatever its format.
+
+Each batch carries the file position of its rows (``_row``: the line number for CSV and JSON Lines,
+header = line 1; the record number for Parquet and Avro) and the records that could not be parsed at
+all, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastavro import reader as avro_reader
+
+from kfloop.config import SourceConfig
+from kfloop.errors import SourceError
+
+FORMAT_BY_SUFFIX = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".avro": "avro",
+}
+
+
+#: Only these CSV fields mean "no value"; anything else ("n/a", "NA", "-") is data, and is quarantined
+#: with a reason if it does not parse as the column's type (pyarrow's default list is much wider).
+CSV_NULLS = ("", "NULL", "null")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that could not be parsed into columns."""
+
+    row: int
+    text: str
+    reason: str
+
+
+@dataclass
+class RawBatch:
+    """Source columns (raw types) for a run of rows, with their file positions."""
+
+    table: pa.Table
+    rows: pa.Array
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def detect_format(path: Path, declared: str) -> str:
+    """The declared format, or the one the file extension names."""
+    if declared != "auto":
+        return declared
+    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise SourceError(f"{path}: cannot tell the format from the extension; set source.format")
+    return fmt
+
+
+def _check_columns(path: Path, found: list[str], cfg: SourceConfig) -> None:
+    missing = [c for c in cfg.columns if c not in found]
+    if missing:
+        raise SourceError(
+            f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}"
+        )
+
+
+def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> Iterator[RawBatch]:
+    """Yield raw batches of about ``cfg.batch_rows`` rows; a file that cannot be read fails with its name."""
+    name = display or str(path)
+    fmt = detect_format(path, cfg.format)
+    readers = {"csv": _iter_csv, "parquet": _iter_parquet, "jsonl": _iter_jsonl, "avro": _iter_avro}
+    try:
+        yield from readers[fmt](path, cfg)
+    except SourceError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError, UnicodeDecodeError, EOFError) as err:
+        raise SourceError(f"{name}: cannot read as {fmt}: {err}") from None
+
+
+def _iter_csv(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh, delimiter=cfg.csv_delimiter), None)
+    if header is None:
+        raise SourceError(f"{path}: empty file (no CSV header)")
+    _check_columns(path, header, cfg)
+    bad_lines: list[int] = []
+    rejects: list[Reject] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        line = int(row.number) if row.number is not None else -1
+        bad_lines.append(line)
+        reason = f"malformed CSV row: expected {row.expected_columns} fields, got {row.actual_columns}"
+        rejects.append(Reject(line, row.text, reason))
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, cfg.batch_rows * 128)),
+        parse_options=pacsv.ParseOptions(delimiter=cfg.csv_delimiter, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in cfg.columns},
+            include_columns=list(cfg.columns),
+            strings_can_be_null=True,
+            null_values=list(CSV_NULLS),
+        ),
+    )
+    next_line = 2
+    for batch in reader:
+        n = batch.num_rows
+        pending = np.array(sorted(b for b in bad_lines if b >= next_line), dtype=np.int64)
+        candidates = np.arange(next_line, next_line + n + len(pending), dtype=np.int64)
+        lines = np.setdiff1d(candidates, pending, assume_unique=True)[:n]
+        out = rejects.copy()
+        rejects.clear()
+        bad_lines[:] = [b for b in bad_lines if b > (lines[-1] if n else next_line)]
+        next_line = int(lines[-1]) + 1 if n else next_line
+        yield RawBatch(pa.Table.from_batches([batch]), pa.array(lines), out)
+    if rejects:
+        yield RawBatch(pa.table({c: pa.array([], pa.string()) for c in cfg.columns}), pa.array([], pa.int64()), rejects)
+
+
+def _iter_parquet(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+    pf = pq.ParquetFile(path)
+    _check_columns(path, pf.schema_arrow.names, cfg)
+    start = 1
+    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=list(cfg.columns)):
+        n = batch.num_rows
+        yield RawBatch(pa.Table.from_batches([batch]), pa.array(np.arange(start, start + n, dtype=np.int64)))
+        start += n
+
+
+def _records_to_batch(records: list[dict], rows: list[int], cfg: SourceConfig, rejects: list[Reject]) -> RawBatch:
+    cols = {}
+    for c in cfg.columns:
+        cols[c] = pa.array([_as_text(r.get(c)) for r in records], pa.string())
+    return RawBatch(pa.table(cols), pa.array(rows, pa.int64()), rejects)
+
+
+def _as_text(value: object) -> str | None:
+    """Raw values as text, so one cast path (with per-row reasons) serves every format."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _iter_jsonl(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+    records: list[dict] = []
+    rows: list[int] = []
+    rejects: list[Reject] = []
+    seen: set[str] = set()
+    checked = False
+    with open(path, "rb") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                rejects.append(Reject(line_no, line.decode("utf-8", "replace").rstrip("\n"), f"invalid JSON: {err}"))
+                continue
+            if not isinstance(rec, dict):
+                rejects.append(Reject(line_no, line.decode("utf-8", "replace").rstrip("\n"), "not a JSON object"))
+                continue
+            records.append(rec)
+            rows.append(line_no)
+            if not checked:
+                seen.update(rec)
+            if len(records) >= cfg.batch_rows:
+                if not checked:
+                    _check_columns(path, sorted(seen), cfg)
+                    checked = True
+                yield _records_to_batch(records, rows, cfg, rejects)
+                records, rows, rejects = [], [], []
+    if not checked and records:
+        _check_columns(path, sorted(seen), cfg)
+    if records or rejects:
+        yield _records_to_batch(records, rows, cfg, rejects)
+
+
+def _iter_avro(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+    with open(path, "rb") as fh:
+        rd = avro_reader(fh)
+        fields = [f["name"] for f in (rd.writer_schema or {}).get("fields", [])]
+        _check_columns(path, fields, cfg)
+        records: list[dict] = []
+        rows: list[int] = []
+        for i, rec in enumerate(rd, start=1):
+            records.append(rec)
+            rows.append(i)
+            if len(records) >= cfg.batch_rows:
+                yield _records_to_batch(records, rows, cfg, [])
+                records, rows = [], []
+        if records:
+            yield _records_to_batch(records, rows, cfg, [])

@@ -1,0 +1,73 @@
+"""Local-directory backend: atomic writes via a temporary sibling and ``os.replace``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from kfloop.storage.base import Storage
+
+
+class LocalStorage(Storage):
+    """Workspace in a directory; the embedded default."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise ValueError(f"storage key {key!r} escapes the workspace root {self.root}")
+        return path
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def _atomic_place(self, key: str, fill: callable) -> None:  # type: ignore[valid-type]
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fill(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_place(key, lambda fh: fh.write(data))
+
+    def upload_file(self, local_path: Path, key: str) -> None:
+        def fill(fh) -> None:  # type: ignore[no-untyped-def]
+            with open(local_path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
+
+        self._atomic_place(key, fill)
+
+    def download_file(self, key: str, local_path: Path) -> None:
+        shutil.copyfile(self._path(key), local_path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = [
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        ]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,58 @@
+"""The training pipeline (KFP v2). Steps are built from config so the image and resources come from it.
+
+Ingest is the first step; later stages append theirs here. The whole config travels as one pipeline
+parameter (``config_json``) whose default is the config the pipeline was compiled from, so a run
+launched from the Kubeflow UI uses it unless the user overrides it.
+"""
+
+# No `from __future__ import annotations`: kfp reads the pipeline signature at decoration time.
+
+from collections.abc import Callable
+
+from kfloop.components.ingest import ingest_component
+from kfp import dsl, kubernetes
+
+from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
+
+#: Retries for steps that talk to storage over the network (idempotent steps only).
+RETRIES = 2
+
+
+def _step(func: Callable, config: Config) -> Callable:
+    """A lightweight component running in the project image, which has kfloop preinstalled."""
+    return dsl.component(func=func, base_image=config.cluster.image, install_kfp_package=False)
+
+
+def _apply_resources(task: dsl.PipelineTask, res: Resources) -> None:
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+
+
+def _apply_storage_secrets(task: dsl.PipelineTask, config: Config) -> None:
+    """On a cluster, S3 keys come from Kubernetes Secrets as the env vars the config names."""
+    storage = config.storage
+    if not isinstance(storage, S3StorageConfig):
+        return
+    for ref in (storage.access_key, storage.secret_key):
+        if ref.secret_name and ref.secret_key:
+            kubernetes.use_secret_as_env(task, secret_name=ref.secret_name, secret_key_to_env={ref.secret_key: ref.env})
+
+
+def pipeline_name(config: Config) -> str:
+    return f"{config.project}-training"
+
+
+def build_training_pipeline(config: Config) -> Callable:
+    """The KFP pipeline function for ``config`` (call it under ``kfp.local`` or compile it)."""
+    ingest_op = _step(ingest_component, config)
+
+    @dsl.pipeline(name=pipeline_name(config), description=f"kfloop training loop for {config.project}")
+    def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Dataset:
+        ingest = ingest_op(config_json=config_json, source_uri=source_uri).set_display_name("ingest")
+        ingest.set_caching_options(False)  # incremental: its result depends on the lake, not its inputs
+        ingest.set_retry(RETRIES, backoff_duration="30s", backoff_factor=2)
+        _apply_resources(ingest, config.cluster.ingest)
+        _apply_storage_secrets(ingest, config)
+        return ingest.outputs["run_manifest"]
+
+    return training
