@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/fraud/kfloop.yaml
+CLUSTER_CONFIG ?= examples/fraud/kfloop.cluster.yaml
 DEMO_ROWS ?= 200000
 DEMO_SOURCE ?= .kfloop/source/transactions.csv
 
@@ -45,8 +46,8 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
-compile: $(STAMP) ## Compile the demo pipeline to pipelines/compiled/training.yaml
-	$(BIN)/kfloop compile --config $(CONFIG) --out pipelines/compiled/training.yaml
+compile: $(STAMP) ## Compile the cluster pipeline (CLUSTER_CONFIG) to pipelines/compiled/training.yaml
+	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 
 clean: ## Remove the local workspace and build outputs (keeps .venv)
 	rm -rf .kfloop build dist *.egg-info .pytest_cache .ruff_cache

@@ -96,8 +96,11 @@ def _check_schema(manifest: lake.Manifest, schema: pa.Schema) -> None:
     declared = lake.schema_types(schema)
     if manifest.schema == declared:
         return
-    diffs = [f"{c}: lake {manifest.schema.get(c, '-')} vs config {declared.get(c, '-')}"
-             for c in sorted(set(manifest.schema) | set(declared)) if manifest.schema.get(c) != declared.get(c)]
+    diffs = [
+        f"{c}: lake {manifest.schema.get(c, '-')} vs config {declared.get(c, '-')}"
+        for c in sorted(set(manifest.schema) | set(declared))
+        if manifest.schema.get(c) != declared.get(c)
+    ]
     raise ConfigError(
         f"source.columns: dataset {manifest.dataset!r} was written with another schema; " + "; ".join(diffs)
     )
@@ -133,10 +136,21 @@ def ingest(
         local = fetch_to_local(uri, Path(tmp), s3=s3)
         digest = _file_sha256(local)
         if any(r.get("source_sha256") == digest for r in manifest.runs):
-            return _result(run_id=run_id, uri=uri, digest=digest, manifest=manifest, started=started, t0=t0,
-                           storage=storage, already=True)
-        wm = pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type) \
-            if watermark_before else None
+            return _result(
+                run_id=run_id,
+                uri=uri,
+                digest=digest,
+                manifest=manifest,
+                started=started,
+                t0=t0,
+                storage=storage,
+                already=True,
+            )
+        wm = (
+            pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type)
+            if watermark_before
+            else None
+        )
         writer = lake.PartitionWriter(src.dataset, schema, src.timestamp_column, run_id, src.batch_rows * 4)
         qpath = Path(tmp) / "quarantine.parquet"
         qwriter: pq.ParquetWriter | None = None
@@ -183,8 +197,17 @@ def ingest(
         "watermark_before": watermark_before,
     }
     manifest = lake.commit(storage, manifest, files, run)
-    return _result(run_id=run_id, uri=uri, digest=digest, manifest=manifest, started=started, t0=t0,
-                   storage=storage, run=run, quarantine_uri=quarantine_uri)
+    return _result(
+        run_id=run_id,
+        uri=uri,
+        digest=digest,
+        manifest=manifest,
+        started=started,
+        t0=t0,
+        storage=storage,
+        run=run,
+        quarantine_uri=quarantine_uri,
+    )
 
 
 def _remove_orphan_quarantine(storage: Storage, manifest: lake.Manifest, dataset: str) -> None:
@@ -231,7 +254,6 @@ def _result(
     )
 
 
-
 def full_quarantine_schema(schema: pa.Schema) -> pa.Schema:
     """Layout of a quarantine file: source columns as text, then row, reason, raw record, source URI."""
     extra = [pa.field(RAW_COLUMN, pa.string()), pa.field(SOURCE_COLUMN, pa.string())]
@@ -272,7 +294,13 @@ def ingest_component(
     for key in ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "dataset_rows", "files"):
         metrics.log_metric(key, getattr(result, key))
     run_manifest.metadata.update(
-        {"dataset": result.dataset, "watermark": result.watermark_after or "", "rows": result.dataset_rows,
-         "content_hash": result.content_hash, "schema_hash": result.schema_hash, "manifest": result.manifest_uri}
+        {
+            "dataset": result.dataset,
+            "watermark": result.watermark_after or "",
+            "rows": result.dataset_rows,
+            "content_hash": result.content_hash,
+            "schema_hash": result.schema_hash,
+            "manifest": result.manifest_uri,
+        }
     )
     quarantine.metadata["rows"] = result.rows_quarantined

@@ -172,11 +172,17 @@ class PartitionWriter:
         """Route typed rows to their event-date partition."""
         if table.num_rows == 0:
             return
-        dates = pc.strftime(table.column(self.ts), format="%Y-%m-%d")
-        for date in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, date))
-            self._buffers.setdefault(date, []).append(part)
-            self._buffered += part.num_rows
+        # One sort and contiguous slices instead of one filter pass per date (UTC date of the event).
+        days = pc.cast(table.column(self.ts), pa.date32())
+        order = pc.sort_indices(days)
+        table, days = table.take(order), days.take(order)
+        offset = 0
+        for entry in pc.value_counts(days):
+            day, count = entry["values"].as_py(), entry["counts"].as_py()
+            date = day.isoformat()
+            self._buffers.setdefault(date, []).append(table.slice(offset, count))
+            offset += count
+            self._buffered += count
             if sum(t.num_rows for t in self._buffers[date]) >= self.flush_rows:
                 self._flush(date)
         if self._buffered >= self.max_buffered:

@@ -35,7 +35,7 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
     root.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "last-run.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_training_pipeline(config)
+    pipeline = build_training_pipeline(config, retries=0)
     kwargs = {"source_uri": source_uri} if source_uri else {}
     with (
         open(log_path, "w") as log,

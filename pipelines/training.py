@@ -42,15 +42,23 @@ def pipeline_name(config: Config) -> str:
     return f"{config.project}-training"
 
 
-def build_training_pipeline(config: Config) -> Callable:
-    """The KFP pipeline function for ``config`` (call it under ``kfp.local`` or compile it)."""
+def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callable:
+    """The KFP pipeline function for ``config`` (call it under ``kfp.local`` or compile it).
+
+    ``retries`` is for a cluster's transient faults; local runs pass 0 so a real error fails at once.
+    """
     ingest_op = _step(ingest_component, config)
 
-    @dsl.pipeline(name=pipeline_name(config), description=f"kfloop training loop for {config.project}")
+    @dsl.pipeline(
+        name=pipeline_name(config),
+        description=f"kfloop training loop for {config.project}",
+        pipeline_root=config.cluster.pipeline_root,
+    )
     def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Dataset:
         ingest = ingest_op(config_json=config_json, source_uri=source_uri).set_display_name("ingest")
         ingest.set_caching_options(False)  # incremental: its result depends on the lake, not its inputs
-        ingest.set_retry(RETRIES, backoff_duration="30s", backoff_factor=2)
+        if retries:
+            ingest.set_retry(retries, backoff_duration="30s", backoff_factor=2)
         _apply_resources(ingest, config.cluster.ingest)
         _apply_storage_secrets(ingest, config)
         return ingest.outputs["run_manifest"]

@@ -41,8 +41,8 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except typer.Exit:
-            raise
+        except (typer.Exit, typer.exceptions.TyperException):
+            raise  # usage errors: click prints them and exits 2
         except KfloopError as err:
             if State.debug:
                 raise

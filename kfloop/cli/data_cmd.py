@@ -17,8 +17,9 @@ from kfloop.storage import S3Storage
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                    transient=True)
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    )
 
 
 @handle_errors
@@ -90,7 +91,10 @@ def ingest(
     with _progress() as progress:
         task = progress.add_task("ingesting", total=None)
         result = run_ingest(
-            cfg, storage, source_uri=source or None, s3=s3,
+            cfg,
+            storage,
+            source_uri=source or None,
+            s3=s3,
             on_batch=lambda n: progress.update(task, description=f"ingesting: {n:,} rows read"),
         )
     console.print(ingest_table(result.to_dict()))

@@ -26,8 +26,9 @@ def run(
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
     workdir = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / 'last-run.log'})", total=None)
         result = run_local(cfg, workdir, source_uri=source or None)
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")

@@ -96,8 +96,8 @@ def load_config(path: str | Path) -> Config:
 
 
 def config_to_json(config: Config) -> str:
-    """Canonical JSON form, used to hand the config to pipeline steps as one parameter."""
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    """JSON form (field and column order kept), used to hand the config to pipeline steps as one parameter."""
+    return json.dumps(config.model_dump(mode="json"))
 
 
 def config_from_json(text: str) -> Config:

@@ -37,9 +37,7 @@ class S3StorageConfig(Section):
     secure: bool = Field(True, description="Use TLS.")
     region: str | None = None
     access_key: SecretRef = SecretRef(env="AWS_ACCESS_KEY_ID", secret_name="kfloop-s3", secret_key="accesskey")
-    secret_key: SecretRef = SecretRef(
-        env="AWS_SECRET_ACCESS_KEY", secret_name="kfloop-s3", secret_key="secretkey"
-    )
+    secret_key: SecretRef = SecretRef(env="AWS_SECRET_ACCESS_KEY", secret_name="kfloop-s3", secret_key="secretkey")
 
 
 StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="type")]

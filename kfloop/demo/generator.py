@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,7 @@ _HOUR_PROFILE = (
 _US = 1_000_000
 _HOUR_US = 3600 * _US
 _DAY_US = 24 * _HOUR_US
+_Cols = dict[str, np.ndarray]  # column name -> values, before the frame is built
 
 
 def _utc(value: datetime, name: str) -> datetime:
@@ -63,7 +64,7 @@ def _utc(value: datetime, name: str) -> datetime:
 
 
 def _micros(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // pd.Timedelta(microseconds=1)
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _profile_hours(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.choice(24, n, p=p / p.sum())
 
 
-def _legit(rng: np.random.Generator, w: _World, clock: _Clock, drift: DriftSpec | None, n: int) -> dict:
+def _legit(rng: np.random.Generator, w: _World, clock: _Clock, drift: DriftSpec | None, n: int) -> _Cols:
     cust = rng.choice(len(w.activity), n, p=w.activity)
     habitual = np.rint(w.usual_hour[cust] + rng.normal(0.0, 2.5, n)).astype(np.int64) % 24
     ts = clock.at_hours(rng, np.where(rng.random(n) < 0.6, habitual, _profile_hours(rng, n)))
@@ -230,7 +231,7 @@ def _legit(rng: np.random.Generator, w: _World, clock: _Clock, drift: DriftSpec 
     return {"cust": cust, "ts": ts, "cat": cat, "channel": channel, "amount": np.exp(log_amount), "distance": distance}
 
 
-def _fraud(rng: np.random.Generator, w: _World, clock: _Clock, drift: DriftSpec | None, n: int) -> dict:
+def _fraud(rng: np.random.Generator, w: _World, clock: _Clock, drift: DriftSpec | None, n: int) -> _Cols:
     """Fraud comes in bursts on a compromised card: n rows spread over incidents of a few rows each."""
     ts0 = clock.at_hours(rng, _profile_hours(rng, n))  # candidate incidents (at most n are needed)
     card_test = ts0 >= _micros(drift.after) if drift is not None and drift.fraud_pattern else np.zeros(n, bool)

@@ -63,10 +63,16 @@ def _is_timestamp(series: pd.Series) -> bool:
     return isinstance(series.dtype, pd.DatetimeTZDtype) or series.dtype.kind == "M"
 
 
+def _utc_micros(series: pd.Series) -> np.ndarray:
+    """Naive UTC datetime64[us] values; tz-naive timestamps are taken to be UTC already."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    return series.to_numpy().astype("datetime64[us]")
+
+
 def _iso(series: pd.Series) -> np.ndarray:
     """ISO-8601 with microseconds and offset, e.g. 2026-01-01T00:03:12.123456+00:00; nulls → None."""
-    utc = series.dt.tz_convert("UTC") if isinstance(series.dtype, pd.DatetimeTZDtype) else series
-    text = np.datetime_as_string(utc.to_numpy().astype("datetime64[us]"), unit="us").astype(object) + "+00:00"
+    text = np.datetime_as_string(_utc_micros(series), unit="us").astype(object) + "+00:00"
     text[series.isna().to_numpy()] = None
     return text
 
@@ -85,8 +91,9 @@ def _write_csv(frame: pd.DataFrame, fh: IO[bytes]) -> None:
 
 def _python_values(series: pd.Series) -> list[Any]:
     """Column as plain Python values, nulls as None (JSON and Avro reject NaN as a null)."""
-    values = series.to_numpy(dtype=object) if series.dtype.kind not in "biuf" else series.to_numpy()
-    out = values.tolist()
+    out = series.to_numpy().tolist()
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) != "string":
+        out = [v.item() if isinstance(v, np.generic) else v for v in out]
     for i in np.flatnonzero(series.isna().to_numpy()):
         out[i] = None
     return out
@@ -107,18 +114,12 @@ def _stringify_mixed(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy(deep=False)
     for name in out.columns:
         if out[name].dtype == object:
-            kinds = {_value_kind(v) for v in out[name].dropna()}
-            if kinds == {"number"}:
+            kind = pd.api.types.infer_dtype(out[name], skipna=True)
+            if kind in ("floating", "integer", "mixed-integer-float"):
                 out[name] = pd.to_numeric(out[name])
-            elif len(kinds) > 1:
+            elif kind.startswith("mixed"):
                 out[name] = out[name].map(lambda v: None if pd.isna(v) else str(v))
     return out
-
-
-def _value_kind(value: object) -> str:
-    if isinstance(value, bool | np.bool_):
-        return "bool"
-    return "number" if isinstance(value, int | float | np.number) else type(value).__name__
 
 
 def _write_parquet(frame: pd.DataFrame, fh: IO[bytes]) -> None:
@@ -127,6 +128,13 @@ def _write_parquet(frame: pd.DataFrame, fh: IO[bytes]) -> None:
 
 
 _AVRO_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
+
+
+def _python_type(t: type) -> type:
+    for base, python in ((bool | np.bool_, bool), (str, str), (int | np.integer, int), (float | np.floating, float)):
+        if issubclass(t, base):
+            return python
+    return t
 
 
 def _avro_field(name: str, series: pd.Series) -> dict[str, Any]:
@@ -139,9 +147,10 @@ def _avro_field(name: str, series: pd.Series) -> dict[str, Any]:
         types = ["long"]
     elif series.dtype.kind == "f":
         types = ["double"]
+    elif pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        types = ["string"]
     else:
-        present = {type(v) for v in series.dropna()}
-        present = {float if issubclass(t, np.floating) else int if issubclass(t, np.integer) else t for t in present}
+        present = {_python_type(type(v)) for v in series.dropna()}
         unknown = [t.__name__ for t in present if t not in _AVRO_TYPES]
         if unknown:
             raise ValueError(f"column {name!r}: cannot write values of type {', '.join(unknown)} to Avro")
@@ -165,8 +174,7 @@ def _write_avro(frame: pd.DataFrame, fh: IO[bytes]) -> None:
     for name in frame.columns:
         series = frame[name]
         if _is_timestamp(series):  # fastavro takes timestamp-micros as epoch microseconds
-            utc = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
-            values = utc.to_numpy().astype("datetime64[us]").astype(np.int64).astype(object)
+            values = _utc_micros(series).astype(np.int64).astype(object)
             values[series.isna().to_numpy()] = None
             columns.append(values.tolist())
         else:

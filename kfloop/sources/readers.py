@@ -70,9 +70,7 @@ def detect_format(path: Path, declared: str) -> str:
 def _check_columns(path: Path, found: list[str], cfg: SourceConfig) -> None:
     missing = [c for c in cfg.columns if c not in found]
     if missing:
-        raise SourceError(
-            f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}"
-        )
+        raise SourceError(f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}")
 
 
 def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> Iterator[RawBatch]:
@@ -106,7 +104,7 @@ def _iter_csv(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
 
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, cfg.batch_rows * 128)),
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 16, cfg.batch_rows * 128)),
         parse_options=pacsv.ParseOptions(delimiter=cfg.csv_delimiter, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in cfg.columns},

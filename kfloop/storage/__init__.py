@@ -24,9 +24,7 @@ def resolve_credentials(cfg: S3StorageConfig, environ: Mapping[str, str]) -> S3C
     """Read the S3 keys named by the config's secret references (called once, at the entrypoint)."""
     missing = [ref.env for ref in (cfg.access_key, cfg.secret_key) if not environ.get(ref.env)]
     if missing:
-        raise ConfigError(
-            "storage.access_key/secret_key: environment variable(s) not set: " + ", ".join(missing)
-        )
+        raise ConfigError("storage.access_key/secret_key: environment variable(s) not set: " + ", ".join(missing))
     return S3Credentials(environ[cfg.access_key.env], environ[cfg.secret_key.env])
 
 

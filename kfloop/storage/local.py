@@ -63,9 +63,7 @@ class LocalStorage(Storage):
         if not base.is_dir():
             return []
         keys = [
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
         ]
         return sorted(keys)
 

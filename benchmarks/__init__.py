@@ -1,0 +1,19 @@
+"""Side-by-side benchmarks (ours vs peer vs floor), run with ``python -m benchmarks [NAME ...]``.
+
+Not tests: they measure, print ratios, and write ``.kfloop/bench/<name>.json``. Modules are imported
+only when their benchmark runs, so ``--list`` and errors stay instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Repository root (benchmarks/ lives at the top level, beside pyproject.toml).
+ROOT = Path(__file__).resolve().parent.parent
+#: Default results folder (git-ignored with the rest of .kfloop/).
+DEFAULT_OUT = ROOT / ".kfloop" / "bench"
+
+#: name → (module exposing ``build(rows, data_dir) -> Benchmark``, one-line description)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "ingest": ("benchmarks.ingest", "demo rows CSV → partitioned Parquet (kfloop ingest vs pandas vs pyarrow)"),
+}

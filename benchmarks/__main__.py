@@ -1,0 +1,52 @@
+"""CLI: ``python -m benchmarks [NAME ...] [--repeat N] [--rows N] [--list]`` (no NAME: run them all)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from benchmarks import BENCHMARKS, DEFAULT_OUT
+from benchmarks.harness import Benchmark, run_benchmark
+from benchmarks.report import format_table, write_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; see --list)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats per case, interleaved (default: 3)")
+    p.add_argument("--rows", type=int, default=None, help="override the benchmark's row count (quick runs)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--quiet", action="store_true", help="print only the result tables")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (_, about) in BENCHMARKS.items():
+            print(f"{name:12} {about}")
+        return 0
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    if args.rows is not None and args.rows < 1:
+        parser.error("--rows must be >= 1")
+    for name in args.names or list(BENCHMARKS):
+        module = importlib.import_module(BENCHMARKS[name][0])
+        print(f"== {name}: preparing (untimed)", flush=True)
+        bench: Benchmark = module.build(rows=args.rows, data_dir=args.out / "data")
+        echo = None if args.quiet else (lambda line: print(line, flush=True))
+        report = run_benchmark(bench, repeat=args.repeat, echo=echo)
+        print(format_table(report))
+        print(f"results: {write_json(report, args.out)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`python -m kfloop` runs the CLI."""
+
+from kfloop.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Shared fixtures: real servers (moto_server S3, a static HTTP server) on free localhost ports."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minio import Minio
+
+from kfloop.config import Config, load_config, parse_config
+from kfloop.storage import S3Credentials, S3Storage
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "examples" / "fraud" / "kfloop.yaml"
+S3_CREDS = S3Credentials("testing-key", "testing-secret")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API endpoint: moto_server in its own process (MinIO's server is not installable here)."""
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    assert exe, "moto_server not installed (pip install 'moto[server]')"
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_client(moto_endpoint: str) -> Minio:
+    return Minio(moto_endpoint, access_key=S3_CREDS.access_key, secret_key=S3_CREDS.secret_key, secure=False)
+
+
+@pytest.fixture
+def bucket(s3_client: Minio, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test, so tests sharing the server do not see each other's objects."""
+    name = "t-" + str(abs(hash(request.node.nodeid)) % 10**12)
+    if not s3_client.bucket_exists(name):
+        s3_client.make_bucket(name)
+    return name
+
+
+@pytest.fixture
+def s3_storage(s3_client: Minio, bucket: str) -> S3Storage:
+    return S3Storage(s3_client, bucket, prefix="ws")
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over real HTTP on localhost: (dir, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def demo_config(workspace: Path | None = None, **source: object) -> Config:
+    """The demo config with the workspace and source fields overridden (same validation as a file)."""
+    data = load_config(DEMO_CONFIG).model_dump(mode="json")
+    if workspace is not None:
+        data["storage"] = {"type": "local", "root": str(workspace)}
+    data["source"].update(source)
+    return parse_config(data, "test config")

@@ -1,0 +1,100 @@
+"""Training pipeline: runs end to end under kfp.local; compiled YAML loads back and is up to date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kfloop.pipelines.compile import compile_training
+from kfloop.pipelines.local import project_python_on_path, run_local
+from kfp import components
+
+from kfloop.config import load_config
+from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
+from kfloop.errors import PipelineError
+from kfloop.storage import LocalStorage
+from tests.conftest import REPO, demo_config
+
+CLUSTER_CONFIG = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
+GOLDEN = REPO / "pipelines" / "compiled" / "training.yaml"
+
+
+@pytest.mark.slow
+def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    project_python_on_path()
+    data = generate(DemoSpec(rows=3000, seed=11, defects=DefectSpec(wrong_types=0.01)))
+    write_frame(data.frame, tmp_path / "src.csv", "csv")
+    cfg = demo_config(Path("ws"), uri="src.csv")
+    run = run_local(cfg, Path("ws"))
+    assert run.ingest["rows_written"] + run.ingest["rows_quarantined"] == 3000
+    assert run.ingest["rows_quarantined"] == len(data.injected["wrong_types"])
+    manifest = json.loads(LocalStorage("ws").read_text("lake/transactions/_manifest.json"))
+    assert manifest["rows"] == run.ingest["rows_written"]
+    # the step's metrics are KFP artifacts under the pipeline root
+    metrics = list(run.pipeline_root.rglob("executor_output.json"))
+    assert metrics, "kfp.local wrote no executor output"
+    again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
+    assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
+
+
+@pytest.mark.slow
+def test_local_pipeline_failure_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    project_python_on_path()
+    cfg = demo_config(Path("ws"), uri="missing.csv")
+    with pytest.raises(PipelineError, match=r"missing\.csv: source file not found"):
+        run_local(cfg, Path("ws"))
+
+
+def _compiled(tmp_path: Path) -> dict:
+    out = compile_training(
+        load_config(CLUSTER_CONFIG), tmp_path / "training.yaml", config_path="examples/fraud/kfloop.cluster.yaml"
+    )
+    pipeline, platform = yaml.safe_load_all(out.read_text())  # IR + Kubernetes platform spec
+    return {**pipeline, "platforms": platform["platforms"]}
+
+
+def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None:
+    spec = _compiled(tmp_path)
+    cfg = load_config(CLUSTER_CONFIG)
+    component = components.load_component_from_file(str(tmp_path / "training.yaml"))
+    assert component.name == "fraud-demo-training"
+    assert set(component.component_spec.inputs or {}) == {"config_json", "source_uri"}
+    executors = spec["deploymentSpec"]["executors"]
+    for name, ex in executors.items():
+        container = ex["container"]
+        assert container["image"] == cfg.cluster.image, name
+        assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
+    ingest = spec["root"]["dag"]["tasks"]["ingest-component"]
+    assert ingest["cachingOptions"].get("enableCache", False) is False
+    assert ingest["retryPolicy"]["maxRetryCount"] == 2
+    comp = spec["components"]["comp-ingest-component"]
+    assert set(comp["inputDefinitions"]["parameters"]) == {"config_json", "source_uri"}
+    assert set(comp["outputDefinitions"]["artifacts"]) == {"run_manifest", "quarantine", "metrics"}
+    assert comp["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    res = executors["exec-ingest-component"]["container"]["resources"]
+    assert (res["cpuRequest"], res["cpuLimit"]) == (0.5, 2.0)
+    assert (res["memoryRequest"], res["memoryLimit"]) == (1024**3 / 1e9, 4 * 1024**3 / 1e9)
+    assert spec["defaultPipelineRoot"] == cfg.cluster.pipeline_root
+    config_default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    assert json.loads(config_default)["project"] == cfg.project
+
+
+def test_compiled_pipeline_mounts_s3_secrets(tmp_path: Path) -> None:
+    spec = _compiled(tmp_path)
+    k8s = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest-component"]
+    envs = {kv["envVar"]: (s["secretName"], kv["secretKey"]) for s in k8s["secretAsEnv"] for kv in s["keyToEnv"]}
+    assert envs == {
+        "AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"),
+        "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey"),
+    }
+
+
+def test_committed_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:
+    _compiled(tmp_path)
+    fresh = (tmp_path / "training.yaml").read_text()
+    assert GOLDEN.read_text() == fresh, "pipelines/compiled/training.yaml is stale: run `make compile`"
+    assert fresh.startswith("# GENERATED")
