@@ -8,6 +8,8 @@ CONFIG ?= examples/fraud/kfloop.yaml
 CLUSTER_CONFIG ?= examples/fraud/kfloop.cluster.yaml
 DEMO_ROWS ?= 200000
 DEMO_SOURCE ?= .kfloop/source/transactions.csv
+# a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
+DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-fast lint format bench compile check-compiled clean
@@ -26,7 +28,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
 
 run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a summary
-	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --skip-existing
+	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
 
 test: $(STAMP) ## Run the test suite

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from kfloop.components.ingest import ingest
 
 from benchmarks import ROOT
 from benchmarks.harness import Benchmark, Case
+from kfloop.components.ingest import ingest
 from kfloop.config import Config, load_config
 from kfloop.demo import DemoSpec, generate, write_frame
 from kfloop.schema import PARTITION_COLUMN, arrow_schema

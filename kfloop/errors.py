@@ -33,5 +33,11 @@ class StorageError(KfloopError):
     http_status = 503
 
 
+class GateFailedError(KfloopError):
+    """A quality gate stopped the loop (message names each failed check, its count and examples)."""
+
+    http_status = 422
+
+
 class PipelineError(KfloopError):
     """A pipeline run or compilation failed (message names the failing task)."""

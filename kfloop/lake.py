@@ -241,6 +241,39 @@ def commit(storage: Storage, manifest: Manifest, new_files: list[DataFile], run:
     return updated
 
 
+def replace(storage: Storage, manifest: Manifest, new_files: list[DataFile], run: dict) -> Manifest:
+    """Make ``new_files`` the whole dataset (a full recompute), then delete the files it replaced."""
+    updated = Manifest(
+        dataset=manifest.dataset,
+        schema=manifest.schema,
+        schema_hash=manifest.schema_hash,
+        files=list(new_files),
+        runs=[*manifest.runs, run],
+    )
+    storage.write_text(f"{dataset_prefix(manifest.dataset)}/_runs/{run['run_id']}.json", json.dumps(run, indent=2))
+    storage.write_text(manifest_key(manifest.dataset), updated.to_json())
+    keep = {f.key for f in new_files}
+    for old in manifest.files:
+        if old.key not in keep:
+            storage.delete(old.key)
+    return updated
+
+
+def iter_dataset(storage: Storage, manifest: Manifest, batch_rows: int, columns: list[str] | None = None):
+    """Yield the committed rows as Arrow tables, one file slice at a time (bounded memory)."""
+    with tempfile.TemporaryDirectory(prefix="kfloop-read-") as tmp:
+        for f in manifest.files:
+            local = storage.local_path(f.key)
+            if local is None:
+                local = Path(tmp) / "part.parquet"
+                storage.download_file(f.key, local)
+            pf = pq.ParquetFile(local)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                table = pa.Table.from_batches([batch])
+                yield table.select(columns) if columns else table
+            pf.close()
+
+
 def new_manifest(dataset: str, schema: pa.Schema) -> Manifest:
     return Manifest(dataset=dataset, schema=schema_types(schema), schema_hash=schema_hash(schema))
 

@@ -13,20 +13,30 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from kfloop.pipelines.training import build_training_pipeline
 from kfp import local
 
 from kfloop.config import Config
 from kfloop.errors import PipelineError
+from kfloop.pipelines.training import build_training_pipeline
 
 
 @dataclass(frozen=True)
 class LocalRun:
-    """Outcome of a local pipeline run."""
+    """Outcome of a local pipeline run: each step's main output, read from the run's artifacts."""
 
     ingest: dict
+    quality: dict
     log_path: Path
     pipeline_root: Path
+
+
+def _latest_run_dir(root: Path, before: set[Path]) -> Path | None:
+    runs = [p for p in root.iterdir() if p.is_dir() and p not in before]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> LocalRun:
@@ -37,6 +47,7 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_training_pipeline(config, retries=0)
     kwargs = {"source_uri": source_uri} if source_uri else {}
+    before = {p for p in root.iterdir() if p.is_dir()}
     with (
         open(log_path, "w") as log,
         contextlib.redirect_stdout(log),
@@ -46,16 +57,23 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
         # Resources, display names and the image are cluster settings that kfp.local ignores by design.
         warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
         try:
-            output = pipeline(**kwargs)
+            pipeline(**kwargs)
         except Exception as err:  # kfp raises RuntimeError naming the failed task
             failure = err
         else:
             failure = None
+    run_dir = _latest_run_dir(root, before)
+    quality = _read_json(run_dir / "validate-component" / "report") if run_dir else {}
     if failure is not None:
+        if quality and not quality.get("gate_passed", True):
+            failing = [c for c in quality["checks"] if c["severity"] == "error" and not c["passed"]]
+            lines = [f"{c['check']}: {c['message']} ({c['failed']:,} of {c['total']:,} failing)" for c in failing]
+            raise PipelineError("data contract gate failed; training did not run:\n" + "\n".join(lines))
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
         raise PipelineError(f"pipeline failed: {failure}\n--- last lines of {log_path} ---\n{tail}")
-    manifest = json.loads(Path(output.output.path).read_text())
-    return LocalRun(ingest=manifest, log_path=log_path, pipeline_root=root)
+    assert run_dir is not None
+    ingest = _read_json(run_dir / "ingest-component" / "run_manifest")
+    return LocalRun(ingest=ingest, quality=quality, log_path=log_path, pipeline_root=root)
 
 
 def project_python_on_path() -> None:

@@ -1,4 +1,4 @@
-"""The training pipeline (KFP v2). Steps are built from config so the image and resources come from it.
+"""The training pipeline (KFP v2): ingest → validate (data contract) → quality gate.
 
 Ingest is the first step; later stages append theirs here. The whole config travels as one pipeline
 parameter (``config_json``) whose default is the config the pipeline was compiled from, so a run
@@ -9,9 +9,10 @@ launched from the Kubeflow UI uses it unless the user overrides it.
 
 from collections.abc import Callable
 
-from kfloop.components.ingest import ingest_component
 from kfp import dsl, kubernetes
 
+from kfloop.components.ingest import ingest_component
+from kfloop.components.validate import gate_component, validate_component
 from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
@@ -48,6 +49,8 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     ``retries`` is for a cluster's transient faults; local runs pass 0 so a real error fails at once.
     """
     ingest_op = _step(ingest_component, config)
+    validate_op = _step(validate_component, config)
+    gate_op = _step(gate_component, config)
 
     @dsl.pipeline(
         name=pipeline_name(config),
@@ -59,8 +62,19 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         ingest.set_caching_options(False)  # incremental: its result depends on the lake, not its inputs
         if retries:
             ingest.set_retry(retries, backoff_duration="30s", backoff_factor=2)
-        _apply_resources(ingest, config.cluster.ingest)
+        _apply_resources(ingest, config.cluster.step_resources("ingest"))
         _apply_storage_secrets(ingest, config)
-        return ingest.outputs["run_manifest"]
+
+        validate = validate_op(config_json=config_json, ingest_manifest=ingest.outputs["run_manifest"])
+        validate.set_display_name("validate (data contract)")
+        validate.set_caching_options(False)  # reads the lake, which ingestion changes in place
+        if retries:
+            validate.set_retry(retries, backoff_duration="30s", backoff_factor=2)
+        _apply_resources(validate, config.cluster.step_resources("validate"))
+        _apply_storage_secrets(validate, config)
+
+        gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"])
+        gate.set_display_name("quality gate")
+        return validate.outputs["clean"]
 
     return training

@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
+app.command("validate")(data_cmd.validate)
 app.command("run")(pipeline_cmd.run)
 app.command("compile")(pipeline_cmd.compile_)
 

@@ -11,8 +11,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
-from kfloop.cli.summary import ingest_table
-from kfloop.errors import ConfigError
+from kfloop.cli.summary import ingest_table, quality_table
+from kfloop.errors import ConfigError, GateFailedError
 from kfloop.storage import S3Storage
 
 
@@ -98,3 +98,38 @@ def ingest(
             on_batch=lambda n: progress.update(task, description=f"ingesting: {n:,} rows read"),
         )
     console.print(ingest_table(result.to_dict()))
+
+
+@handle_errors
+def validate(
+    config: ConfigOption = DEFAULT_CONFIG,
+    input_uri: Annotated[
+        str, typer.Option("--input", help="A data file to check (ingested into a scratch workspace first).")
+    ] = "",
+) -> None:
+    """Run the data contract outside the pipeline; exits 1 when an `error` check fails."""
+    from kfloop.components.ingest import ingest as run_ingest
+    from kfloop.components.validate import validate as run_validate
+    from kfloop.storage import LocalStorage
+
+    cfg = load(config)
+    storage = workspace(cfg)
+    with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp, _progress() as progress:
+        progress.add_task("validating", total=None)
+        if input_uri:
+            s3 = storage.client if isinstance(storage, S3Storage) else None
+            storage = LocalStorage(tmp)
+            run_ingest(cfg, storage, source_uri=input_uri, s3=s3)
+        result = run_validate(cfg, storage)
+        html = result.html
+    if input_uri:
+        out = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop") / "reports" / "adhoc.html"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html)
+        report_path = str(out)
+    else:
+        report_path = result.report_html_uri
+    console.print(quality_table(result.report.to_dict()))
+    console.print(f"report: {report_path}")
+    if not result.report.gate_passed:
+        raise GateFailedError("data contract gate failed:\n" + result.report.gate_message())

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load
-from kfloop.cli.summary import ingest_table
+from kfloop.cli.summary import ingest_table, quality_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 
@@ -33,6 +33,7 @@ def run(
         result = run_local(cfg, workdir, source_uri=source or None)
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
+    console.print(quality_table(result.quality))
 
 
 @handle_errors

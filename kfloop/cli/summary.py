@@ -24,3 +24,19 @@ def ingest_table(r: dict) -> Table:
     t.add_row("manifest", r["manifest_uri"])
     t.add_row("run id", r["run_id"])
     return t
+
+
+def quality_table(q: dict) -> Table:
+    """The validation part of a summary: score, gate, row flow, failing checks."""
+    gate = "[green]passed[/]" if q["gate_passed"] else "[bold red]FAILED[/]"
+    t = Table(title=f"validate → data contract on {q['dataset']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("quality score", f"{q['quality_score']:.2f} %")
+    t.add_row("gate", gate)
+    t.add_row("rows in → clean", f"{q['rows_in']:,} → {q['rows_clean']:,}")
+    t.add_row("quarantined / duplicates dropped", f"{q['rows_quarantined']:,} / {q['rows_dropped_duplicates']:,}")
+    for c in q["checks"]:
+        if not c["passed"]:
+            t.add_row(f"  ✗ {c['check']} ({c['severity']})", f"{c['failed']:,} failing: {c['message']}")
+    return t

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from kfloop.config._base import Section
 from kfloop.config.cluster import ClusterConfig, Resources
+from kfloop.config.contract import ContractConfig
 from kfloop.config.sections import (
-    ContractConfig,
     FeaturesConfig,
     MonitoringConfig,
     ServingConfig,
@@ -57,6 +57,18 @@ class Config(Section):
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _contract_names_known_columns(self) -> Config:
+        known = self.source.columns
+        named = {f"contract.columns.{c}": c for c in self.contract.columns}
+        if self.contract.duplicates:
+            named |= {f"contract.duplicates.keys ({c})": c for c in self.contract.duplicates.keys}
+        named |= {f"contract.completeness.columns ({c})": c for c in self.contract.completeness.columns or ()}
+        unknown = [path for path, col in named.items() if col not in known]
+        if unknown:
+            raise ValueError("not a column declared in source.columns: " + ", ".join(unknown))
+        return self
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from kfloop.config._base import Section
@@ -16,6 +18,10 @@ class Resources(Section):
     memory_limit: str = "4Gi"
 
 
+#: Pipeline steps that take resource settings (a dict, so later steps add a name here only).
+StepName = Literal["ingest", "validate"]
+
+
 class ClusterConfig(Section):
     """Kubeflow Pipelines settings; the image has kfloop preinstalled (no pip installs at run time)."""
 
@@ -24,4 +30,9 @@ class ClusterConfig(Section):
     kfp_host: str | None = Field(None, description="KFP API endpoint for `kfloop submit`.")
     pipeline_root: str | None = Field(None, description="Artifact root, e.g. s3://bucket/pipeline-root.")
     service_account: str | None = None
-    ingest: Resources = Resources()
+    resources: dict[StepName, Resources] = Field(
+        default_factory=dict, description="CPU/memory per step; a step not named gets the defaults."
+    )
+
+    def step_resources(self, step: StepName) -> Resources:
+        return self.resources.get(step, Resources())

@@ -5,10 +5,6 @@ from __future__ import annotations
 from kfloop.config._base import Section
 
 
-class ContractConfig(Section):
-    """Data-quality contract (validate stage)."""
-
-
 class FeaturesConfig(Section):
     """Feast feature definitions (feature stage)."""
 

@@ -45,6 +45,10 @@ class Storage(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove an object; absent is not an error."""
 
+    def local_path(self, key: str) -> Path | None:
+        """A path readable in place, for backends that have one (avoids a copy); None otherwise."""
+        return None
+
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
 

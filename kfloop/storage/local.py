@@ -55,6 +55,9 @@ class LocalStorage(Storage):
     def download_file(self, key: str, local_path: Path) -> None:
         shutil.copyfile(self._path(key), local_path)
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kfloop.components.ingest import ingest
 
 from kfloop import lake
+from kfloop.components.ingest import ingest
 from kfloop.config import Config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import ConfigError, SourceError

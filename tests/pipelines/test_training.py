@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfloop.pipelines.compile import compile_training
-from kfloop.pipelines.local import project_python_on_path, run_local
 from kfp import components
 
-from kfloop.config import load_config
+from kfloop.config import load_config, parse_config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
+from kfloop.pipelines.compile import compile_training
+from kfloop.pipelines.local import project_python_on_path, run_local
 from kfloop.storage import LocalStorage
 from tests.conftest import REPO, demo_config
 
@@ -36,8 +36,27 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     # the step's metrics are KFP artifacts under the pipeline root
     metrics = list(run.pipeline_root.rglob("executor_output.json"))
     assert metrics, "kfp.local wrote no executor output"
+    assert run.quality["gate_passed"] and run.quality["rows_in"] == manifest["rows"]
+    assert (
+        run.quality["rows_clean"]
+        == manifest["rows"] - run.quality["rows_dropped_duplicates"] - run.quality["rows_quarantined"]
+    )
     again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
     assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
+
+
+@pytest.mark.slow
+def test_gate_stops_the_pipeline_and_names_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    project_python_on_path()
+    write_frame(generate(DemoSpec(rows=500, seed=5)).frame, tmp_path / "src.csv", "csv")
+    data = demo_config(Path("ws"), uri="src.csv").model_dump(mode="json")
+    data["contract"]["min_rows"] = {"value": 10_000, "severity": "error"}
+    with pytest.raises(
+        PipelineError, match=r"(?s)data contract gate failed.*table\.min_rows: at least 10,000 clean rows; found 500"
+    ):
+        run_local(parse_config(data, "test"), Path("ws"))
+    assert not (tmp_path / "ws" / "lake" / "transactions_clean").exists()
 
 
 @pytest.mark.slow
@@ -68,7 +87,21 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         container = ex["container"]
         assert container["image"] == cfg.cluster.image, name
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
-    ingest = spec["root"]["dag"]["tasks"]["ingest-component"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert list(tasks) == ["gate-component", "ingest-component", "validate-component"]
+    assert tasks["validate-component"]["dependentTasks"] == ["ingest-component"]
+    assert tasks["gate-component"]["dependentTasks"] == ["validate-component"]
+    assert tasks["validate-component"]["cachingOptions"].get("enableCache", False) is False
+    validate_outputs = spec["components"]["comp-validate-component"]["outputDefinitions"]["artifacts"]
+    assert {k: v["artifactType"]["schemaTitle"] for k, v in validate_outputs.items()} == {
+        "report": "system.Artifact",
+        "report_html": "system.HTML",
+        "report_md": "system.Markdown",
+        "clean": "system.Dataset",
+        "quarantine": "system.Dataset",
+        "metrics": "system.Metrics",
+    }
+    ingest = tasks["ingest-component"]
     assert ingest["cachingOptions"].get("enableCache", False) is False
     assert ingest["retryPolicy"]["maxRetryCount"] == 2
     comp = spec["components"]["comp-ingest-component"]
@@ -83,14 +116,16 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
     assert json.loads(config_default)["project"] == cfg.project
 
 
-def test_compiled_pipeline_mounts_s3_secrets(tmp_path: Path) -> None:
+def test_compiled_pipeline_mounts_s3_secrets_on_steps_that_use_storage(tmp_path: Path) -> None:
     spec = _compiled(tmp_path)
-    k8s = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest-component"]
-    envs = {kv["envVar"]: (s["secretName"], kv["secretKey"]) for s in k8s["secretAsEnv"] for kv in s["keyToEnv"]}
-    assert envs == {
-        "AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"),
-        "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey"),
-    }
+    executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"exec-ingest-component", "exec-validate-component"}
+    for k8s in executors.values():
+        envs = {kv["envVar"]: (s["secretName"], kv["secretKey"]) for s in k8s["secretAsEnv"] for kv in s["keyToEnv"]}
+        assert envs == {
+            "AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"),
+            "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey"),
+        }
 
 
 def test_committed_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""The ``contract`` section: the data-quality contract the validate stage enforces.
+
+Column types come from ``source.columns`` (one source of truth); the contract adds the rules.
+Severity per check: ``error`` fails the gate, ``warn`` only reports, ``quarantine`` moves the
+offending rows aside (with a reason per failed check) and lets the rest through.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kfloop.config._base import Section
+
+Severity = Literal["error", "warn", "quarantine"]
+DuplicateMode = Literal["drop", "keep_latest", "fail"]
+SchemaAction = Literal["error", "warn"]
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"15m"``, ``"24h"``, ``"7d"`` → timedelta."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 24h or 7d")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+class ColumnRule(Section):
+    """Checks on one column; each is skipped when unset."""
+
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = Field(None, min_length=1, description="Allowed values (categoricals).")
+    regex: str | None = Field(None, description="Full-match pattern for strings.")
+    max_length: int | None = Field(None, ge=1)
+    severity: Severity = "quarantine"
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"invalid regex: {err}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> ColumnRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class RowRule(Section):
+    """A business rule as a row expression over columns, e.g. ``amount >= 0``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    expr: str = Field(min_length=1, description="Boolean expression (pandas eval syntax) true for good rows.")
+    severity: Severity = "quarantine"
+
+
+class Completeness(Section):
+    """Share of records with every required column present."""
+
+    min_ratio: float = Field(0.95, ge=0, le=1)
+    columns: tuple[str, ...] | None = Field(None, description="Required columns; default: keys, time, label.")
+    severity: Severity = "error"
+
+
+class MinRows(Section):
+    value: int = Field(1, ge=0)
+    severity: Severity = "error"
+
+
+class Freshness(Section):
+    """The newest event must be no older than ``max_age`` at validation time."""
+
+    max_age: str = "7d"
+    severity: Severity = "warn"
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Duplicates(Section):
+    """Exact duplicates and key duplicates (same key, different values)."""
+
+    keys: tuple[str, ...] = Field(min_length=1)
+    mode: DuplicateMode = "keep_latest"
+
+
+class SchemaPolicy(Section):
+    """What a schema change against the contract / last accepted schema does."""
+
+    new_column: SchemaAction = "warn"
+    missing_column: SchemaAction = "error"
+    retyped_column: SchemaAction = "error"
+
+
+class ContractConfig(Section):
+    """The data contract; an empty contract checks only the schema and the default completeness."""
+
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+    rules: tuple[RowRule, ...] = ()
+    completeness: Completeness = Completeness()
+    min_rows: MinRows = MinRows()
+    freshness: Freshness | None = None
+    duplicates: Duplicates | None = None
+    schema_changes: SchemaPolicy = SchemaPolicy()

@@ -1,0 +1,110 @@
+"""Row-level contract checks, vectorized with pyarrow compute on one batch at a time.
+
+Each check returns a boolean numpy mask of offending rows; the caller accumulates counts and examples
+across batches, so memory stays bounded by the batch size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kfloop.config.contract import ColumnRule, ContractConfig, RowRule
+from kfloop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A row-level check: id, what it tests, and how to evaluate it on a batch."""
+
+    check: str
+    kind: str
+    column: str | None
+    severity: str
+    message: str
+    rule: ColumnRule | RowRule
+
+    def evaluate(self, table: pa.Table) -> np.ndarray:
+        """Mask of rows that fail this check (nulls fail only the nullability check)."""
+        if isinstance(self.rule, RowRule):
+            return _rule_failures(self.rule, table)
+        col = table.column(self.column)
+        valid = pc.is_valid(col)
+        r = self.rule
+        if self.kind == "nullable":
+            bad = pc.invert(valid)
+        elif self.kind in ("min", "max"):
+            num = pc.cast(col, pa.float64())
+            bad = pc.less(num, r.min) if self.kind == "min" else pc.greater(num, r.max)
+        elif self.kind == "allowed":
+            bad = pc.invert(pc.is_in(col, value_set=pa.array(r.allowed, col.type)))
+        elif self.kind == "regex":
+            bad = pc.invert(pc.match_substring_regex(col, f"^(?:{r.regex})$"))
+        else:  # max_length
+            bad = pc.greater(pc.utf8_length(col), r.max_length)
+        mask = pc.and_(bad, valid) if self.kind != "nullable" else bad
+        return np.asarray(pc.fill_null(mask, False))
+
+
+def _referenced(expr: str, columns: list[str]) -> list[str]:
+    return [c for c in columns if re.search(rf"(?<![\w.]){re.escape(c)}(?!\w)", expr)]
+
+
+def _rule_failures(rule: RowRule, table: pa.Table) -> np.ndarray:
+    """Rows where the expression is false; rows missing a referenced value are left to nullability."""
+    cols = _referenced(rule.expr, table.column_names)
+    df = table.select(cols).to_pandas()
+    result = df.eval(rule.expr)
+    ok = np.asarray(pd.Series(result, index=df.index).fillna(True).astype(bool))
+    missing = df.isna().any(axis=1).to_numpy() if cols else np.zeros(len(df), dtype=bool)
+    return ~ok & ~missing
+
+
+def check_rules_compile(contract: ContractConfig, schema: pa.Schema) -> None:
+    """Fail early, naming the rule, when an expression refers to unknown columns or does not parse."""
+    empty = schema.empty_table().to_pandas()
+    for i, rule in enumerate(contract.rules):
+        try:
+            out = empty.eval(rule.expr)
+        except Exception as err:
+            raise ConfigError(f"contract.rules.{i} ({rule.name}): cannot evaluate {rule.expr!r}: {err}") from None
+        if not isinstance(out, pd.Series):
+            raise ConfigError(f"contract.rules.{i} ({rule.name}): {rule.expr!r} is not a per-row expression")
+
+
+def _describe(kind: str, rule: ColumnRule) -> str:
+    return {
+        "nullable": "no missing values",
+        "min": f">= {rule.min}",
+        "max": f"<= {rule.max}",
+        "allowed": f"one of {list(rule.allowed or ())}",
+        "regex": f"matches /{rule.regex}/",
+        "max_length": f"at most {rule.max_length} characters",
+    }[kind]
+
+
+def row_checks(contract: ContractConfig) -> list[RowCheck]:
+    """Every row-level check the contract declares, with stable ids like ``amount.min``."""
+    checks: list[RowCheck] = []
+    for name, rule in contract.columns.items():
+        kinds = [
+            ("nullable", not rule.nullable),
+            ("min", rule.min is not None),
+            ("max", rule.max is not None),
+            ("allowed", rule.allowed is not None),
+            ("regex", rule.regex is not None),
+            ("max_length", rule.max_length is not None),
+        ]
+        for kind, on in kinds:
+            if on:
+                checks.append(
+                    RowCheck(f"{name}.{kind}", kind, name, rule.severity, f"{name} {_describe(kind, rule)}", rule)
+                )
+    for rule in contract.rules:
+        checks.append(RowCheck(f"rule.{rule.name}", "rule", None, rule.severity, f"rule {rule.expr!r}", rule))
+    return checks
