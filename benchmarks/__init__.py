@@ -16,5 +16,5 @@ DEFAULT_OUT = ROOT / ".kfloop" / "bench"
 #: name → (module exposing ``build(rows, data_dir) -> Benchmark``, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "demo rows CSV → partitioned Parquet (kfloop ingest vs pandas vs pyarrow)"),
-    "validate": ("benchmarks.validate", "demo contract over 1M × 20 lake rows (kfloop validate vs pandera vs pandas masks)"),
+    "validate": ("benchmarks.validate", "demo contract on 20-column lake rows (kfloop validate vs pandera vs pandas)"),
 }

@@ -1,4 +1,4 @@
-"""Validate benchmark: the demo contract over 1M × 20 demo rows already in the lake.
+"""Validate benchmark: the demo contract over 1M x 20 demo rows already in the lake.
 
 - ours:  ``kfloop.components.validate.validate`` on a fresh copy of the ingested lake (two streaming
          passes, every row check, duplicate resolution, clean dataset + quarantine + reports + commit).
@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from kfloop.components.ingest import ingest
-from kfloop.components.validate import validate
 
 from benchmarks import ROOT
 from benchmarks.harness import Benchmark, Case
 from benchmarks.ingest import _demo_version
 from kfloop import lake
-from kfloop.config import Config, ColumnType, load_config, parse_config
+from kfloop.components.ingest import ingest
+from kfloop.components.validate import validate
+from kfloop.config import ColumnType, Config, load_config, parse_config
 from kfloop.config.contract import ColumnRule
 from kfloop.contract.checks import row_checks
 from kfloop.demo import DEFAULT_START, DefectSpec, DemoSpec, generate, write_frame
@@ -306,17 +306,22 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
         _cleanup(probe)
     schema = pandera_schema(config)
 
+    exp = expected.clean_rows
+
     def setup() -> Path:
         return _workspace(template)
 
+    def floor(work: Path, arrow: bool = False) -> None:
+        run_floor(config, work, exp, arrow=arrow)
+
     cases = [
-        Case("kfloop validate", "ours", lambda w: run_ours(config, w, expected.clean_rows), setup, _cleanup),
-        Case("pandera lazy + drop", "peer", lambda w: run_peer(schema, config, w, expected.clean_rows), setup, _cleanup),
-        Case("pandas masks", "floor", lambda w: run_floor(config, w, expected.clean_rows), setup, _cleanup),
+        Case("kfloop validate", "ours", lambda w: run_ours(config, w, exp), setup, _cleanup),
+        Case("pandera lazy + drop", "peer", lambda w: run_peer(schema, config, w, exp), setup, _cleanup),
+        Case("pandas masks", "floor", floor, setup, _cleanup),
         Case(
             "pandas[pyarrow] masks",
             "floor",
-            lambda w: run_floor(config, w, expected.clean_rows, arrow=True),
+            lambda w: floor(w, arrow=True),
             setup,
             _cleanup,
         ),

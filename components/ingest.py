@@ -22,9 +22,12 @@ from minio import Minio
 from kfloop import lake
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
 from kfloop.config import Config, config_from_json
-from kfloop.errors import ConfigError
+from kfloop.contract.report import SchemaChange
+from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
+from kfloop.errors import ConfigError, SchemaChangeError
 from kfloop.schema import arrow_schema
-from kfloop.sources import Reject, fetch_to_local, iter_batches
+from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
+from kfloop.sources.observe import observe
 from kfloop.storage import Storage
 
 RAW_COLUMN = "_raw"
@@ -130,7 +133,6 @@ def ingest(
     lake.remove_orphans(storage, manifest, src.dataset)
     _remove_orphan_quarantine(storage, manifest, src.dataset)
     watermark_before = manifest.watermark
-    required = (src.timestamp_column, *src.entity_keys)
 
     with tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp:
         local = fetch_to_local(uri, Path(tmp), s3=s3)
@@ -146,42 +148,13 @@ def ingest(
                 storage=storage,
                 already=True,
             )
+        observed, schema_changes = _schema_changes(config, local, uri, manifest)
         wm = (
             pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type)
             if watermark_before
             else None
         )
-        writer = lake.PartitionWriter(src.dataset, schema, src.timestamp_column, run_id, src.batch_rows * 4)
-        qpath = Path(tmp) / "quarantine.parquet"
-        qwriter: pq.ParquetWriter | None = None
-        counts = {"read": 0, "written": 0, "quarantined": 0, "skipped": 0}
-        try:
-            for raw in iter_batches(local, src, display=uri):
-                result = cast_batch(raw.table, schema, raw.rows, required)
-                good = result.good
-                counts["read"] += raw.table.num_rows + len(raw.rejects)
-                if wm is not None and good.num_rows:
-                    newer = pc.greater(good.column(src.timestamp_column), wm)
-                    kept = good.filter(newer)
-                    counts["skipped"] += good.num_rows - kept.num_rows
-                    good = kept
-                writer.add(good)
-                counts["written"] += good.num_rows
-                q = _quarantine_table(result.bad, raw.rejects, schema, uri)
-                if q is not None:
-                    qwriter = qwriter or pq.ParquetWriter(qpath, q.schema, compression="zstd")
-                    qwriter.write_table(q)
-                    counts["quarantined"] += q.num_rows
-                if on_batch:
-                    on_batch(counts["read"])
-            files = writer.store(storage)
-            quarantine_uri = None
-            if qwriter is not None:
-                qwriter.close()
-                storage.upload_file(qpath, quarantine_key(src.dataset, run_id))
-                quarantine_uri = storage.uri(quarantine_key(src.dataset, run_id))
-        finally:
-            writer.close()
+        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, wm, Path(tmp), on_batch)
     run = {
         "run_id": run_id,
         "source": uri,
@@ -195,6 +168,8 @@ def ingest(
         "files": [f.key for f in files],
         "quarantine": quarantine_key(src.dataset, run_id) if quarantine_uri else None,
         "watermark_before": watermark_before,
+        "source_columns": observed,
+        "schema_changes": [asdict(c) for c in schema_changes],
     }
     manifest = lake.commit(storage, manifest, files, run)
     return _result(
@@ -208,6 +183,71 @@ def ingest(
         run=run,
         quarantine_uri=quarantine_uri,
     )
+
+
+def _load(
+    config: Config,
+    storage: Storage,
+    local: Path,
+    uri: str,
+    run_id: str,
+    watermark: pa.Scalar | None,
+    tmp: Path,
+    on_batch: Callable[[int], None] | None,
+) -> tuple[dict[str, int], list[lake.DataFile], str | None]:
+    """Stream, cast, filter by watermark and stage the rows; returns counts, stored files, quarantine URI."""
+    src = config.source
+    schema = arrow_schema(src)
+    required = (src.timestamp_column, *src.entity_keys)
+    writer = lake.PartitionWriter(src.dataset, schema, src.timestamp_column, run_id, src.batch_rows * 4)
+    qpath = tmp / "quarantine.parquet"
+    qwriter: pq.ParquetWriter | None = None
+    counts = {"read": 0, "written": 0, "quarantined": 0, "skipped": 0}
+    try:
+        for raw in iter_batches(local, src, display=uri):
+            result = cast_batch(raw.table, schema, raw.rows, required)
+            good = result.good
+            counts["read"] += raw.table.num_rows + len(raw.rejects)
+            if watermark is not None and good.num_rows:
+                kept = good.filter(pc.greater(good.column(src.timestamp_column), watermark))
+                counts["skipped"] += good.num_rows - kept.num_rows
+                good = kept
+            writer.add(good)
+            counts["written"] += good.num_rows
+            q = _quarantine_table(result.bad, raw.rejects, schema, uri)
+            if q is not None:
+                qwriter = qwriter or pq.ParquetWriter(qpath, q.schema, compression="zstd")
+                qwriter.write_table(q)
+                counts["quarantined"] += q.num_rows
+            if on_batch:
+                on_batch(counts["read"])
+        files = writer.store(storage)
+        if qwriter is None:
+            return counts, files, None
+        qwriter.close()
+        storage.upload_file(qpath, quarantine_key(src.dataset, run_id))
+        return counts, files, storage.uri(quarantine_key(src.dataset, run_id))
+    finally:
+        writer.close()
+
+
+def _schema_changes(
+    config: Config, local: Path, uri: str, manifest: lake.Manifest
+) -> tuple[dict[str, str | None], list[SchemaChange]]:
+    """Compare the file's columns to the contract (breaking changes stop here, each named) and to the
+    last accepted source file (reported only)."""
+    src = config.source
+    observed = observe(local, detect_format(local, src.format), src, uri)
+    declared = {c: t.value for c, t in src.columns.items()}
+    changes = diff_schema(observed, declared, config.contract.schema_changes)
+    breaking = [c for c in changes if c.breaking]
+    if breaking:
+        raise SchemaChangeError(f"{uri}: breaking schema change: {describe(breaking)}")
+    accepted = next((r["source_columns"] for r in reversed(manifest.runs) if r.get("source_columns")), None)
+    if accepted is not None:
+        seen = {(c.change, c.column) for c in changes}
+        changes += [c for c in drift_from_accepted(observed, accepted) if (c.change, c.column) not in seen]
+    return observed, changes
 
 
 def _remove_orphan_quarantine(storage: Storage, manifest: lake.Manifest, dataset: str) -> None:

@@ -25,7 +25,8 @@ from kfloop.config import Config, config_from_json
 from kfloop.config.contract import parse_duration
 from kfloop.contract.checks import RowCheck, check_rules_compile, row_checks
 from kfloop.contract.duplicates import DuplicateIndex, DuplicateOutcome
-from kfloop.contract.report import MAX_EXAMPLES, CheckResult, QualityReport
+from kfloop.contract.report import MAX_EXAMPLES, CheckResult, QualityReport, SchemaChange, report_from_json
+from kfloop.contract.schema_diff import describe
 from kfloop.errors import SourceError
 from kfloop.schema import arrow_schema
 from kfloop.storage import Storage
@@ -112,7 +113,7 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
     fingerprint = _fingerprint(manifest, config)
     previous = lake.read_manifest(storage, clean_name)
     if previous and previous.runs and previous.runs[-1].get("fingerprint") == fingerprint:
-        return _previous_result(storage, src.dataset, previous.runs[-1])
+        return _previous_result(storage, config, manifest, previous.runs[-1], run_id, now)
 
     # pass 1: duplicates and table-level measures
     required = _required_columns(config)
@@ -176,6 +177,8 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
                 quarantine_uri = storage.uri(contract_quarantine_key(src.dataset, run_id))
             results = [_row_result(c, tally, rows_in) for c in checks]
             results += _table_results(config, rows_in, complete, rows_clean, newest, now, dups)
+            changes = _latest_schema_changes(manifest)
+            results.append(_schema_result(changes))
             report = QualityReport(
                 dataset=src.dataset,
                 run_id=run_id,
@@ -185,13 +188,10 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
                 rows_quarantined=rows_quarantined,
                 rows_dropped_duplicates=int(dups.drop.sum()),
                 checks=results,
+                schema_changes=changes,
             )
             html, markdown = render_html(report), render_markdown(report)
-            prefix = f"{report_prefix(src.dataset)}/{run_id}"
-            storage.write_text(f"{prefix}.html", html)
-            storage.write_text(f"{prefix}.md", markdown)
-            storage.write_text(f"{prefix}.json", report.to_json())
-            storage.write_text(f"{report_prefix(src.dataset)}/latest.json", report.to_json())
+            prefix = _write_report(storage, report, html, markdown)
             clean_uri = None
             if report.gate_passed:
                 files = writer.store(storage)
@@ -213,21 +213,88 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
     )
 
 
-def _previous_result(storage: Storage, dataset: str, run: dict) -> ValidateResult:
-    from kfloop.contract.report import report_from_json
+def _freshness_result(config: Config, newest: datetime | None, now: datetime) -> CheckResult:
+    fresh = config.contract.freshness
+    assert fresh is not None
+    limit = parse_duration(fresh.max_age)
+    age = now - newest if newest else None
+    ok = age is not None and age <= limit
+    return CheckResult(
+        check="table.freshness",
+        kind="freshness",
+        level="table",
+        severity=fresh.severity,
+        passed=ok,
+        failed=int(not ok),
+        total=1,
+        message=f"newest event at most {fresh.max_age} old; newest is {newest} ({age} old)",
+    )
 
-    prefix = run["report"].removesuffix(".json")
-    report = report_from_json(storage.read_text(run["report"]))
+
+def _latest_schema_changes(manifest: lake.Manifest) -> list[SchemaChange]:
+    """Schema changes ingestion reported for the newest source file (breaking ones never get this far)."""
+    for run in reversed(manifest.runs):
+        if "schema_changes" in run:
+            return [SchemaChange(**c) for c in run["schema_changes"]]
+    return []
+
+
+def _schema_result(changes: list[SchemaChange]) -> CheckResult:
+    return CheckResult(
+        check="table.schema",
+        kind="schema",
+        level="table",
+        severity="warn",
+        passed=not changes,
+        failed=len(changes),
+        total=max(1, len(changes)),
+        message=describe(changes) if changes else "the source matches the contract and the last accepted file",
+    )
+
+
+def _previous_result(
+    storage: Storage, config: Config, manifest: lake.Manifest, run: dict, run_id: str, now: datetime
+) -> ValidateResult:
+    """Same input, same contract: reuse the last report, but re-judge freshness (time has moved on)."""
+    from kfloop.contract.render import render_html, render_markdown
+
+    dataset = config.source.dataset
+    old = report_from_json(storage.read_text(run["report"]))
+    newest = datetime.fromisoformat(manifest.watermark) if manifest.watermark else None
+    checks = [_freshness_result(config, newest, now) if c.kind == "freshness" else c for c in old.checks]
+    report = QualityReport(
+        dataset=dataset,
+        run_id=run_id,
+        created=now.isoformat(),
+        rows_in=old.rows_in,
+        rows_clean=old.rows_clean,
+        rows_quarantined=old.rows_quarantined,
+        rows_dropped_duplicates=old.rows_dropped_duplicates,
+        checks=checks,
+        schema_changes=old.schema_changes,
+    )
+    html, markdown = render_html(report), render_markdown(report)
+    prefix = _write_report(storage, report, html, markdown)
     return ValidateResult(
         report,
-        storage.uri(lake.manifest_key(clean_dataset(dataset))),
+        storage.uri(lake.manifest_key(clean_dataset(dataset))) if report.gate_passed else None,
         run.get("quarantine"),
         storage.uri(f"{prefix}.json"),
         storage.uri(f"{prefix}.html"),
-        storage.read_text(f"{prefix}.html"),
-        storage.read_text(f"{prefix}.md"),
+        html,
+        markdown,
         already_validated=True,
     )
+
+
+def _write_report(storage: Storage, report: QualityReport, html: str, markdown: str) -> str:
+    """Store the report as JSON, HTML and Markdown under the run id, and as latest.json."""
+    prefix = f"{report_prefix(report.dataset)}/{report.run_id}"
+    storage.write_text(f"{prefix}.html", html)
+    storage.write_text(f"{prefix}.md", markdown)
+    storage.write_text(f"{prefix}.json", report.to_json())
+    storage.write_text(f"{report_prefix(report.dataset)}/latest.json", report.to_json())
+    return prefix
 
 
 def _quarantine_rows(table: pa.Table, qmask: np.ndarray, qchecks: list[RowCheck], masks: dict) -> pa.Table:
@@ -297,20 +364,7 @@ def _table_results(
         )
     )
     if c.freshness:
-        limit = parse_duration(c.freshness.max_age)
-        age = now - newest if newest else None
-        out.append(
-            CheckResult(
-                check="table.freshness",
-                kind="freshness",
-                level="table",
-                severity=c.freshness.severity,
-                passed=age is not None and age <= limit,
-                failed=int(age is None or age > limit),
-                total=1,
-                message=f"newest event at most {c.freshness.max_age} old; newest is {newest} ({age} old)",
-            )
-        )
+        out.append(_freshness_result(config, newest, now))
     if c.duplicates:
         mode = c.duplicates.mode
         out.append(

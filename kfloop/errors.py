@@ -39,5 +39,9 @@ class GateFailedError(KfloopError):
     http_status = 422
 
 
+class SchemaChangeError(GateFailedError):
+    """Incoming data breaks the contract's schema (message lists every difference by column name)."""
+
+
 class PipelineError(KfloopError):
     """A pipeline run or compilation failed (message names the failing task)."""

@@ -68,6 +68,18 @@ class Config(Section):
         unknown = [path for path, col in named.items() if col not in known]
         if unknown:
             raise ValueError("not a column declared in source.columns: " + ", ".join(unknown))
+        misfits = []
+        for col, rule in self.contract.columns.items():
+            typ = known[col]
+            numeric = typ in (ColumnType.INT64, ColumnType.FLOAT64)
+            for key in ("min", "max"):
+                if getattr(rule, key) is not None and not numeric:
+                    misfits.append(f"contract.columns.{col}.{key} needs a numeric column ({col} is {typ.value})")
+            for key in ("allowed", "regex", "max_length"):
+                if getattr(rule, key) is not None and typ is not ColumnType.STRING:
+                    misfits.append(f"contract.columns.{col}.{key} needs a string column ({col} is {typ.value})")
+        if misfits:
+            raise ValueError("; ".join(misfits))
         return self
 
 

@@ -33,6 +33,15 @@ def _hash(df: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(df, index=False).to_numpy(dtype=np.uint64)
 
 
+#: Nullable pandas dtypes, so a batch with a null int/bool column hashes like a batch without one
+#: (plain ``to_pandas`` turns such a column into float64/object in that batch only).
+_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(types_mapper=_NULLABLE.get)
+
+
 class DuplicateIndex:
     """Collects hashes batch by batch."""
 
@@ -44,7 +53,7 @@ class DuplicateIndex:
         self._times: list[np.ndarray] = []
 
     def add(self, table: pa.Table) -> None:
-        df = table.to_pandas()
+        df = _frame(table)
         self._keys.append(_hash(df[list(self.cfg.keys)]))
         self._rows.append(_hash(df))
         self._times.append(df[self.ts].to_numpy(dtype="datetime64[us]").astype(np.int64))

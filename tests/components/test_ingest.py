@@ -20,7 +20,7 @@ from kfloop import lake
 from kfloop.components.ingest import ingest
 from kfloop.config import Config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
-from kfloop.errors import ConfigError, SourceError
+from kfloop.errors import ConfigError, SchemaChangeError, SourceError
 from kfloop.storage import LocalStorage, S3Storage, Storage
 from tests.conftest import REPO, demo_config
 
@@ -170,7 +170,7 @@ def test_unreadable_file_fails_with_its_name(tmp_path: Path, content: bytes | No
 def test_missing_column_is_named(tmp_path: Path) -> None:
     src, frame = make_source(tmp_path, rows=100)
     write_frame(frame.drop(columns=["channel"]), src, "csv")
-    with pytest.raises(SourceError, match=r"src\.csv: missing column\(s\) channel"):
+    with pytest.raises(SchemaChangeError, match=r"src\.csv: breaking schema change: missing column channel"):
         ingest(demo_config(tmp_path / "ws", uri=str(src)), LocalStorage(tmp_path / "ws"))
 
 
