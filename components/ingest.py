@@ -4,7 +4,6 @@ Pure core :func:`ingest` (unit tests call it), plus :func:`ingest_step`, the bod
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signature at decoration time.
-import hashlib
 import secrets
 import tempfile
 import time
@@ -25,6 +24,7 @@ from kfloop.config import Config, config_from_json
 from kfloop.contract.report import SchemaChange
 from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
 from kfloop.errors import ConfigError, SchemaChangeError
+from kfloop.files import file_sha256
 from kfloop.schema import arrow_schema
 from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
 from kfloop.sources.observe import observe
@@ -64,14 +64,6 @@ class IngestResult:
 def new_run_id() -> str:
     """Sortable, unique run id: UTC time plus randomness."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def quarantine_key(dataset: str, run_id: str) -> str:
@@ -136,7 +128,7 @@ def ingest(
 
     with tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp:
         local = fetch_to_local(uri, Path(tmp), s3=s3)
-        digest = _file_sha256(local)
+        digest = file_sha256(local)
         if any(r.get("source_sha256") == digest for r in manifest.runs):
             return _result(
                 run_id=run_id,

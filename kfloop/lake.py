@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kfloop.errors import StorageError
+from kfloop.files import file_sha256
 from kfloop.schema import PARTITION_COLUMN, schema_hash
 from kfloop.storage import Storage
 
@@ -134,14 +135,6 @@ def remove_orphans(storage: Storage, manifest: Manifest | None, dataset: str) ->
     return orphans
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -217,7 +210,9 @@ class PartitionWriter:
             key = f"{dataset_prefix(self.dataset)}/data/{PARTITION_COLUMN}={date}/part-{self.run_id}-{n:05d}.parquet"
             storage.upload_file(path, key)
             rows, lo, hi = self._stats[date]
-            files.append(DataFile(key, rows, path.stat().st_size, _sha256(path), date, self.run_id, _iso(lo), _iso(hi)))
+            files.append(
+                DataFile(key, rows, path.stat().st_size, file_sha256(path), date, self.run_id, _iso(lo), _iso(hi))
+            )
         self._writers.clear()
         return files
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kfloop.config import Config, load_config
 from kfloop.errors import KfloopError
@@ -82,3 +83,10 @@ def workspace(config: Config) -> Storage:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def spinner() -> Progress:
+    """A spinner with elapsed time for long work; transient, so summaries stay clean."""
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    )

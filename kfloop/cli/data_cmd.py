@@ -8,18 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, spinner, workspace
 from kfloop.cli.summary import ingest_table, quality_table
 from kfloop.errors import ConfigError, GateFailedError
 from kfloop.storage import S3Storage
-
-
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    )
 
 
 @handle_errors
@@ -54,7 +47,7 @@ def demo_data(
         file_format = fmt or format_from_path(out)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    with _progress() as progress:
+    with spinner() as progress:
         progress.add_task(f"generating {rows:,} rows", total=None)
         data = generate(spec)
         if is_s3:
@@ -88,7 +81,7 @@ def ingest(
     cfg = load(config)
     storage = workspace(cfg)
     s3 = storage.client if isinstance(storage, S3Storage) else None
-    with _progress() as progress:
+    with spinner() as progress:
         task = progress.add_task("ingesting", total=None)
         result = run_ingest(
             cfg,
@@ -114,7 +107,7 @@ def validate(
 
     cfg = load(config)
     storage = workspace(cfg)
-    with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp, _progress() as progress:
+    with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp, spinner() as progress:
         progress.add_task("validating", total=None)
         if input_uri:
             s3 = storage.client if isinstance(storage, S3Storage) else None

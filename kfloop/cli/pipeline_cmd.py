@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
 from kfloop.cli.summary import ingest_table, quality_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
@@ -26,9 +25,7 @@ def run(
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
     workdir = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop")
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
+    with spinner() as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / 'last-run.log'})", total=None)
         result = run_local(cfg, workdir, source_uri=source or None)
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")

@@ -7,9 +7,7 @@ reader never sees a half-written file, even if generation is interrupted.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -18,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from kfloop.files import atomic_write
 
 FileFormat = Literal["csv", "parquet", "jsonl", "avro"]
 FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl", "avro")
@@ -45,18 +45,7 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: FileFormat) -> None:
     writers = {"csv": _write_csv, "parquet": _write_parquet, "jsonl": _write_jsonl, "avro": _write_avro}
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writers[fmt](frame, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda fh: writers[fmt](frame, fh))
 
 
 def _is_timestamp(series: pd.Series) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
+from kfloop.files import atomic_write
 from kfloop.storage.base import Storage
 
 
@@ -28,19 +29,8 @@ class LocalStorage(Storage):
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def _atomic_place(self, key: str, fill: callable) -> None:  # type: ignore[valid-type]
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fill(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def _atomic_place(self, key: str, fill: Callable[[IO[bytes]], object]) -> None:
+        atomic_write(self._path(key), fill)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._atomic_place(key, lambda fh: fh.write(data))
