@@ -120,7 +120,10 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
     dup_index = DuplicateIndex(contract.duplicates, src.timestamp_column) if contract.duplicates else None
     rows_in = complete = 0
     newest = None
-    for table in lake.iter_dataset(storage, manifest, src.batch_rows, schema.names):
+    pass1_columns = list(
+        dict.fromkeys([*required, src.timestamp_column, *(contract.duplicates.keys if contract.duplicates else ())])
+    )
+    for table in lake.iter_dataset(storage, manifest, src.batch_rows, pass1_columns):
         rows_in += table.num_rows
         valid = [pc.is_valid(table.column(c)) for c in required]
         if valid:
@@ -134,7 +137,7 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
         newest = hi if newest is None or (hi is not None and hi > newest) else newest
         if dup_index:
             dup_index.add(table)
-    dups = dup_index.resolve() if dup_index else DuplicateOutcome(0, 0, np.zeros(rows_in, dtype=bool))
+    plan = dup_index.plan() if dup_index else None
 
     # pass 2: row checks, clean + quarantine outputs
     checks = row_checks(contract)
@@ -150,7 +153,9 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
         try:
             for table in lake.iter_dataset(storage, manifest, src.batch_rows, schema.names):
                 n = table.num_rows
-                drop = dups.drop[offset : offset + n]
+                drop = plan.drop[offset : offset + n] if plan else np.zeros(n, dtype=bool)
+                if plan:
+                    plan.count(table, offset)
                 offset += n
                 masks = {}
                 for check in checks:
@@ -170,6 +175,7 @@ def validate(  # noqa: PLR0915 - the two passes read best in one place; helpers 
                     qwriter = qwriter or pq.ParquetWriter(qpath, q.schema, compression="zstd")
                     qwriter.write_table(q)
                     rows_quarantined += q.num_rows
+            dups = plan.outcome() if plan else DuplicateOutcome(0, 0, np.zeros(rows_in, dtype=bool))
             quarantine_uri = None
             if qwriter is not None:
                 qwriter.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,11 +209,10 @@ class PartitionWriter:
             writer.close()
             path = Path(self._tmp.name) / f"{date}.parquet"
             key = f"{dataset_prefix(self.dataset)}/data/{PARTITION_COLUMN}={date}/part-{self.run_id}-{n:05d}.parquet"
-            storage.upload_file(path, key)
             rows, lo, hi = self._stats[date]
-            files.append(
-                DataFile(key, rows, path.stat().st_size, file_sha256(path), date, self.run_id, _iso(lo), _iso(hi))
-            )
+            digest, size = file_sha256(path), path.stat().st_size
+            storage.move_file(path, key)
+            files.append(DataFile(key, rows, size, digest, date, self.run_id, _iso(lo), _iso(hi)))
         self._writers.clear()
         return files
 
@@ -254,8 +254,13 @@ def replace(storage: Storage, manifest: Manifest, new_files: list[DataFile], run
     return updated
 
 
-def iter_dataset(storage: Storage, manifest: Manifest, batch_rows: int, columns: list[str] | None = None):
-    """Yield the committed rows as Arrow tables, one file slice at a time (bounded memory)."""
+def iter_dataset(
+    storage: Storage, manifest: Manifest, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """Yield the committed rows as Arrow tables of about ``batch_rows`` rows (small files are merged,
+    large ones split), in ``columns`` order; memory stays bounded by the batch size."""
+    pending: list[pa.Table] = []
+    size = 0
     with tempfile.TemporaryDirectory(prefix="kfloop-read-") as tmp:
         for f in manifest.files:
             local = storage.local_path(f.key)
@@ -265,8 +270,14 @@ def iter_dataset(storage: Storage, manifest: Manifest, batch_rows: int, columns:
             pf = pq.ParquetFile(local)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 table = pa.Table.from_batches([batch])
-                yield table.select(columns) if columns else table
+                pending.append(table.select(columns) if columns else table)
+                size += table.num_rows
+                if size >= batch_rows:
+                    yield pa.concat_tables(pending).combine_chunks()
+                    pending, size = [], 0
             pf.close()
+        if pending:
+            yield pa.concat_tables(pending).combine_chunks()
 
 
 def new_manifest(dataset: str, schema: pa.Schema) -> Manifest:

@@ -1,19 +1,28 @@
-"""Duplicate detection across batches in bounded memory: 24 bytes per row, not the rows themselves.
+"""Duplicate detection across batches in bounded memory: 16 bytes per row, not the rows themselves.
 
-Pass 1 feeds each batch's key hash, whole-row hash and event time to :class:`DuplicateIndex`;
-:meth:`DuplicateIndex.resolve` then decides which global row positions to drop for the configured mode,
-and pass 2 applies that mask batch by batch.
+Pass 1 feeds each batch's key columns and event time to :class:`DuplicateIndex`; :meth:`plan` decides
+which global row positions to drop for the configured mode. Pass 2 shows the plan the full rows of
+the keys that repeat (usually few), so it can tell exact duplicates from key conflicts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from kfloop.config.contract import Duplicates
+
+#: Nullable pandas dtypes, so a batch with a null int/bool column hashes like a batch without one
+#: (plain ``to_pandas`` turns such a column into float64/object in that batch only).
+_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _hash(table: pa.Table) -> np.ndarray:
+    frame = table.to_pandas(types_mapper=_NULLABLE.get)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
 
 
 @dataclass(frozen=True)
@@ -29,73 +38,73 @@ class DuplicateOutcome:
         return self.exact + self.key_conflicts
 
 
-def _hash(df: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(df, index=False).to_numpy(dtype=np.uint64)
+@dataclass
+class DuplicatePlan:
+    """The drop decision, plus the exact/conflict split filled in from pass 2."""
 
+    drop: np.ndarray
+    repeated: np.ndarray  # bool per row: its key occurs more than once
+    keys: np.ndarray
+    groups: int  # keys that occur more than once
+    _pairs: list[np.ndarray] = field(default_factory=list)
 
-#: Nullable pandas dtypes, so a batch with a null int/bool column hashes like a batch without one
-#: (plain ``to_pandas`` turns such a column into float64/object in that batch only).
-_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    def count(self, table: pa.Table, offset: int) -> None:
+        """Hash the full rows of repeated keys in this batch (rows ``offset`` … ``offset + n``)."""
+        sel = self.repeated[offset : offset + table.num_rows]
+        if sel.any():
+            row_hashes = _hash(table.filter(pa.array(sel)))
+            key_hashes = self.keys[offset : offset + table.num_rows][sel]
+            self._pairs.append(np.stack([key_hashes, row_hashes], axis=1))
 
-
-def _frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(types_mapper=_NULLABLE.get)
+    def outcome(self) -> DuplicateOutcome:
+        pairs = np.concatenate(self._pairs) if self._pairs else np.empty((0, 2), np.uint64)
+        exact = len(pairs) - len(np.unique(pairs, axis=0)) if len(pairs) else 0
+        total = int(self.repeated.sum()) - self.groups
+        return DuplicateOutcome(exact=exact, key_conflicts=total - exact, drop=self.drop)
 
 
 class DuplicateIndex:
-    """Collects hashes batch by batch."""
+    """Collects key hashes and event times batch by batch."""
 
     def __init__(self, cfg: Duplicates, timestamp_column: str) -> None:
         self.cfg = cfg
         self.ts = timestamp_column
         self._keys: list[np.ndarray] = []
-        self._rows: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
 
     def add(self, table: pa.Table) -> None:
-        df = _frame(table)
-        self._keys.append(_hash(df[list(self.cfg.keys)]))
-        self._rows.append(_hash(df))
-        self._times.append(df[self.ts].to_numpy(dtype="datetime64[us]").astype(np.int64))
+        """Record a batch (only the key columns and the event time are read)."""
+        self._keys.append(_hash(table.select(list(self.cfg.keys))))
+        ts = table.column(self.ts).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        self._times.append(ts.to_numpy(zero_copy_only=False))
 
-    def resolve(self) -> DuplicateOutcome:
+    def plan(self) -> DuplicatePlan:
+        """One row kept per key: the first seen (``drop``), the latest by event time with ties to the last
+        seen (``keep_latest``), or none dropped (``fail``)."""
         keys = np.concatenate(self._keys) if self._keys else np.array([], np.uint64)
-        rows = np.concatenate(self._rows) if self._rows else np.array([], np.uint64)
         times = np.concatenate(self._times) if self._times else np.array([], np.int64)
         n = len(keys)
         pos = np.arange(n)
-        # exact duplicates: the same whole row seen earlier
-        order = np.lexsort((pos, rows, keys))
-        same_as_prev = np.zeros(n, dtype=bool)
-        same_as_prev[order[1:]] = (keys[order[1:]] == keys[order[:-1]]) & (rows[order[1:]] == rows[order[:-1]])
-        exact = int(same_as_prev.sum())
-        # key groups among the distinct rows
-        distinct = ~same_as_prev
-        k = keys[distinct]
-        _, inverse, counts = np.unique(k, return_inverse=True, return_counts=True)
-        conflicts_mask = np.zeros(n, dtype=bool)
-        conflicts_mask[np.flatnonzero(distinct)] = counts[inverse] > 1
-        # every member of a conflicting key group beyond the one kept is a conflict
-        key_conflicts = int(conflicts_mask.sum() - (counts > 1).sum())
-        drop = same_as_prev.copy()
-        if self.cfg.mode == "fail":
-            drop[:] = False
-        else:
-            keep = self._keep(keys, times, pos, distinct)
-            drop |= distinct & ~keep
-        return DuplicateOutcome(exact=exact, key_conflicts=key_conflicts, drop=drop)
+        latest = self.cfg.mode == "keep_latest"
+        order = np.lexsort((-pos, -times, keys)) if latest else np.lexsort((pos, keys))
+        sorted_keys = keys[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        last = np.ones(n, dtype=bool)
+        last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
+        repeated = np.zeros(n, dtype=bool)
+        repeated[order] = ~(first & last)
+        drop = np.zeros(n, dtype=bool)
+        if self.cfg.mode != "fail":
+            drop[order] = ~first
+        groups = int((first & ~last).sum())
+        return DuplicatePlan(drop=drop, repeated=repeated, keys=keys, groups=groups)
 
-    def _keep(self, keys: np.ndarray, times: np.ndarray, pos: np.ndarray, distinct: np.ndarray) -> np.ndarray:
-        """One row per key: the first seen (``drop``) or the latest by event time, ties to the last seen."""
-        idx = np.flatnonzero(distinct)
-        if self.cfg.mode == "drop":
-            order = np.lexsort((pos[idx], keys[idx]))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = keys[idx][order[1:]] != keys[idx][order[:-1]]
-        else:
-            order = np.lexsort((-pos[idx], -times[idx], keys[idx]))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = keys[idx][order[1:]] != keys[idx][order[:-1]]
-        keep = np.zeros(len(keys), dtype=bool)
-        keep[idx[order[first]]] = True
-        return keep
+    def resolve(self, tables: list[pa.Table]) -> DuplicateOutcome:
+        """Plan and count in one go, for data already in memory (tests, small inputs)."""
+        plan = self.plan()
+        offset = 0
+        for table in tables:
+            plan.count(table, offset)
+            offset += table.num_rows
+        return plan.outcome()

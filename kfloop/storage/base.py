@@ -29,6 +29,11 @@ class Storage(abc.ABC):
     def upload_file(self, local_path: Path, key: str) -> None:
         """Atomically store a local file as ``key`` (streamed, not read into memory)."""
 
+    def move_file(self, local_path: Path, key: str) -> None:
+        """Store a local file that is not needed afterwards (a backend may rename instead of copying)."""
+        self.upload_file(local_path, key)
+        local_path.unlink(missing_ok=True)
+
     @abc.abstractmethod
     def download_file(self, key: str, local_path: Path) -> None:
         """Copy ``key`` into a local file; raises ``FileNotFoundError`` if absent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,16 @@ class LocalStorage(Storage):
                 shutil.copyfileobj(src, fh, 1 << 20)
 
         self._atomic_place(key, fill)
+
+    def move_file(self, local_path: Path, key: str) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.stat(local_path).st_dev != os.stat(dest.parent).st_dev:
+            super().move_file(local_path, key)
+            return
+        with open(local_path, "rb") as fh:  # durable before it becomes visible under its name
+            os.fsync(fh.fileno())
+        os.replace(local_path, dest)
 
     def download_file(self, key: str, local_path: Path) -> None:
         shutil.copyfile(self._path(key), local_path)

@@ -215,15 +215,15 @@ def test_failure_while_storing_leaves_the_lake_as_before(tmp_path: Path, monkeyp
     manifest_before = storage.read_text("lake/transactions/_manifest.json")
 
     uploads = {"n": 0}
-    real_upload = LocalStorage.upload_file
+    real_move = LocalStorage.move_file
 
-    def failing_upload(self: LocalStorage, path: Path, key: str) -> None:
+    def failing_move(self: LocalStorage, path: Path, key: str) -> None:
         uploads["n"] += 1
         if uploads["n"] > 3:
             raise OSError("disk full (simulated)")
-        real_upload(self, path, key)
+        real_move(self, path, key)
 
-    monkeypatch.setattr(LocalStorage, "upload_file", failing_upload)
+    monkeypatch.setattr(LocalStorage, "move_file", failing_move)
     with pytest.raises(OSError, match="simulated"):
         ingest(cfg, storage)
     monkeypatch.undo()

@@ -11,7 +11,7 @@ import pytest
 from kfloop.config import load_config, parse_config
 from kfloop.config.contract import ColumnRule, ContractConfig, Duplicates, RowRule
 from kfloop.contract.checks import check_rules_compile, row_checks
-from kfloop.contract.duplicates import DuplicateIndex
+from kfloop.contract.duplicates import DuplicateIndex, DuplicateOutcome
 from kfloop.errors import ConfigError
 from tests.conftest import DEMO_CONFIG
 
@@ -35,11 +35,21 @@ def batch(ids: list[str], times: list[float], amounts: list[float | None], flags
     )
 
 
-def index(mode: str, *tables: pa.Table, keys: tuple[str, ...] = ("id",)) -> DuplicateIndex:
+class _Index:
+    """Both passes over in-memory batches, as validate runs them over the lake."""
+
+    def __init__(self, idx: DuplicateIndex, tables: tuple[pa.Table, ...]) -> None:
+        self.idx, self.tables = idx, tables
+
+    def resolve(self) -> DuplicateOutcome:
+        return self.idx.resolve(list(self.tables))
+
+
+def index(mode: str, *tables: pa.Table, keys: tuple[str, ...] = ("id",)) -> _Index:
     idx = DuplicateIndex(Duplicates(keys=keys, mode=mode), "t")  # type: ignore[arg-type]
     for t in tables:
         idx.add(t)
-    return idx
+    return _Index(idx, tables)
 
 
 # Global positions: 0 a@1 10 | 1 b@1 5 | 2 c@2 7 || 3 a@1 10 (exact dup of 0) | 4 c@5 8 | 5 c@3 9 | 6 d@1 1
@@ -59,8 +69,9 @@ def test_duplicates_drop_mode_keeps_first_seen_across_batches() -> None:
 def test_duplicates_keep_latest_keeps_latest_event_time_across_batches() -> None:
     out = index("keep_latest", FIRST, SECOND).resolve()
     assert (out.exact, out.key_conflicts) == (1, 2)
-    # key c: rows at t=2 (pos 2), t=5 (pos 4), t=3 (pos 5) -> the t=5 row survives, not the last seen
-    assert out.drop.tolist() == [False, False, True, True, False, True, False]
+    # key c: rows at t=2 (pos 2), t=5 (pos 4), t=3 (pos 5) -> the t=5 row survives, not the last seen;
+    # key a: two identical rows at the same time -> a tie, so the last seen (pos 3) survives
+    assert out.drop.tolist() == [True, False, True, False, False, True, False]
 
 
 def test_duplicates_keep_latest_ties_go_to_last_seen() -> None:

@@ -50,6 +50,14 @@ def test_upload_download_and_delete(storage: Storage, tmp_path: Path) -> None:
     assert not storage.exists("files/big.bin")
 
 
+def test_move_file_stores_and_consumes(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "part.bin"
+    src.write_bytes(b"payload")
+    storage.move_file(src, "m/part.bin")
+    assert storage.read_bytes("m/part.bin") == b"payload"
+    assert not src.exists()
+
+
 def test_uri_names_the_location(storage: Storage) -> None:
     uri = storage.uri("lake/x/_manifest.json")
     assert uri.endswith("lake/x/_manifest.json")
