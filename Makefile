@@ -51,5 +51,10 @@ bench: $(STAMP) ## Run every benchmark (ours vs peer vs floor); one: make bench 
 compile: $(STAMP) ## Compile the cluster pipeline (CLUSTER_CONFIG) to pipelines/compiled/training.yaml
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 
+check-compiled: $(STAMP) ## Fail if pipelines/compiled/training.yaml is stale
+	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null
+	diff -q pipelines/compiled/training.yaml .kfloop/check/training.yaml || \
+		(echo "pipelines/compiled/training.yaml is stale: run make compile" && exit 1)
+
 clean: ## Remove the local workspace and build outputs (keeps .venv)
 	rm -rf .kfloop build dist *.egg-info .pytest_cache .ruff_cache

@@ -229,7 +229,7 @@ def _schema_changes(
     """Compare the file's columns to the contract (breaking changes stop here, each named) and to the
     last accepted source file (reported only)."""
     src = config.source
-    observed = observe(local, detect_format(local, src.format), src, uri)
+    observed = observe(local, detect_format(local, src.format, uri), src, uri)
     declared = {c: t.value for c, t in src.columns.items()}
     changes = diff_schema(observed, declared, config.contract.schema_changes)
     breaking = [c for c in changes if c.breaking]

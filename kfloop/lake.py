@@ -144,11 +144,19 @@ class PartitionWriter:
     """Buffers typed rows per event date in local Parquet files, then stores and commits them.
 
     Memory stays bounded: rows go to per-date writers on local disk as soon as a date's buffer is
-    large enough or the total buffer passes ``max_buffered_rows``.
+    large enough or the total buffer passes ``max_buffered_rows``. At most ``max_open`` files are open
+    at once (a source spanning years has thousands of dates); a date written again after its file was
+    closed gets another part file.
     """
 
     def __init__(
-        self, dataset: str, schema: pa.Schema, timestamp_column: str, run_id: str, max_buffered_rows: int = 500_000
+        self,
+        dataset: str,
+        schema: pa.Schema,
+        timestamp_column: str,
+        run_id: str,
+        max_buffered_rows: int = 500_000,
+        max_open: int = 64,
     ) -> None:
         self.dataset = dataset
         self.schema = schema
@@ -159,8 +167,10 @@ class PartitionWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="kfloop-lake-")
         self._buffers: dict[str, list[pa.Table]] = {}
         self._buffered = 0
-        self._writers: dict[str, pq.ParquetWriter] = {}
-        self._stats: dict[str, list] = {}  # date -> [rows, min_ts, max_ts]
+        self.max_open = max_open
+        self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}  # open, least recently used first
+        self._done: list[tuple[str, Path]] = []  # closed part files
+        self._stats: dict[Path, list] = {}  # part file -> [rows, min_ts, max_ts]
 
     def add(self, table: pa.Table) -> None:
         """Route typed rows to their event-date partition."""
@@ -189,14 +199,18 @@ class PartitionWriter:
             return
         table = pa.concat_tables(parts)
         self._buffered -= table.num_rows
-        writer = self._writers.get(date)
-        if writer is None:
-            path = Path(self._tmp.name) / f"{date}.parquet"
-            writer = self._writers[date] = pq.ParquetWriter(path, self.schema, compression="zstd")
+        if date in self._writers:
+            writer, path = self._writers.pop(date)
+        else:
+            if len(self._writers) >= self.max_open:
+                self._close(next(iter(self._writers)))
+            path = Path(self._tmp.name) / f"{date}-{len(self._stats):05d}.parquet"
+            writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        self._writers[date] = (writer, path)  # re-inserted: most recently used last
         writer.write_table(table)
         ts = table.column(self.ts)
         lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
-        st = self._stats.setdefault(date, [0, lo, hi])
+        st = self._stats.setdefault(path, [0, lo, hi])
         st[0] += table.num_rows
         st[1], st[2] = min(st[1], lo), max(st[2], hi)
 
@@ -204,21 +218,27 @@ class PartitionWriter:
         """Close local files and store each under its partition; not yet visible to readers."""
         for date in list(self._buffers):
             self._flush(date)
+        for date in list(self._writers):
+            self._close(date)
         files = []
-        for n, (date, writer) in enumerate(sorted(self._writers.items())):
-            writer.close()
-            path = Path(self._tmp.name) / f"{date}.parquet"
+        for n, (date, path) in enumerate(sorted(self._done)):
             key = f"{dataset_prefix(self.dataset)}/data/{PARTITION_COLUMN}={date}/part-{self.run_id}-{n:05d}.parquet"
-            rows, lo, hi = self._stats[date]
+            rows, lo, hi = self._stats[path]
             digest, size = file_sha256(path), path.stat().st_size
             storage.move_file(path, key)
             files.append(DataFile(key, rows, size, digest, date, self.run_id, _iso(lo), _iso(hi)))
-        self._writers.clear()
+        self._done.clear()
         return files
 
+    def _close(self, date: str) -> None:
+        writer, path = self._writers.pop(date)
+        writer.close()
+        self._done.append((date, path))
+
     def close(self) -> None:
-        for writer in self._writers.values():
+        for writer, _ in self._writers.values():
             writer.close()
+        self._writers.clear()
         self._tmp.cleanup()
 
 

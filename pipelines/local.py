@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +66,33 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
     run_dir = _latest_run_dir(root, before)
     quality = _read_json(run_dir / "validate-component" / "report") if run_dir else {}
     if failure is not None:
-        if quality and not quality.get("gate_passed", True):
-            failing = [c for c in quality["checks"] if c["severity"] == "error" and not c["passed"]]
-            lines = [f"{c['check']}: {c['message']} ({c['failed']:,} of {c['total']:,} failing)" for c in failing]
-            raise PipelineError("data contract gate failed; training did not run:\n" + "\n".join(lines))
-        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise PipelineError(f"pipeline failed: {failure}\n--- last lines of {log_path} ---\n{tail}")
+        raise PipelineError(_failure_message(failure, quality, log_path))
     assert run_dir is not None
     ingest = _read_json(run_dir / "ingest-component" / "run_manifest")
     return LocalRun(ingest=ingest, quality=quality, log_path=log_path, pipeline_root=root)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STEP_ERROR = re.compile(r"kfloop\.errors\.\w+: (.+)")
+
+
+def _failure_message(failure: Exception, quality: dict, log_path: Path) -> str:
+    """The reason a user can act on: the gate's failing checks, or the step's own kfloop error line."""
+    if quality and not quality.get("gate_passed", True):
+        failing = [c for c in quality["checks"] if c["severity"] == "error" and not c["passed"]]
+        lines = []
+        for c in failing:
+            ex = f"; e.g. {json.dumps(c['examples'][:3], default=str)}" if c.get("examples") else ""
+            lines.append(f"  {c['check']}: {c['message']} ({c['failed']:,} of {c['total']:,} failing){ex}")
+        return "data contract gate failed; training did not run:\n" + "\n".join(lines)
+    log = _ANSI.sub("", log_path.read_text(errors="replace"))
+    found = _STEP_ERROR.findall(log)
+    step = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(failure)))
+    where = f"step {step.group(1)}" if step else "pipeline"
+    if found:
+        return f"{where} failed: {found[-1].strip()} (task logs: {log_path})"
+    tail = "".join(log.splitlines(keepends=True)[-15:])
+    return f"{where} failed: {_ANSI.sub('', str(failure))}\n--- last lines of {log_path} ---\n{tail}"
 
 
 def project_python_on_path() -> None:

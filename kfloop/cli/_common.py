@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kfloop.config import Config, load_config
@@ -47,7 +48,7 @@ def handle_errors(func: F) -> F:
         except KfloopError as err:
             if State.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -55,7 +56,11 @@ def handle_errors(func: F) -> F:
         except Exception as err:
             if State.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)")
+            err_console.print(
+                f"[bold red]error:[/] {type(err).__name__}: {escape(str(err))} (rerun with --debug for details)",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

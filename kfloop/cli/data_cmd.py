@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, spinner, workspace
 from kfloop.cli.summary import ingest_table, quality_table
@@ -97,32 +98,30 @@ def ingest(
 def validate(
     config: ConfigOption = DEFAULT_CONFIG,
     input_uri: Annotated[
-        str, typer.Option("--input", help="A data file to check (ingested into a scratch workspace first).")
+        str, typer.Option("--input", help="A data file to check, in its own scratch workspace (kept for review).")
     ] = "",
 ) -> None:
     """Run the data contract outside the pipeline; exits 1 when an `error` check fails."""
     from kfloop.components.ingest import ingest as run_ingest
+    from kfloop.components.ingest import new_run_id
     from kfloop.components.validate import validate as run_validate
     from kfloop.storage import LocalStorage
 
     cfg = load(config)
     storage = workspace(cfg)
-    with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp, spinner() as progress:
+    with spinner() as progress:
         progress.add_task("validating", total=None)
+        ingested = None
         if input_uri:
             s3 = storage.client if isinstance(storage, S3Storage) else None
-            storage = LocalStorage(tmp)
-            run_ingest(cfg, storage, source_uri=input_uri, s3=s3)
+            root = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop") / "adhoc" / new_run_id()
+            storage = LocalStorage(root)
+            ingested = run_ingest(cfg, storage, source_uri=input_uri, s3=s3)
         result = run_validate(cfg, storage)
-        html = result.html
-    if input_uri:
-        out = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop") / "reports" / "adhoc.html"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html)
-        report_path = str(out)
-    else:
-        report_path = result.report_html_uri
     console.print(quality_table(result.report.to_dict()))
-    console.print(f"report: {report_path}")
+    console.print(f"report: {escape(result.report_html_uri)}")
+    for uri in (ingested.quarantine_uri if ingested else None, result.quarantine_uri):
+        if uri:
+            console.print(f"quarantine: {escape(uri)}")
     if not result.report.gate_passed:
         raise GateFailedError("data contract gate failed:\n" + result.report.gate_message())

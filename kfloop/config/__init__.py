@@ -12,8 +12,8 @@ from pydantic import Field, ValidationError, model_validator
 from kfloop.config._base import Section
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
+from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
 from kfloop.config.sections import (
-    FeaturesConfig,
     MonitoringConfig,
     ServingConfig,
     TrainingConfig,
@@ -23,10 +23,12 @@ from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef
 from kfloop.errors import ConfigError
 
 __all__ = [
+    "Aggregate",
     "ClusterConfig",
     "ColumnType",
     "Config",
     "ContractConfig",
+    "FeatureViewSpec",
     "FeaturesConfig",
     "LocalStorageConfig",
     "MonitoringConfig",
@@ -80,14 +82,33 @@ class Config(Section):
                     misfits.append(f"contract.columns.{col}.{key} needs a string column ({col} is {typ.value})")
         if misfits:
             raise ValueError("; ".join(misfits))
+        for i, view in enumerate(self.features.views):
+            cols = [view.entity, *(a.column for a in view.aggregates)]
+            for col in cols:
+                if col not in known:
+                    raise ValueError(f"features.views.{i} ({view.name}): {col!r} is not in source.columns")
+            for agg in view.aggregates:
+                if agg.label_delay and agg.column != self.source.label_column:
+                    raise ValueError(f"features.views.{i} ({view.name}): label_delay is for the label column only")
+        if self.contract.rules:
+            from kfloop.contract.checks import check_rules_compile
+            from kfloop.schema import arrow_schema
+
+            try:
+                check_rules_compile(self.contract, arrow_schema(self.source))
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        unknown_req = [c for c in self.features.request_features if c not in known]
+        if unknown_req:
+            raise ValueError(f"features.request_features: not in source.columns: {', '.join(unknown_req)}")
         return self
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        path = ".".join(str(p) for p in e["loc"]) or "(whole config)"
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not part of the config schema)"
         lines.append(f"{origin}: {path}: {msg}")
@@ -105,18 +126,69 @@ def parse_config(data: Any, origin: str = "<config>") -> Config:
         raise ConfigError(_format_errors(err, origin)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
-    p = Path(path)
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1}, column {mark.column + 1})", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        text = p.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{p}: cannot read config: {err.strerror or err}") from None
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    return parse_config(data, str(p))
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    """Overlay wins; mappings merge recursively, everything else (lists too) is replaced. A mapping whose
+    ``type`` changes (e.g. storage local → s3) is replaced whole: its other keys belong to the old type."""
+    out = dict(base)
+    for key, value in overlay.items():
+        old = out.get(key)
+        same_kind = (
+            isinstance(old, dict) and old.get("type", value.get("type")) == value.get("type")
+            if isinstance(value, dict)
+            else False
+        )
+        out[key] = _merge(old, value) if same_kind else value
+    return out
+
+
+def _resolve_extends(path: Path, data: Any, chain: tuple[Path, ...] = ()) -> Any:
+    """``extends: other.yaml`` (relative to this file): start from that config, then apply this one."""
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    base_path = (path.parent / str(data.pop("extends"))).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: extends: cycle through {base_path}")
+    base = _resolve_extends(base_path, _read_yaml(base_path), (*chain, path.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path}: the top level must be a mapping")
+    return _merge(base, data)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file (with ``extends:`` resolved)."""
+    p = Path(path)
+    return parse_config(_resolve_extends(p, _read_yaml(p)), str(p))
 
 
 def config_to_json(config: Config) -> str:

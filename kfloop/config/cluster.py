@@ -8,14 +8,17 @@ from pydantic import Field
 
 from kfloop.config._base import Section
 
+_CPU = r"^\d+(\.\d+)?m?$"
+_MEMORY = r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+
 
 class Resources(Section):
     """CPU/memory requests and limits of one pipeline step, in Kubernetes quantity syntax."""
 
-    cpu_request: str = "500m"
-    cpu_limit: str = "2"
-    memory_request: str = "1Gi"
-    memory_limit: str = "4Gi"
+    cpu_request: str = Field("500m", pattern=_CPU)
+    cpu_limit: str = Field("2", pattern=_CPU)
+    memory_request: str = Field("1Gi", pattern=_MEMORY)
+    memory_limit: str = Field("4Gi", pattern=_MEMORY)
 
 
 #: Pipeline steps that take resource settings (a dict, so later steps add a name here only).
@@ -26,7 +29,9 @@ class ClusterConfig(Section):
     """Kubeflow Pipelines settings; the image has kfloop preinstalled (no pip installs at run time)."""
 
     image: str = Field("ghcr.io/kfloop/kfloop:0.1.0", min_length=1, description="Project image for every step.")
-    namespace: str = Field("kubeflow", description="Namespace of runs and deployments.")
+    namespace: str = Field(
+        "kubeflow", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Namespace of runs and deployments."
+    )
     kfp_host: str | None = Field(None, description="KFP API endpoint for `kfloop submit`.")
     pipeline_root: str | None = Field(None, description="Artifact root, e.g. s3://bucket/pipeline-root.")
     service_account: str | None = None

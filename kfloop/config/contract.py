@@ -16,6 +16,8 @@ from pydantic import Field, field_validator, model_validator
 from kfloop.config._base import Section
 
 Severity = Literal["error", "warn", "quarantine"]
+#: Table-level checks judge the whole dataset: there is no row to quarantine.
+TableSeverity = Literal["error", "warn"]
 DuplicateMode = Literal["drop", "keep_latest", "fail"]
 SchemaAction = Literal["error", "warn"]
 
@@ -50,6 +52,13 @@ class ColumnRule(Section):
                 re.compile(value)
             except re.error as err:
                 raise ValueError(f"invalid regex: {err}") from None
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            try:  # checks run on Arrow's RE2 engine, which lacks look-arounds and back-references
+                pc.match_substring_regex(pa.array([""], pa.string()), f"^(?:{value})$")
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise ValueError(f"regex not supported by RE2 (no look-arounds or back-references): {err}") from None
         return value
 
     @model_validator(mode="after")
@@ -72,19 +81,19 @@ class Completeness(Section):
 
     min_ratio: float = Field(0.95, ge=0, le=1)
     columns: tuple[str, ...] | None = Field(None, description="Required columns; default: keys, time, label.")
-    severity: Severity = "error"
+    severity: TableSeverity = "error"
 
 
 class MinRows(Section):
     value: int = Field(1, ge=0)
-    severity: Severity = "error"
+    severity: TableSeverity = "error"
 
 
 class Freshness(Section):
     """The newest event must be no older than ``max_age`` at validation time."""
 
     max_age: str = "7d"
-    severity: Severity = "warn"
+    severity: TableSeverity = "warn"
 
     @field_validator("max_age")
     @classmethod

@@ -29,6 +29,12 @@ class RowCheck:
     message: str
     rule: ColumnRule | RowRule
 
+    def columns(self, available: list[str]) -> list[str]:
+        """The columns this check reads (shown in examples)."""
+        if isinstance(self.rule, RowRule):
+            return _referenced(self.rule.expr, available)
+        return [self.column] if self.column else []
+
     def evaluate(self, table: pa.Table) -> np.ndarray:
         """Mask of rows that fail this check (nulls fail only the nullability check)."""
         if isinstance(self.rule, RowRule):

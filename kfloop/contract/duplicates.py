@@ -71,10 +71,17 @@ class DuplicateIndex:
         self.ts = timestamp_column
         self._keys: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
+        self._null_keys: list[np.ndarray] = []
 
     def add(self, table: pa.Table) -> None:
         """Record a batch (only the key columns and the event time are read)."""
-        self._keys.append(_hash(table.select(list(self.cfg.keys))))
+        keys = table.select(list(self.cfg.keys))
+        self._keys.append(_hash(keys))
+        nulls = np.zeros(table.num_rows, dtype=bool)
+        for col in keys.columns:
+            if col.null_count:
+                nulls |= np.asarray(col.is_null())
+        self._null_keys.append(nulls)
         ts = table.column(self.ts).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
         self._times.append(ts.to_numpy(zero_copy_only=False))
 
@@ -85,6 +92,12 @@ class DuplicateIndex:
         times = np.concatenate(self._times) if self._times else np.array([], np.int64)
         n = len(keys)
         pos = np.arange(n)
+        # a row with a missing key duplicates nothing: give it a key of its own (nullability is another check)
+        null_keys = np.concatenate(self._null_keys) if self._null_keys else np.zeros(0, dtype=bool)
+        if null_keys.any():
+            keys = keys.copy()
+            keys[null_keys] = np.uint64(2**63) + pos[null_keys].astype(np.uint64)
+            keys[~null_keys] %= np.uint64(2**63)
         latest = self.cfg.mode == "keep_latest"
         order = np.lexsort((-pos, -times, keys)) if latest else np.lexsort((pos, keys))
         sorted_keys = keys[order]

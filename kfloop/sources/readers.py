@@ -57,13 +57,13 @@ class RawBatch:
     rejects: list[Reject] = field(default_factory=list)
 
 
-def detect_format(path: Path, declared: str) -> str:
+def detect_format(path: Path, declared: str, display: str | None = None) -> str:
     """The declared format, or the one the file extension names."""
     if declared != "auto":
         return declared
     fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
-        raise SourceError(f"{path}: cannot tell the format from the extension; set source.format")
+        raise SourceError(f"{display or path}: cannot tell the format from the extension; set source.format")
     return fmt
 
 
@@ -76,7 +76,7 @@ def _check_columns(path: Path, found: list[str], cfg: SourceConfig) -> None:
 def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> Iterator[RawBatch]:
     """Yield raw batches of about ``cfg.batch_rows`` rows; a file that cannot be read fails with its name."""
     name = display or str(path)
-    fmt = detect_format(path, cfg.format)
+    fmt = detect_format(path, cfg.format, name)
     readers = {"csv": _iter_csv, "parquet": _iter_parquet, "jsonl": _iter_jsonl, "avro": _iter_avro}
     try:
         yield from readers[fmt](path, cfg)

@@ -1,19 +1,25 @@
 """S3 backend through the minio client: works against MinIO, SeaweedFS, AWS S3 and moto_server.
 
-S3 object PUTs are atomic per object, so ``write_bytes`` needs no temporary key.
+S3 object PUTs are atomic per object, so ``write_bytes`` needs no temporary key. Every failure comes
+out as ``FileNotFoundError`` (absent object) or a ``StorageError`` naming the URI and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
+from urllib3.exceptions import HTTPError
 
 from kfloop.errors import StorageError
 from kfloop.storage.base import Storage
+
+_MISSING = ("NoSuchKey", "NoSuchObject", "NotFound")
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,26 @@ class S3Storage(Storage):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        try:
+        with self._errors(f"s3://{bucket}"):
             if not client.bucket_exists(bucket):
                 client.make_bucket(bucket)
+
+    @contextlib.contextmanager
+    def _errors(self, uri: str) -> Iterator[None]:
+        """Translate client errors: absent objects → FileNotFoundError, the rest → StorageError."""
+        try:
+            yield
         except S3Error as err:
-            raise StorageError(f"s3://{bucket}: cannot open bucket: {err.code}: {err.message}") from None
+            if err.code in _MISSING:
+                raise FileNotFoundError(uri) from None
+            raise StorageError(f"{uri}: {err.code}: {err.message}") from None
+        except (HTTPError, MinioException, OSError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            endpoint = getattr(self.client, "_base_url", None)
+            host = getattr(endpoint, "host", "") if endpoint else ""
+            reason = getattr(err, "reason", None) or err
+            raise StorageError(f"{uri}: S3 endpoint {host or '?'} unreachable or failing: {reason}") from None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -49,46 +70,41 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def read_bytes(self, key: str) -> bytes:
-        try:
+        with self._errors(self.uri(key)):
             resp = self.client.get_object(self.bucket, self._key(key))
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchObject"):
-                raise FileNotFoundError(self.uri(key)) from None
-            raise StorageError(f"{self.uri(key)}: {err.code}: {err.message}") from None
-        try:
-            return resp.read()
-        finally:
-            resp.close()
-            resp.release_conn()
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
+        with self._errors(self.uri(key)):
+            self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
 
     def upload_file(self, local_path: Path, key: str) -> None:
-        self.client.fput_object(self.bucket, self._key(key), str(local_path))
+        with self._errors(self.uri(key)):
+            self.client.fput_object(self.bucket, self._key(key), str(local_path))
 
     def download_file(self, key: str, local_path: Path) -> None:
-        try:
+        with self._errors(self.uri(key)):
             self.client.fget_object(self.bucket, self._key(key), str(local_path))
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchObject"):
-                raise FileNotFoundError(self.uri(key)) from None
-            raise StorageError(f"{self.uri(key)}: {err.code}: {err.message}") from None
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.stat_object(self.bucket, self._key(key))
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return False
-            raise StorageError(f"{self.uri(key)}: {err.code}: {err.message}") from None
+            with self._errors(self.uri(key)):
+                self.client.stat_object(self.bucket, self._key(key))
+        except FileNotFoundError:
+            return False
         return True
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix)
         cut = len(self.prefix) + 1 if self.prefix else 0
-        objs = self.client.list_objects(self.bucket, prefix=full, recursive=True)
+        with self._errors(self.uri(prefix)):
+            objs = list(self.client.list_objects(self.bucket, prefix=full, recursive=True))
         return sorted(o.object_name[cut:] for o in objs if o.object_name is not None)
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, self._key(key))
+        with self._errors(self.uri(key)):
+            self.client.remove_object(self.bucket, self._key(key))

@@ -22,7 +22,7 @@ from kfloop.contract.checks import row_checks
 from kfloop.demo import CHANNELS, MERCHANT_CATEGORIES, DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import ConfigError
 from kfloop.storage import LocalStorage, Storage
-from tests.conftest import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG, demo_config
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)  # after every generated event (2026-01-01 + 90 days), within 3650d
 CLEAN = "transactions_clean"
@@ -563,3 +563,20 @@ def test_contract_change_recomputes(tmp_path: Path) -> None:
 
     second = validate(lk.config(rule), lk.storage, now=NOW)
     assert not second.already_validated and "rule.small" in by_id(second) and "rule.small" not in by_id(first)
+
+
+def test_rows_rejected_at_ingestion_are_in_the_report(tmp_path: Path) -> None:
+    data = generate(DemoSpec(rows=2000, seed=9, defects=DefectSpec(wrong_types=0.01)))
+    src = tmp_path / "src.csv"
+    write_frame(data.frame, src, "csv")
+    storage = LocalStorage(tmp_path / "ws")
+    cfg = demo_config(tmp_path / "ws", uri=str(src))
+    ingested = ingest(cfg, storage)
+    report = validate(cfg, storage, now=NOW).report
+    parse = next(c for c in report.checks if c.check == "ingest.parse")
+    assert parse.failed == ingested.rows_quarantined == len(data.injected["wrong_types"])
+    assert not parse.passed and parse.severity == "quarantine" and report.gate_passed
+    assert {e["_reason"].split(":")[0] for e in parse.examples} <= {"amount", "distance_from_home_km"}
+    assert report.rows_in == len(data.frame)
+    assert report.rows_in == report.rows_clean + report.rows_quarantined + report.rows_dropped_duplicates
+    assert report.quality_score < 100

@@ -1,0 +1,99 @@
+"""The ``features`` section: every feature the loop uses, declared once.
+
+Feast objects (entities, feature views, the feature service), the feature stage's aggregations and
+the names the model sees all derive from this section. A feature is named
+``<column>_<function>_<window>`` (e.g. ``amount_sum_24h``); ``seconds_since_previous`` is added
+when ``time_since_previous`` is on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kfloop.config._base import Section
+from kfloop.config.contract import parse_duration
+
+Function = Literal["count", "sum", "mean", "min", "max", "count_distinct"]
+Window = Annotated[str, Field(pattern=r"^\d+[smhd]$")]
+
+
+class Aggregate(Section):
+    """Rolling aggregates of one column over trailing windows ``(t - window, t]`` per entity."""
+
+    column: str
+    functions: tuple[Function, ...] = Field(min_length=1)
+    windows: tuple[Window, ...] = Field(min_length=1)
+    label_delay: bool = Field(
+        False, description="The column is a label known only after features.label_delay: use it only then."
+    )
+
+    def names(self) -> list[str]:
+        return [f"{self.column}_{fn}_{w}" for fn in self.functions for w in self.windows]
+
+
+class FeatureViewSpec(Section):
+    """One Feast feature view: aggregates keyed by one entity column, materialized online."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    entity: str = Field(description="Entity join-key column, e.g. customer_id.")
+    ttl: str = Field("30d", description="How old a feature row may be and still be served / joined.")
+    aggregates: tuple[Aggregate, ...] = Field(min_length=1)
+    time_since_previous: bool = False
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def feature_names(self) -> list[str]:
+        names = [n for agg in self.aggregates for n in agg.names()]
+        return [*names, "seconds_since_previous"] if self.time_since_previous else names
+
+
+class SqliteStore(Section):
+    type: Literal["sqlite"] = "sqlite"
+
+
+class RedisStore(Section):
+    type: Literal["redis"]
+    connection_string: str = Field("${REDIS_CONNECTION_STRING}", description="host:port[,password=...]")
+
+
+class FeaturesConfig(Section):
+    """Feast feature store settings and feature definitions."""
+
+    feast_project: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$", description="Default: project name.")
+    online_store: Annotated[SqliteStore | RedisStore, Field(discriminator="type")] = SqliteStore()
+    registry: str | None = Field(None, description="Registry path/URI; default: <workspace>/feast/registry.db.")
+    views: tuple[FeatureViewSpec, ...] = ()
+    request_features: tuple[str, ...] = Field((), description="Columns sent with each request (not stored).")
+    service: str = Field("model_features", pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature service.")
+    label_delay: str = Field("7d", description="How long after an event its label becomes known.")
+    freshness_sla: str = Field("15m", description="Max materialization lag before features count as stale.")
+    splits: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/validation/test by time.")
+
+    @field_validator("label_delay", "freshness_sla")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeaturesConfig:
+        if abs(sum(self.splits) - 1.0) > 1e-9 or min(self.splits) <= 0:
+            raise ValueError(f"splits {self.splits} must be positive and sum to 1")
+        names = [n for v in self.views for n in v.feature_names()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names defined twice: {', '.join(dupes)}")
+        views = [v.name for v in self.views]
+        if len(set(views)) != len(views):
+            raise ValueError("feature view names must be unique")
+        return self
+
+    def feature_names(self) -> list[str]:
+        """Every stored feature, in view order: the model's input order before request features."""
+        return [n for v in self.views for n in v.feature_names()]
