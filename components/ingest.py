@@ -20,7 +20,7 @@ from minio import Minio
 
 from kfloop import lake
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
-from kfloop.config import Config, config_from_json
+from kfloop.config import Config
 from kfloop.contract.report import SchemaChange
 from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
 from kfloop.errors import ConfigError, SchemaChangeError
@@ -295,13 +295,11 @@ def full_quarantine_schema(schema: pa.Schema) -> pa.Schema:
 def run_ingest_step(config_json: str, source_uri: str, run_manifest_path: str, quarantine_path: str) -> IngestResult:
     """Entrypoint inside the pipeline step: resolve storage from the config, ingest, write artifacts."""
     import json
-    import os
 
-    from kfloop.storage import S3Storage, open_storage, resolve_credentials
+    from kfloop.step import open_step
+    from kfloop.storage import S3Storage
 
-    config = config_from_json(config_json)
-    creds = None if config.storage.type == "local" else resolve_credentials(config.storage, os.environ)
-    storage = open_storage(config.storage, creds)
+    config, storage = open_step(config_json)
     s3 = storage.client if isinstance(storage, S3Storage) else None
     result = ingest(config, storage, source_uri=source_uri or None, s3=s3)
     Path(run_manifest_path).write_text(json.dumps(result.to_dict(), indent=2))

@@ -20,7 +20,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from kfloop import lake
 from kfloop.components.ingest import new_run_id
-from kfloop.config import Config, config_from_json
+from kfloop.config import Config
 from kfloop.contract import table_checks
 from kfloop.contract.checks import check_rules_compile, row_checks
 from kfloop.contract.engine import REASONS_COLUMN, enforce, scan
@@ -50,6 +50,7 @@ class ValidateResult:
     report: QualityReport
     clean_manifest_uri: str | None  # None when the gate failed (clean dataset left as it was)
     quarantine_uri: str | None
+    quarantine_key: str | None
     report_json_uri: str
     report_html_uri: str
     html: str
@@ -89,8 +90,9 @@ def validate(
         qpath = Path(tmp) / "quarantine.parquet"
         try:
             done = enforce(storage, manifest, config, checks, scanned, writer, qpath)
-            quarantine_uri = None
+            quarantine_uri = quarantine_key = None
             if qpath.exists():
+                quarantine_key = contract_quarantine_key(src.dataset, run_id)
                 storage.move_file(qpath, contract_quarantine_key(src.dataset, run_id))
                 quarantine_uri = storage.uri(contract_quarantine_key(src.dataset, run_id))
             report = _report(config, storage, manifest, run_id, now, checks, scanned, done)
@@ -102,7 +104,7 @@ def validate(
                     "fingerprint": fingerprint,
                     "input_content_hash": manifest.content_hash,
                     "report": f"{prefix}.json",
-                    "quarantine": quarantine_uri,
+                    "quarantine": quarantine_key,
                     "rows": done.rows_clean,
                 }
                 base = previous or lake.new_manifest(clean_name, schema)
@@ -111,7 +113,14 @@ def validate(
         finally:
             writer.close()
     return ValidateResult(
-        report, clean_uri, quarantine_uri, storage.uri(f"{prefix}.json"), storage.uri(f"{prefix}.html"), html, markdown
+        report,
+        clean_uri,
+        quarantine_uri,
+        quarantine_key,
+        storage.uri(f"{prefix}.json"),
+        storage.uri(f"{prefix}.html"),
+        html,
+        markdown,
     )
 
 
@@ -178,6 +187,7 @@ def _previous_result(
     return ValidateResult(
         report,
         clean,
+        storage.uri(run["quarantine"]) if run.get("quarantine") else None,
         run.get("quarantine"),
         storage.uri(f"{prefix}.json"),
         storage.uri(f"{prefix}.html"),
@@ -190,19 +200,15 @@ def _previous_result(
 def run_validate_step(config_json: str, report_json_path: str, quarantine_path: str, clean_path: str) -> ValidateResult:
     """Entrypoint inside the pipeline step: resolve storage from the config, validate, write artifacts."""
     import json
-    import os
 
-    from kfloop.storage import open_storage, resolve_credentials
+    from kfloop.step import open_step
 
-    config = config_from_json(config_json)
-    creds = None if config.storage.type == "local" else resolve_credentials(config.storage, os.environ)
-    storage = open_storage(config.storage, creds)
+    config, storage = open_step(config_json)
     result = validate(config, storage)
     Path(report_json_path).write_text(result.report.to_json())
     Path(clean_path).write_text(json.dumps({"manifest": result.clean_manifest_uri, "rows": result.report.rows_clean}))
-    if result.quarantine_uri:
-        key = contract_quarantine_key(config.source.dataset, result.report.run_id)
-        storage.download_file(key, Path(quarantine_path))
+    if result.quarantine_key:
+        storage.download_file(result.quarantine_key, Path(quarantine_path))
     else:
         pq.write_table(pa.table({REASONS_COLUMN: pa.array([], pa.string())}), quarantine_path)
     return result

@@ -27,6 +27,9 @@ class LocalRun:
 
     ingest: dict
     quality: dict
+    features: list
+    materialized: list
+    training_set: dict
     log_path: Path
     pipeline_root: Path
 
@@ -38,6 +41,12 @@ def _latest_run_dir(root: Path, before: set[Path]) -> Path | None:
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _returned(task_dir: Path) -> list:
+    """A step's returned JSON string, from its executor output."""
+    out = _read_json(task_dir / "executor_output.json").get("parameterValues", {}).get("Output")
+    return json.loads(out) if out else []
 
 
 def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> LocalRun:
@@ -68,8 +77,15 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
     if failure is not None:
         raise PipelineError(_failure_message(failure, quality, log_path))
     assert run_dir is not None
-    ingest = _read_json(run_dir / "ingest-component" / "run_manifest")
-    return LocalRun(ingest=ingest, quality=quality, log_path=log_path, pipeline_root=root)
+    return LocalRun(
+        ingest=_read_json(run_dir / "ingest-component" / "run_manifest"),
+        quality=quality,
+        features=_returned(run_dir / "features-component"),
+        materialized=_returned(run_dir / "materialize-component"),
+        training_set=_read_json(run_dir / "training-set-component" / "training_set"),
+        log_path=log_path,
+        pipeline_root=root,
+    )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,6 +1,6 @@
-"""The training pipeline (KFP v2): ingest → validate (data contract) → quality gate.
+"""The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize + training set.
 
-Ingest is the first step; later stages append theirs here. The whole config travels as one pipeline
+Materialization and the training set both start once the features are computed. The whole config travels as one pipeline
 parameter (``config_json``) whose default is the config the pipeline was compiled from, so a run
 launched from the Kubeflow UI uses it unless the user overrides it.
 """
@@ -11,9 +11,14 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
+from kfloop.components.features import features_component
 from kfloop.components.ingest import ingest_component
+from kfloop.components.materialize import materialize_component
+from kfloop.components.training_set import training_set_component
 from kfloop.components.validate import gate_component, validate_component
 from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
+from kfloop.config.cluster import StepName
+from kfloop.config.features import RedisStore
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2
@@ -29,14 +34,32 @@ def _apply_resources(task: dsl.PipelineTask, res: Resources) -> None:
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
 
 
-def _apply_storage_secrets(task: dsl.PipelineTask, config: Config) -> None:
-    """On a cluster, S3 keys come from Kubernetes Secrets as the env vars the config names."""
-    storage = config.storage
-    if not isinstance(storage, S3StorageConfig):
-        return
-    for ref in (storage.access_key, storage.secret_key):
+def _apply_secrets(task: dsl.PipelineTask, config: Config, *, online_store: bool = False) -> None:
+    """On a cluster, S3 keys (and the Redis connection string) come from Kubernetes Secrets as the env
+    vars the config names."""
+    refs = []
+    if isinstance(config.storage, S3StorageConfig):
+        refs += [config.storage.access_key, config.storage.secret_key]
+    store = config.features.online_store
+    if online_store and isinstance(store, RedisStore) and store.secret:
+        refs.append(store.secret)
+    for ref in refs:
         if ref.secret_name and ref.secret_key:
             kubernetes.use_secret_as_env(task, secret_name=ref.secret_name, secret_key_to_env={ref.secret_key: ref.env})
+
+
+def _configure(
+    task: dsl.PipelineTask, config: Config, step: StepName, name: str, retries: int, *, online_store: bool = False
+) -> dsl.PipelineTask:
+    """What every step gets: a display name, no caching (steps read and write the workspace, which a
+    cache key does not see), retries for transient faults, resources and secrets from the config."""
+    task.set_display_name(name)
+    task.set_caching_options(False)
+    if retries:
+        task.set_retry(retries, backoff_duration="30s", backoff_factor=2)
+    _apply_resources(task, config.cluster.step_resources(step))
+    _apply_secrets(task, config, online_store=online_store)
+    return task
 
 
 def pipeline_name(config: Config) -> str:
@@ -51,6 +74,9 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     ingest_op = _step(ingest_component, config)
     validate_op = _step(validate_component, config)
     gate_op = _step(gate_component, config)
+    features_op = _step(features_component, config)
+    materialize_op = _step(materialize_component, config)
+    training_set_op = _step(training_set_component, config)
 
     @dsl.pipeline(
         name=pipeline_name(config),
@@ -58,23 +84,35 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         pipeline_root=config.cluster.pipeline_root,
     )
     def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Dataset:
-        ingest = ingest_op(config_json=config_json, source_uri=source_uri).set_display_name("ingest")
-        ingest.set_caching_options(False)  # incremental: its result depends on the lake, not its inputs
-        if retries:
-            ingest.set_retry(retries, backoff_duration="30s", backoff_factor=2)
-        _apply_resources(ingest, config.cluster.step_resources("ingest"))
-        _apply_storage_secrets(ingest, config)
-
-        validate = validate_op(config_json=config_json, ingest_manifest=ingest.outputs["run_manifest"])
-        validate.set_display_name("validate (data contract)")
-        validate.set_caching_options(False)  # reads the lake, which ingestion changes in place
-        if retries:
-            validate.set_retry(retries, backoff_duration="30s", backoff_factor=2)
-        _apply_resources(validate, config.cluster.step_resources("validate"))
-        _apply_storage_secrets(validate, config)
-
+        ingest = _configure(
+            ingest_op(config_json=config_json, source_uri=source_uri), config, "ingest", "ingest", retries
+        )
+        validate = _configure(
+            validate_op(config_json=config_json, ingest_manifest=ingest.outputs["run_manifest"]),
+            config,
+            "validate",
+            "validate (data contract)",
+            retries,
+        )
         gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"])
-        gate.set_display_name("quality gate")
-        return validate.outputs["clean"]
+        gate.set_display_name("quality gate").set_caching_options(False)
+        features = _configure(features_op(config_json=config_json).after(gate), config, "features", "features", retries)
+        _configure(
+            materialize_op(config_json=config_json).after(features),
+            config,
+            "materialize",
+            "materialize (Feast online)",
+            retries,
+            online_store=True,
+        )
+        training_set = _configure(
+            training_set_op(config_json=config_json).after(features),
+            config,
+            "training_set",
+            "training set (point-in-time)",
+            retries,
+            online_store=True,  # it opens the Feast store, whose config names the online store
+        )
+        return training_set.outputs["training_set"]
 
     return training

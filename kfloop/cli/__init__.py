@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kfloop import __version__
-from kfloop.cli import config_cmd, data_cmd, pipeline_cmd
+from kfloop.cli import config_cmd, data_cmd, features_cmd, pipeline_cmd
 from kfloop.cli._common import State
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(features_cmd.app, name="features")
 app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
-from kfloop.cli.summary import ingest_table, quality_table
+from kfloop.cli.summary import features_table, ingest_table, quality_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 
@@ -31,6 +31,7 @@ def run(
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
     console.print(quality_table(result.quality))
+    console.print(features_table(result.features, result.materialized, result.training_set))
 
 
 @handle_errors

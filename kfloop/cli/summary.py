@@ -45,3 +45,24 @@ def quality_table(q: dict) -> Table:
         if not c["passed"]:
             t.add_row(escape(f"  ✗ {c['check']} ({c['severity']})"), escape(f"{c['failed']:,} failing: {c['message']}"))
     return t
+
+
+def features_table(features: list, materialized: list, training_set: dict) -> Table:
+    """The feature part of a summary: offline rows, online writes, the training set's splits."""
+    t = _table("features → Feast")
+    online = {m["view"]: m for m in materialized}
+    for u in features:
+        m = online.get(u["view"], {})
+        t.add_row(
+            escape(u["view"]),
+            f"+{u['rows_added']:,} offline rows ({u['offline_rows']:,} total); "
+            f"{m.get('rows_written', 0):,} entity rows written online",
+        )
+    if training_set:
+        rows = ", ".join(f"{k} {v:,}" for k, v in training_set["rows"].items())
+        t.add_row("training set", escape(f"{rows} → {training_set['prefix']}"))
+        t.add_row(
+            "feature service",
+            escape(f"{training_set['feature_service']} (version {training_set['feature_service_version']})"),
+        )
+    return t

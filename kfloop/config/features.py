@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kfloop.config._base import Section
 from kfloop.config.contract import parse_duration
+from kfloop.config.storage import SecretRef
 
 Function = Literal["count", "sum", "mean", "min", "max", "count_distinct"]
 Window = Annotated[str, Field(pattern=r"^\d+[smhd]$")]
@@ -58,8 +59,14 @@ class SqliteStore(Section):
 
 
 class RedisStore(Section):
+    """Redis online store; the connection string usually comes from a secret via ``${VAR}``."""
+
     type: Literal["redis"]
     connection_string: str = Field("${REDIS_CONNECTION_STRING}", description="host:port[,password=...]")
+    secret: SecretRef | None = Field(
+        SecretRef(env="REDIS_CONNECTION_STRING", secret_name="kfloop-redis", secret_key="connection-string"),
+        description="On a cluster, the Kubernetes Secret that provides the variable used in connection_string.",
+    )
 
 
 class FeaturesConfig(Section):

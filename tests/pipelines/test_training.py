@@ -86,10 +86,25 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         assert container["image"] == cfg.cluster.image, name
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
     tasks = spec["root"]["dag"]["tasks"]
-    assert list(tasks) == ["gate-component", "ingest-component", "validate-component"]
-    assert tasks["validate-component"]["dependentTasks"] == ["ingest-component"]
-    assert tasks["gate-component"]["dependentTasks"] == ["validate-component"]
-    assert tasks["validate-component"]["cachingOptions"].get("enableCache", False) is False
+    assert sorted(tasks) == [
+        "features-component",
+        "gate-component",
+        "ingest-component",
+        "materialize-component",
+        "training-set-component",
+        "validate-component",
+    ]
+    deps = {name: sorted(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    assert deps == {
+        "ingest-component": [],
+        "validate-component": ["ingest-component"],
+        "gate-component": ["validate-component"],
+        "features-component": ["gate-component"],  # nothing after the gate runs when it fails
+        "materialize-component": ["features-component"],
+        "training-set-component": ["features-component"],
+    }
+    for name, task in tasks.items():
+        assert task["cachingOptions"].get("enableCache", False) is False, name
     validate_outputs = spec["components"]["comp-validate-component"]["outputDefinitions"]["artifacts"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in validate_outputs.items()} == {
         "report": "system.Artifact",
@@ -114,16 +129,17 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
     assert json.loads(config_default)["project"] == cfg.project
 
 
-def test_compiled_pipeline_mounts_s3_secrets_on_steps_that_use_storage(tmp_path: Path) -> None:
+def test_compiled_pipeline_mounts_secrets_on_steps_that_use_them(tmp_path: Path) -> None:
     spec = _compiled(tmp_path)
     executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == {"exec-ingest-component", "exec-validate-component"}
-    for k8s in executors.values():
+    storage_steps = {"ingest", "validate", "features", "materialize", "training-set"}
+    assert set(executors) == {f"exec-{s}-component" for s in storage_steps}
+    s3 = {"AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"), "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey")}
+    for name, k8s in executors.items():
         envs = {kv["envVar"]: (s["secretName"], kv["secretKey"]) for s in k8s["secretAsEnv"] for kv in s["keyToEnv"]}
-        assert envs == {
-            "AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"),
-            "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey"),
-        }
+        redis = {"REDIS_CONNECTION_STRING": ("kfloop-redis", "connection-string")}
+        feast = name in ("exec-materialize-component", "exec-training-set-component")
+        assert envs == (s3 | redis if feast else s3), name
 
 
 def test_committed_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:

@@ -1,0 +1,152 @@
+"""Training-set stage: labels + event times → Feast point-in-time join → time-based splits.
+
+Each labelled row asks Feast for the features as they were just before its event (``t - 1 µs``):
+the state after the entity's previous events, exactly what the online store holds when the same
+transaction arrives for scoring. No feature value from after the label's event time can appear.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore
+from kfp.dsl import Dataset, Metrics, Output
+
+from kfloop import lake
+from kfloop.components.ingest import new_run_id
+from kfloop.components.validate import clean_dataset
+from kfloop.config import Config
+from kfloop.errors import SourceError
+from kfloop.feature_repo.paths import training_set_prefix
+from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.storage import Storage
+
+SPLITS = ("train", "validation", "test")
+#: Features are read as of just before the event, so the row's own transaction is not in its features.
+AS_OF_OFFSET = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Where the splits are and what they hold (also written as ``manifest.json``)."""
+
+    run_id: str
+    prefix: str
+    feature_service: str
+    feature_service_version: str
+    features: list[str]
+    request_features: list[str]
+    label: str
+    rows: dict[str, int]
+    time_range: dict[str, list[str]]
+    content_hash: str
+    input_content_hash: str
+
+
+def service_version(config: Config) -> str:
+    """Hash of the feature definitions: equal versions mean equal feature semantics."""
+    body = json.dumps([v.model_dump(mode="json") for v in config.features.views], sort_keys=True)
+    return hashlib.sha256((body + config.features.label_delay).encode()).hexdigest()[:12]
+
+
+def _labelled_rows(storage: Storage, manifest: lake.Manifest, config: Config) -> pd.DataFrame:
+    src = config.source
+    cols = list(
+        dict.fromkeys([*src.entity_keys, src.timestamp_column, src.label_column, *config.features.request_features])
+    )
+    tables = list(lake.iter_dataset(storage, manifest, src.batch_rows, cols))
+    return pa.concat_tables(tables).to_pandas()
+
+
+def split_by_time(frame: pd.DataFrame, ts: str, fractions: tuple[float, float, float]) -> dict[str, pd.DataFrame]:
+    """Train on the past, validate and test on the future: cut at time quantiles, no row in two splits."""
+    ordered = frame.sort_values(ts, kind="stable").reset_index(drop=True)
+    n = len(ordered)
+    a = int(n * fractions[0])
+    b = a + int(n * fractions[1])
+    return {"train": ordered.iloc[:a], "validation": ordered.iloc[a:b], "test": ordered.iloc[b:]}
+
+
+def build_training_set(
+    config: Config, storage: Storage, environ: Mapping[str, str], store: FeatureStore | None = None
+) -> TrainingSet:
+    """Point-in-time join through the feature service, then splits written as Parquet + manifest."""
+    src = config.source
+    if src.label_column is None:
+        raise SourceError("source.label_column is not set: a training set needs labels")
+    manifest = lake.read_manifest(storage, clean_dataset(src.dataset))
+    if manifest is None or not manifest.files:
+        raise SourceError(f"clean dataset {clean_dataset(src.dataset)!r} is empty: run validation first")
+    store = store or open_store(config, storage, environ)
+    store.apply(objects_for(config, storage).all)
+    labels = _labelled_rows(storage, manifest, config)
+    entity_df = labels.rename(columns={src.timestamp_column: "label_timestamp"})
+    entity_df["event_timestamp"] = entity_df["label_timestamp"] - AS_OF_OFFSET
+    service = store.get_feature_service(config.features.service)
+    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    joined = joined.drop(columns=["event_timestamp"]).rename(columns={"label_timestamp": src.timestamp_column})
+    features = config.features.feature_names()
+    ordered = [*src.entity_keys, src.timestamp_column, *config.features.request_features, *features, src.label_column]
+    joined = joined[list(dict.fromkeys(ordered))]
+    parts = split_by_time(joined, src.timestamp_column, config.features.splits)
+    run_id = new_run_id()
+    prefix = f"{training_set_prefix(config)}/{run_id}"
+    digest = hashlib.sha256()
+    rows, ranges = {}, {}
+    for name in SPLITS:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(parts[name], preserve_index=False), buf, compression="zstd")
+        storage.write_bytes(f"{prefix}/{name}.parquet", buf.getvalue())
+        digest.update(buf.getvalue())
+        rows[name] = len(parts[name])
+        col = parts[name][src.timestamp_column]
+        ranges[name] = [col.min().isoformat(), col.max().isoformat()] if len(col) else []
+    result = TrainingSet(
+        run_id=run_id,
+        prefix=storage.uri(prefix),
+        feature_service=config.features.service,
+        feature_service_version=service_version(config),
+        features=features,
+        request_features=list(config.features.request_features),
+        label=src.label_column,
+        rows=rows,
+        time_range=ranges,
+        content_hash=digest.hexdigest(),
+        input_content_hash=manifest.content_hash,
+    )
+    body = json.dumps({**asdict(result), "created": datetime.now(UTC).isoformat()}, indent=2)
+    storage.write_text(f"{prefix}/manifest.json", body)
+    storage.write_text(f"{training_set_prefix(config)}/latest.json", body)
+    return result
+
+
+def run_training_set_step(config_json: str) -> dict:
+    """Entrypoint inside the pipeline step; a plain dict, so the component body needs no imports."""
+    import os
+
+    from kfloop.step import open_step
+
+    config, storage = open_step(config_json)
+    return asdict(build_training_set(config, storage, os.environ))
+
+
+def training_set_component(config_json: str, training_set: Output[Dataset], metrics: Output[Metrics]) -> None:
+    """KFP step: point-in-time-correct training set with train/validation/test splits."""
+    import json
+
+    from kfloop.components.training_set import run_training_set_step
+
+    result = run_training_set_step(config_json)
+    with open(training_set.path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    for key in ("prefix", "feature_service", "feature_service_version", "content_hash"):
+        training_set.metadata[key] = result[key]
+    for name, n in result["rows"].items():
+        metrics.log_metric(f"{name}_rows", n)

@@ -1,0 +1,80 @@
+"""``kfloop features status|materialize``: the Feast side of the loop outside a pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, spinner, workspace
+
+app = typer.Typer(help="Feast features: freshness status, compute + materialize.", no_args_is_help=True)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _when(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") + "Z" if iso else "-"
+
+
+@app.command("status")
+@handle_errors
+def status(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (for alerting)."),
+) -> None:
+    """Per feature view: newest event offline and online, materialization lag, rows, SLA."""
+    from kfloop.components.validate import clean_dataset
+    from kfloop.feature_repo.status import feature_status
+
+    cfg = load(config)
+    rows = feature_status(cfg, workspace(cfg), clean_dataset(cfg.source.dataset))
+    if as_json:
+        typer.echo(json.dumps([{**asdict(r), "stale": r.stale} for r in rows], indent=2))
+        return
+    t = Table(title=f"features ({cfg.features.online_store.type} online store, SLA {cfg.features.freshness_sla})")
+    for col in ("view", "offline rows", "newest offline", "newest online", "entities online", "lag", "status"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        state = "[red]STALE[/]" if r.stale else "[green]fresh[/]"
+        t.add_row(
+            escape(r.view),
+            f"{r.offline_rows:,}",
+            r.newest_offline or "-",
+            r.newest_online or "-",
+            f"{r.online_entities:,}",
+            _age(r.lag_seconds),
+            state,
+        )
+    console.print(t)
+
+
+@app.command("materialize")
+@handle_errors
+def materialize(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Compute new feature rows from the clean dataset and materialize them into the online store."""
+    from kfloop.components.features import compute_features
+    from kfloop.components.materialize import materialize as run_materialize
+
+    cfg = load(config)
+    storage = workspace(cfg)
+    with spinner() as progress:
+        progress.add_task("computing features and materializing", total=None)
+        updates = compute_features(cfg, storage)
+        written = run_materialize(cfg, storage, os.environ)
+    for u, m in zip(updates, written, strict=True):
+        console.print(
+            f"{escape(u.view)}: +{u.rows_added:,} offline rows ({u.offline_rows:,} total), "
+            f"{m.rows_written:,} entity rows written online in {m.seconds:.2f}s"
+        )
