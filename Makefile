@@ -48,8 +48,10 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
-compile: $(STAMP) ## Compile the cluster pipeline (CLUSTER_CONFIG) to pipelines/compiled/training.yaml
+compile: $(STAMP) ## Regenerate generated files: compiled pipeline, Feast feature_store.yaml files
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
+	$(BIN)/kfloop features repo --config $(CONFIG) --out feature_repo/feature_store.yaml
+	$(BIN)/kfloop features repo --config $(CLUSTER_CONFIG) --out feature_repo/cluster/feature_store.yaml
 
 check-compiled: $(STAMP) ## Fail if pipelines/compiled/training.yaml is stale
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null

@@ -34,10 +34,14 @@ def _expand(value: str, environ: Mapping[str, str]) -> str:
 
 
 def store_settings(config: Config, storage: Storage, environ: Mapping[str, str] | None = None) -> dict:
-    """Feast repo settings as a plain mapping (what feature_store.yaml holds). With ``environ`` None,
-    ``${VAR}`` placeholders are kept for Feast to expand when it reads the YAML."""
+    """Feast repo settings for this workspace (see :func:`repo_settings`)."""
+    return repo_settings(config, storage.uri(FEAST_DIR), environ)
+
+
+def repo_settings(config: Config, root: str, environ: Mapping[str, str] | None = None) -> dict:
+    """Feast repo settings as a plain mapping (what feature_store.yaml holds), with Feast's files under
+    ``root``. With ``environ`` None, ``${VAR}`` placeholders stay for Feast to expand when it reads YAML."""
     feats = config.features
-    root = storage.uri(FEAST_DIR)
     registry = feats.registry or f"{root}/registry.db"
     if feats.online_store.type == "sqlite":
         online: dict = {"type": "sqlite", "path": f"{root}/online.db"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -78,3 +79,20 @@ def materialize(config: ConfigOption = DEFAULT_CONFIG) -> None:
             f"{escape(u.view)}: +{u.rows_added:,} offline rows ({u.offline_rows:,} total), "
             f"{m.rows_written:,} entity rows written online in {m.seconds:.2f}s"
         )
+
+
+@app.command("repo")
+@handle_errors
+def repo(
+    config: ConfigOption = DEFAULT_CONFIG,
+    out: Path = typer.Option(Path("feature_repo/feature_store.yaml"), help="Where to write the Feast repo config."),
+) -> None:
+    """Render feature_store.yaml (for `feast apply` / `feast ui` in feature_repo/) from kfloop.yaml."""
+    from kfloop.feature_repo.render import render_feature_store_yaml
+
+    text = render_feature_store_yaml(load(config), str(config))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    console.print(f"wrote {escape(str(out))}")
