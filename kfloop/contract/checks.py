@@ -83,12 +83,17 @@ def check_rules_compile(contract: ContractConfig, schema: pa.Schema) -> None:
             raise ConfigError(f"contract.rules.{i} ({rule.name}): {rule.expr!r} is not a per-row expression")
 
 
+def _allowed(values: tuple[str, ...]) -> str:
+    shown = ", ".join(repr(v) for v in values[:4])
+    return f"one of {shown}" + (f" … ({len(values)} allowed values)" if len(values) > 4 else "")
+
+
 def _describe(kind: str, rule: ColumnRule) -> str:
     return {
         "nullable": "no missing values",
         "min": f">= {rule.min}",
         "max": f"<= {rule.max}",
-        "allowed": f"one of {list(rule.allowed or ())}",
+        "allowed": _allowed(rule.allowed or ()),
         "regex": f"matches /{rule.regex}/",
         "max_length": f"at most {rule.max_length} characters",
     }[kind]
