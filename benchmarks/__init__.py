@@ -17,4 +17,12 @@ DEFAULT_OUT = ROOT / ".kfloop" / "bench"
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "demo rows CSV → partitioned Parquet (kfloop ingest vs pandas vs pyarrow)"),
     "validate": ("benchmarks.validate", "demo contract on 20-column lake rows (kfloop validate vs pandera vs pandas)"),
+    "materialize": (
+        "benchmarks.materialize",
+        "1M entity rows → online store (kfloop vs feast materialize vs executemany/HSET); KFLOOP_BENCH_STORE=redis",
+    ),
+    "online_read": (
+        "benchmarks.online_read",
+        "1 entity x all demo features (ServingLookup vs feast get_online_features vs raw read); p50/p99",
+    ),
 }

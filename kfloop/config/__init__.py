@@ -13,13 +13,10 @@ from kfloop.config._base import Section
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
-from kfloop.config.sections import (
-    MonitoringConfig,
-    ServingConfig,
-    TrainingConfig,
-)
+from kfloop.config.sections import MonitoringConfig, ServingConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
+from kfloop.config.training import PromotionGate, ThresholdTarget, TrainingConfig
 from kfloop.errors import ConfigError
 
 __all__ = [
@@ -32,12 +29,14 @@ __all__ = [
     "FeaturesConfig",
     "LocalStorageConfig",
     "MonitoringConfig",
+    "PromotionGate",
     "Resources",
     "S3StorageConfig",
     "SecretRef",
     "ServingConfig",
     "SourceConfig",
     "SourceFormat",
+    "ThresholdTarget",
     "TrainingConfig",
     "config_from_json",
     "config_schema",

@@ -5,10 +5,6 @@ from __future__ import annotations
 from kfloop.config._base import Section
 
 
-class TrainingConfig(Section):
-    """Trainer settings (train stage)."""
-
-
 class ServingConfig(Section):
     """KServe serving settings."""
 

@@ -50,6 +50,11 @@ class Storage(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove an object; absent is not an error."""
 
+    @abc.abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist (atomically); False if it already did. Locks and
+        version numbers are built on this."""
+
     def local_path(self, key: str) -> Path | None:
         """A path readable in place, for backends that have one (avoids a copy); None otherwise."""
         return None

@@ -56,6 +56,17 @@ class LocalStorage(Storage):
     def download_file(self, key: str, local_path: Path) -> None:
         shutil.copyfile(self._path(key), local_path)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 

@@ -82,6 +82,18 @@ class S3Storage(Storage):
         with self._errors(self.uri(key)):
             self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Conditional PUT (``If-None-Match: *``): S3, MinIO and moto refuse it with 412 if the key exists.
+        The minio client's public ``put_object`` cannot send that header, so this uses its PutObject call."""
+        try:
+            with self._errors(self.uri(key)):
+                self.client._put_object(self.bucket, self._key(key), data, headers={"If-None-Match": "*"})
+        except StorageError as err:
+            if "PreconditionFailed" in str(err) or "412" in str(err):
+                return False
+            raise
+        return True
+
     def upload_file(self, local_path: Path, key: str) -> None:
         with self._errors(self.uri(key)):
             self.client.fput_object(self.bucket, self._key(key), str(local_path))

@@ -58,6 +58,14 @@ def test_move_file_stores_and_consumes(storage: Storage, tmp_path: Path) -> None
     assert not src.exists()
 
 
+def test_create_exclusive_only_once(storage: Storage) -> None:
+    assert storage.create_exclusive("locks/a", b"first")
+    assert not storage.create_exclusive("locks/a", b"second")
+    assert storage.read_bytes("locks/a") == b"first"
+    storage.delete("locks/a")
+    assert storage.create_exclusive("locks/a", b"third")
+
+
 def test_uri_names_the_location(storage: Storage) -> None:
     uri = storage.uri("lake/x/_manifest.json")
     assert uri.endswith("lake/x/_manifest.json")

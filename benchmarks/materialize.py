@@ -1,0 +1,492 @@
+"""Materialize benchmark: 1M distinct entity rows of ``customer_activity`` into the online store.
+
+One store per run: SQLite by default, Redis with ``KFLOOP_BENCH_STORE=redis`` (a real ``redis-server``
+is started on a free localhost port for the run and stopped at exit). The harness ranks every case of
+a run against the fastest peer/floor, so both stores in one run would compare SQLite with Redis.
+
+- ours:  ``kfloop.components.materialize.materialize`` on a fresh workspace (feast apply, offline
+         Parquet read, ``latest_per_entity``, Feast's ``_convert_arrow_to_proto``, the online store's
+         ``online_write_batch``, watermark + registry bookkeeping: everything a real run does).
+- peer:  Feast's default path: ``FeatureStore.materialize(start, end)`` over the same offline source
+         (DuckDB offline store query, local compute engine, the same ``online_write_batch``).
+- floor: the rows pre-serialized in Feast's format (untimed), then the least work to store them:
+         sqlite ``executemany`` of Feast's upsert into Feast's own table (same shape, same bytes);
+         redis pipelined ``HSET`` of each entity's hash (same key, fields and bytes), 10k per round trip.
+
+Every repeat starts from an empty online store (fresh workspace; Redis ``FLUSHALL``) and the teardown
+checks what was written (row/key counts and one entity's bytes equal the floor's).
+
+Aims (from the issue): ours ≥ 2x Feast's default materialize and within 3x of the floor.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import inspect
+import io
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+from feast import FeatureStore, FeatureView, ValueType
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3, _redis_key, extract_text_and_num
+from feast.utils import _convert_arrow_to_proto, to_naive_utc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from benchmarks import ROOT
+from benchmarks.harness import Benchmark, Case
+from kfloop.components.materialize import materialize
+from kfloop.config import Config, FeatureViewSpec, load_config, parse_config
+from kfloop.demo import DEFAULT_START
+from kfloop.feature_repo.paths import FEAST_DIR, feast_project, offline_key
+from kfloop.feature_repo.state import ViewState
+from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.storage import LocalStorage
+
+ROWS = 1_000_000
+SEED = 42
+CONFIG_PATH = ROOT / "examples" / "fraud" / "kfloop.yaml"
+VIEW = "customer_activity"
+STORES = ("sqlite", "redis")
+#: Which online store a run measures (see the module docstring).
+STORE_ENV = "KFLOOP_BENCH_STORE"
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_ENV = "REDIS_CONNECTION_STRING"
+FLOOR_BATCH = 10_000  # redis floor: commands per pipeline round trip
+SPAN = timedelta(days=7)  # event times of the synthetic rows
+
+
+def selected_store() -> str:
+    store = os.environ.get(STORE_ENV, "sqlite")
+    if store not in STORES:
+        raise SystemExit(f"{STORE_ENV}={store!r}: expected one of {', '.join(STORES)}")
+    return store
+
+
+# --- redis-server ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A throwaway ``redis-server`` on a free localhost port (no persistence), stopped at exit."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def connection_string(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def flushall(self) -> None:
+        with contextlib.closing(self.client()) as client:
+            client.flushall()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis(timeout: float = 10.0) -> RedisServer:
+    if not Path(REDIS_SERVER).is_file():
+        raise SystemExit(f"{REDIS_SERVER} not found: install the redis-server package")
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="kfloop-bench-redis-"))
+    args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [*args, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
+    )
+    server = RedisServer(port, process, workdir)
+    atexit.register(server.stop)
+    client = server.client()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return server
+        except Exception:  # not accepting connections yet
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.05)
+
+
+# --- config and data ------------------------------------------------------------------------------
+
+
+def bench_config(store: str) -> Config:
+    """The fraud example's config with ``features.online_store`` set to ``store``."""
+    data = load_config(CONFIG_PATH).model_dump(mode="json")
+    data["features"]["online_store"] = {"type": store}
+    return parse_config(data, "bench")
+
+
+def store_environ(server: RedisServer | None) -> dict[str, str]:
+    return {REDIS_ENV: server.connection_string} if server is not None else {}
+
+
+def view_spec(config: Config, name: str = VIEW) -> FeatureViewSpec:
+    return next(v for v in config.features.views if v.name == name)
+
+
+def feature_table(spec: FeatureViewSpec, rows: int, seed: int) -> pa.Table:
+    """One row per distinct entity ("c-0000001"…) with plausible values for every feature of ``spec``.
+
+    Sorted by (event_timestamp, entity) like the feature stage's output; ~5 % of the optional
+    features are null (a customer's first transaction has no previous one).
+    """
+    rng = np.random.default_rng(seed)
+    width = max(7, len(str(rows)))
+    ids = pa.array([f"c-{i:0{width}d}" for i in range(1, rows + 1)])
+    offsets = rng.integers(0, int(SPAN.total_seconds() * 1e6), rows)
+    start_us = int(DEFAULT_START.timestamp() * 1e6)
+    order = np.lexsort((np.arange(rows), offsets))
+    columns: dict[str, pa.Array] = {
+        spec.entity: ids.take(pa.array(order)),
+        "event_timestamp": pa.array(start_us + offsets[order], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+    }
+    counts = rng.integers(1, 60, rows)
+    for agg in spec.aggregates:
+        for fn in agg.functions:
+            for w in agg.windows:
+                name = f"{agg.column}_{fn}_{w}"
+                if fn in ("count", "count_distinct"):
+                    columns[name] = pa.array(np.maximum(1, counts // rng.integers(1, 4, rows)))
+                else:
+                    values = np.round(rng.gamma(2.0, 40.0, rows) * (counts if fn == "sum" else 1), 2)
+                    columns[name] = pa.array(values, pa.float64())
+    if spec.time_since_previous:
+        gaps = rng.exponential(86_400.0, rows)
+        columns["seconds_since_previous"] = pa.array(gaps, pa.float64(), mask=rng.random(rows) < 0.05)
+    return pa.table(columns)
+
+
+def _data_version() -> str:
+    return hashlib.sha256(inspect.getsource(feature_table).encode()).hexdigest()[:8]
+
+
+def source_parquet(spec: FeatureViewSpec, rows: int, seed: int, data_dir: Path) -> Path:
+    """The view's offline table for (rows, seed), generated once and cached (zstd, like the stage)."""
+    path = data_dir / f"materialize-{spec.name}-{rows}-{seed}-{_data_version()}.parquet"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(feature_table(spec, rows, seed), tmp, compression="zstd")
+        tmp.replace(path)
+    return path
+
+
+# --- per-repeat workspaces ------------------------------------------------------------------------
+
+
+@dataclass
+class Workspace:
+    """A fresh workspace holding the offline table and its state, Feast objects applied."""
+
+    root: Path
+    storage: LocalStorage
+    store: FeatureStore
+
+
+@dataclass
+class Setup:
+    """What every case of one run shares."""
+
+    config: Config
+    spec: FeatureViewSpec
+    source: Path
+    rows: int
+    start: datetime
+    end: datetime
+    server: RedisServer | None
+    environ: dict[str, str]
+    expected: dict[str, Any] = field(default_factory=dict)  # one entity's stored bytes, for the checks
+
+    def workspace(self) -> Workspace:
+        root = Path(tempfile.mkdtemp(prefix="kfloop-bench-materialize-"))
+        storage = LocalStorage(root)
+        storage.upload_file(self.source, offline_key(self.spec.name))
+        ViewState(view=self.spec.name, computed_until=self.end.isoformat(), offline_rows=self.rows).save(storage)
+        if self.server is not None:
+            self.server.flushall()
+        store = open_store(self.config, storage, self.environ)
+        with _quiet():
+            store.apply(objects_for(self.config, storage).all)
+        return Workspace(root, storage, store)
+
+    def cleanup(self, work: Workspace) -> None:
+        try:
+            check_written(self, work)
+        finally:
+            if self.server is not None:
+                self.server.flushall()
+            shutil.rmtree(work.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Feast prints progress bars and banners; keep the benchmark's output readable."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+# --- ours and peer --------------------------------------------------------------------------------
+
+
+def run_ours(s: Setup, work: Workspace) -> None:
+    (result,) = [r for r in materialize(s.config, work.storage, s.environ, work.store) if r.view == s.spec.name]
+    if result.rows_written != s.rows:
+        raise AssertionError(f"ours wrote {result.rows_written:,} rows, expected {s.rows:,}")
+
+
+def run_peer(s: Setup, work: Workspace) -> None:
+    with _quiet():
+        work.store.materialize(s.start, s.end, feature_views=[s.spec.name])
+
+
+# --- floor: Feast's format, pre-serialized ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SqliteRows:
+    """Feast's SQLite rows, column-wise (compact): ``rows()`` yields one per (entity, feature)."""
+
+    upsert: str
+    keys: list[bytes]
+    timestamps: list[str]  # what sqlite3's default datetime adapter stores for Feast's naive UTC times
+    features: list[str]
+    values: list[list[bytes]]
+    texts: list[list[str | None]]
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        for i, (key, ts) in enumerate(zip(self.keys, self.timestamps, strict=True)):
+            for f, name in enumerate(self.features):
+                yield key, name, self.values[f][i], self.texts[f][i], ts, None
+
+
+@dataclass(frozen=True)
+class RedisRows:
+    """Feast's Redis hashes: key → {mmh3(view:feature): value bytes, _ts:view: timestamp bytes}."""
+
+    hashes: list[tuple[bytes, dict[bytes | str, bytes]]]
+
+
+def _feast_rows(s: Setup) -> list[tuple[Any, ...]]:
+    """The rows as Feast's own Arrow→proto conversion produces them (what every case stores)."""
+    objects = objects_for(s.config, LocalStorage(s.source.parent))  # only names the sources: nothing written
+    view: FeatureView = objects.view(s.spec.name)
+    (entity,) = [e for e in objects.entities if e.join_key == s.spec.entity]
+    value_type: ValueType = entity.value_type
+    table = pq.read_table(s.source).combine_chunks()
+    return _convert_arrow_to_proto(table.to_batches()[0], view, {s.spec.entity: value_type})
+
+
+def sqlite_rows(s: Setup, data: list[tuple[Any, ...]]) -> SqliteRows:
+    features = list(data[0][1]) if data else []
+    keys, timestamps = [], []
+    values: list[list[bytes]] = [[] for _ in features]
+    texts: list[list[str | None]] = [[] for _ in features]
+    for entity_key, row, ts, _ in data:
+        keys.append(serialize_entity_key(entity_key, entity_key_serialization_version=3))
+        timestamps.append(_naive(ts))
+        for f, name in enumerate(features):
+            val = row[name]
+            values[f].append(val.SerializeToString())
+            texts[f].append(extract_text_and_num(val, False)[0])
+    table = _sqlite_table(s)
+    cols = "entity_key, feature_name, value, value_text, event_ts, created_ts"
+    upsert = (
+        f'INSERT INTO "{table}" ({cols}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) '
+        "DO UPDATE SET value = excluded.value, value_text = excluded.value_text, "
+        "event_ts = excluded.event_ts, created_ts = excluded.created_ts;"
+    )
+    return SqliteRows(upsert, keys, timestamps, features, values, texts)
+
+
+def _naive(ts: datetime) -> str:
+    """Feast stores naive UTC datetimes; sqlite3's default adapter writes ``isoformat(" ")``."""
+    return to_naive_utc(ts).isoformat(" ")
+
+
+def _sqlite_table(s: Setup) -> str:
+    return f"{feast_project(s.config)}_{s.spec.name}"
+
+
+def redis_rows(s: Setup, data: list[tuple[Any, ...]]) -> RedisRows:
+    project, view = feast_project(s.config), s.spec.name
+    fields: dict[str, bytes] = {}
+    hashes = []
+    for entity_key, row, ts, _ in data:
+        ts_proto = Timestamp()
+        ts_proto.FromDatetime(ts)
+        mapping: dict[bytes | str, bytes] = {f"_ts:{view}": ts_proto.SerializeToString()}
+        for name, val in row.items():
+            f_key = fields.get(name)
+            if f_key is None:
+                f_key = fields[name] = _mmh3(f"{view}:{name}")
+            mapping[f_key] = val.SerializeToString()
+        hashes.append((_redis_key(project, entity_key, entity_key_serialization_version=3), mapping))
+    return RedisRows(hashes)
+
+
+def run_sqlite_floor(s: Setup, rows: SqliteRows, work: Workspace) -> None:
+    """One transaction of ``executemany`` over Feast's table, through a plain sqlite3 connection."""
+    conn = sqlite3.connect(work.root / FEAST_DIR / "online.db")
+    try:
+        with conn:
+            conn.executemany(rows.upsert, rows.rows())
+    finally:
+        conn.close()
+
+
+def run_redis_floor(s: Setup, rows: RedisRows, work: Workspace) -> None:
+    assert s.server is not None
+    client = s.server.client()
+    try:
+        hashes = rows.hashes
+        for lo in range(0, len(hashes), FLOOR_BATCH):
+            with client.pipeline(transaction=False) as pipe:
+                for key, mapping in hashes[lo : lo + FLOOR_BATCH]:
+                    pipe.hset(key, mapping=mapping)
+                pipe.execute()
+    finally:
+        client.close()
+
+
+# --- checks (in the untimed teardown) --------------------------------------------------------------
+
+
+def check_written(s: Setup, work: Workspace) -> None:
+    """Every entity stored, and the first one byte-for-byte as the floor stores it."""
+    if s.server is None:
+        conn = sqlite3.connect(work.root / FEAST_DIR / "online.db")
+        try:
+            table = _sqlite_table(s)
+            (count,) = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
+            key = s.expected["key"]
+            stored = dict(conn.execute(f'SELECT feature_name, value FROM "{table}" WHERE entity_key = ?', (key,)))
+        finally:
+            conn.close()
+        want = s.rows * len(s.spec.feature_names())
+        if count != want:
+            raise AssertionError(f"sqlite holds {count:,} feature rows, expected {want:,}")
+    else:
+        client = s.server.client()
+        try:
+            count = client.dbsize()
+            stored = client.hgetall(s.expected["key"])
+        finally:
+            client.close()
+        if count != s.rows:
+            raise AssertionError(f"redis holds {count:,} keys, expected {s.rows:,}")
+    if stored != s.expected["values"]:
+        raise AssertionError("the first entity's stored values differ from Feast's serialization")
+
+
+def _expected(s: Setup, floor: SqliteRows | RedisRows) -> dict[str, Any]:
+    if isinstance(floor, SqliteRows):
+        first = {name: floor.values[f][0] for f, name in enumerate(floor.features)}
+        return {"key": floor.keys[0], "values": first}
+    key, mapping = floor.hashes[0]
+    return {"key": key, "values": {(k.encode() if isinstance(k, str) else k): v for k, v in mapping.items()}}
+
+
+def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEED) -> Benchmark:
+    """Generate (cached) the offline table, start Redis if selected, pre-serialize the floor's rows."""
+    import feast
+
+    store = selected_store()
+    n = rows or ROWS
+    config = bench_config(store)
+    spec = view_spec(config)
+    source = source_parquet(spec, n, seed, data_dir or ROOT / ".kfloop" / "bench" / "data")
+    ts = pq.read_table(source, columns=["event_timestamp"]).column("event_timestamp")
+    start = pc.min(ts).as_py()
+    end = pc.max(ts).as_py() + timedelta(seconds=1)
+    server = start_redis() if store == "redis" else None
+    s = Setup(config, spec, source, n, start, end, server, store_environ(server))
+
+    data = _feast_rows(s)
+    floor_rows: SqliteRows | RedisRows = sqlite_rows(s, data) if store == "sqlite" else redis_rows(s, data)
+    del data
+    s.expected = _expected(s, floor_rows)
+
+    if isinstance(floor_rows, SqliteRows):
+        sql_rows = floor_rows
+
+        def floor(w: Workspace) -> None:
+            run_sqlite_floor(s, sql_rows, w)
+
+        floor_name = "sqlite executemany (pre-serialized)"
+    else:
+        hash_rows = floor_rows
+
+        def floor(w: Workspace) -> None:
+            run_redis_floor(s, hash_rows, w)
+
+        floor_name = "redis pipelined HSET (pre-serialized)"
+
+    cases: list[Case[Workspace]] = [
+        Case(f"kfloop materialize → {store}", "ours", lambda w: run_ours(s, w), s.workspace, s.cleanup),
+        Case(f"feast materialize → {store}", "peer", lambda w: run_peer(s, w), s.workspace, s.cleanup),
+        Case(floor_name, "floor", floor, s.workspace, s.cleanup),
+    ]
+    params: Mapping[str, Any] = {
+        "store": store,
+        "seed": seed,
+        "view": spec.name,
+        "features": len(spec.feature_names()),
+        "source": str(source),
+        "source_bytes": source.stat().st_size,
+        "config": str(CONFIG_PATH),
+        "feast": feast.__version__,
+        "redis_py": redis.__version__,
+        "pyarrow": pa.__version__,
+    }
+    if server is not None:
+        params = {**params, "redis_server": _redis_version()}
+    return Benchmark(
+        f"materialize_{store}",
+        f"{n:,} distinct entities x {len(spec.feature_names())} features → {store} online store",
+        cases,
+        rows=n,
+        aims={"peer": 2.0, "floor": 1 / 3},
+        params=params,
+    )
+
+
+def _redis_version() -> str:
+    out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, check=False).stdout
+    return out.split("v=")[1].split()[0] if "v=" in out else out.strip()

@@ -1,0 +1,195 @@
+"""Training-set stage: point-in-time correctness on a hand-checkable fixture (TTL, label delay, no value from
+after the label time), the same property on generated data, time-ordered disjoint splits, the manifest and the
+feature service version. Runs on both online stores (the stage applies the repo to the configured store)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfloop.components.training_set import SPLITS, service_version
+from kfloop.config.contract import parse_duration
+from kfloop.feature_repo.paths import training_set_prefix
+from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)
+from tests.feature_repo.harness import (
+    CUSTOMERS,
+    HAND_CUSTOMER,
+    HAND_CUSTOMER_ROWS,
+    HAND_MERCHANT_ROWS,
+    HAND_ROWS,
+    HAND_TIME,
+    HAND_TRAINING,
+    MERCHANTS,
+    US,
+    Loop,
+    OnlineBackend,
+    assert_values,
+    demo_frames,
+    feature_config,
+    view_section,
+    write_csv,
+)
+
+
+@pytest.fixture
+def loop(tmp_path: Path, online_backend: OnlineBackend) -> Loop:  # noqa: F811
+    return Loop.create(tmp_path / "ws", online_backend)
+
+
+def all_rows(loop: Loop, result) -> pd.DataFrame:
+    return pd.concat(loop.splits(result).values(), ignore_index=True)
+
+
+def hand_training_rows(loop: Loop, tmp_path: Path) -> dict[str, dict]:
+    """Run every stage on the hand-written CSV; the training row of each transaction."""
+    loop.load(write_csv(tmp_path / "hand.csv", HAND_ROWS))
+    loop.materialize()  # the online store plays no part in the point-in-time join
+    rows = all_rows(loop, loop.training_set())
+    assert len(rows) == len(HAND_ROWS)
+    by_key = {(r["customer_id"], r["event_timestamp"]): r for r in rows.to_dict("records")}
+    return {tx: by_key[(HAND_CUSTOMER[tx], HAND_TIME[tx])] for tx in HAND_TIME}
+
+
+# --- point-in-time correctness ----------------------------------------------------------------------------------
+
+
+def test_hand_fixture_rows_carry_exactly_the_features_as_of_just_before_their_event(loop: Loop, tmp_path: Path) -> None:
+    rows = hand_training_rows(loop, tmp_path)
+    customer_names, merchant_names = loop.spec(CUSTOMERS).feature_names(), loop.spec(MERCHANTS).feature_names()
+    for tx, (customer_row, merchant_row) in HAND_TRAINING.items():
+        row = rows[tx]
+        assert_values(row, HAND_CUSTOMER_ROWS.get(customer_row), customer_names, f"{tx} customer features")
+        assert_values(row, HAND_MERCHANT_ROWS.get(merchant_row), merchant_names, f"{tx} merchant features")
+    # request-time features and the label are the row's own
+    for tx, _, merchant, _, amount, fraud in HAND_ROWS:
+        assert (rows[tx]["merchant_id"], rows[tx]["amount"], rows[tx]["is_fraud"]) == (merchant, amount, fraud)
+
+
+def test_no_feature_value_from_at_or_after_the_label_time(loop: Loop, tmp_path: Path) -> None:
+    """Spelled out on the fixture: the row's own transaction is never counted, and the fraud of tx-1 reaches
+    m-1's rate only through a row computed after label_delay (7d)."""
+    rows = hand_training_rows(loop, tmp_path)
+    assert rows["tx-1"]["amount_count_1h"] is None or np.isnan(rows["tx-1"]["amount_count_1h"])  # not 1 (itself)
+    assert rows["tx-2"]["amount_count_1h"] == 1 and rows["tx-2"]["amount_sum_1h"] == pytest.approx(10.0)
+    assert rows["tx-3"]["amount_count_30d"] == 1  # m-1 before 12:00: tx-1 only
+    assert np.isnan(rows["tx-7"]["is_fraud_mean_30d"])  # 7d 1h after the fraud, m-1's latest row predates 7d
+    assert rows["tx-8"]["is_fraud_mean_30d"] == 1.0  # from m-1's row at tx-7, when the label was known
+    assert rows["tx-1"]["is_fraud"] == 1  # the label itself is in its own row only
+
+
+def test_ttl_decides_whether_an_old_customer_row_is_joined(loop: Loop, tmp_path: Path) -> None:
+    """tx-8's customer row (tx-7) is 37d 22h old: null with ttl 30d (see above), joined with ttl 40d."""
+    loop.reconfigure(lambda d: view_section(d, CUSTOMERS).update(ttl="40d"))
+    rows = hand_training_rows(loop, tmp_path)
+    names = loop.spec(CUSTOMERS).feature_names()
+    assert_values(rows["tx-8"], HAND_CUSTOMER_ROWS["tx-7"], names, "tx-8 customer features with ttl 40d")
+    assert_values(rows["tx-7"], HAND_CUSTOMER_ROWS["tx-6"], names, "tx-7 customer features with ttl 40d")
+    assert_values(rows["tx-6"], None, names, "tx-6 (c-2's first transaction)")
+
+
+def test_generated_rows_equal_an_independent_as_of_join(loop: Loop) -> None:
+    """Every training row (1500 generated transactions) carries, per view, the entity's newest offline row
+    strictly before the row's event time and within the view's ttl (pandas merge_asof), value for value."""
+    frame = pd.concat(demo_frames())
+    loop.load(frame)
+    rows = all_rows(loop, loop.training_set())
+    assert len(rows) == len(frame)
+    rows["_asof"] = rows["event_timestamp"].astype("datetime64[us, UTC]") - US
+    rows["_row"] = np.arange(len(rows))
+    joined_any = 0
+    for view in loop.config.features.views:
+        offline = loop.offline(view.name).rename(columns={"event_timestamp": "_feature_time"})
+        offline["_feature_time"] = offline["_feature_time"].astype("datetime64[us, UTC]")
+        want = (
+            pd.merge_asof(
+                rows[["_row", view.entity, "_asof"]].sort_values("_asof"),
+                offline.sort_values("_feature_time"),
+                left_on="_asof",
+                right_on="_feature_time",
+                by=view.entity,
+                direction="backward",
+                tolerance=pd.Timedelta(parse_duration(view.ttl)),
+            )
+            .set_index("_row")
+            .sort_index()
+        )
+        joined = want["_feature_time"].notna()
+        assert (want.loc[joined, "_feature_time"] < rows.loc[joined, "event_timestamp"]).all()
+        joined_any += int(joined.sum())
+        for name in view.feature_names():
+            np.testing.assert_array_equal(rows[name].to_numpy(float), want[name].to_numpy(float), err_msg=name)
+    assert joined_any > len(rows)  # most rows find features in both views: the comparison is not vacuous
+
+
+# --- splits and manifest ------------------------------------------------------------------------------------------
+
+
+def test_splits_are_time_ordered_disjoint_and_complete(loop: Loop) -> None:
+    frame = pd.concat(demo_frames())
+    loop.load(frame)
+    result = loop.training_set()
+    splits = loop.splits(result)
+    n = len(loop.clean())
+    assert sum(len(s) for s in splits.values()) == n == len(frame)
+    assert {k: len(v) for k, v in splits.items()} == result.rows
+    assert [len(splits["train"]), len(splits["validation"])] == [int(n * 0.7), int(n * 0.15)]
+    times = [splits[s]["event_timestamp"] for s in SPLITS]
+    assert times[0].max() <= times[1].min() and times[1].max() <= times[2].min()
+    keys = [set(zip(s["customer_id"], s["merchant_id"], s["event_timestamp"], strict=True)) for s in splits.values()]
+    assert sum(len(k) for k in keys) == n and len(set().union(*keys)) == n  # no row twice, none lost
+    for name in SPLITS:
+        assert result.time_range[name] == [
+            times[SPLITS.index(name)].min().isoformat(),
+            times[SPLITS.index(name)].max().isoformat(),
+        ]
+    expected_columns = [
+        "customer_id", "merchant_id", "event_timestamp", *loop.config.features.request_features,
+        *loop.config.features.feature_names(), "is_fraud",
+    ]  # fmt: skip
+    assert all(list(s.columns) == expected_columns for s in splits.values())
+
+
+def test_manifest_records_service_version_and_content_hash(loop: Loop) -> None:
+    early, _ = demo_frames()
+    loop.load(early)
+    result = loop.training_set()
+    manifest = loop.manifest(result)
+    assert manifest["feature_service"] == loop.config.features.service == "fraud_features"
+    assert manifest["feature_service_version"] == service_version(loop.config) == result.feature_service_version
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(Path(f"{result.prefix}/{name}.parquet").read_bytes())
+    assert manifest["content_hash"] == digest.hexdigest() == result.content_hash
+    assert manifest["features"] == loop.config.features.feature_names()
+    assert manifest["rows"] == result.rows and manifest["label"] == "is_fraud"
+    latest = json.loads((loop.workspace / training_set_prefix(loop.config) / "latest.json").read_text())
+    assert latest == manifest
+    # the Feast feature service the join went through serves exactly the configured views
+    service = loop.store().get_feature_service("fraud_features")
+    assert [p.name for p in service.feature_view_projections] == [CUSTOMERS, MERCHANTS]
+
+
+def test_feature_service_version_changes_with_a_view_definition(loop: Loop) -> None:
+    early, _ = demo_frames()
+    loop.load(early)
+    first = loop.training_set()
+    unrelated = feature_config(loop.workspace, loop.backend, lambda d: d["features"].update(splits=[0.8, 0.1, 0.1]))
+    assert service_version(unrelated) == first.feature_service_version  # not a feature definition
+    for edit in (
+        lambda d: view_section(d, CUSTOMERS)["aggregates"][0]["windows"].append("2h"),
+        lambda d: view_section(d, MERCHANTS).update(ttl="90d"),
+        lambda d: d["features"].update(label_delay="3d"),
+    ):
+        assert service_version(feature_config(loop.workspace, loop.backend, edit)) != first.feature_service_version
+    loop.reconfigure(lambda d: view_section(d, CUSTOMERS)["aggregates"][0]["windows"].append("2h"))
+    loop.features()
+    second = loop.training_set()
+    assert second.feature_service_version != first.feature_service_version
+    assert loop.manifest(second)["feature_service_version"] == second.feature_service_version
+    assert "amount_sum_2h" in all_rows(loop, second).columns and "amount_sum_2h" not in all_rows(loop, first).columns
+    assert second.prefix != first.prefix and Path(f"{first.prefix}/manifest.json").exists()  # earlier set kept

@@ -1,0 +1,124 @@
+"""Model registry: versions, stages, racing promotions, rollback, checksums — local and S3 (moto)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from kfloop.registry import ModelRegistry
+from kfloop.registry.store import CorruptModelError, ModelNotFoundError
+from kfloop.storage import LocalStorage, Storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "ws")
+    return request.getfixturevalue("s3_storage")
+
+
+def _model_dir(tmp_path: Path, name: str, payload: bytes) -> Path:
+    d = tmp_path / name
+    (d / "saved_model").mkdir(parents=True)
+    (d / "model.pt").write_bytes(payload)
+    (d / "saved_model" / "variables.bin").write_bytes(payload * 2)
+    (d / "preprocess.json").write_text('{"numeric": []}')
+    return d
+
+
+def _register(reg: ModelRegistry, tmp_path: Path, n: int, auc: float = 0.9) -> str:
+    card = {"framework": "pytorch", "metrics": {"test": {"roc_auc": auc}}, "training_set": {"content_hash": "abc"}}
+    return reg.register(_model_dir(tmp_path, f"m{n}", f"weights-{n}".encode()), card).version
+
+
+def test_register_list_and_card(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    assert reg.list() == [] and reg.champion() is None
+    v1, v2 = _register(reg, tmp_path, 1), _register(reg, tmp_path, 2)
+    assert (v1, v2) == ("v1", "v2")
+    versions = reg.list()
+    assert [(m.version, m.stage) for m in versions] == [("v1", "candidate"), ("v2", "candidate")]
+    card = versions[0].card
+    assert set(card["files"]) == {"model.pt", "preprocess.json", "saved_model/variables.bin"}
+    assert card["training_set"] == {"content_hash": "abc"} and card["model"] == "fraud"
+
+
+def test_promote_archives_the_previous_champion(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    v1, v2 = _register(reg, tmp_path, 1), _register(reg, tmp_path, 2)
+    reg.promote(v1, "first")
+    reg.promote(v2, "better")
+    assert reg.champion().version == v2  # type: ignore[union-attr]
+    assert {m.version: m.stage for m in reg.list()} == {v1: "archived", v2: "champion"}
+    assert [h["event"] for h in reg.history()] == ["registered", "registered", "promoted", "promoted"]
+
+
+def test_rollback_restores_the_previous_champion(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    v1, v2, v3 = (_register(reg, tmp_path, n) for n in (1, 2, 3))
+    for v in (v1, v2, v3):
+        reg.promote(v, "newer")
+    assert reg.rollback("v3 misbehaves").version == v2
+    assert reg.rollback("v2 too").version == v1
+    assert {m.version: m.stage for m in reg.list()} == {v1: "champion", v2: "archived", v3: "archived"}
+    with pytest.raises(ModelNotFoundError, match="no previous champion"):
+        reg.rollback("nothing left")
+
+
+def test_racing_promotions_leave_exactly_one_champion(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    versions = [_register(reg, tmp_path, n) for n in range(1, 7)]
+    barrier = threading.Barrier(len(versions))
+    errors: list[BaseException] = []
+
+    def promote(v: str) -> None:
+        try:
+            barrier.wait()
+            ModelRegistry(storage, "fraud").promote(v, "race")
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stages = {m.version: m.stage for m in reg.list()}
+    assert list(stages.values()).count("champion") == 1
+    champion = reg.champion().version  # type: ignore[union-attr]
+    assert stages[champion] == "champion"
+    promotions = [h for h in reg.history() if h["event"] == "promoted"]
+    assert len(promotions) == len(versions) and promotions[-1]["version"] == champion
+    assert not storage.exists("registry/fraud/.lock")
+
+
+def test_fetch_verifies_checksums(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    v1 = _register(reg, tmp_path, 1)
+    got = reg.fetch(v1, tmp_path / "out")
+    assert (got / "model.pt").read_bytes() == b"weights-1"
+    storage.write_bytes(f"registry/fraud/{v1}/model.pt", b"weights-1 but tampered")
+    with pytest.raises(CorruptModelError, match=r"model\.pt: checksum mismatch"):
+        reg.fetch(v1, tmp_path / "out2")
+    storage.delete(f"registry/fraud/{v1}/preprocess.json")
+    storage.write_bytes(f"registry/fraud/{v1}/model.pt", b"weights-1")
+    with pytest.raises(CorruptModelError, match=r"preprocess\.json: missing"):
+        reg.fetch(v1, tmp_path / "out3")
+
+
+def test_unknown_version_is_named(storage: Storage) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"no version 'v9' \(known: none\)"):
+        ModelRegistry(storage, "fraud").promote("v9", "x")
+
+
+def test_stale_lease_is_taken_over(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "ws")
+    storage.write_text(
+        "registry/fraud/.lock", '{"token": "t", "host": "h", "pid": 1, "at": "2000-01-01T00:00:00+00:00"}'
+    )
+    reg = ModelRegistry(storage, "fraud")
+    v1 = _register(reg, tmp_path, 1)  # would wait forever on a dead holder's lease
+    assert reg.promote(v1, "ok").stage == "champion"
