@@ -30,6 +30,7 @@ class LocalRun:
     features: list
     materialized: list
     training_set: dict
+    model: dict
     log_path: Path
     pipeline_root: Path
 
@@ -83,6 +84,7 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
         features=_returned(run_dir / "features-component"),
         materialized=_returned(run_dir / "materialize-component"),
         training_set=_read_json(run_dir / "training-set-component" / "training_set"),
+        model=_read_json(run_dir / "train-component" / "model"),
         log_path=log_path,
         pipeline_root=root,
     )

@@ -1,4 +1,5 @@
-"""The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize + training set.
+"""The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize + training set
+→ train → evaluate (promotion gate).
 
 Materialization and the training set both start once the features are computed. The whole config travels as one pipeline
 parameter (``config_json``) whose default is the config the pipeline was compiled from, so a run
@@ -11,9 +12,11 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
+from kfloop.components.evaluate import evaluate_component
 from kfloop.components.features import features_component
 from kfloop.components.ingest import ingest_component
 from kfloop.components.materialize import materialize_component
+from kfloop.components.train import train_component
 from kfloop.components.training_set import training_set_component
 from kfloop.components.validate import gate_component, validate_component
 from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
@@ -77,13 +80,15 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     features_op = _step(features_component, config)
     materialize_op = _step(materialize_component, config)
     training_set_op = _step(training_set_component, config)
+    train_op = _step(train_component, config)
+    evaluate_op = _step(evaluate_component, config)
 
     @dsl.pipeline(
         name=pipeline_name(config),
         description=f"kfloop training loop for {config.project}",
         pipeline_root=config.cluster.pipeline_root,
     )
-    def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Dataset:
+    def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Model:
         ingest = _configure(
             ingest_op(config_json=config_json, source_uri=source_uri), config, "ingest", "ingest", retries
         )
@@ -96,6 +101,9 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         )
         gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"])
         gate.set_display_name("quality gate").set_caching_options(False)
+        _apply_resources(
+            gate, Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
+        )  # it only reads two parameters
         features = _configure(features_op(config_json=config_json).after(gate), config, "features", "features", retries)
         _configure(
             materialize_op(config_json=config_json).after(features),
@@ -113,6 +121,20 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
             retries,
             online_store=True,  # it opens the Feast store, whose config names the online store
         )
-        return training_set.outputs["training_set"]
+        train = _configure(
+            train_op(config_json=config_json, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).after(training_set),
+            config,
+            "train",
+            f"train ({config.training.framework})",
+            retries,
+        )
+        _configure(
+            evaluate_op(config_json=config_json, version=train.outputs["Output"]),
+            config,
+            "evaluate",
+            "evaluate + promotion gate",
+            retries,
+        )
+        return train.outputs["model"]
 
     return training

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kfloop import __version__
-from kfloop.cli import config_cmd, data_cmd, features_cmd, pipeline_cmd
+from kfloop.cli import config_cmd, data_cmd, features_cmd, models_cmd, pipeline_cmd
 from kfloop.cli._common import State
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(features_cmd.app, name="features")
+app.add_typer(models_cmd.app, name="models")
 app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)

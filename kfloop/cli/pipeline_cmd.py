@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
-from kfloop.cli.summary import features_table, ingest_table, quality_table
+from kfloop.cli.summary import features_table, ingest_table, model_table, quality_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 
@@ -32,6 +32,24 @@ def run(
     console.print(ingest_table(result.ingest))
     console.print(quality_table(result.quality))
     console.print(features_table(result.features, result.materialized, result.training_set))
+    if result.model:
+        console.print(model_table(result.model, *_decision(cfg, result.model["version"])))
+
+
+def _decision(cfg, version: str) -> tuple[dict | None, str | None]:
+    """The gate decision recorded beside the version, and the champion now."""
+    import json
+
+    from kfloop.cli._common import workspace
+    from kfloop.registry import ModelRegistry
+
+    reg = ModelRegistry(workspace(cfg), cfg.training.model_name)
+    try:
+        decision = json.loads(reg.storage.read_text(f"{reg.prefix}/{version}/decision.json"))
+    except FileNotFoundError:
+        decision = None
+    champion = reg.champion()
+    return decision, champion.version if champion else None
 
 
 @handle_errors

@@ -66,3 +66,18 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
             escape(f"{training_set['feature_service']} (version {training_set['feature_service_version']})"),
         )
     return t
+
+
+def model_table(card: dict, decision: dict | None, champion: str | None) -> Table:
+    """The training part of a summary: test metrics of candidate vs champion, the gate, the champion."""
+    t = _table(f"train + evaluate → registry/{card.get('model', '?')}")
+    t.add_row("candidate", escape(f"{card['version']} ({card['framework']}), threshold {card['threshold']:.4f}"))
+    if decision:
+        cand, champ = decision["candidate"], decision.get("champion")
+        for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"):
+            other = f"  (champion {champ['version']}: {champ[key]:.4f})" if champ else ""
+            t.add_row(f"test {key}", f"{cand[key]:.4f}{other}")
+        verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
+        t.add_row("gate", verdict + ": " + escape("; ".join(decision["reasons"])))
+    t.add_row("champion", escape(champion or "none"))
+    return t

@@ -21,6 +21,7 @@ from tests.feature_repo.harness import (
     HAND_TIME,
     MERCHANTS,
     Loop,
+    assert_hand_assumptions,
     assert_values,
     demo_frames,
     feature_config,
@@ -34,6 +35,7 @@ from tests.feature_repo.harness import (
 
 def hand_loop(tmp_path: Path) -> Loop:
     loop = Loop.create(tmp_path / "ws", sqlite_backend())
+    assert_hand_assumptions(loop.config)
     loop.load(write_csv(tmp_path / "hand.csv", HAND_ROWS))
     return loop
 

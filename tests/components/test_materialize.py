@@ -4,7 +4,6 @@ the newest offline values, idempotent and incremental runs, unknown entities, ou
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +49,7 @@ def assert_no_duplicates(loop: Loop, frame: pd.DataFrame) -> None:
 
 
 def test_online_values_equal_the_latest_offline_row_of_every_entity(loop: Loop) -> None:
-    frame = pd.concat(demo_frames())
-    loop.load(frame)
+    frame = loop.load_demo()
     written = loop.materialize()
     for view, m in written.items():
         state = loop.state(view)
@@ -66,8 +64,7 @@ def test_online_values_equal_the_latest_offline_row_of_every_entity(loop: Loop) 
 
 
 def test_rematerialization_writes_nothing_and_changes_nothing(loop: Loop) -> None:
-    early, _ = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
     loop.materialize()
     before = assert_online_equals_latest_offline(loop)
     states = {v: loop.state(v) for v in (CUSTOMERS, MERCHANTS)}
@@ -79,8 +76,8 @@ def test_rematerialization_writes_nothing_and_changes_nothing(loop: Loop) -> Non
 
 
 def test_incremental_materialization_writes_only_changed_entities(loop: Loop) -> None:
-    early, late = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
+    _, late = demo_frames()
     loop.materialize()
     before = loop.online_for_every_entity()
     loop.load(late)
@@ -119,8 +116,7 @@ def test_rebuilt_view_is_rematerialized_with_its_new_values(
 ) -> None:
     if loop.backend.name == "redis":
         request.applymarker(REDIS_SKIPS_EQUAL_TIMESTAMPS)
-    early, _ = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
     loop.materialize()
     before = loop.online_for_every_entity()
     loop.reconfigure(REDEFINITIONS[change])
@@ -143,8 +139,7 @@ def test_rebuilt_view_is_rematerialized_with_its_new_values(
 
 
 def test_unknown_entity_gets_explicit_missing_values(loop: Loop) -> None:
-    early, _ = demo_frames()
-    loop.load(early)
+    loop.load_demo("early")
     store = loop.store()
     store.apply(objects_for(loop.config, loop.storage).all)  # a registered repo with nothing materialized yet
     names = loop.config.features.feature_names()
@@ -171,37 +166,47 @@ def test_unknown_entity_gets_explicit_missing_values(loop: Loop) -> None:
 # --- outages -----------------------------------------------------------------------------------------------------
 
 
-def _outage_backend(kind: str, request: pytest.FixtureRequest) -> tuple[OnlineBackend, Callable[[Path], None]]:
-    """A backend and how to take its store down once the first view is written."""
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("own_redis")
-        return redis_backend(server), lambda _ws: server.stop(save=True)  # a crash that keeps its data
+class Outage:
+    """Takes a real online store down and brings it back: Redis crashes (SHUTDOWN SAVE, restarted on the same
+    port with its data), SQLite is write-locked by another connection (sqlite's 5 s busy timeout, then an error)."""
 
-    def lock(ws: Path) -> None:  # another process holds the write lock (e.g. a concurrent writer)
-        conn = sqlite3.connect(ws / FEAST_DIR / "online.db", isolation_level=None, check_same_thread=False)
-        conn.execute("BEGIN EXCLUSIVE")
-        request.node.stash_lock = conn
+    def __init__(self, kind: str, request: pytest.FixtureRequest, workspace: Path) -> None:
+        self.kind, self.workspace = kind, workspace
+        self.redis: RedisServer | None = request.getfixturevalue("own_redis") if kind == "redis" else None
+        self.backend = redis_backend(self.redis) if self.redis else sqlite_backend()
+        self.lock: sqlite3.Connection | None = None
 
-    return sqlite_backend(), lock
+    def down(self) -> None:
+        if self.redis is not None:
+            self.redis.stop(save=True)
+        else:
+            self.lock = sqlite3.connect(self.workspace / FEAST_DIR / "online.db", isolation_level=None)
+            self.lock.execute("BEGIN EXCLUSIVE")
+
+    def up(self) -> None:
+        if self.redis is not None:
+            self.redis.start()
+        elif self.lock is not None:
+            self.lock.execute("ROLLBACK")
+            self.lock.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_store_outage_during_materialization_then_a_later_run_completes(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend, outage = _outage_backend(kind, request)
-    loop = Loop.create(tmp_path / "ws", backend)
-    frame = pd.concat(demo_frames())
-    loop.load(frame)
+    outage = Outage(kind, request, tmp_path / "ws")
+    loop = Loop.create(tmp_path / "ws", outage.backend)
+    frame = loop.load_demo()
     real_write = materialize_module.write_online
 
-    def write_then_fail(store, view, table, entity) -> int:
+    def write_then_go_down(store, view, table, entity) -> int:
         written = real_write(store, view, table, entity)
-        outage(loop.workspace)  # the store goes down right after the first view's write
+        outage.down()  # the store goes down right after the first view's write
         monkeypatch.setattr(materialize_module, "write_online", real_write)
         return written
 
-    monkeypatch.setattr(materialize_module, "write_online", write_then_fail)
+    monkeypatch.setattr(materialize_module, "write_online", write_then_go_down)
     with pytest.raises(StorageError) as failed:
         loop.materialize()
     message = str(failed.value)
@@ -209,11 +214,7 @@ def test_store_outage_during_materialization_then_a_later_run_completes(
     assert loop.state(CUSTOMERS).materialized_until == loop.state(CUSTOMERS).computed_until
     assert loop.state(MERCHANTS).materialized_until is None  # its watermark did not move
 
-    if kind == "redis":
-        backend.redis.start()  # same port, reloads what was written before the crash
-    else:
-        request.node.stash_lock.execute("ROLLBACK")
-        request.node.stash_lock.close()
+    outage.up()
     written = loop.materialize()
     assert written[CUSTOMERS].rows_written == 0
     assert written[MERCHANTS].rows_written == frame["merchant_id"].nunique()
@@ -243,10 +244,10 @@ def test_unreachable_online_store_is_a_clear_storage_error(tmp_path: Path, kind:
         backend = redis_backend(server)
     else:
         backend = sqlite_backend()
-        (tmp_path / "ws" / FEAST_DIR / "online.db").mkdir(parents=True)  # the database file cannot be opened
     loop = Loop.create(tmp_path / "ws", backend)
-    frame = pd.concat(demo_frames())
-    loop.load(frame)
+    frame = loop.load_demo()
+    if kind == "sqlite":
+        (tmp_path / "ws" / FEAST_DIR / "online.db").mkdir(parents=True)  # the database file cannot be opened
     with pytest.raises(StorageError, match=rf"online store \({kind}\)"):
         loop.materialize()
     assert all(loop.state(v).materialized_until is None for v in (CUSTOMERS, MERCHANTS))

@@ -28,8 +28,8 @@ from tests.feature_repo.harness import (
     US,
     Loop,
     OnlineBackend,
+    assert_hand_assumptions,
     assert_values,
-    demo_frames,
     feature_config,
     view_section,
     write_csv,
@@ -59,6 +59,7 @@ def hand_training_rows(loop: Loop, tmp_path: Path) -> dict[str, dict]:
 
 
 def test_hand_fixture_rows_carry_exactly_the_features_as_of_just_before_their_event(loop: Loop, tmp_path: Path) -> None:
+    assert_hand_assumptions(loop.config)
     rows = hand_training_rows(loop, tmp_path)
     customer_names, merchant_names = loop.spec(CUSTOMERS).feature_names(), loop.spec(MERCHANTS).feature_names()
     for tx, (customer_row, merchant_row) in HAND_TRAINING.items():
@@ -70,20 +71,29 @@ def test_hand_fixture_rows_carry_exactly_the_features_as_of_just_before_their_ev
         assert (rows[tx]["merchant_id"], rows[tx]["amount"], rows[tx]["is_fraud"]) == (merchant, amount, fraud)
 
 
-def test_no_feature_value_from_at_or_after_the_label_time(loop: Loop, tmp_path: Path) -> None:
-    """Spelled out on the fixture: the row's own transaction is never counted, and the fraud of tx-1 reaches
-    m-1's rate only through a row computed after label_delay (7d)."""
-    rows = hand_training_rows(loop, tmp_path)
-    assert rows["tx-1"]["amount_count_1h"] is None or np.isnan(rows["tx-1"]["amount_count_1h"])  # not 1 (itself)
-    assert rows["tx-2"]["amount_count_1h"] == 1 and rows["tx-2"]["amount_sum_1h"] == pytest.approx(10.0)
-    assert rows["tx-3"]["amount_count_30d"] == 1  # m-1 before 12:00: tx-1 only
-    assert np.isnan(rows["tx-7"]["is_fraud_mean_30d"])  # 7d 1h after the fraud, m-1's latest row predates 7d
-    assert rows["tx-8"]["is_fraud_mean_30d"] == 1.0  # from m-1's row at tx-7, when the label was known
-    assert rows["tx-1"]["is_fraud"] == 1  # the label itself is in its own row only
+def test_a_later_event_never_leaks_into_an_earlier_row(loop: Loop, tmp_path: Path) -> None:
+    """A large fraudulent transaction 1 µs after tx-5 (same customer): every earlier row keeps exactly its
+    features, and the new row sees tx-5 (1 µs before it) but not itself."""
+    assert_hand_assumptions(loop.config)
+    poisoned = [*HAND_ROWS, ("tx-9", "c-1", "m-2", "2026-01-08T09:00:00.000001", 40000.0, 1)]
+    loop.load(write_csv(tmp_path / "poisoned.csv", poisoned))
+    rows = all_rows(loop, loop.training_set())
+    by_key = {(r["customer_id"], r["event_timestamp"]): r for r in rows.to_dict("records")}
+    customer_names, merchant_names = loop.spec(CUSTOMERS).feature_names(), loop.spec(MERCHANTS).feature_names()
+    for tx, (customer_row, merchant_row) in HAND_TRAINING.items():
+        row = by_key[(HAND_CUSTOMER[tx], HAND_TIME[tx])]
+        assert_values(row, HAND_CUSTOMER_ROWS.get(customer_row), customer_names, f"{tx} customer features")
+        assert_values(row, HAND_MERCHANT_ROWS.get(merchant_row), merchant_names, f"{tx} merchant features")
+    new = by_key[("c-1", HAND_TIME["tx-5"] + US)]
+    assert_values(new, HAND_CUSTOMER_ROWS["tx-5"], customer_names, "tx-9 customer features")
+    assert_values(new, HAND_MERCHANT_ROWS["tx-6"], merchant_names, "tx-9 merchant features")  # m-2's last row
+    assert (new["amount"], new["is_fraud"]) == (40000.0, 1)  # its own values only as request features / label
+    assert max(rows["amount_sum_7d"].dropna()) < 40000  # the poisoned amount is in no row's features
 
 
 def test_ttl_decides_whether_an_old_customer_row_is_joined(loop: Loop, tmp_path: Path) -> None:
     """tx-8's customer row (tx-7) is 37d 22h old: null with ttl 30d (see above), joined with ttl 40d."""
+    assert_hand_assumptions(loop.config)
     loop.reconfigure(lambda d: view_section(d, CUSTOMERS).update(ttl="40d"))
     rows = hand_training_rows(loop, tmp_path)
     names = loop.spec(CUSTOMERS).feature_names()
@@ -95,8 +105,7 @@ def test_ttl_decides_whether_an_old_customer_row_is_joined(loop: Loop, tmp_path:
 def test_generated_rows_equal_an_independent_as_of_join(loop: Loop) -> None:
     """Every training row (1500 generated transactions) carries, per view, the entity's newest offline row
     strictly before the row's event time and within the view's ttl (pandas merge_asof), value for value."""
-    frame = pd.concat(demo_frames())
-    loop.load(frame)
+    frame = loop.load_demo()
     rows = all_rows(loop, loop.training_set())
     assert len(rows) == len(frame)
     rows["_asof"] = rows["event_timestamp"].astype("datetime64[us, UTC]") - US
@@ -130,8 +139,7 @@ def test_generated_rows_equal_an_independent_as_of_join(loop: Loop) -> None:
 
 
 def test_splits_are_time_ordered_disjoint_and_complete(loop: Loop) -> None:
-    frame = pd.concat(demo_frames())
-    loop.load(frame)
+    frame = loop.load_demo()
     result = loop.training_set()
     splits = loop.splits(result)
     n = len(loop.clean())
@@ -155,8 +163,7 @@ def test_splits_are_time_ordered_disjoint_and_complete(loop: Loop) -> None:
 
 
 def test_manifest_records_service_version_and_content_hash(loop: Loop) -> None:
-    early, _ = demo_frames()
-    loop.load(early)
+    loop.load_demo("early")
     result = loop.training_set()
     manifest = loop.manifest(result)
     assert manifest["feature_service"] == loop.config.features.service == "fraud_features"
@@ -175,8 +182,7 @@ def test_manifest_records_service_version_and_content_hash(loop: Loop) -> None:
 
 
 def test_feature_service_version_changes_with_a_view_definition(loop: Loop) -> None:
-    early, _ = demo_frames()
-    loop.load(early)
+    loop.load_demo("early")
     first = loop.training_set()
     unrelated = feature_config(loop.workspace, loop.backend, lambda d: d["features"].update(splits=[0.8, 0.1, 0.1]))
     assert service_version(unrelated) == first.feature_service_version  # not a feature definition

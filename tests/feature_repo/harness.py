@@ -7,11 +7,15 @@ same paths a Feast user would, so assertions compare real artifacts, not interna
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import math
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -134,11 +138,22 @@ def view_section(data: dict, name: str) -> dict:
     return next(v for v in data["features"]["views"] if v["name"] == name)
 
 
+@functools.cache
+def _demo(rows: int, seed: int) -> pd.DataFrame:
+    return generate(DemoSpec(rows=rows, seed=seed)).frame
+
+
 def demo_frames(rows: int = 1500, seed: int = 21, cut_day: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Generated transactions (90 days from 2026-01-01) split at ``cut_day``: (earlier, later)."""
-    frame = generate(DemoSpec(rows=rows, seed=seed)).frame
+    """Generated transactions (90 days from 2026-01-01) split at ``cut_day``: (earlier, later), fresh copies."""
+    frame = _demo(rows, seed)
     cut = pd.Timestamp(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=cut_day))
-    return frame[frame["event_timestamp"] < cut], frame[frame["event_timestamp"] >= cut]
+    return frame[frame["event_timestamp"] < cut].copy(), frame[frame["event_timestamp"] >= cut].copy()
+
+
+#: Workspaces after ingest → validate → features of the demo frames, made once per session and copied by
+#: Loop.load_demo for tests whose subject is a later stage (the feature stage's own tests run it each time).
+_PREPARED_ROOT = Path(tempfile.mkdtemp(prefix="kfloop-feature-tests-"))
+atexit.register(shutil.rmtree, _PREPARED_ROOT, True)
 
 
 CSV_HEADER = (
@@ -169,14 +184,17 @@ class Loop:
     config: Config
     storage: LocalStorage
     sources: int = 0
+    edited: bool = False
 
     @classmethod
     def create(cls, workspace: Path, backend: OnlineBackend, edit: Callable[[dict], None] | None = None) -> Loop:
-        return cls(workspace, backend, feature_config(workspace, backend, edit), LocalStorage(workspace))
+        config = feature_config(workspace, backend, edit)
+        return cls(workspace, backend, config, LocalStorage(workspace), edited=edit is not None)
 
     def reconfigure(self, edit: Callable[[dict], None]) -> None:
         """Same workspace and store, changed config (e.g. a changed feature view definition)."""
         self.config = feature_config(self.workspace, self.backend, edit)
+        self.edited = True
 
     # stages
     def ingest(self, source: pd.DataFrame | Path) -> None:
@@ -206,6 +224,21 @@ class Loop:
         self.ingest(source)
         self.validate()
         return self.features()
+
+    def load_demo(self, part: str = "all") -> pd.DataFrame:
+        """ingest → validate → features of the demo frames (``early`` or ``all``) into this fresh workspace:
+        computed by the first test that asks, copied for the rest. Returns the frame loaded."""
+        early, late = demo_frames()
+        frame = {"early": early, "all": pd.concat([early, late], ignore_index=True)}[part]
+        assert not self.edited and not self.workspace.exists(), "load_demo needs a fresh workspace, demo config"
+        prepared = _PREPARED_ROOT / part
+        if prepared.exists():
+            shutil.copytree(prepared, self.workspace)
+        else:
+            self.load(frame)
+            shutil.copytree(self.workspace, prepared.with_suffix(".tmp"))
+            prepared.with_suffix(".tmp").rename(prepared)
+        return frame
 
     # reading what the stages wrote
     def store(self) -> FeatureStore:
@@ -328,6 +361,20 @@ def assert_values(actual: dict, expected: dict | None, names: list[str], where: 
 # Two customers, two merchants, one fraud label (tx-1). Demo config: customer_activity (ttl 30d) counts/sums/means
 # amount over 1h/24h/7d, distinct merchants over 24h and seconds since the previous transaction; merchant_risk
 # (ttl 60d) counts/sums amount over 30d and averages is_fraud over 30d ending label_delay (7d) before the row.
+
+HAND_VIEWS = {  # what the hand-computed values below assume of the demo config's features section
+    CUSTOMERS: ("customer_id", "30d", ["amount_count_1h", "amount_count_24h", "amount_count_7d", "amount_sum_1h",
+                "amount_sum_24h", "amount_sum_7d", "amount_mean_1h", "amount_mean_24h", "amount_mean_7d",
+                "merchant_id_count_distinct_24h", "seconds_since_previous"]),
+    MERCHANTS: ("merchant_id", "60d", ["amount_count_30d", "amount_sum_30d", "is_fraud_mean_30d"]),
+}  # fmt: skip
+
+
+def assert_hand_assumptions(config: Config) -> None:
+    """The demo config still declares what the hand-computed expectations were worked out for."""
+    views = {v.name: (v.entity, v.ttl, v.feature_names()) for v in config.features.views}
+    assert views == HAND_VIEWS and config.features.label_delay == "7d", "demo features changed: redo the hand values"
+
 
 HAND_ROWS = [  # (transaction, customer, merchant, time (UTC), amount, is_fraud)
     ("tx-1", "c-1", "m-1", "2026-01-01T10:00:00", 10.0, 1),

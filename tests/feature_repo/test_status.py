@@ -31,8 +31,8 @@ def seconds(newer: pd.Timestamp, older: pd.Timestamp) -> float:
 
 
 def test_lag_is_unknown_and_stale_before_materialization_and_zero_after(loop: Loop) -> None:
-    early, late = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
+    _, late = demo_frames()
     newest = early["event_timestamp"].max()
     for s in status(loop).values():
         assert (s.lag_seconds, s.newest_online, s.online_entities) == (None, None, 0)
@@ -74,8 +74,7 @@ def later_copy(frame: pd.DataFrame, minutes: int, number: int) -> pd.DataFrame:
 
 def test_lag_within_the_sla_is_fresh_beyond_it_stale(loop: Loop) -> None:
     """features.freshness_sla is 15m: 5 minutes of unmaterialized events are fresh, 20 minutes stale."""
-    early, _ = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
     loop.materialize()
     five = later_copy(early, 5, 1)
     loop.load(five)  # only rows after the watermark are new: the one 5 minutes later
@@ -94,8 +93,8 @@ def test_lag_within_the_sla_is_fresh_beyond_it_stale(loop: Loop) -> None:
     "'entities online', which then exceeds the entities the online store holds",
 )
 def test_status_counts_each_online_entity_once_after_incremental_runs(loop: Loop) -> None:
-    early, late = demo_frames()
-    loop.load(early)
+    early = loop.load_demo("early")
+    _, late = demo_frames()
     loop.materialize()
     loop.load(late)
     loop.materialize()
@@ -106,14 +105,15 @@ def test_status_counts_each_online_entity_once_after_incremental_runs(loop: Loop
 
 
 def test_feast_registry_holds_what_the_config_declares(loop: Loop) -> None:
-    early, _ = demo_frames()
-    loop.load(early)
+    loop.load_demo("early")
     written = loop.materialize()
     store = loop.store()
     cfg = loop.config.features
     assert sorted(v.name for v in store.list_feature_views()) == sorted(v.name for v in cfg.views)
     assert sorted(e.name for e in store.list_entities()) == sorted({entity_name(v.entity) for v in cfg.views})
     assert [s.name for s in store.list_feature_services()] == [cfg.service]
+    service = store.get_feature_service(cfg.service)
+    assert [p.name for p in service.feature_view_projections] == [CUSTOMERS, MERCHANTS]
     for spec in cfg.views:
         view = store.get_feature_view(spec.name)
         assert [f.name for f in view.features] == spec.feature_names()
@@ -131,4 +131,3 @@ def test_feast_registry_holds_what_the_config_declares(loop: Loop) -> None:
     else:
         assert isinstance(online, SqliteOnlineStoreConfig)
         assert Path(online.path) == loop.workspace / "feast" / "online.db"
-    assert {CUSTOMERS, MERCHANTS} == {v.name for v in cfg.views}

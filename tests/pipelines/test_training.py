@@ -87,10 +87,12 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == [
+        "evaluate-component",
         "features-component",
         "gate-component",
         "ingest-component",
         "materialize-component",
+        "train-component",
         "training-set-component",
         "validate-component",
     ]
@@ -102,9 +104,16 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         "features-component": ["gate-component"],  # nothing after the gate runs when it fails
         "materialize-component": ["features-component"],
         "training-set-component": ["features-component"],
+        "train-component": ["training-set-component"],
+        "evaluate-component": ["train-component"],
     }
     for name, task in tasks.items():
         assert task["cachingOptions"].get("enableCache", False) is False, name
+        if name != "gate-component":  # the gate's failure is deliberate: retrying cannot help
+            assert task["retryPolicy"]["maxRetryCount"] == 2, name
+    for name, ex in executors.items():
+        res = ex["container"]["resources"]
+        assert res["resourceCpuRequest"] and res["resourceMemoryLimit"], name
     validate_outputs = spec["components"]["comp-validate-component"]["outputDefinitions"]["artifacts"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in validate_outputs.items()} == {
         "report": "system.Artifact",
@@ -132,7 +141,7 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
 def test_compiled_pipeline_mounts_secrets_on_steps_that_use_them(tmp_path: Path) -> None:
     spec = _compiled(tmp_path)
     executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    storage_steps = {"ingest", "validate", "features", "materialize", "training-set"}
+    storage_steps = {"ingest", "validate", "features", "materialize", "training-set", "train", "evaluate"}
     assert set(executors) == {f"exec-{s}-component" for s in storage_steps}
     s3 = {"AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"), "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey")}
     for name, k8s in executors.items():

@@ -1,0 +1,125 @@
+"""Evaluate stage: the candidate and the champion on the same, newest test split → the promotion gate.
+
+A candidate is promoted only if it meets the configured minimums and is not worse than the current
+champion by more than the tolerance. The decision and its reasons are recorded beside the version
+(``decision.json``) and in the registry history.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
+
+from kfloop.components.train import latest_training_set, load_split
+from kfloop.config import Config
+from kfloop.registry import ModelRegistry, ModelVersion
+from kfloop.storage import Storage
+from kfloop.training.metrics import curves, evaluate
+
+
+def _score(registry: ModelRegistry, mv: ModelVersion, test, label: str) -> tuple[dict, np.ndarray]:
+    from kfloop.training.trainer import load_exported
+
+    with tempfile.TemporaryDirectory(prefix="kfloop-eval-") as tmp:
+        predict = load_exported(registry.fetch(mv.version, Path(tmp)))
+        p = predict(test)
+    return evaluate(test[label].to_numpy(), p, float(mv.card["threshold"])), p
+
+
+def gate(config: Config, candidate: dict, champion: dict | None) -> tuple[bool, list[str]]:
+    """The promotion rule; returns (promote, reasons)."""
+    g = config.training.gate
+    reasons = []
+    if not candidate["roc_auc"] >= g.min_roc_auc:
+        reasons.append(f"ROC AUC {candidate['roc_auc']:.4f} is below the minimum {g.min_roc_auc}")
+    if not candidate["pr_auc"] >= g.min_pr_auc:
+        reasons.append(f"PR AUC {candidate['pr_auc']:.4f} is below the minimum {g.min_pr_auc}")
+    if champion is not None:
+        ours, theirs = candidate[g.compare_metric], champion[g.compare_metric]
+        if ours < theirs - g.tolerance:
+            reasons.append(
+                f"{g.compare_metric} {ours:.4f} is worse than the champion's {theirs:.4f} by more than "
+                f"the tolerance {g.tolerance}"
+            )
+    if reasons:
+        return False, reasons
+    if champion is None:
+        return True, ["meets the minimums; there is no champion yet"]
+    return True, [
+        f"meets the minimums and {g.compare_metric} {candidate[g.compare_metric]:.4f} is within "
+        f"{g.tolerance} of (or better than) the champion's {champion[g.compare_metric]:.4f}"
+    ]
+
+
+def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
+    """Score candidate and champion on the newest test split, decide, promote if the gate passes."""
+    registry = ModelRegistry(storage, config.training.model_name)
+    manifest = latest_training_set(config, storage)
+    test = load_split(storage, manifest, "test")
+    label = config.source.label_column
+    candidate = registry.get(version)
+    cand_metrics, p = _score(registry, candidate, test, label)
+    current = registry.champion()
+    champ_metrics = None
+    if current is not None and current.version != version:
+        champ_metrics, _ = _score(registry, current, test, label)
+    promote, reasons = gate(config, cand_metrics, champ_metrics)
+    decision = {
+        "version": version,
+        "promoted": promote,
+        "reasons": reasons,
+        "candidate": cand_metrics,
+        "champion": {"version": current.version, **champ_metrics} if current and champ_metrics else None,
+        "test_split": {"training_set": manifest["run_id"], "rows": len(test)},
+        "curves": curves(test[label].to_numpy(), p, float(candidate.card["threshold"])),
+    }
+    storage.write_text(f"{registry.prefix}/{version}/decision.json", json.dumps(decision, indent=2))
+    if promote:
+        registry.promote(version, "; ".join(reasons))
+    champion = registry.champion()
+    decision["champion_after"] = champion.version if champion else None
+    return decision
+
+
+def decision_markdown(d: dict) -> str:
+    """The gate decision for the Kubeflow UI's Markdown viewer."""
+    verdict = "**promoted to champion**" if d["promoted"] else "**not promoted**"
+    rows = ["| metric | candidate | champion |", "|---|---|---|"]
+    for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"):
+        champ = f"{d['champion'][key]:.4f}" if d["champion"] else "-"
+        rows.append(f"| {key} | {d['candidate'][key]:.4f} | {champ} |")
+    reasons = "\n".join(f"- {r}" for r in d["reasons"])
+    return f"# Model {d['version']}: {verdict}\n\n{reasons}\n\n" + "\n".join(rows) + "\n"
+
+
+def run_evaluate_step(config_json: str, version: str) -> dict:
+    """Entrypoint inside the pipeline step."""
+    from kfloop.step import open_step
+
+    config, storage = open_step(config_json)
+    return evaluate_and_gate(config, storage, version)
+
+
+def evaluate_component(
+    config_json: str,
+    version: str,
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    decision: Output[Markdown],
+) -> str:
+    """KFP step: test metrics, ROC curve and confusion matrix, champion comparison and promotion."""
+    from kfloop.components.evaluate import decision_markdown, run_evaluate_step
+
+    d = run_evaluate_step(config_json, version)
+    for key, value in d["candidate"].items():
+        metrics.log_metric(f"test_{key}", value)
+    metrics.log_metric("promoted", 1 if d["promoted"] else 0)
+    c = d["curves"]
+    classification.log_roc_curve(c["fpr"], c["tpr"], c["thresholds"])
+    classification.log_confusion_matrix(["legit", "fraud"], c["confusion_matrix"])
+    with open(decision.path, "w") as fh:
+        fh.write(decision_markdown(d))
+    return d["champion_after"] or ""

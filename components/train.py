@@ -1,0 +1,117 @@
+"""Train stage: the latest training set → a trained, exported model registered as a candidate.
+
+The card (``model.json``) records what the model is and where it came from: framework and versions,
+hyperparameters, validation metrics and threshold, the training set (content hash, time range), the
+feature service and its version, the quality report, and the pipeline run.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
+import io
+import json
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from kfp.dsl import Metrics, Model, Output
+
+import kfloop
+from kfloop.components.training_set import SPLITS
+from kfloop.config import Config
+from kfloop.errors import SourceError
+from kfloop.feature_repo.paths import training_set_prefix
+from kfloop.registry import ModelRegistry
+from kfloop.storage import Storage
+
+
+def latest_training_set(config: Config, storage: Storage) -> dict:
+    """The manifest of the newest training set of the config's feature service."""
+    try:
+        return json.loads(storage.read_text(f"{training_set_prefix(config)}/latest.json"))
+    except FileNotFoundError:
+        raise SourceError(
+            f"no training set for {config.features.service!r}: run the training-set stage first"
+        ) from None
+
+
+def load_split(storage: Storage, manifest: dict, split: str) -> pd.DataFrame:
+    """One split of a training set, as pandas."""
+    key = f"{training_set_prefix_from(manifest)}/{split}.parquet"
+    return pq.read_table(io.BytesIO(storage.read_bytes(key))).to_pandas()
+
+
+def training_set_prefix_from(manifest: dict) -> str:
+    return f"training_sets/{manifest['feature_service']}/{manifest['run_id']}"
+
+
+def _framework_versions(framework: str) -> dict[str, str]:
+    versions = {"kfloop": kfloop.__version__, "python": platform.python_version()}
+    if framework == "pytorch":
+        import torch
+
+        versions["torch"] = torch.__version__
+    else:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    return versions
+
+
+def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
+    """Train on the latest training set, export, register a candidate; returns its card."""
+    from kfloop.training.trainer import export, train
+
+    manifest = latest_training_set(config, storage)
+    splits = {name: load_split(storage, manifest, name) for name in SPLITS[:2]}
+    model = train(config, splits["train"], splits["validation"])
+    card = {
+        "framework": config.training.framework,
+        "versions": _framework_versions(config.training.framework),
+        "hyperparameters": config.training.model_dump(mode="json", exclude={"gate", "threshold"}),
+        "threshold": model.threshold,
+        "threshold_rule": config.training.threshold.model_dump(),
+        "metrics": {"validation": model.metrics},
+        "history": model.history,
+        "features": {"numeric": model.preprocessor.numeric, "categorical": model.preprocessor.categorical},
+        "label": config.source.label_column,
+        "training_set": {
+            k: manifest[k] for k in ("run_id", "prefix", "content_hash", "time_range", "rows", "input_content_hash")
+        },
+        "feature_service": {"name": manifest["feature_service"], "version": manifest["feature_service_version"]},
+        "lineage": {
+            "quality_report": f"reports/{config.source.dataset}/quality/latest.json",
+            "contract": config.contract.model_dump_json(),
+        },
+        "pipeline_run": pipeline_run,
+        "created": datetime.now(UTC).isoformat(),
+    }
+    with tempfile.TemporaryDirectory(prefix="kfloop-model-") as tmp:
+        export(model, Path(tmp))
+        version = ModelRegistry(storage, config.training.model_name).register(Path(tmp), card)
+    return version.card
+
+
+def run_train_step(config_json: str, pipeline_run: str) -> dict:
+    """Entrypoint inside the pipeline step; a plain dict, so the component body needs no imports."""
+    from kfloop.step import open_step
+
+    config, storage = open_step(config_json)
+    return train_and_register(config, storage, pipeline_run)
+
+
+def train_component(config_json: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics]) -> str:
+    """KFP step: train (PyTorch or TensorFlow per config), export, register a candidate version."""
+    import json
+
+    from kfloop.components.train import run_train_step
+
+    card = run_train_step(config_json, pipeline_run)
+    with open(model.path, "w") as fh:
+        json.dump(card, fh, indent=2, default=str)
+    model.metadata.update({"version": card["version"], "framework": card["framework"], "model": card["model"]})
+    for key, value in card["metrics"]["validation"].items():
+        if isinstance(value, int | float):
+            metrics.log_metric(f"validation_{key}", value)
+    return card["version"]

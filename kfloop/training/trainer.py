@@ -1,0 +1,178 @@
+"""The framework-neutral trainer: one interface over the PyTorch and TensorFlow models.
+
+``train`` fits the preprocessor on the training split only, hands arrays to the configured framework
+(imported lazily, so importing kfloop never loads both), then picks the decision threshold and scores
+on validation. ``export`` writes the self-contained serving artifact plus ``preprocess.json``;
+``load_exported`` reloads it without any training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kfloop.config import Config, TrainingConfig
+from kfloop.errors import ConfigError, KfloopError, StorageError
+from kfloop.training import model_io
+from kfloop.training.metrics import choose_threshold, evaluate
+from kfloop.training.preprocess import Preprocessor, feature_columns
+
+FRAMEWORKS = ("pytorch", "tensorflow")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as model inputs: standardized numbers, category indices and 0/1 labels."""
+
+    x_num: np.ndarray  # float32 [n, k]
+    x_cat: np.ndarray  # int64 [n, m]
+    y: np.ndarray  # float32 [n]
+
+
+@dataclass
+class Fit:
+    """What a framework trainer returns: the network with its best weights and how it got there."""
+
+    network: Any
+    predict: model_io.ArrayPredictor  # (x_num, x_cat) -> probabilities [n]
+    history: list[dict[str, float]]
+    best_epoch: int
+    versions: dict[str, str]
+
+
+@dataclass
+class TrainedModel:
+    """A trained classifier and everything needed to export, evaluate and describe it."""
+
+    framework: str
+    preprocessor: Preprocessor
+    threshold: float
+    metrics: dict[str, float]  # on validation, at ``threshold``
+    history: list[dict[str, float]]  # per epoch: epoch, train_loss, val_loss
+    predict: Callable[[pd.DataFrame], np.ndarray]  # frame with the feature columns -> probabilities [n]
+    network: Any = field(default=None, repr=False)  # torch.nn.Module | keras.Model (for export)
+    best_epoch: int = 0  # 1-based epoch whose weights were kept
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # framework package versions
+
+
+def positive_weight(y: np.ndarray) -> float:
+    """neg/pos: weighting positives by it balances both classes' total weight."""
+    pos = float(y.sum())
+    return (len(y) - pos) / pos
+
+
+def _labels(config: Config, frame: pd.DataFrame, name: str) -> np.ndarray:
+    label = config.source.label_column
+    if label not in frame.columns:
+        raise KfloopError(f"{name} split has no label column {label!r}")
+    values = pd.to_numeric(frame[label], errors="coerce")
+    bad = ~values.isin([0, 1])
+    if bad.any():
+        raise KfloopError(f"{name} split: label {label!r} must be 0 or 1, got {frame[label][bad].iloc[0]!r}")
+    return values.to_numpy(dtype=np.float32)
+
+
+def _split(config: Config, preprocessor: Preprocessor, frame: pd.DataFrame, name: str) -> Split:
+    y = _labels(config, frame, name)
+    x_num, x_cat = preprocessor.transform(frame)
+    return Split(x_num, x_cat, y)
+
+
+def hyperparameters(training: TrainingConfig) -> dict[str, Any]:
+    keys = ("hidden_units", "embedding_dim", "epochs", "batch_size", "learning_rate", "early_stopping_patience")
+    return training.model_dump(mode="json", include={*keys, "class_weight", "seed"})
+
+
+def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> TrainedModel:
+    """Fit ``config.training.framework``'s model on ``train``, early-stopped and thresholded on ``validation``."""
+    framework = config.training.framework
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"training.framework {framework!r} is not one of {', '.join(FRAMEWORKS)}")
+    numeric, categorical = feature_columns(config)
+    for name, frame in (("train", train), ("validation", validation)):
+        missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
+        if missing:
+            raise KfloopError(f"{name} split lacks feature columns: {', '.join(missing)}")
+        if len(frame) == 0:
+            raise KfloopError(f"{name} split is empty")
+    if not numeric and not categorical:
+        raise ConfigError("no model inputs: features.views and features.request_features are both empty")
+    preprocessor = Preprocessor.fit(train, numeric, categorical)  # training split only
+    tr = _split(config, preprocessor, train, "train")
+    va = _split(config, preprocessor, validation, "validation")
+    if tr.y.min() == tr.y.max():
+        raise KfloopError(f"train split has only label {int(tr.y[0])}: a classifier needs both classes")
+    pos_weight = positive_weight(tr.y) if config.training.class_weight == "balanced" else 1.0
+
+    if framework == "pytorch":
+        from kfloop.training import torch_trainer
+
+        fit = torch_trainer.fit(config.training, preprocessor, tr, va, pos_weight)
+    else:
+        from kfloop.training import tf_trainer
+
+        fit = tf_trainer.fit(config.training, preprocessor, tr, va, pos_weight)
+
+    p_val = fit.predict(va.x_num, va.x_cat)
+    threshold = choose_threshold(va.y, p_val, config.training.threshold)
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        return fit.predict(*preprocessor.transform(frame))
+
+    return TrainedModel(
+        framework=framework,
+        preprocessor=preprocessor,
+        threshold=threshold,
+        metrics=evaluate(va.y, p_val, threshold),
+        history=fit.history,
+        predict=predict,
+        network=fit.network,
+        best_epoch=fit.best_epoch,
+        hyperparameters={**hyperparameters(config.training), "pos_weight": pos_weight},
+        versions=fit.versions,
+    )
+
+
+def export(model: TrainedModel, directory: Path) -> dict[str, str]:
+    """Write the serving artifact (``model.pt`` or ``saved_model/``) and ``preprocess.json`` into
+    ``directory`` (new or empty); returns {relative file path: sha256} of every file written."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise StorageError(f"export directory {directory} is not empty")
+    directory.mkdir(parents=True, exist_ok=True)
+    if model.framework == "pytorch":
+        from kfloop.training import torch_trainer
+
+        artifact = torch_trainer.export(model.network, directory)
+    elif model.framework == "tensorflow":
+        from kfloop.training import tf_trainer
+
+        artifact = tf_trainer.export(model.network, model.preprocessor, directory)
+    else:
+        raise ConfigError(f"cannot export a model of framework {model.framework!r}")
+    return model_io.checksums(directory, [artifact, model_io.write_preprocessor(model.preprocessor, directory)])
+
+
+def load_exported(directory: Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The exported model as frame -> probabilities, using only the saved files (no training code)."""
+    directory = Path(directory)
+    preprocessor = model_io.read_preprocessor(directory)
+    if (directory / model_io.TORCHSCRIPT_FILE).is_file():
+        predict_arrays = model_io.load_torchscript(directory / model_io.TORCHSCRIPT_FILE)
+    elif (directory / model_io.SAVED_MODEL_DIR).is_dir():
+        predict_arrays = model_io.load_saved_model(directory / model_io.SAVED_MODEL_DIR)
+    else:
+        raise StorageError(
+            f"exported model {directory}: neither {model_io.TORCHSCRIPT_FILE} nor {model_io.SAVED_MODEL_DIR}/ found"
+        )
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        return model_io.in_batches(predict_arrays, *preprocessor.transform(frame))
+
+    return predict
