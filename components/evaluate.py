@@ -77,7 +77,7 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
         "curves": curves(test[label].to_numpy(), p, float(candidate.card["threshold"])),
     }
     storage.write_text(f"{registry.prefix}/{version}/decision.json", json.dumps(decision, indent=2))
-    if promote:
+    if promote and (current is None or current.version != version):
         registry.promote(version, "; ".join(reasons))
     champion = registry.champion()
     decision["champion_after"] = champion.version if champion else None

@@ -86,6 +86,23 @@ def _write_offline(storage: Storage, view: str, table: pa.Table) -> None:
     storage.write_bytes(offline_key(view), buf.getvalue())
 
 
+def _fill_time_since_previous(added: pa.Table, previous: pa.Table, entity: str) -> pa.Table:
+    """An entity's previous event may be older than the look-back read this run; the offline table
+    still has it (one row per event), so a gap left null is filled from there."""
+    col = added.column("seconds_since_previous")
+    if col.null_count == 0 or previous.num_rows == 0:
+        return added
+    last = previous.group_by(entity).aggregate([("event_timestamp", "max")]).to_pandas()
+    last_seen = dict(zip(last[entity], last["event_timestamp_max"], strict=True))
+    frame = added.select([entity, "event_timestamp"]).to_pandas()
+    gaps = col.to_pandas()
+    before = frame[entity].map(last_seen)
+    fill = (frame["event_timestamp"] - before).dt.total_seconds()
+    gaps = gaps.where(gaps.notna() | before.isna(), fill)
+    index = added.schema.get_field_index("seconds_since_previous")
+    return added.set_column(index, "seconds_since_previous", pa.array(gaps, pa.float64(), from_pandas=True))
+
+
 def update_view(storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec) -> ViewUpdate:
     """Bring one view's offline table up to the clean dataset's newest event."""
     t0 = time.perf_counter()
@@ -100,6 +117,8 @@ def update_view(storage: Storage, manifest: lake.Manifest, config: Config, view:
         compute_view(history, view, config.source.timestamp_column, label_delay, since) if history.num_rows else None
     )
     previous = None if rebuilt else _read_offline(storage, view.name)
+    if added is not None and previous is not None and view.time_since_previous:
+        added = _fill_time_since_previous(added, previous, view.entity)
     rows_added = added.num_rows if added is not None else 0
     if rows_added or rebuilt:
         parts = [t for t in (previous, added) if t is not None and t.num_rows]

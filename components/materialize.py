@@ -86,7 +86,14 @@ def materialize(
     """Apply the Feast objects and materialize every view incrementally (see module docstring)."""
     store = store or open_store(config, storage, environ)
     objects = objects_for(config, storage)
-    store.apply(objects.all)
+    try:
+        store.apply(objects.all)  # opens the online store (SQLite creates its tables here)
+    except Exception as err:
+        where = store.config.online_store.path if config.features.online_store.type == "sqlite" else "redis"
+        raise StorageError(
+            f"online store ({config.features.online_store.type}) at {where}: cannot apply the "
+            f"feature views: {type(err).__name__}: {err}"
+        ) from None
     out = []
     for spec in config.features.views:
         t0 = time.perf_counter()
@@ -105,7 +112,7 @@ def materialize(
             end = datetime.fromisoformat(state.computed_until)
             store.registry.apply_materialization(view, store.project, start, end, commit=True)
             state.materialized_until = state.computed_until
-            state.online_entities += written
+            state.online_entities = pc.count_distinct(table.column(spec.entity)).as_py()  # all of them are online
             state.save(storage)
         out.append(
             Materialized(

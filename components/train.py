@@ -64,12 +64,18 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     from kfloop.training.trainer import export, train
 
     manifest = latest_training_set(config, storage)
+    registry = ModelRegistry(storage, config.training.model_name)
+    hyperparameters = config.training.model_dump(mode="json", exclude={"gate", "threshold"})
+    for previous in reversed(registry.list()):  # same data, same settings: the same model again (idempotent)
+        same_data = previous.card["training_set"]["content_hash"] == manifest["content_hash"]
+        if same_data and previous.card["hyperparameters"] == hyperparameters:
+            return {**previous.card, "reused": True}
     splits = {name: load_split(storage, manifest, name) for name in SPLITS[:2]}
     model = train(config, splits["train"], splits["validation"])
     card = {
         "framework": config.training.framework,
         "versions": _framework_versions(config.training.framework),
-        "hyperparameters": config.training.model_dump(mode="json", exclude={"gate", "threshold"}),
+        "hyperparameters": hyperparameters,
         "threshold": model.threshold,
         "threshold_rule": config.training.threshold.model_dump(),
         "metrics": {"validation": model.metrics},
@@ -89,7 +95,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     }
     with tempfile.TemporaryDirectory(prefix="kfloop-model-") as tmp:
         export(model, Path(tmp))
-        version = ModelRegistry(storage, config.training.model_name).register(Path(tmp), card)
+        version = registry.register(Path(tmp), card)
     return version.card
 
 

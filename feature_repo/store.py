@@ -47,7 +47,13 @@ def repo_settings(config: Config, root: str, environ: Mapping[str, str] | None =
         online: dict = {"type": "sqlite", "path": f"{root}/online.db"}
     else:
         conn = feats.online_store.connection_string
-        online = {"type": "redis", "connection_string": _expand(conn, environ) if environ is not None else conn}
+        online = {
+            "type": "redis",
+            "connection_string": _expand(conn, environ) if environ is not None else conn,
+            # kfloop writes only rows newer than its watermark, newest per entity, one writer at a time: the
+            # per-row timestamp read is pure overhead, and it would keep a rebuilt view's new values out
+            "skip_dedup": True,
+        }
     return {
         "project": feast_project(config),
         "provider": "local",

@@ -129,12 +129,6 @@ def test_incremental_computation_equals_a_full_recompute(tmp_path: Path) -> None
         assert_tables_match(inc.offline(view)[windowed], full.offline(view)[windowed])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: components/features.py update_view reads history only from watermark - lookback(view) (longest "
-    "window + label delay + 1s); seconds_since_previous needs the entity's previous event, which may be older, so "
-    "incremental runs emit null where a full recompute gives the gap",
-)
 def test_incremental_seconds_since_previous_equals_a_full_recompute(tmp_path: Path) -> None:
     inc, full = incremental_and_full(tmp_path)
     cols = ["customer_id", "event_timestamp", "seconds_since_previous"]

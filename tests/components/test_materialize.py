@@ -96,14 +96,6 @@ def test_incremental_materialization_writes_only_changed_entities(loop: Loop) ->
     assert loop.online_entity_counts() == distinct(loop, pd.concat([early, late]))
 
 
-REDIS_SKIPS_EQUAL_TIMESTAMPS = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: components/materialize.py materialize() rewrites a rebuilt view (materialized_until reset by "
-    "components/features.py update_view) with the same event timestamps already online; Feast's Redis "
-    "online_write_batch skips a row whose event timestamp is not newer than the stored _ts:<view> (skip_dedup is "
-    "off), so new/changed feature values never reach Redis (new features read None, changed ones stay stale) "
-    "while rows_written reports them as written",
-)
 REDEFINITIONS = {
     "new_feature": lambda d: view_section(d, CUSTOMERS)["aggregates"][0]["functions"].append("max"),
     "changed_label_delay": lambda d: d["features"].update(label_delay="1d"),  # same names, new fraud rates
@@ -114,8 +106,6 @@ REDEFINITIONS = {
 def test_rebuilt_view_is_rematerialized_with_its_new_values(
     loop: Loop, change: str, request: pytest.FixtureRequest
 ) -> None:
-    if loop.backend.name == "redis":
-        request.applymarker(REDIS_SKIPS_EQUAL_TIMESTAMPS)
     early = loop.load_demo("early")
     loop.materialize()
     before = loop.online_for_every_entity()
@@ -225,16 +215,7 @@ def test_store_outage_during_materialization_then_a_later_run_completes(
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(
-            "sqlite",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: components/materialize.py materialize() wraps only write_online in StorageError; "
-                "store.apply() (Feast update_infra) opens the SQLite online store first, so an unopenable "
-                "online.db escapes as a raw sqlite3.OperationalError ('unable to open database file') "
-                "that names neither the online store nor its path",
-            ),
-        ),
+        "sqlite",
         "redis",
     ],
 )

@@ -85,13 +85,6 @@ def test_lag_within_the_sla_is_fresh_beyond_it_stale(loop: Loop) -> None:
     assert all(s.lag_seconds == 0.0 and not s.stale for s in status(loop).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: components/materialize.py materialize() adds every run's rows_written to ViewState.online_entities "
-    "(state.online_entities += written), so an entity upserted again by an incremental run is counted twice; "
-    "kfloop/feature_repo/status.py reports that sum as online_entities, shown by `kfloop features status` as "
-    "'entities online', which then exceeds the entities the online store holds",
-)
 def test_status_counts_each_online_entity_once_after_incremental_runs(loop: Loop) -> None:
     early = loop.load_demo("early")
     _, late = demo_frames()
