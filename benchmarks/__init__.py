@@ -25,4 +25,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.online_read",
         "1 entity x all demo features (ServingLookup vs feast get_online_features vs raw read); p50/p99",
     ),
+    "train": (
+        "benchmarks.train",
+        "1M demo rows, 2 epochs (kfloop train vs bare loop on tensors), PyTorch + TensorFlow; rows/s per epoch",
+    ),
 }

@@ -1,0 +1,102 @@
+"""Train + evaluate through the registry: the gate promotes a better model and rejects a worse one,
+scored on the same test split; cards carry lineage; a corrupted champion is detected."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kfloop.components.evaluate import evaluate_and_gate
+from kfloop.components.train import latest_training_set, load_split, train_and_register
+from kfloop.demo import DemoSpec, generate
+from kfloop.registry import ModelRegistry
+from kfloop.registry.store import CorruptModelError
+from kfloop.training.trainer import export, train
+from tests.feature_repo.harness import Loop, sqlite_backend
+
+
+def _relaxed(data: dict) -> None:
+    data["training"]["epochs"] = 8
+    data["training"]["gate"] = {"min_roc_auc": 0.6, "min_pr_auc": 0.02, "compare_metric": "pr_auc", "tolerance": 0.01}
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
+    root = tmp_path_factory.mktemp("train")
+    lp = Loop.create(root / "ws", sqlite_backend(), _relaxed)
+    lp.load(generate(DemoSpec(rows=8000, seed=13)).frame)
+    lp.training_set()
+    return lp
+
+
+def _register_shuffled(loop: Loop) -> str:
+    """A worse model: the same trainer on labels shuffled within the training split (no signal)."""
+    cfg, storage = loop.config, loop.storage
+    manifest = latest_training_set(cfg, storage)
+    tr, va = load_split(storage, manifest, "train"), load_split(storage, manifest, "validation")
+    label = cfg.source.label_column
+    tr[label] = tr[label].sample(frac=1.0, random_state=1).to_numpy()
+    model = train(cfg, tr, va)
+    card = {
+        "framework": cfg.training.framework,
+        "threshold": model.threshold,
+        "metrics": {},
+        "training_set": {"content_hash": "shuffled"},
+        "hyperparameters": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        export(model, Path(tmp))
+        return ModelRegistry(storage, cfg.training.model_name).register(Path(tmp), card).version
+
+
+def test_gate_promotes_better_and_rejects_worse_on_the_same_test_split(loop: Loop) -> None:
+    reg = ModelRegistry(loop.storage, loop.config.training.model_name)
+    poor = _register_shuffled(loop)
+    reg.promote(poor, "a poor champion to beat")
+    card = train_and_register(loop.config, loop.storage, pipeline_run="run-1")
+    good = card["version"]
+    decision = evaluate_and_gate(loop.config, loop.storage, good)
+    assert decision["promoted"], decision["reasons"]
+    assert decision["champion"]["version"] == poor
+    assert decision["candidate"]["pr_auc"] > decision["champion"]["pr_auc"]
+    assert decision["candidate"]["rows"] == decision["champion"]["rows"] == decision["test_split"]["rows"]
+    assert reg.champion().version == good  # type: ignore[union-attr]
+
+    worse = _register_shuffled(loop)
+    decision = evaluate_and_gate(loop.config, loop.storage, worse)
+    assert not decision["promoted"]
+    assert any("worse than the champion" in r or "below the minimum" in r for r in decision["reasons"])
+    assert reg.champion().version == good  # type: ignore[union-attr]
+    recorded = json.loads(loop.storage.read_text(f"registry/{reg.model}/{worse}/decision.json"))
+    assert recorded["reasons"] == decision["reasons"]
+
+
+def test_card_records_lineage_and_retraining_unchanged_data_is_idempotent(loop: Loop) -> None:
+    card = train_and_register(loop.config, loop.storage, pipeline_run="run-2")
+    manifest = latest_training_set(loop.config, loop.storage)
+    assert card["training_set"]["content_hash"] == manifest["content_hash"]
+    assert card["feature_service"] == {"name": "fraud_features", "version": manifest["feature_service_version"]}
+    assert card["lineage"]["quality_report"].endswith("quality/latest.json")
+    assert card["features"]["categorical"] == ["channel", "merchant_category"]
+    assert set(card["files"]) >= {"preprocess.json"}
+    again = train_and_register(loop.config, loop.storage, pipeline_run="run-3")
+    assert again.get("reused") and again["version"] == card["version"]
+
+
+def test_corrupted_champion_is_detected_at_evaluation(loop: Loop) -> None:
+    reg = ModelRegistry(loop.storage, loop.config.training.model_name)
+    champion = reg.champion()
+    assert champion is not None
+    weights = next(k for k in champion.card["files"] if k != "preprocess.json")
+    key = f"registry/{reg.model}/{champion.version}/{weights}"
+    original = loop.storage.read_bytes(key)
+    loop.storage.write_bytes(key, original[:-10] + b"0123456789")
+    try:
+        candidate = _register_shuffled(loop)
+        with pytest.raises(CorruptModelError, match="checksum mismatch"):
+            evaluate_and_gate(loop.config, loop.storage, candidate)
+    finally:
+        loop.storage.write_bytes(key, original)
