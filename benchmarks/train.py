@@ -135,6 +135,9 @@ class Arrays:
     cardinalities: list[int]
     pos_weight: float
 
+    def head(self, rows: int) -> Arrays:
+        return Arrays(self.x_num[:rows], self.x_cat[:rows], self.y[:rows], self.cardinalities, self.pos_weight)
+
 
 def floor_arrays(config: Config, train_frame: pd.DataFrame) -> Arrays:
     numeric, categorical = feature_columns(config)
@@ -283,8 +286,7 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
         versions.update(_prepare(fw))
         tiny = bench_config(fw, epochs=1)
         run_ours(tiny, train_frame.iloc[:WARMUP_ROWS], validation.iloc[:WARMUP_ROWS])
-        floors[fw](tiny, Arrays(arrays.x_num[:WARMUP_ROWS], arrays.x_cat[:WARMUP_ROWS], arrays.y[:WARMUP_ROWS],
-                                arrays.cardinalities, arrays.pos_weight))  # fmt: skip
+        floors[fw](tiny, arrays.head(WARMUP_ROWS))
 
     tally = Tally(len(train_frame) * EPOCHS)
     atexit.register(tally.print)

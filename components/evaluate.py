@@ -16,6 +16,7 @@ from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 from kfloop.components.train import latest_training_set, load_split
 from kfloop.config import Config
 from kfloop.registry import ModelRegistry, ModelVersion
+from kfloop.registry.store import CorruptModelError
 from kfloop.storage import Storage
 from kfloop.training.metrics import curves, evaluate
 
@@ -27,6 +28,25 @@ def _score(registry: ModelRegistry, mv: ModelVersion, test, label: str) -> tuple
         predict = load_exported(registry.fetch(mv.version, Path(tmp)))
         p = predict(test)
     return evaluate(test[label].to_numpy(), p, float(mv.card["threshold"])), p
+
+
+def _champion_metrics(
+    registry: ModelRegistry, current: ModelVersion | None, manifest: dict, test, label: str
+) -> tuple[dict | None, list[str]]:
+    """The champion's metrics on the same test split, or None with the reason it cannot be compared."""
+    if current is None:
+        return None, []
+    version = current.card.get("feature_service", {}).get("version")
+    if version != manifest["feature_service_version"]:
+        return None, [
+            f"champion {current.version} was trained on feature service version {version}, the test "
+            f"split has {manifest['feature_service_version']}: not comparable, judged on minimums"
+        ]
+    try:
+        metrics, _ = _score(registry, current, test, label)
+    except CorruptModelError as err:
+        return None, [f"champion {current.version} is unusable ({err}): judged on minimums"]
+    return metrics, []
 
 
 def gate(config: Config, candidate: dict, champion: dict | None) -> tuple[bool, list[str]]:
@@ -57,16 +77,18 @@ def gate(config: Config, candidate: dict, champion: dict | None) -> tuple[bool, 
 def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     """Score candidate and champion on the newest test split, decide, promote if the gate passes."""
     registry = ModelRegistry(storage, config.training.model_name)
+    current = registry.champion()
+    if current is not None and current.version == version:  # a reused model that is champion already
+        recorded = json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
+        return {**recorded, "champion_after": version, "reused": True}
     manifest = latest_training_set(config, storage)
     test = load_split(storage, manifest, "test")
     label = config.source.label_column
     candidate = registry.get(version)
     cand_metrics, p = _score(registry, candidate, test, label)
-    current = registry.champion()
-    champ_metrics = None
-    if current is not None and current.version != version:
-        champ_metrics, _ = _score(registry, current, test, label)
+    champ_metrics, notes = _champion_metrics(registry, current, manifest, test, label)
     promote, reasons = gate(config, cand_metrics, champ_metrics)
+    reasons = notes + reasons
     decision = {
         "version": version,
         "promoted": promote,

@@ -28,6 +28,9 @@ from kfloop.feature_repo.state import load_state
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.storage import Storage
 
+#: Rows converted and written per online-store call: bounds memory, keeps each write call large.
+WRITE_BATCH_ROWS = 10_000
+
 
 @dataclass(frozen=True)
 class Materialized:
@@ -53,16 +56,17 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     """Upsert rows through the online store interface; returns rows written."""
     if table.num_rows == 0:
         return 0
-    batch = table.combine_chunks().to_batches()[0]  # Feast converts only the first batch of a Table
     join_keys = {entity: next(e.value_type for e in store.list_entities() if e.join_key == entity)}
-    rows = _convert_arrow_to_proto(batch, view, join_keys)
+    provider = store._get_provider()
     try:
-        store._get_provider().online_write_batch(store.config, view, rows, progress=None)
+        # in slices: the protos of a whole table would take gigabytes; Feast converts a RecordBatch
+        for batch in table.combine_chunks().to_batches(max_chunksize=WRITE_BATCH_ROWS):
+            provider.online_write_batch(store.config, view, _convert_arrow_to_proto(batch, view, join_keys), None)
     except Exception as err:  # redis/sqlite client errors have no common base
         raise StorageError(
             f"online store ({store.config.online_store.type}) write failed for {view.name}: {type(err).__name__}: {err}"
         ) from None
-    return len(rows)
+    return table.num_rows
 
 
 def _newer_than(table: pa.Table, since: str | None) -> pa.Table:
@@ -81,9 +85,15 @@ def _lag(computed: str | None, materialized: str | None) -> float:
 
 
 def materialize(
-    config: Config, storage: Storage, environ: Mapping[str, str], store: FeatureStore | None = None
+    config: Config,
+    storage: Storage,
+    environ: Mapping[str, str],
+    store: FeatureStore | None = None,
+    *,
+    full: bool = False,
 ) -> list[Materialized]:
-    """Apply the Feast objects and materialize every view incrementally (see module docstring)."""
+    """Apply the Feast objects and materialize every view incrementally (see module docstring).
+    ``full`` rewrites every entity's newest row, e.g. after the online store was wiped."""
     store = store or open_store(config, storage, environ)
     objects = objects_for(config, storage)
     try:
@@ -92,12 +102,14 @@ def materialize(
         where = store.config.online_store.path if config.features.online_store.type == "sqlite" else "redis"
         raise StorageError(
             f"online store ({config.features.online_store.type}) at {where}: cannot apply the "
-            f"feature views: {type(err).__name__}: {err}"
+            f"feature views (registry {store.config.registry.path}, online store): {type(err).__name__}: {err}"
         ) from None
     out = []
     for spec in config.features.views:
         t0 = time.perf_counter()
         state = load_state(storage, spec.name)
+        if full:
+            state.materialized_until = None
         written = 0
         if state.computed_until and state.computed_until != state.materialized_until:
             table = pq.read_table(pa.BufferReader(storage.read_bytes(offline_key(spec.name))))

@@ -59,6 +59,17 @@ def _framework_versions(framework: str) -> dict[str, str]:
     return versions
 
 
+def _lineage(config: Config, storage: Storage) -> dict:
+    """The run-specific quality report (not the moving ``latest`` pointer) and the contract it enforced."""
+    prefix = f"reports/{config.source.dataset}/quality"
+    try:
+        run_id = json.loads(storage.read_text(f"{prefix}/latest.json"))["run_id"]
+        report = f"{prefix}/{run_id}.json"
+    except FileNotFoundError:
+        report = None
+    return {"quality_report": report, "contract": config.contract.model_dump(mode="json")}
+
+
 def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
     """Train on the latest training set, export, register a candidate; returns its card."""
     from kfloop.training.trainer import export, train
@@ -66,9 +77,11 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     manifest = latest_training_set(config, storage)
     registry = ModelRegistry(storage, config.training.model_name)
     hyperparameters = config.training.model_dump(mode="json", exclude={"gate", "threshold"})
+    threshold_rule = config.training.threshold.model_dump()
     for previous in reversed(registry.list()):  # same data, same settings: the same model again (idempotent)
         same_data = previous.card["training_set"]["content_hash"] == manifest["content_hash"]
-        if same_data and previous.card["hyperparameters"] == hyperparameters:
+        same_settings = previous.card["hyperparameters"] == hyperparameters
+        if same_data and same_settings and previous.card.get("threshold_rule") == threshold_rule:
             return {**previous.card, "reused": True}
     splits = {name: load_split(storage, manifest, name) for name in SPLITS[:2]}
     model = train(config, splits["train"], splits["validation"])
@@ -77,7 +90,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
         "versions": _framework_versions(config.training.framework),
         "hyperparameters": hyperparameters,
         "threshold": model.threshold,
-        "threshold_rule": config.training.threshold.model_dump(),
+        "threshold_rule": threshold_rule,
         "metrics": {"validation": model.metrics},
         "history": model.history,
         "features": {"numeric": model.preprocessor.numeric, "categorical": model.preprocessor.categorical},

@@ -63,7 +63,10 @@ def status(
 
 @app.command("materialize")
 @handle_errors
-def materialize(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def materialize(
+    config: ConfigOption = DEFAULT_CONFIG,
+    full: bool = typer.Option(False, "--full", help="Rewrite every entity online (e.g. after a wiped store)."),
+) -> None:
     """Compute new feature rows from the clean dataset and materialize them into the online store."""
     from kfloop.components.features import compute_features
     from kfloop.components.materialize import materialize as run_materialize
@@ -73,7 +76,7 @@ def materialize(config: ConfigOption = DEFAULT_CONFIG) -> None:
     with spinner() as progress:
         progress.add_task("computing features and materializing", total=None)
         updates = compute_features(cfg, storage)
-        written = run_materialize(cfg, storage, os.environ)
+        written = run_materialize(cfg, storage, os.environ, full=full)
     for u, m in zip(updates, written, strict=True):
         console.print(
             f"{escape(u.view)}: +{u.rows_added:,} offline rows ({u.offline_rows:,} total), "

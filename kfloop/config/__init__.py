@@ -97,6 +97,21 @@ class Config(Section):
                 check_rules_compile(self.contract, arrow_schema(self.source))
             except ConfigError as err:
                 raise ValueError(str(err)) from None
+        reserved = {self.source.timestamp_column, self.source.label_column, *self.source.entity_keys}
+        leaking = [c for c in self.features.request_features if c in reserved]
+        if leaking:
+            raise ValueError(
+                f"features.request_features: {', '.join(leaking)} cannot be a model input "
+                "(label, event time and entity keys are not request features)"
+            )
+        for i, view in enumerate(self.features.views):
+            for agg in view.aggregates:
+                numeric_fns = [f for f in agg.functions if f in ("sum", "mean", "min", "max")]
+                if numeric_fns and known[agg.column] not in (ColumnType.INT64, ColumnType.FLOAT64):
+                    raise ValueError(
+                        f"features.views.{i} ({view.name}): {', '.join(numeric_fns)} of "
+                        f"{agg.column!r} needs a numeric column ({known[agg.column].value})"
+                    )
         unknown_req = [c for c in self.features.request_features if c not in known]
         if unknown_req:
             raise ValueError(f"features.request_features: not in source.columns: {', '.join(unknown_req)}")

@@ -8,6 +8,7 @@ leave exactly one champion and a history that records both. Downloads verify eve
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,10 +59,23 @@ class ModelRegistry:
 
     # --- reading ---------------------------------------------------------------------------------
     def _stages(self) -> dict:
+        key = f"{self.prefix}/stages.json"
         try:
-            return json.loads(self.storage.read_text(f"{self.prefix}/stages.json"))
+            stages = json.loads(self.storage.read_text(key))
         except FileNotFoundError:
-            return {"champion": None, "versions": {}, "history": []}
+            return {"champion": None, "versions": self._version_folders(), "history": []}
+        except ValueError as err:
+            raise CorruptModelError(
+                f"{self.storage.uri(key)}: not valid JSON ({err}); restore it from history"
+            ) from None
+        if not isinstance(stages, dict) or not {"champion", "versions", "history"} <= set(stages):
+            raise CorruptModelError(f"{self.storage.uri(key)}: expected keys champion, versions, history")
+        return stages
+
+    def _version_folders(self) -> dict[str, str]:
+        """Versions present on storage (so a lost stages.json never lets a version number be reused)."""
+        names = {k.split("/")[2] for k in self.storage.list(f"{self.prefix}/") if k.endswith("/model.json")}
+        return {v: "candidate" for v in sorted(names, key=lambda v: int(v.removeprefix("v")))}
 
     def list(self) -> list[ModelVersion]:
         stages = self._stages()
@@ -93,22 +107,34 @@ class ModelRegistry:
         }
         with lease(self.storage, f"{self.prefix}/.lock"):
             stages = self._stages()
-            version = f"v{len(stages['versions']) + 1}"
+            taken = set(stages["versions"]) | set(self._version_folders())
+            version = f"v{max((int(v.removeprefix('v')) for v in taken), default=0) + 1}"
             for rel in files:
                 self.storage.upload_file(local_dir / rel, f"{self.prefix}/{version}/{rel}")
             full = {**card, "model": self.model, "version": version, "files": files, "registered": _now()}
-            self.storage.write_text(f"{self.prefix}/{version}/model.json", json.dumps(full, indent=2, default=str))
+            body = json.dumps(full, indent=2, default=str).encode()
+            if not self.storage.create_exclusive(f"{self.prefix}/{version}/model.json", body):
+                raise StorageError(f"{self.storage.uri(self.prefix)}/{version}: exists already; versions are immutable")
             stages["versions"][version] = "candidate"
             stages["history"].append({"at": _now(), "version": version, "event": "registered"})
             self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
         return ModelVersion(self.model, version, "candidate", full)
 
+    def verify(self, version: str) -> None:
+        """Raise CorruptModelError unless every file of ``version`` is present with its checksum."""
+        with tempfile.TemporaryDirectory(prefix="kfloop-verify-") as tmp:
+            self.fetch(version, Path(tmp))
+
     def promote(self, version: str, reason: str) -> ModelVersion:
-        """Make ``version`` the champion; the previous champion is archived. Atomic under the lease."""
+        """Make ``version`` the champion; the previous champion is archived. Atomic under the lease; a
+        version whose files do not verify is refused (it could not be served)."""
+        self.verify(version)
         with lease(self.storage, f"{self.prefix}/.lock"):
             stages = self._stages()
             self.get(version, stages)
             previous = stages["champion"]
+            if previous == version:
+                return self.get(version, stages)  # already champion: nothing to record
             if previous and previous != version:
                 stages["versions"][previous] = "archived"
             stages["versions"][version] = "champion"
@@ -128,6 +154,9 @@ class ModelRegistry:
             if not current or not promoted or not promoted[-1].get("previous"):
                 raise ModelNotFoundError(f"model {self.model!r}: no previous champion to roll back to")
             target = promoted[-1]["previous"]
+            if target == current:
+                raise ModelNotFoundError(f"model {self.model!r}: no previous champion to roll back to")
+            self.verify(target)
             stages["versions"][current] = "archived"
             stages["versions"][target] = "champion"
             stages["champion"] = target

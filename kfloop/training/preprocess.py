@@ -28,6 +28,10 @@ def feature_columns(config: Config) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """Standardization of numeric columns and integer encoding of categorical ones."""
@@ -40,23 +44,34 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, train: pd.DataFrame, numeric: list[str], categorical: list[str]) -> Preprocessor:
-        """Statistics from the training split only (never validation or test: that would leak)."""
-        values = train[numeric].astype("float64")
-        means = values.mean().fillna(0.0)
-        stds = values.std(ddof=0).fillna(1.0).replace(0.0, 1.0)
-        vocab = {c: [UNKNOWN, *sorted(str(v) for v in train[c].dropna().unique())] for c in categorical}
-        return cls(numeric, categorical, [float(m) for m in means], [float(s) for s in stds], vocab)
+        """Statistics from the training split only (never validation or test: that would leak).
+        Column by column, so memory stays at one column's copy."""
+        means, stds = [], []
+        for c in numeric:
+            values = _numbers(train, c)
+            values = values[~np.isnan(values)]
+            mean = float(values.mean()) if len(values) else 0.0
+            std = float(np.sqrt(((values - mean) ** 2).mean())) if len(values) else 0.0
+            means.append(mean)
+            stds.append(std if std > 0 and np.isfinite(std) else 1.0)
+        vocab = {c: [UNKNOWN, *sorted(str(v) for v in pd.unique(train[c].dropna()))] for c in categorical}
+        return cls(numeric, categorical, means, stds, vocab)
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [n, numeric], int64 [n, categorical]); missing numbers become the mean (0 after
         scaling), missing or unseen categories index 0."""
-        num = frame[self.numeric].astype("float64").to_numpy()
-        num = (num - np.asarray(self.means)) / np.asarray(self.stds)
-        num = np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-        cats = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
-        for j, col in enumerate(self.categorical):
-            index = {v: i for i, v in enumerate(self.vocabularies[col])}
-            cats[:, j] = frame[col].map(lambda v, index=index: index.get(str(v), 0) if pd.notna(v) else 0).to_numpy()
+        n = len(frame)
+        num = np.empty((n, len(self.numeric)), dtype=np.float32)
+        for j, c in enumerate(self.numeric):
+            z = (_numbers(frame, c) - self.means[j]) / self.stds[j]
+            z[~np.isfinite(z)] = 0.0
+            num[:, j] = z
+        cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, c in enumerate(self.categorical):
+            col = frame[c]
+            present = col.notna().to_numpy()
+            codes = pd.Index(self.vocabularies[c]).get_indexer(col[present].astype(str))
+            cats[present, j] = np.maximum(codes, 0)  # -1 (unseen) → 0 (unknown)
         return num, cats
 
     def cardinalities(self) -> list[int]:

@@ -73,6 +73,7 @@ def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: S
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=([val.x_num, val.x_cat], val.y, _weights(val.y, pos_weight)),
+        validation_batch_size=max(config.batch_size, 16_384),  # evaluation only: big batches, fewer steps
         class_weight={0: 1.0, 1: pos_weight},
         shuffle=True,
         callbacks=[stop],

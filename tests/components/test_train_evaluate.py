@@ -46,6 +46,7 @@ def _register_shuffled(loop: Loop) -> str:
         "metrics": {},
         "training_set": {"content_hash": "shuffled"},
         "hyperparameters": {},
+        "feature_service": {"name": manifest["feature_service"], "version": manifest["feature_service_version"]},
     }
     with tempfile.TemporaryDirectory() as tmp:
         export(model, Path(tmp))
@@ -86,7 +87,7 @@ def test_card_records_lineage_and_retraining_unchanged_data_is_idempotent(loop: 
     assert again.get("reused") and again["version"] == card["version"]
 
 
-def test_corrupted_champion_is_detected_at_evaluation(loop: Loop) -> None:
+def test_corrupted_champion_is_detected_and_cannot_be_promoted(loop: Loop) -> None:
     reg = ModelRegistry(loop.storage, loop.config.training.model_name)
     champion = reg.champion()
     assert champion is not None
@@ -96,7 +97,28 @@ def test_corrupted_champion_is_detected_at_evaluation(loop: Loop) -> None:
     loop.storage.write_bytes(key, original[:-10] + b"0123456789")
     try:
         candidate = _register_shuffled(loop)
+        decision = evaluate_and_gate(loop.config, loop.storage, candidate)
+        assert any(
+            f"champion {champion.version} is unusable" in r and "checksum mismatch" in r for r in decision["reasons"]
+        )
+        assert decision["champion"] is None  # judged on the minimums alone
         with pytest.raises(CorruptModelError, match="checksum mismatch"):
-            evaluate_and_gate(loop.config, loop.storage, candidate)
+            reg.promote(champion.version, "by hand")
     finally:
         loop.storage.write_bytes(key, original)
+
+
+def test_changed_feature_service_makes_the_champion_incomparable(loop: Loop) -> None:
+    reg = ModelRegistry(loop.storage, loop.config.training.model_name)
+    champion = reg.champion()
+    assert champion is not None
+    card_key = f"registry/{reg.model}/{champion.version}/model.json"
+    original = loop.storage.read_text(card_key)
+    card = json.loads(original)
+    card["feature_service"]["version"] = "older"
+    loop.storage.write_text(card_key, json.dumps(card))
+    try:
+        decision = evaluate_and_gate(loop.config, loop.storage, _register_shuffled(loop))
+        assert any("feature service version older" in r for r in decision["reasons"])
+    finally:
+        loop.storage.write_text(card_key, original)
