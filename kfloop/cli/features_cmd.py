@@ -34,6 +34,7 @@ def _when(iso: str | None) -> str:
 def status(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (for alerting)."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 when any view is stale (for cron / probes)."),
 ) -> None:
     """Per feature view: newest event offline and online, materialization lag, rows, SLA."""
     from kfloop.components.validate import clean_dataset
@@ -43,7 +44,14 @@ def status(
     rows = feature_status(cfg, workspace(cfg), clean_dataset(cfg.source.dataset))
     if as_json:
         typer.echo(json.dumps([{**asdict(r), "stale": r.stale} for r in rows], indent=2))
-        return
+    else:
+        _print_status(cfg, rows)
+    if check and any(r.stale for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_status(cfg, rows) -> None:
+    """The status table (timestamps shortened to the second, UTC)."""
     t = Table(title=f"features ({cfg.features.online_store.type} online store, SLA {cfg.features.freshness_sla})")
     for col in ("view", "offline rows", "newest offline", "newest online", "entities online", "lag", "status"):
         t.add_column(col, overflow="fold")
@@ -52,8 +60,8 @@ def status(
         t.add_row(
             escape(r.view),
             f"{r.offline_rows:,}",
-            r.newest_offline or "-",
-            r.newest_online or "-",
+            _when(r.newest_offline),
+            _when(r.newest_online),
             f"{r.online_entities:,}",
             _age(r.lag_seconds),
             state,
