@@ -27,7 +27,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,15 +35,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast import FeatureService, FeatureStore, FeatureView, ValueType
+from feast import FeatureService, FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import (
-    PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE,
     feast_value_type_to_python_type,
-    python_values_to_proto_values,
 )
 
 from benchmarks import ROOT
@@ -64,6 +61,7 @@ from kfloop.components.materialize import materialize
 from kfloop.components.validate import clean_dataset, validate
 from kfloop.config import Config
 from kfloop.demo import DEFAULT_START
+from kfloop.feature_repo.online import ServingLookup
 from kfloop.feature_repo.paths import FEAST_DIR, feast_project
 from kfloop.feature_repo.store import open_store
 from kfloop.storage import LocalStorage
@@ -81,85 +79,6 @@ NOW = DEFAULT_START + timedelta(days=100)
 
 #: Value kinds whose Python value is the proto field itself: ``feast_value_type_to_python_type``
 #: returns exactly ``getattr(proto, kind)`` for them, so the lookup skips its generic dispatch.
-_SCALAR_KINDS = frozenset({"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"})
-
-
-def _to_python(proto: ValueProto) -> Any:
-    kind = proto.WhichOneof("val")
-    if kind is None:
-        return None
-    if kind in _SCALAR_KINDS:
-        return getattr(proto, kind)
-    return feast_value_type_to_python_type(proto)
-
-
-def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
-    """Python entity value → ValueProto, as Feast's type map converts a scalar of ``value_type``."""
-    if value_type in PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE:
-        field, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[value_type]
-        return lambda value: ValueProto(**{field: convert(value)})
-    return lambda value: python_values_to_proto_values([value], value_type)[0]
-
-
-@dataclass(frozen=True)
-class _ViewRead:
-    view: FeatureView
-    join_key: str
-    features: tuple[str, ...]
-
-
-class ServingLookup:
-    """Online features of one request, through the online store's own ``online_read``.
-
-    Everything that does not depend on the request is resolved once: the service's views, each
-    view's join key, the entity value → ``ValueProto`` conversion (Feast's scalar type map) and the
-    feature names. Per request: one ``EntityKeyProto`` per join key, one ``provider.online_read`` per
-    view (Feast's store interface and data format), values converted as Feast's type map does.
-    Unknown entities give ``None`` values. Rebuild it after ``feast apply`` changes the service.
-    """
-
-    def __init__(self, store: FeatureStore, service: str | FeatureService) -> None:
-        svc = store.get_feature_service(service) if isinstance(service, str) else service
-        entities = {e.name: e for e in store.list_entities()}
-        reads, makers = [], {}
-        for projection in svc.feature_view_projections:
-            view = store.get_feature_view(projection.name)
-            if len(view.entities) != 1:
-                raise ValueError(f"feature view {view.name} has {len(view.entities)} entities, expected 1")
-            entity = entities[view.entities[0]]
-            makers[entity.join_key] = _entity_value_maker(entity.value_type)
-            reads.append(_ViewRead(view, entity.join_key, tuple(f.name for f in projection.features)))
-        self._config = store.config
-        self._provider = store._get_provider()
-        self._reads = tuple(reads)
-        self._makers = makers
-        self.join_keys = tuple(makers)
-        self.feature_names = tuple(name for r in reads for name in r.features)
-
-    def entity_keys(self, entity_row: Mapping[str, Any]) -> dict[str, EntityKeyProto]:
-        """Join key → the request's ``EntityKeyProto`` (raises KeyError for a missing join key)."""
-        makers = self._makers
-        return {jk: EntityKeyProto(join_keys=[jk], entity_values=[make(entity_row[jk])]) for jk, make in makers.items()}
-
-    def get(self, entity_row: Mapping[str, Any]) -> dict[str, Any]:
-        """Feature name → Python value (None when missing) for one entity row (join key → value)."""
-        keys = self.entity_keys(entity_row)
-        out: dict[str, Any] = {}
-        for r in self._reads:
-            # a fresh list: the Redis store appends its timestamp field to requested_features
-            ((_, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
-            if row is None:
-                out.update(dict.fromkeys(r.features))
-                continue
-            for name in r.features:
-                proto = row.get(name)
-                out[name] = None if proto is None else _to_python(proto)
-        return out
-
-
-# --- preparation ----------------------------------------------------------------------------------
-
-
 @dataclass
 class Prepared:
     """The materialized demo workspace and everything the cases share."""

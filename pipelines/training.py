@@ -22,6 +22,7 @@ from kfloop.components.validate import gate_component, validate_component
 from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
 from kfloop.config.cluster import StepName
 from kfloop.config.features import RedisStore
+from kfloop.feature_repo.store import s3_endpoint
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2
@@ -49,6 +50,9 @@ def _apply_secrets(task: dsl.PipelineTask, config: Config, *, online_store: bool
     for ref in refs:
         if ref.secret_name and ref.secret_key:
             kubernetes.use_secret_as_env(task, secret_name=ref.secret_name, secret_key_to_env={ref.secret_key: ref.env})
+    endpoint = s3_endpoint(config)
+    if online_store and endpoint:  # Feast's S3 registry reads its endpoint from this variable only
+        task.set_env_variable("FEAST_S3_ENDPOINT_URL", endpoint)
 
 
 def _configure(

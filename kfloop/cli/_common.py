@@ -83,6 +83,12 @@ def credentials(config: Config) -> S3Credentials | None:
 
 
 def workspace(config: Config) -> Storage:
+    """The config's workspace; for S3 also tells Feast's S3 registry the endpoint (entrypoint-only env)."""
+    from kfloop.feature_repo.store import s3_endpoint
+
+    endpoint = s3_endpoint(config)
+    if endpoint:
+        os.environ.setdefault("FEAST_S3_ENDPOINT_URL", endpoint)
     return open_storage(config.storage, credentials(config))
 
 

@@ -149,6 +149,9 @@ def test_compiled_pipeline_mounts_secrets_on_steps_that_use_them(tmp_path: Path)
         redis = {"REDIS_CONNECTION_STRING": ("kfloop-redis", "connection-string")}
         feast = name in ("exec-materialize-component", "exec-training-set-component")
         assert envs == (s3 | redis if feast else s3), name
+    for name in ("exec-materialize-component", "exec-training-set-component"):
+        env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][name]["container"]["env"]}
+        assert env["FEAST_S3_ENDPOINT_URL"] == "http://minio-service.kubeflow:9000"
 
 
 def test_committed_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""The serving-path feature lookup: Feast's online store interface (``online_read``), prepared once.
+
+The Feast SDK's ``get_online_features`` re-resolves the feature service, validates and converts on every
+call; serving prepares that once (views, join keys, entity-key makers) and per request only builds the
+entity keys, reads each view through the online store and converts the values. Same data format, same
+store interface, a fraction of the per-call work. Build a new lookup after ``feast apply`` changes views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from feast import FeatureService, FeatureStore, FeatureView, ValueType
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import (
+    PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE,
+    feast_value_type_to_python_type,
+    python_values_to_proto_values,
+)
+
+_SCALAR_KINDS = frozenset({"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"})
+
+
+def _to_python(proto: ValueProto) -> Any:
+    kind = proto.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind in _SCALAR_KINDS:
+        return getattr(proto, kind)
+    return feast_value_type_to_python_type(proto)
+
+
+def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
+    """Python entity value → ValueProto, as Feast's type map converts a scalar of ``value_type``."""
+    if value_type in PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE:
+        field, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[value_type]
+        return lambda value: ValueProto(**{field: convert(value)})
+    return lambda value: python_values_to_proto_values([value], value_type)[0]
+
+
+@dataclass(frozen=True)
+class _ViewRead:
+    view: FeatureView
+    join_key: str
+    features: tuple[str, ...]
+
+
+class ServingLookup:
+    """Online features of one request, through the online store's own ``online_read``.
+
+    Everything that does not depend on the request is resolved once: the service's views, each
+    view's join key, the entity value → ``ValueProto`` conversion (Feast's scalar type map) and the
+    feature names. Per request: one ``EntityKeyProto`` per join key, one ``provider.online_read`` per
+    view (Feast's store interface and data format), values converted as Feast's type map does.
+    Unknown entities give ``None`` values. Rebuild it after ``feast apply`` changes the service.
+    """
+
+    def __init__(self, store: FeatureStore, service: str | FeatureService) -> None:
+        svc = store.get_feature_service(service) if isinstance(service, str) else service
+        entities = {e.name: e for e in store.list_entities()}
+        reads, makers = [], {}
+        for projection in svc.feature_view_projections:
+            view = store.get_feature_view(projection.name)
+            if len(view.entities) != 1:
+                raise ValueError(f"feature view {view.name} has {len(view.entities)} entities, expected 1")
+            entity = entities[view.entities[0]]
+            makers[entity.join_key] = _entity_value_maker(entity.value_type)
+            reads.append(_ViewRead(view, entity.join_key, tuple(f.name for f in projection.features)))
+        self._config = store.config
+        self._provider = store._get_provider()
+        self._reads = tuple(reads)
+        self._makers = makers
+        self.join_keys = tuple(makers)
+        self.feature_names = tuple(name for r in reads for name in r.features)
+
+    def entity_keys(self, entity_row: Mapping[str, Any]) -> dict[str, EntityKeyProto]:
+        """Join key → the request's ``EntityKeyProto`` (raises KeyError for a missing join key)."""
+        makers = self._makers
+        return {jk: EntityKeyProto(join_keys=[jk], entity_values=[make(entity_row[jk])]) for jk, make in makers.items()}
+
+    def get(self, entity_row: Mapping[str, Any]) -> dict[str, Any]:
+        """Feature name → Python value (None when missing) for one entity row (join key → value)."""
+        keys = self.entity_keys(entity_row)
+        out: dict[str, Any] = {}
+        for r in self._reads:
+            # a fresh list: the Redis store appends its timestamp field to requested_features
+            ((_, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
+            if row is None:
+                out.update(dict.fromkeys(r.features))
+                continue
+            for name in r.features:
+                proto = row.get(name)
+                out[name] = None if proto is None else _to_python(proto)
+        return out
+
+
+# --- preparation ----------------------------------------------------------------------------------
