@@ -16,14 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from kfloop.aggregates import compute_view
+from benchmarks.train import training_set
 from kfloop.config import Config, load_config, parse_config
-from kfloop.config.contract import parse_duration
-from kfloop.demo import DemoSpec, generate
 from kfloop.errors import KfloopError, StorageError
 from kfloop.files import file_sha256
 from kfloop.training.preprocess import UNKNOWN, Preprocessor, feature_columns
@@ -46,28 +43,8 @@ def config_with(**training: object) -> Config:
 
 
 def point_in_time_training_set(config: Config, rows: int, seed: int) -> Splits:
-    """Demo rows, each joined per view with its entity's newest feature row strictly before the row's
-    event time (and within the view's ttl), split by time into train/validation/test."""
-    ts = config.source.timestamp_column
-    frame = generate(DemoSpec(rows=rows, seed=seed)).frame
-    frame[ts] = frame[ts].astype("datetime64[us, UTC]")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    out = frame.assign(_row=np.arange(len(frame))).sort_values(ts, kind="stable")
-    for view in config.features.views:
-        feats = compute_view(table, view, ts, parse_duration(config.features.label_delay)).to_pandas()
-        feats = feats.rename(columns={ts: "_feature_time"})
-        feats["_feature_time"] = feats["_feature_time"].astype("datetime64[us, UTC]")
-        out = pd.merge_asof(
-            out,
-            feats.sort_values("_feature_time", kind="stable"),
-            left_on=ts,
-            right_on="_feature_time",
-            by=view.entity,
-            direction="backward",
-            allow_exact_matches=False,
-            tolerance=pd.Timedelta(parse_duration(view.ttl)),
-        ).drop(columns="_feature_time")
-    out = out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+    """Demo rows joined point-in-time in pandas (the benchmark's builder), split by time 70/15/15."""
+    out = training_set(config, rows, seed)
     a, b = int(len(out) * 0.7), int(len(out) * 0.85)
     return (
         out.iloc[:a].reset_index(drop=True),
