@@ -4,6 +4,7 @@ Pure core :func:`ingest` (unit tests call it), plus :func:`ingest_step`, the bod
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signature at decoration time.
+import functools
 import secrets
 import tempfile
 import time
@@ -129,17 +130,11 @@ def ingest(
     with tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp:
         local = fetch_to_local(uri, Path(tmp), s3=s3)
         digest = file_sha256(local)
+        result = functools.partial(
+            _result, run_id=run_id, uri=uri, digest=digest, started=started, t0=t0, storage=storage
+        )
         if any(r.get("source_sha256") == digest for r in manifest.runs):
-            return _result(
-                run_id=run_id,
-                uri=uri,
-                digest=digest,
-                manifest=manifest,
-                started=started,
-                t0=t0,
-                storage=storage,
-                already=True,
-            )
+            return result(manifest=manifest, already=True)
         observed, schema_changes = _schema_changes(config, local, uri, manifest)
         wm = (
             pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type)
@@ -163,18 +158,7 @@ def ingest(
         "source_columns": observed,
         "schema_changes": [asdict(c) for c in schema_changes],
     }
-    manifest = lake.commit(storage, manifest, files, run)
-    return _result(
-        run_id=run_id,
-        uri=uri,
-        digest=digest,
-        manifest=manifest,
-        started=started,
-        t0=t0,
-        storage=storage,
-        run=run,
-        quarantine_uri=quarantine_uri,
-    )
+    return result(manifest=lake.commit(storage, manifest, files, run), run=run, quarantine_uri=quarantine_uri)
 
 
 def _load(
