@@ -101,6 +101,8 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     storage.write_text(f"{registry.prefix}/{version}/decision.json", json.dumps(decision, indent=2))
     if promote and (current is None or current.version != version):
         registry.promote(version, "; ".join(reasons))
+    elif not promote:
+        registry.archive(version, "; ".join(reasons))
     champion = registry.champion()
     decision["champion_after"] = champion.version if champion else None
     return decision

@@ -1,9 +1,9 @@
-"""The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize + training set
+"""The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize → training set
 → train → evaluate (promotion gate).
 
-Materialization and the training set both start once the features are computed. The whole config travels as one pipeline
-parameter (``config_json``) whose default is the config the pipeline was compiled from, so a run
-launched from the Kubeflow UI uses it unless the user overrides it.
+Materialization runs before the training set: both apply the Feast objects to one registry file. The
+whole config travels as one pipeline parameter (``config_json``) whose default is the config the pipeline
+was compiled from, so a run launched from the Kubeflow UI uses it unless the user overrides it.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline signature at decoration time.
@@ -109,7 +109,7 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
             gate, Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
         )  # it only reads two parameters
         features = _configure(features_op(config_json=config_json).after(gate), config, "features", "features", retries)
-        _configure(
+        materialize = _configure(
             materialize_op(config_json=config_json).after(features),
             config,
             "materialize",
@@ -118,7 +118,8 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
             online_store=True,
         )
         training_set = _configure(
-            training_set_op(config_json=config_json).after(features),
+            # after materialize: both `feast apply` to one registry file, which must not be written twice at once
+            training_set_op(config_json=config_json).after(materialize),
             config,
             "training_set",
             "training set (point-in-time)",

@@ -145,6 +145,17 @@ class ModelRegistry:
             self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
         return self.get(version)
 
+    def archive(self, version: str, reason: str) -> None:
+        """Retire a candidate the gate rejected (a champion is only replaced by promote/rollback)."""
+        with lease(self.storage, f"{self.prefix}/.lock"):
+            stages = self._stages()
+            self.get(version, stages)
+            if stages["versions"][version] != "candidate":
+                return
+            stages["versions"][version] = "archived"
+            stages["history"].append({"at": _now(), "version": version, "event": "rejected", "reason": reason})
+            self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+
     def rollback(self, reason: str) -> ModelVersion:
         """Restore the champion before the current one (the current one is archived)."""
         with lease(self.storage, f"{self.prefix}/.lock"):

@@ -73,6 +73,8 @@ def test_gate_promotes_better_and_rejects_worse_on_the_same_test_split(loop: Loo
     assert reg.champion().version == good  # type: ignore[union-attr]
     recorded = json.loads(loop.storage.read_text(f"registry/{reg.model}/{worse}/decision.json"))
     assert recorded["reasons"] == decision["reasons"]
+    assert reg.get(worse).stage == "archived"  # rejected candidates do not linger as candidates
+    assert reg.history()[-1]["event"] == "rejected"
 
 
 def test_card_records_lineage_and_retraining_unchanged_data_is_idempotent(loop: Loop) -> None:

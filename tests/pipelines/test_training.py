@@ -103,7 +103,7 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         "gate-component": ["validate-component"],
         "features-component": ["gate-component"],  # nothing after the gate runs when it fails
         "materialize-component": ["features-component"],
-        "training-set-component": ["features-component"],
+        "training-set-component": ["materialize-component"],
         "train-component": ["training-set-component"],
         "evaluate-component": ["train-component"],
     }
