@@ -21,18 +21,15 @@ Aims (from the issue): ours ≥ 2x Feast's default materialize and within 3x of 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
 import inspect
 import io
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +49,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from benchmarks import ROOT
 from benchmarks.harness import Benchmark, Case
+from benchmarks.redis_server import REDIS_SERVER, RedisServer, start_redis
 from kfloop.components.materialize import materialize
 from kfloop.config import Config, FeatureViewSpec, load_config, parse_config
 from kfloop.demo import DEFAULT_START
@@ -67,7 +65,6 @@ VIEW = "customer_activity"
 STORES = ("sqlite", "redis")
 #: Which online store a run measures (see the module docstring).
 STORE_ENV = "KFLOOP_BENCH_STORE"
-REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_ENV = "REDIS_CONNECTION_STRING"
 FLOOR_BATCH = 10_000  # redis floor: commands per pipeline round trip
 SPAN = timedelta(days=7)  # event times of the synthetic rows
@@ -78,69 +75,6 @@ def selected_store() -> str:
     if store not in STORES:
         raise SystemExit(f"{STORE_ENV}={store!r}: expected one of {', '.join(STORES)}")
     return store
-
-
-# --- redis-server ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    """A throwaway ``redis-server`` on a free localhost port (no persistence), stopped at exit."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-    workdir: Path
-
-    @property
-    def connection_string(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-    def flushall(self) -> None:
-        with contextlib.closing(self.client()) as client:
-            client.flushall()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def start_redis(timeout: float = 10.0) -> RedisServer:
-    if not Path(REDIS_SERVER).is_file():
-        raise SystemExit(f"{REDIS_SERVER} not found: install the redis-server package")
-    port = _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="kfloop-bench-redis-"))
-    args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*args, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
-    )
-    server = RedisServer(port, process, workdir)
-    atexit.register(server.stop)
-    client = server.client()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            return server
-        except Exception:  # not accepting connections yet
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
 
 
 # --- config and data ------------------------------------------------------------------------------
@@ -154,7 +88,7 @@ def bench_config(store: str) -> Config:
 
 
 def store_environ(server: RedisServer | None) -> dict[str, str]:
-    return {REDIS_ENV: server.connection_string} if server is not None else {}
+    return {REDIS_ENV: server.address} if server is not None else {}
 
 
 def view_spec(config: Config, name: str = VIEW) -> FeatureViewSpec:
@@ -240,7 +174,7 @@ class Setup:
         storage.upload_file(self.source, offline_key(self.spec.name))
         ViewState(view=self.spec.name, computed_until=self.end.isoformat(), offline_rows=self.rows).save(storage)
         if self.server is not None:
-            self.server.flushall()
+            self.server.flush()
         store = open_store(self.config, storage, self.environ)
         with _quiet():
             store.apply(objects_for(self.config, storage).all)
@@ -251,7 +185,7 @@ class Setup:
             check_written(self, work)
         finally:
             if self.server is not None:
-                self.server.flushall()
+                self.server.flush()
             shutil.rmtree(work.root, ignore_errors=True)
 
 

@@ -48,12 +48,11 @@ from benchmarks.harness import Benchmark, Case
 from benchmarks.ingest import source_csv
 from benchmarks.materialize import (
     CONFIG_PATH,
-    RedisServer,
     bench_config,
     selected_store,
-    start_redis,
     store_environ,
 )
+from benchmarks.redis_server import RedisServer, start_redis
 from kfloop import lake
 from kfloop.components.features import compute_features
 from kfloop.components.ingest import ingest

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.feature_repo.harness import REDIS_SERVER, OnlineBackend, RedisServer, redis_backend, sqlite_backend
+from benchmarks.redis_server import REDIS_SERVER, RedisServer
+from tests.feature_repo.harness import OnlineBackend, redis_backend, sqlite_backend
 
 _SHARED: dict[str, RedisServer] = {}  # one redis-server per session, whichever module asks first
 

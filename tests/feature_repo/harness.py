@@ -8,13 +8,11 @@ same paths a Feast user would, so assertions compare real artifacts, not interna
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import json
 import math
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -26,11 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 from feast import FeatureStore
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from benchmarks.redis_server import RedisServer
 from kfloop import lake
 from kfloop.components.features import ViewUpdate, compute_features
 from kfloop.components.ingest import ingest
@@ -43,59 +39,14 @@ from kfloop.feature_repo.paths import FEAST_DIR, feast_project, offline_key
 from kfloop.feature_repo.state import ViewState, load_state
 from kfloop.feature_repo.store import open_store
 from kfloop.storage import LocalStorage
-from tests.conftest import demo_config, free_port, wait_for_port
+from tests.conftest import demo_config
 
-REDIS_SERVER = "/usr/bin/redis-server"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)  # "now" for validation: after every test event
 CUSTOMERS, MERCHANTS = "customer_activity", "merchant_risk"  # the demo config's two feature views
 US = timedelta(microseconds=1)
 
 
 # --- real online stores ---------------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A real ``redis-server`` process on a free localhost port; ``stop(save=True)`` + ``start()`` is a
-    restart that keeps the data (RDB in ``workdir``), ``stop()`` alone loses it (no persistence)."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc, timeout=15)
-        self.client().ping()
-
-    def stop(self, save: bool = False) -> None:
-        """Shut the server down (``SHUTDOWN SAVE`` writes an RDB the next start loads)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if save:
-            with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it exits
-                self.client().shutdown(save=True)
-        else:
-            self.proc.terminate()
-        self.proc.wait(timeout=15)
-        self.proc = None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def client(self) -> redis.Redis:
-        """A client without redis-py's default retries (they back off for seconds on a stopped server)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
-
-    def flush(self) -> None:
-        self.client().flushall()
 
 
 @dataclass(frozen=True)
