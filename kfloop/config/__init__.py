@@ -13,7 +13,8 @@ from kfloop.config._base import Section
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
-from kfloop.config.sections import MonitoringConfig, ServingConfig
+from kfloop.config.sections import MonitoringConfig
+from kfloop.config.serving import Autoscaling, InferenceLogConfig, ServingConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
 from kfloop.config.training import PromotionGate, ThresholdTarget, TrainingConfig
@@ -21,12 +22,14 @@ from kfloop.errors import ConfigError
 
 __all__ = [
     "Aggregate",
+    "Autoscaling",
     "ClusterConfig",
     "ColumnType",
     "Config",
     "ContractConfig",
     "FeatureViewSpec",
     "FeaturesConfig",
+    "InferenceLogConfig",
     "LocalStorageConfig",
     "MonitoringConfig",
     "PromotionGate",

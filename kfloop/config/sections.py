@@ -5,9 +5,5 @@ from __future__ import annotations
 from kfloop.config._base import Section
 
 
-class ServingConfig(Section):
-    """KServe serving settings."""
-
-
 class MonitoringConfig(Section):
     """Evidently drift monitoring settings."""

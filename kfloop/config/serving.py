@@ -1,0 +1,89 @@
+"""The ``serving`` section: the KServe endpoint (local server and cluster InferenceService).
+
+The endpoint's model name is ``training.model_name`` (one name in the registry, the URL paths and the
+InferenceService); inputs are the source's entity keys plus ``features.request_features``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kfloop.config._base import Section
+from kfloop.config.cluster import Resources
+
+
+class InferenceLogConfig(Section):
+    """Every request's features, prediction, model version and time, buffered off the request path and
+    written as Parquet batches under ``<workspace>/<prefix>/``."""
+
+    enabled: bool = True
+    prefix: str = Field("inference-log", pattern=r"^[a-z0-9][a-z0-9_./-]*$")
+    flush_rows: int = Field(5000, ge=1, description="Write a Parquet file once this many rows are buffered.")
+    flush_seconds: float = Field(10.0, gt=0, description="...or once the oldest buffered row is this old.")
+    max_buffer_rows: int = Field(
+        200_000, ge=1, description="Bound on buffered rows; beyond it rows are dropped and counted (never blocks)."
+    )
+    sink_url: str | None = Field(
+        None, description="Cluster: where KServe's request logger sends CloudEvents (the InferenceService logger)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> InferenceLogConfig:
+        if self.flush_rows > self.max_buffer_rows:
+            raise ValueError("flush_rows must not exceed max_buffer_rows")
+        return self
+
+
+class Autoscaling(Section):
+    """KServe (Knative) autoscaling of each component."""
+
+    min_replicas: int = Field(1, ge=0, description="0 lets Knative scale to zero.")
+    max_replicas: int = Field(3, ge=1)
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    scale_target: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        return self
+
+
+class ServingConfig(Section):
+    """How the champion is served: ports, request limits, unknown entities, the inference log, and the
+    cluster's InferenceService (autoscaling, canary, resources)."""
+
+    host: str = Field("127.0.0.1", description="Local server bind address.")
+    http_port: int = Field(8080, ge=1, le=65535)
+    grpc_port: int = Field(8081, ge=1, le=65535)
+    unknown_entity: Literal["default", "reject"] = Field(
+        "default",
+        description="An entity missing from the online store: 'default' scores with default feature values and "
+        "flags the row in the response; 'reject' answers 404 naming the entity.",
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger REST bodies get 413.")
+    max_batch_rows: int = Field(10_000, ge=1, description="Rows per request; more get 413.")
+    reload_seconds: float = Field(2.0, gt=0, description="How often the local server checks the champion.")
+    store_check_seconds: float = Field(1.0, gt=0, description="How often readiness probes the online store.")
+    predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field(
+        "v2", description="Cluster: how the transformer calls the predictor."
+    )
+    autoscaling: Autoscaling = Autoscaling()
+    canary_traffic_percent: int | None = Field(
+        None, ge=0, le=100, description="Traffic share of a newly deployed version until it is promoted fully."
+    )
+    transformer_resources: Resources = Resources(
+        cpu_request="500m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi"
+    )
+    predictor_resources: Resources = Resources(
+        cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"
+    )
+    inference_log: InferenceLogConfig = InferenceLogConfig()
+
+    @model_validator(mode="after")
+    def _ports(self) -> ServingConfig:
+        if self.http_port == self.grpc_port:
+            raise ValueError(f"http_port and grpc_port are both {self.http_port}")
+        return self
