@@ -8,10 +8,11 @@ store interface, a fraction of the per-call work. Build a new lookup after ``fea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from feast import FeatureService, FeatureStore, FeatureView, ValueType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -96,5 +97,21 @@ class ServingLookup:
                 out[name] = None if proto is None else _to_python(proto)
         return out
 
-
-# --- preparation ----------------------------------------------------------------------------------
+    def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+        """Many rows in one ``online_read`` per view: ({feature: values per row}, {join key: bool [n] —
+        the entity had no row in some view of that key}). Only join keys with a miss appear in the second."""
+        n = len(next(iter(keys.values()))) if keys else 0
+        protos = {}
+        for jk, make in self._makers.items():
+            values = keys[jk]
+            protos[jk] = [EntityKeyProto(join_keys=[jk], entity_values=[make(v)]) for v in values]
+        out: dict[str, list] = {}
+        missing: dict[str, np.ndarray] = {}
+        for r in self._reads:
+            rows = self._provider.online_read(self._config, r.view, protos[r.join_key], list(r.features))
+            absent = np.fromiter((row is None for _, row in rows), dtype=bool, count=n)
+            if absent.any():
+                missing[r.join_key] = missing.get(r.join_key, np.zeros(n, dtype=bool)) | absent
+            for name in r.features:
+                out[name] = [None if row is None or row.get(name) is None else _to_python(row[name]) for _, row in rows]
+        return out, missing

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kfloop import __version__
-from kfloop.cli import config_cmd, data_cmd, features_cmd, models_cmd, pipeline_cmd
+from kfloop.cli import config_cmd, data_cmd, features_cmd, models_cmd, pipeline_cmd, serve_cmd, serving_manifest_cmd
 from kfloop.cli._common import State
 
 app = typer.Typer(
@@ -25,6 +25,9 @@ app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)
 app.command("run")(pipeline_cmd.run)
 app.command("compile")(pipeline_cmd.compile_)
+app.command("inference-service")(serving_manifest_cmd.inference_service)
+app.command("serve")(serve_cmd.serve)
+app.command("predict")(serve_cmd.predict)
 
 
 def _version(value: bool) -> None:

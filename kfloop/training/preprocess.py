@@ -5,6 +5,7 @@ and saved with the model, so serving applies exactly the transform training used
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -60,19 +61,31 @@ class Preprocessor:
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [n, numeric], int64 [n, categorical]); missing numbers become the mean (0 after
         scaling), missing or unseen categories index 0."""
-        n = len(frame)
+        columns = {c: _numbers(frame, c) for c in self.numeric}
+        columns |= {c: frame[c].to_numpy(dtype=object) for c in self.categorical}
+        return self.transform_columns(columns, len(frame))
+
+    def transform_columns(self, columns: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``transform`` over plain arrays (numbers as float64 with NaN, categories as objects with
+        None): the serving path, which has no DataFrame to build."""
         num = np.empty((n, len(self.numeric)), dtype=np.float32)
         for j, c in enumerate(self.numeric):
-            z = (_numbers(frame, c) - self.means[j]) / self.stds[j]
+            z = (np.asarray(columns[c], dtype=np.float64) - self.means[j]) / self.stds[j]
             z[~np.isfinite(z)] = 0.0
             num[:, j] = z
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
-            col = frame[c]
+            col = pd.Series(columns[c], dtype=object)
             present = col.notna().to_numpy()
-            codes = pd.Index(self.vocabularies[c]).get_indexer(col[present].astype(str))
+            codes = self._index(c).get_indexer(col[present].astype(str))
             cats[present, j] = np.maximum(codes, 0)  # -1 (unseen) → 0 (unknown)
         return num, cats
+
+    def _index(self, column: str) -> pd.Index:
+        cache = self.__dict__.setdefault("_indexes", {})
+        if column not in cache:
+            cache[column] = pd.Index(self.vocabularies[column])
+        return cache[column]
 
     def cardinalities(self) -> list[int]:
         return [len(self.vocabularies[c]) for c in self.categorical]

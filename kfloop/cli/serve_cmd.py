@@ -1,0 +1,93 @@
+"""``kfloop serve`` (the local KServe server on the champion) and ``kfloop predict`` (a request to it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
+from kfloop.errors import KfloopError
+
+
+class PredictError(KfloopError):
+    """The server answered with an error (or could not be reached)."""
+
+
+@handle_errors
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    version: Annotated[str, typer.Option("--version", help="Serve this version (pinned); default: the champion.")] = "",
+    http_port: Annotated[int, typer.Option("--http-port", help="Default: serving.http_port.")] = 0,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="Default: serving.grpc_port.")] = 0,
+) -> None:
+    """Serve the model with Feast online features over KServe V1/V2 REST and gRPC, until Ctrl-C.
+
+    Without --version it follows the registry's champion: a promotion switches the model in place,
+    without dropping requests."""
+    cfg = load(config)
+    storage = workspace(cfg)
+    from kfloop.serving.server import PREDICTOR_SUFFIX, serve_local
+
+    name = cfg.training.model_name
+    http = http_port or cfg.serving.http_port
+    grpc = grpc_port or cfg.serving.grpc_port
+
+    def announce(loaded: str) -> None:
+        base = f"http://127.0.0.1:{http}"
+        pinned = "pinned" if version else "follows the champion"
+        console.print(f"serving [bold]{name}[/] {loaded} ({pinned})", highlight=False)
+        console.print(f"  V1 REST  {base}/v1/models/{name}:predict", highlight=False)
+        console.print(f"  V2 REST  {base}/v2/models/{name}/infer", highlight=False)
+        console.print(f"  gRPC     127.0.0.1:{grpc} (inference.GRPCInferenceService/ModelInfer)", highlight=False)
+        console.print(f"  model only {base}/v2/models/{name}{PREDICTOR_SUFFIX}/infer", highlight=False)
+        console.print(f"  health   {base}/v2/health/ready   metrics {base}/metrics", highlight=False)
+
+    serve_local(cfg, storage, os.environ, version=version or None, http_port=http, grpc_port=grpc, on_ready=announce)
+
+
+def _rows(data: str, file: Path | None) -> list[dict[str, Any]]:
+    text = file.read_text() if file else (data or sys.stdin.read())
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            rows = json.loads(text)
+        elif text.startswith("{") and "\n" not in text:
+            rows = [json.loads(text)]
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as err:
+        raise PredictError(f"{file or 'input'}: not JSON rows ({err})") from None
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise PredictError(f"{file or 'input'}: expected JSON objects (one per row)")
+    return rows
+
+
+@handle_errors
+def predict(
+    config: ConfigOption = DEFAULT_CONFIG,
+    data: Annotated[str, typer.Option("--data", "-d", help="A JSON row, a JSON list of rows, or JSON lines.")] = "",
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Rows from a file (JSON list or lines).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="v1 | v2 | grpc")] = "v2",
+    url: Annotated[str, typer.Option("--url", help="REST base URL; default: http://127.0.0.1:<http_port>.")] = "",
+    grpc_target: Annotated[
+        str, typer.Option("--grpc-target", help="gRPC host:port (default: grpc_port on 127.0.0.1).")
+    ] = "",
+) -> None:
+    """Score rows (entity keys + request fields) on a running `kfloop serve`; prints the response JSON."""
+    cfg = load(config)
+    rows = _rows(data, file)
+    from kfloop.serving.client import ServingClient
+
+    if protocol not in ("v1", "v2", "grpc"):
+        raise typer.BadParameter(f"--protocol must be v1, v2 or grpc, not {protocol!r}")
+    client = ServingClient.for_config(cfg, url or None, grpc_target or None)
+    try:
+        result = client.predict(rows, protocol)
+    except (OSError, RuntimeError) as err:
+        raise PredictError(f"{client.describe(protocol)}: {err}") from None
+    console.print_json(json.dumps(result))

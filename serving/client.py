@@ -1,0 +1,127 @@
+"""A small client for the kfloop endpoint over V1 REST, V2 REST and V2 gRPC: rows of entity keys + request
+fields in, one normalized result out (``kfloop predict``, tests, examples). It builds requests from the
+config's request columns, so it sends exactly what the server's metadata declares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from kfloop.config import Config
+from kfloop.errors import KfloopError
+from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, ColumnSpec, request_specs
+
+
+class ServingRequestError(KfloopError):
+    """The server refused the request (the message is the server's, with the status)."""
+
+    def __init__(self, status: int | str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def v2_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> list[dict[str, Any]]:
+    """V2 JSON inputs, one [n] tensor per column (strings BYTES, numbers FP64)."""
+    out = []
+    for spec in specs:
+        values = [row.get(spec.name) for row in rows]
+        datatype = "BYTES" if spec.kind == "string" else "FP64"
+        if spec.kind == "number":
+            values = [float("nan") if v is None else v for v in values]
+        out.append({"name": spec.name, "datatype": datatype, "shape": [len(rows)], "data": values})
+    return out
+
+
+def grpc_request(model: str, rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> pb.ModelInferRequest:
+    tensors = []
+    for spec in specs:
+        values = [row.get(spec.name) for row in rows]
+        tensor = pb.ModelInferRequest.InferInputTensor(name=spec.name, shape=[len(rows)])
+        if spec.kind == "string":
+            tensor.datatype = "BYTES"
+            tensor.contents.bytes_contents.extend(str(v).encode() for v in values)
+        else:
+            tensor.datatype = "FP64"
+            tensor.contents.fp64_contents.extend(np.nan if v is None else float(v) for v in values)
+        tensors.append(tensor)
+    return pb.ModelInferRequest(model_name=model, inputs=tensors)
+
+
+@dataclass
+class ServingClient:
+    """Talks to one server; ``predict`` returns {model_name, model_version, predictions: [...]}."""
+
+    model: str
+    specs: tuple[ColumnSpec, ...]
+    http_base: str
+    grpc_target: str
+    timeout: float = 30.0
+
+    @classmethod
+    def for_config(cls, config: Config, url: str | None = None, grpc_target: str | None = None) -> ServingClient:
+        base = (url or f"http://127.0.0.1:{config.serving.http_port}").rstrip("/")
+        target = grpc_target or f"127.0.0.1:{config.serving.grpc_port}"
+        return cls(config.training.model_name, request_specs(config), base, target)
+
+    def describe(self, protocol: str) -> str:
+        return self.grpc_target if protocol == "grpc" else self.http_base
+
+    def predict(self, rows: Sequence[dict[str, Any]], protocol: str = "v2") -> dict[str, Any]:
+        if protocol == "v1":
+            body = self._post(f"/v1/models/{self.model}:predict", {"instances": list(rows)})
+            return {k: body.get(k) for k in ("model_name", "model_version", "predictions")}
+        if protocol == "v2":
+            body = self._post(f"/v2/models/{self.model}/infer", {"inputs": v2_inputs(rows, self.specs)})
+            outputs = {o["name"]: o["data"] for o in body["outputs"]}
+            return _normalized(body["model_name"], body.get("model_version"), outputs)
+        if protocol == "grpc":
+            return self._grpc(rows)
+        raise ValueError(f"protocol must be v1, v2 or grpc, not {protocol!r}")
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(self.http_base + path, json=body, timeout=self.timeout)
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise ServingRequestError(response.status_code, str(message))
+        return response.json()
+
+    def _grpc(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                response = stub.ModelInfer(grpc_request(self.model, rows, self.specs), timeout=self.timeout)
+            except grpc.RpcError as err:
+                raise ServingRequestError(err.code().name, err.details() or "") from None
+        outputs = {}
+        for i, out in enumerate(response.outputs):
+            if response.raw_output_contents:
+                dtype = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}[out.datatype]
+                outputs[out.name] = np.frombuffer(response.raw_output_contents[i], dtype=dtype).tolist()
+            else:
+                contents = out.contents
+                outputs[out.name] = list(
+                    {"FP32": contents.fp32_contents, "INT64": contents.int64_contents, "BOOL": contents.bool_contents}[
+                        out.datatype
+                    ]
+                )
+        return _normalized(response.model_name, response.model_version, outputs)
+
+
+def _normalized(model: str, version: str | None, outputs: dict[str, list]) -> dict[str, Any]:
+    rows = zip(outputs[SCORE], outputs[LABEL], outputs.get(DEFAULTED, [False] * len(outputs[SCORE])), strict=True)
+    return {
+        "model_name": model,
+        "model_version": version,
+        "predictions": [{SCORE: float(s), LABEL: int(lab), DEFAULTED: bool(d)} for s, lab, d in rows],
+    }

@@ -1,0 +1,124 @@
+"""The predictor: one registry version (TorchScript or SavedModel plus its ``preprocess.json`` and
+``model.json`` card) as a ``kserve.Model`` over the model's input columns.
+
+On the cluster KServe's storage initializer puts the version's files in ``/mnt/models``; locally the
+server fetches them from the registry (checksums verified) into a directory of its own. Either way
+``load()`` reads only that directory, so the artifact is exactly what training exported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import ModelNotReady
+from kserve.model import InferenceVerb
+
+from kfloop.errors import StorageError
+from kfloop.serving import protocol
+from kfloop.serving.metrics import observe_grpc
+from kfloop.training import model_io
+from kfloop.training.preprocess import Preprocessor
+
+#: The card the registry stores beside the files (threshold, version, framework).
+CARD_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An exported model ready to score column arrays."""
+
+    version: str
+    threshold: float
+    framework: str
+    preprocessor: Preprocessor
+    predict_arrays: model_io.ArrayPredictor
+
+    def score(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities float32 [n], labels int64 [n]) with the card's decision threshold."""
+        x_num, x_cat = self.preprocessor.transform_columns(columns, n)
+        p = np.asarray(model_io.in_batches(self.predict_arrays, x_num, x_cat), dtype=np.float32)
+        return p, (p >= self.threshold).astype(np.int64)
+
+
+def load_model_dir(directory: Path) -> LoadedModel:
+    """Load ``directory`` (an exported version with its card); a clear StorageError when incomplete."""
+    directory = Path(directory)
+    try:
+        card = json.loads((directory / CARD_FILE).read_text())
+    except FileNotFoundError:
+        raise StorageError(f"model directory {directory}: {CARD_FILE} is missing") from None
+    except ValueError as err:
+        raise StorageError(f"model directory {directory}: {CARD_FILE} is not valid JSON ({err})") from None
+    preprocessor = model_io.read_preprocessor(directory)
+    if (directory / model_io.TORCHSCRIPT_FILE).is_file():
+        arrays = model_io.load_torchscript(directory / model_io.TORCHSCRIPT_FILE)
+    elif (directory / model_io.SAVED_MODEL_DIR).is_dir():
+        arrays = model_io.load_saved_model(directory / model_io.SAVED_MODEL_DIR)
+    else:
+        raise StorageError(
+            f"model directory {directory}: neither {model_io.TORCHSCRIPT_FILE} nor {model_io.SAVED_MODEL_DIR}/"
+        )
+    return LoadedModel(
+        version=str(card.get("version", "unknown")),
+        threshold=float(card["threshold"]),
+        framework=str(card.get("framework", "")),
+        preprocessor=preprocessor,
+        predict_arrays=arrays,
+    )
+
+
+class Predictor(Model):
+    """KServe predictor over the model's input columns (V1 ``instances`` of feature objects, or V2 inputs
+    named by feature). Loads in ``load()``; ``model`` is swapped whole, never mutated."""
+
+    def __init__(self, name: str, model_dir: Path, *, max_rows: int) -> None:
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.max_rows = max_rows
+        self.model: LoadedModel | None = None
+        self.specs: tuple[protocol.ColumnSpec, ...] = ()
+
+    def load(self) -> bool:
+        self.model = load_model_dir(self.model_dir)
+        pre = self.model.preprocessor
+        self.specs = protocol.model_specs(pre.numeric, pre.categorical)
+        self.ready = True
+        return self.ready
+
+    @property
+    def version(self) -> str:
+        return self.model.version if self.model else ""
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [s.metadata() for s in self.specs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return protocol.output_metadata()[:2]
+
+    def validate(self, payload: Any) -> Any:
+        return payload  # decoding validates against the model's columns (protocol.decode)
+
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> Any:
+        async with observe_grpc(self.name, body):
+            return await super().__call__(body, headers, verb)
+
+    def score_columns(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(scores, labels, version) from one consistent model (a hot switch cannot split a batch)."""
+        model = self.model
+        if model is None:
+            raise ModelNotReady(self.name, "the model is not loaded")
+        score, label = model.score(columns, n)
+        return score, label, model.version
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        columns, n = protocol.decode(payload, self.specs, self.max_rows)
+        score, label, version = self.score_columns(columns, n)
+        scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
+        return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None))

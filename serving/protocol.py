@@ -1,0 +1,282 @@
+"""Requests in, columns out: KServe V1 (``instances``) and V2 / Open Inference Protocol (named tensors, REST
+or gRPC) decoded into one equal-length array per declared column, with a 4xx naming the field for every
+client mistake; and the scores encoded back in the protocol the client spoke.
+
+The spec is the contract: V2 inputs are ``[n]`` (or ``[n, 1]``) tensors named by column, strings as
+``BYTES``, numbers as ``FP*``/``INT*``; outputs are ``score`` (FP32), ``label`` (INT64) and ``defaulted``
+(BOOL), and the response carries the model version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from kserve.errors import InvalidInput, ModelNotFound, ServerNotReady
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from kfloop.config import ColumnType, Config
+
+Kind = Literal["string", "number"]
+Protocol = Literal["v1", "v2", "grpc"]
+
+#: Output tensor names (V2) and prediction keys (V1).
+SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
+_NUMERIC_TYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
+_V2_TYPE = {"string": "BYTES", "number": "FP64"}
+
+
+class RequestError(InvalidInput):
+    """A client mistake: 400 over REST, INVALID_ARGUMENT over gRPC; the message names the field."""
+
+
+class PayloadTooLargeError(RequestError):
+    """More rows than ``serving.max_batch_rows`` (413 over REST)."""
+
+    http_status = 413
+
+
+class UnknownEntityError(ModelNotFound):
+    """An entity not in the online store while ``serving.unknown_entity: reject`` (404 / NOT_FOUND)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class OnlineStoreUnavailableError(ServerNotReady):
+    """The online store cannot be read: 503 / UNAVAILABLE, readiness false until it answers again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = self.error_msg
+
+
+class PredictorUnavailableError(ServerNotReady):
+    """The separate predictor cannot be reached or failed (503 / UNAVAILABLE)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = self.error_msg
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One request column: its name, kind and whether null (V1 ``null``, V2 NaN) is allowed."""
+
+    name: str
+    kind: Kind
+    nullable: bool = True
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": _V2_TYPE[self.kind], "shape": [-1]}
+
+
+def request_specs(config: Config) -> tuple[ColumnSpec, ...]:
+    """What a client sends the transformer: the entity keys (strings, never null), then the request
+    features with the data contract's nullability."""
+    specs = [ColumnSpec(key, _kind(config.source.columns[key]), nullable=False) for key in config.source.entity_keys]
+    for col in config.features.request_features:
+        rule = config.contract.columns.get(col)
+        nullable = rule is None or rule.nullable is not False
+        specs.append(ColumnSpec(col, _kind(config.source.columns[col]), nullable))
+    return tuple(specs)
+
+
+def model_specs(numeric: Sequence[str], categorical: Sequence[str]) -> tuple[ColumnSpec, ...]:
+    """What the predictor takes: the model's input columns (missing values are imputed, so nullable)."""
+    return tuple([ColumnSpec(c, "number") for c in numeric] + [ColumnSpec(c, "string") for c in categorical])
+
+
+def output_metadata() -> list[dict[str, Any]]:
+    return [
+        {"name": SCORE, "datatype": "FP32", "shape": [-1]},
+        {"name": LABEL, "datatype": "INT64", "shape": [-1]},
+        {"name": DEFAULTED, "datatype": "BOOL", "shape": [-1]},
+    ]
+
+
+def _kind(column_type: ColumnType) -> Kind:
+    return "number" if column_type in (ColumnType.INT64, ColumnType.FLOAT64) else "string"
+
+
+# --- decoding -------------------------------------------------------------------------------------
+def protocol_of(payload: Any) -> Protocol:
+    if isinstance(payload, InferRequest):
+        return "grpc" if payload.from_grpc else "v2"
+    return "v1"
+
+
+def decode(payload: Any, specs: Sequence[ColumnSpec], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    """{column: array} (strings as object arrays, numbers as float64 with NaN for null) and the row count."""
+    if isinstance(payload, (bytes, str)):  # KServe passes non-JSON content types through undecoded
+        try:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError as err:
+            raise RequestError(f"the request body is not valid JSON: {err}") from None
+    if isinstance(payload, InferRequest):
+        columns = _decode_v2(payload, specs)
+    elif isinstance(payload, Mapping):
+        columns = _decode_v1(payload, specs, max_rows)
+    else:
+        raise RequestError("the request body must be a JSON object with 'instances' (V1) or 'inputs' (V2)")
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
+        raise RequestError("the request has no rows")
+    if n > max_rows:
+        raise PayloadTooLargeError(f"the request has {n} rows; at most {max_rows} per request")
+    return columns, n
+
+
+def _decode_v1(body: Mapping, specs: Sequence[ColumnSpec], max_rows: int) -> dict[str, np.ndarray]:
+    instances = body.get("instances")
+    if instances is None:
+        raise RequestError("missing field 'instances' (a list of objects, one per row)")
+    if not isinstance(instances, list):
+        raise RequestError("field 'instances' must be a list of objects")
+    if len(instances) > max_rows:
+        raise PayloadTooLargeError(f"the request has {len(instances)} rows; at most {max_rows} per request")
+    values: dict[str, list] = {s.name: [] for s in specs}
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise RequestError(f"instances[{i}] must be an object of column: value, got {type(row).__name__}")
+        for spec in specs:
+            if spec.name not in row:
+                raise RequestError(f"instances[{i}]: missing field {spec.name!r}")
+            values[spec.name].append(_check_value(row[spec.name], spec, f"instances[{i}].{spec.name}"))
+    return {s.name: _array(values[s.name], s) for s in specs}
+
+
+def _check_value(value: Any, spec: ColumnSpec, where: str) -> Any:
+    if value is None:
+        if not spec.nullable:
+            raise RequestError(f"{where}: must not be null")
+        return None
+    if spec.kind == "string":
+        if not isinstance(value, str):
+            raise RequestError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        if math.isnan(value) and spec.nullable:
+            return None
+        raise RequestError(f"{where}: must be a finite number, got {value!r}")
+    return value
+
+
+def _array(values: list, spec: ColumnSpec) -> np.ndarray:
+    if spec.kind == "string":
+        return np.array(values, dtype=object)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _decode_v2(request: InferRequest, specs: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
+    by_name: dict[str, Any] = {}
+    for tensor in request.inputs:
+        if tensor.name in by_name:
+            raise RequestError(f"input {tensor.name!r} appears twice")
+        by_name[tensor.name] = tensor
+    missing = [s.name for s in specs if s.name not in by_name]
+    if missing:
+        raise RequestError(f"missing input(s): {', '.join(repr(m) for m in missing)}")
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for spec in specs:
+        tensor = by_name[spec.name]
+        column = _tensor_column(tensor, spec)
+        if n is None:
+            n = len(column)
+        elif len(column) != n:
+            raise RequestError(f"input {spec.name!r} has {len(column)} rows, the first input has {n}")
+        out[spec.name] = column
+    return out
+
+
+def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
+    name, datatype, shape = spec.name, tensor.datatype, list(tensor.shape)
+    if spec.kind == "string" and datatype != "BYTES":
+        raise RequestError(f"input {name!r}: datatype must be BYTES (a string column), got {datatype}")
+    if spec.kind == "number" and datatype not in _NUMERIC_TYPES:
+        raise RequestError(f"input {name!r}: datatype must be numeric (FP64, FP32, INT64 …), got {datatype}")
+    if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1) or any(d < 0 for d in shape):
+        raise RequestError(f"input {name!r}: shape must be [n] or [n, 1], got {shape}")
+    raw = getattr(tensor, "_raw_data", None)
+    if raw is not None:  # gRPC raw_input_contents / REST binary extension: typed by construction
+        try:
+            values = tensor.as_numpy().reshape(-1)
+        except (ValueError, InvalidInput) as err:
+            raise RequestError(f"input {name!r}: raw data does not match shape {shape} ({err})") from None
+        if spec.kind == "string":
+            return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+        return _finite(values.astype(np.float64), spec)
+    data = tensor.data
+    data = list(data) if not isinstance(data, list) else data
+    if data and isinstance(data[0], list):
+        data = [v for row in data for v in (row if isinstance(row, list) else [row])]
+    expected = math.prod(shape)
+    if len(data) != expected:
+        raise RequestError(f"input {name!r}: shape {shape} needs {expected} values, got {len(data)}")
+    if spec.kind == "string":
+        out = []
+        for i, item in enumerate(data):
+            v = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else item
+            if not isinstance(v, str):
+                raise RequestError(f"input {name!r}[{i}]: expected a string, got {type(v).__name__} {v!r}")
+            out.append(v)
+        return np.array(out, dtype=object)
+    for i, v in enumerate(data):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if v is None and spec.nullable:
+                continue
+            raise RequestError(f"input {name!r}[{i}]: expected a number, got {type(v).__name__} {v!r}")
+    values = np.array([np.nan if v is None else v for v in data], dtype=np.float64)
+    return _finite(values, spec)
+
+
+def _finite(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
+    bad = np.isinf(values) | (np.isnan(values) & (not spec.nullable))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise RequestError(f"input {spec.name!r}[{i}]: must be a finite number, got {values[i]!r}")
+    return values
+
+
+# --- encoding -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scores:
+    """One scored batch: what every protocol's response carries."""
+
+    score: np.ndarray  # float32 [n]
+    label: np.ndarray  # int64 [n]
+    defaulted: np.ndarray  # bool [n]
+    model_name: str
+    model_version: str
+
+
+def encode(scores: Scores, protocol: Protocol, request_id: str | None) -> dict | InferResponse:
+    if protocol == "v1":
+        rows = zip(scores.score.tolist(), scores.label.tolist(), scores.defaulted.tolist(), strict=True)
+        return {
+            "predictions": [{SCORE: s, LABEL: lab, DEFAULTED: d} for s, lab, d in rows],
+            "model_name": scores.model_name,
+            "model_version": scores.model_version,
+        }
+    n = len(scores.score)
+    outputs = [
+        InferOutput(SCORE, [n], "FP32", scores.score.astype(np.float32).tolist()),
+        InferOutput(LABEL, [n], "INT64", scores.label.astype(np.int64).tolist()),
+        InferOutput(DEFAULTED, [n], "BOOL", scores.defaulted.astype(bool).tolist()),
+    ]
+    return InferResponse(
+        response_id=request_id or "",
+        model_name=scores.model_name,
+        infer_outputs=outputs,
+        model_version=scores.model_version,
+        from_grpc=protocol == "grpc",
+        # also as a parameter: KServe's REST client (transformer → predictor) drops model_version
+        parameters={"model_version": scores.model_version},
+    )

@@ -1,0 +1,260 @@
+"""Assembling and running the KServe model server: the local one-process server (transformer + predictor)
+for ``kfloop serve``, and the separate cluster components (``python -m kfloop.serving``).
+
+Beside KServe's REST and gRPC servers run the background duties: the online-store readiness probe, and
+locally the champion watch that hot-switches the predictor (load the new version off the event loop,
+then swap one reference: requests in flight finish on the version they started with).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import kserve.model_server as kserve_server
+from fastapi.exceptions import RequestValidationError
+from kserve import ModelServer
+from kserve.predictor_config import PredictorConfig
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from kfloop.config import Config
+from kfloop.errors import KfloopError
+from kfloop.registry import ModelRegistry
+from kfloop.serving import protocol
+from kfloop.serving.metrics import RestGuard, set_model_version
+from kfloop.serving.predictor import CARD_FILE, Predictor, load_model_dir
+from kfloop.serving.transformer import Transformer
+from kfloop.storage import Storage
+
+log = logging.getLogger("kfloop.serving")
+
+#: The in-process predictor is also served on its own, taking the model's input columns directly.
+PREDICTOR_SUFFIX = "-predictor"
+
+
+class NoChampionError(KfloopError):
+    """Nothing to serve: the registry has no champion (and no --version was given)."""
+
+    exit_code = 2
+
+
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=413, content={"error": str(exc)})
+
+
+async def _malformed(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's V2 body validation (malformed JSON, wrong field types) as KServe-style 400s."""
+    errors = getattr(exc, "errors", lambda: [])()
+    parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors[:5]]
+    return JSONResponse(status_code=400, content={"error": "invalid request body: " + "; ".join(parts)})
+
+
+class KfloopModelServer(ModelServer):
+    """``kserve.ModelServer`` plus a body-size guard, request metrics, readiness that includes the online
+    store, and background tasks that live and die with the servers."""
+
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int,
+        background: list[Callable[[], Awaitable[None]]],
+        on_stop: Callable[[], None],
+        ready: Callable[[], Awaitable[bool]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(enable_latency_logging=False, **kwargs)
+        self._background = background
+        self._on_stop = on_stop
+        if ready is not None:
+            kserve_ready = self.dataplane.ready  # checks the remote predictor when configured to
+
+            async def combined() -> bool:
+                return await ready() and await kserve_ready()
+
+            self.dataplane.ready = combined  # /v2/health/ready and gRPC ServerReady
+        app = kserve_server.app
+        models = self.registered_models
+        app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=lambda m: models.get_model(m) is not None)
+        app.add_exception_handler(protocol.PayloadTooLargeError, _too_large)
+        app.add_exception_handler(RequestValidationError, _malformed)
+
+    async def _serve(self) -> None:
+        tasks = [asyncio.create_task(job()) for job in self._background]
+        try:
+            await asyncio.gather(*self.servers)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._on_stop()
+
+
+async def every(seconds: float, job: Callable[[], Any]) -> None:
+    """Run ``job`` (sync or async) every ``seconds``; an error is logged and the loop goes on."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            result = job()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("background job %s failed", getattr(job, "__name__", job))
+
+
+def open_lookup(config: Config, storage: Storage, environ: Mapping[str, str]) -> Any:
+    from kfloop.feature_repo.online import ServingLookup
+    from kfloop.feature_repo.store import open_store
+
+    store = open_store(config, storage, environ)
+    return ServingLookup(store, config.features.service)
+
+
+def open_inference_log(config: Config, storage: Storage) -> Any:
+    if not config.serving.inference_log.enabled:
+        return None
+    from kfloop.serving.inference_log import InferenceLog
+
+    return InferenceLog(storage, config)
+
+
+class ChampionWatch:
+    """Keeps the local predictor on the registry's champion (or pinned to one version)."""
+
+    def __init__(self, registry: ModelRegistry, predictor: Predictor, workdir: Path, pinned: str | None) -> None:
+        self.registry = registry
+        self.predictor = predictor
+        self.workdir = workdir
+        self.pinned = pinned
+
+    def target(self) -> str:
+        if self.pinned:
+            self.registry.get(self.pinned)  # ModelNotFoundError names the known versions
+            return self.pinned
+        champion = self.registry.champion()
+        if champion is None:
+            raise NoChampionError(
+                f"model {self.registry.model!r} has no champion yet: run the training loop first "
+                "(`kfloop run`), or pass --version"
+            )
+        return champion.version
+
+    def fetch(self, version: str) -> Path:
+        """Download and verify ``version`` (with its card) into a directory of its own."""
+        dest = self.workdir / version
+        if dest.exists():
+            shutil.rmtree(dest)
+        self.registry.fetch(version, dest)
+        card = self.registry.get(version).card
+        (dest / CARD_FILE).write_text(__import__("json").dumps(card, default=str))
+        return dest
+
+    def load_initial(self) -> None:
+        version = self.target()
+        self.predictor.model_dir = self.fetch(version)
+        self.predictor.load()
+        set_model_version(self.predictor.name, version)
+
+    async def check(self) -> None:
+        """Switch to a new champion: fetch + load in a worker thread, then swap the loaded model."""
+        if self.pinned:
+            return
+        champion = await asyncio.to_thread(self.registry.champion)
+        current = self.predictor.version
+        if champion is None or champion.version == current:
+            return
+        directory = await asyncio.to_thread(self.fetch, champion.version)
+        loaded = await asyncio.to_thread(load_model_dir, directory)
+        old = self.predictor.model
+        if old is not None and (
+            loaded.preprocessor.numeric != old.preprocessor.numeric
+            or loaded.preprocessor.categorical != old.preprocessor.categorical
+        ):
+            log.error("champion %s has other input columns than %s; restart the server to serve it", champion, current)
+            return
+        self.predictor.model = loaded  # one reference swap: in-flight batches keep the model they hold
+        set_model_version(self.predictor.name, loaded.version, current)
+        log.info("switched %s from %s to %s", self.predictor.name, current, loaded.version)
+
+
+def run_server(
+    config: Config,
+    models: list[Any],
+    *,
+    http_port: int,
+    grpc_port: int,
+    background: list[Callable[[], Awaitable[None]]],
+    on_stop: Callable[[], None],
+    ready: Callable[[], Awaitable[bool]] | None = None,
+    predictor_config: PredictorConfig | None = None,
+) -> None:
+    """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs."""
+    server = KfloopModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        max_body_bytes=config.serving.max_body_bytes,
+        background=background,
+        on_stop=on_stop,
+        ready=ready,
+        predictor_config=predictor_config or PredictorConfig(predictor_host=None),
+    )
+    try:
+        server.start(models)
+    finally:
+        on_stop()
+
+
+def serve_local(
+    config: Config,
+    storage: Storage,
+    environ: Mapping[str, str],
+    *,
+    version: str | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the champion (or ``version``) with the Feast transformer in this process until SIGINT/SIGTERM;
+    buffered inference-log rows are written before it returns."""
+    name = config.training.model_name
+    workdir = Path(tempfile.mkdtemp(prefix="kfloop-serve-"))
+    predictor = Predictor(name + PREDICTOR_SUFFIX, workdir / "pending", max_rows=config.serving.max_batch_rows)
+    watch = ChampionWatch(ModelRegistry(storage, name), predictor, workdir, version)
+    watch.load_initial()
+    lookup = open_lookup(config, storage, environ)
+    inference_log = open_inference_log(config, storage)
+    transformer = Transformer(config, lookup, predictor=predictor, log=inference_log)
+    transformer.load()
+    transformer.probe_store()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
+        if inference_log is not None:
+            inference_log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    async def ready() -> bool:
+        return transformer.store_error is None and predictor.model is not None
+
+    if on_ready is not None:
+        on_ready(predictor.version)
+    run_server(
+        config,
+        [transformer, predictor],
+        http_port=http_port or config.serving.http_port,
+        grpc_port=grpc_port or config.serving.grpc_port,
+        background=[
+            lambda: every(config.serving.store_check_seconds, transformer.probe_store),
+            lambda: every(config.serving.reload_seconds, watch.check),
+        ],
+        on_stop=stop,
+        ready=ready,
+    )

@@ -1,0 +1,210 @@
+"""The transformer: a request of entity keys + request-time fields → online features from Feast → the
+predictor's input columns → scores, in the protocol the client spoke.
+
+In one process (the embedded default) it calls the predictor object directly; on the cluster it is a
+separate KServe component and calls the predictor over KServe's V2 REST/gRPC (or V1) client. Either way
+the response carries the version that scored the batch, and every scored row goes to the inference log.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+from kserve import Model
+from kserve.errors import ModelNotReady
+from kserve.model import InferenceVerb
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from kfloop.config import Config
+from kfloop.feature_repo.online import ServingLookup
+from kfloop.serving import protocol
+from kfloop.serving.metrics import LOOKUP, STORE_UP, observe_grpc
+from kfloop.serving.predictor import Predictor
+from kfloop.training.preprocess import feature_columns
+
+
+@dataclass
+class Batch:
+    """One decoded request on its way through the transformer."""
+
+    protocol: protocol.Protocol
+    request_id: str
+    request: dict[str, np.ndarray]  # entity keys + request features, as sent
+    inputs: dict[str, np.ndarray]  # the model's input columns
+    n: int
+    defaulted: np.ndarray  # bool [n]: some view had no row for this entity
+
+
+class Transformer(Model):
+    """Feast online lookup in front of the predictor. ``predictor`` is the in-process predictor, or None
+    when KServe's ``predictor_host`` points at a separate one."""
+
+    def __init__(self, config: Config, lookup: ServingLookup, *, predictor: Predictor | None, log: Any = None) -> None:
+        super().__init__(config.training.model_name)
+        self.config = config
+        self.lookup = lookup
+        self.predictor = predictor
+        self.log = log
+        self.specs = protocol.request_specs(config)
+        self.numeric, self.categorical = feature_columns(config)
+        self.max_rows = config.serving.max_batch_rows
+        self.reject_unknown = config.serving.unknown_entity == "reject"
+        self.store_error: str | None = None
+        STORE_UP.labels(self.name).set(1)
+
+    # --- health ------------------------------------------------------------------------------------
+    def load(self) -> bool:
+        self.ready = True
+        return self.ready
+
+    async def healthy(self) -> bool:
+        """Ready only with a loaded model and a reachable online store (the message says which is not)."""
+        if self.store_error:
+            raise ModelNotReady(self.name, f"online store unreachable: {self.store_error}")
+        if self.predictor is not None and self.predictor.model is None:
+            raise ModelNotReady(self.name, "the model is not loaded")
+        return self.ready
+
+    def probe_store(self) -> bool:
+        """Read one (absent) entity through the serving path; readiness follows the answer."""
+        try:
+            self.lookup.get(dict.fromkeys(self.lookup.join_keys, "__kfloop_probe__"))
+        except Exception as err:  # any store client error means "cannot serve"
+            self._store_down(err)
+            return False
+        if self.store_error:
+            self.store_error = None
+            STORE_UP.labels(self.name).set(1)
+        return True
+
+    def _store_down(self, err: Exception) -> None:
+        self.store_error = f"{type(err).__name__}: {err}"
+        STORE_UP.labels(self.name).set(0)
+
+    # --- metadata ------------------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [s.metadata() for s in self.specs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return protocol.output_metadata()
+
+    def validate(self, payload: Any) -> Any:
+        return payload  # decoding validates against the request columns
+
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> Any:
+        async with observe_grpc(self.name, body):
+            return await super().__call__(body, headers, verb)
+
+    # --- the request path ----------------------------------------------------------------------------
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        columns, n = protocol.decode(payload, self.specs, self.max_rows)
+        start = time.perf_counter()
+        features, missing = self._lookup(columns, n)
+        LOOKUP.labels(self.name).observe(time.perf_counter() - start)
+        if self.reject_unknown and missing:
+            key, row = next(iter(missing.items()))
+            i = int(np.argmax(row))
+            raise protocol.UnknownEntityError(
+                f"unknown entity {key}={columns[key][i]!r} (row {i}): not in the online store "
+                "(serving.unknown_entity is 'reject')"
+            )
+        defaulted = np.zeros(n, dtype=bool)
+        for row in missing.values():
+            defaulted |= row
+        inputs: dict[str, np.ndarray] = {}
+        for name in self.numeric:
+            inputs[name] = columns[name] if name in columns else _numbers(features[name])
+        for name in self.categorical:
+            inputs[name] = columns[name] if name in columns else np.array(features[name], dtype=object)
+        request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        return Batch(protocol.protocol_of(payload), request_id, columns, inputs, n, defaulted)
+
+    def _lookup(self, columns: dict[str, np.ndarray], n: int) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+        try:
+            return self.lookup.get_batch({k: columns[k].tolist() for k in self.lookup.join_keys})
+        except Exception as err:  # the store client failed: 503, readiness false until a probe succeeds
+            self._store_down(err)
+            raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
+
+    async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> tuple[Batch, protocol.Scores]:
+        if self.predictor is not None:
+            score, label, version = self.predictor.score_columns(batch.inputs, batch.n)
+        else:
+            score, label, version = await self._remote(batch, headers)
+        return batch, protocol.Scores(score, label, batch.defaulted, self.name, version)
+
+    async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Call the separate predictor (KServe's client: V1, V2 REST or gRPC as configured)."""
+        if self.predictor_config is not None and self.predictor_config.protocol == "v1":
+            rows = [{k: _json_value(v[i]) for k, v in batch.inputs.items()} for i in range(batch.n)]
+            result = await self._call_predictor({"instances": rows}, headers)
+            preds = result["predictions"]
+            score = np.array([p[protocol.SCORE] for p in preds], dtype=np.float32)
+            label = np.array([p[protocol.LABEL] for p in preds], dtype=np.int64)
+            return score, label, str(result.get("model_version", ""))
+        tensors = []
+        for name, values in batch.inputs.items():
+            if values.dtype == object:
+                tensors.append(InferInput(name, [batch.n], "BYTES", [("" if v is None else v) for v in values]))
+            else:
+                tensors.append(InferInput(name, [batch.n], "FP64", values.tolist()))
+        result: InferResponse = await self._call_predictor(
+            InferRequest(self.name, tensors, request_id=batch.request_id), headers
+        )
+        version = result.model_version or (result.parameters or {}).get("model_version", "")
+        if hasattr(version, "string_param"):  # a gRPC InferParameter
+            version = version.string_param
+        outputs = {o.name: o.as_numpy().reshape(-1) for o in result.outputs}
+        score, label = outputs[protocol.SCORE].astype(np.float32), outputs[protocol.LABEL].astype(np.int64)
+        return score, label, str(version)
+
+    async def _call_predictor(self, payload: Any, headers: dict[str, str] | None) -> Any:
+        """KServe's client call; the predictor's 4xx stays the client's 4xx, anything else is a 503."""
+        try:
+            return await super().predict(payload, headers)
+        except httpx.HTTPStatusError as err:
+            status, text = err.response.status_code, err.response.text
+            if 400 <= status < 500:
+                raise protocol.RequestError(f"predictor refused the request ({status}): {text}") from None
+            raise protocol.PredictorUnavailableError(f"predictor answered {status}: {text}") from None
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise protocol.RequestError(f"predictor refused the request: {err.details()}") from None
+            raise protocol.PredictorUnavailableError(f"predictor: {err.code().name}: {err.details()}") from None
+        except httpx.TransportError as err:
+            raise protocol.PredictorUnavailableError(f"predictor unreachable: {type(err).__name__}: {err}") from None
+
+    def postprocess(self, result: tuple[Batch, protocol.Scores], headers: dict[str, str] | None = None) -> Any:
+        batch, scores = result
+        if self.log is not None:
+            self.log.append(
+                {
+                    **batch.request,
+                    **batch.inputs,
+                    "score": scores.score,
+                    "label": scores.label,
+                    "defaulted": scores.defaulted,
+                },
+                model_version=scores.model_version,
+                request_id=batch.request_id,
+                protocol=batch.protocol,
+            )
+        return protocol.encode(scores, batch.protocol, batch.request_id)
+
+
+def _numbers(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
