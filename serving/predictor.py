@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import ModelNotReady
 from kserve.model import InferenceVerb
 
 from kfloop.errors import StorageError
@@ -113,7 +112,7 @@ class Predictor(Model):
         """(scores, labels, version) from one consistent model (a hot switch cannot split a batch)."""
         model = self.model
         if model is None:
-            raise ModelNotReady(self.name, "the model is not loaded")
+            raise protocol.NotReadyError(self.name, "the model is not loaded")
         score, label = model.score(columns, n)
         return score, label, model.version
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from kserve.errors import InvalidInput, ModelNotFound, ServerNotReady
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kfloop.config import ColumnType, Config
@@ -52,6 +52,14 @@ class OnlineStoreUnavailableError(ServerNotReady):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
+        self.reason = self.error_msg
+
+
+class NotReadyError(ModelNotReady):
+    """The model cannot serve now (503 / UNAVAILABLE); ``reason`` is what KServe's gRPC interceptor sends."""
+
+    def __init__(self, model_name: str, detail: str) -> None:
+        super().__init__(model_name, detail)
         self.reason = self.error_msg
 
 
@@ -241,7 +249,7 @@ def _finite(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
     bad = np.isinf(values) | (np.isnan(values) & (not spec.nullable))
     if bad.any():
         i = int(np.argmax(bad))
-        raise RequestError(f"input {spec.name!r}[{i}]: must be a finite number, got {values[i]!r}")
+        raise RequestError(f"input {spec.name!r}[{i}]: must be a finite number, got {float(values[i])!r}")
     return values
 
 

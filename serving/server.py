@@ -95,13 +95,14 @@ class KfloopModelServer(ModelServer):
 
 
 async def every(seconds: float, job: Callable[[], Any]) -> None:
-    """Run ``job`` (sync or async) every ``seconds``; an error is logged and the loop goes on."""
+    """Run ``job`` every ``seconds`` (a sync one in a worker thread); an error is logged, the loop goes on."""
     while True:
         await asyncio.sleep(seconds)
         try:
-            result = job()
-            if asyncio.iscoroutine(result):
-                await result
+            if asyncio.iscoroutinefunction(job):
+                await job()
+            else:  # blocking I/O (a store probe can wait on a dead server) stays off the event loop
+                await asyncio.to_thread(job)
         except Exception:
             log.exception("background job %s failed", getattr(job, "__name__", job))
 

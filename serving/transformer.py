@@ -17,7 +17,6 @@ import grpc
 import httpx
 import numpy as np
 from kserve import Model
-from kserve.errors import ModelNotReady
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
@@ -66,9 +65,9 @@ class Transformer(Model):
     async def healthy(self) -> bool:
         """Ready only with a loaded model and a reachable online store (the message says which is not)."""
         if self.store_error:
-            raise ModelNotReady(self.name, f"online store unreachable: {self.store_error}")
+            raise protocol.NotReadyError(self.name, f"online store unreachable: {self.store_error}")
         if self.predictor is not None and self.predictor.model is None:
-            raise ModelNotReady(self.name, "the model is not loaded")
+            raise protocol.NotReadyError(self.name, "the model is not loaded")
         return self.ready
 
     def probe_store(self) -> bool:

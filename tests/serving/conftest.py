@@ -1,0 +1,159 @@
+"""A trained, materialized workspace and real `kfloop serve` processes on free localhost ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from benchmarks.redis_server import RedisServer
+from kfloop.components.train import train_and_register
+from kfloop.config import Config, config_to_json, parse_config
+from kfloop.demo import DemoSpec, generate
+from kfloop.registry import ModelRegistry
+from tests.conftest import free_port
+from tests.feature_repo.harness import Loop, sqlite_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def relaxed(data: dict) -> None:
+    """A quick model on a small demo: fewer epochs, and small request limits the error tests can reach."""
+    data["training"]["epochs"] = 4
+    data["serving"] = {
+        "max_batch_rows": 500,
+        "max_body_bytes": 256 * 1024,
+        "reload_seconds": 0.5,
+        "store_check_seconds": 0.5,
+        "inference_log": {"flush_rows": 100, "flush_seconds": 1.0},
+    }
+
+
+@dataclass
+class Trained:
+    """A workspace with online features and a champion, plus the demo frame it was built from."""
+
+    loop: Loop
+    frame: pd.DataFrame
+    champion: str
+
+    @property
+    def config(self) -> Config:
+        return self.loop.config
+
+    def request_rows(self, n: int, start: int = 0) -> list[dict]:
+        """Rows as an application sends them: entity keys + request features of real transactions."""
+        cols = [*self.config.source.entity_keys, *self.config.features.request_features]
+        rows = self.frame[cols].iloc[start : start + n].to_dict("records")
+        return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows]
+
+    def write_config(self, path: Path, edit: Callable[[dict], None] | None = None) -> Path:
+        data = self.config.model_dump(mode="json")
+        if edit is not None:
+            edit(data)
+        path.write_text(config_to_json(parse_config(data, str(path))))
+        return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    root = tmp_path_factory.mktemp("serving")
+    loop = Loop.create(root / "ws", sqlite_backend(), relaxed)
+    frame = generate(DemoSpec(rows=6000, seed=13)).frame
+    loop.load(frame)
+    loop.materialize()
+    loop.training_set()
+    card = train_and_register(loop.config, loop.storage, pipeline_run="serving-tests")
+    ModelRegistry(loop.storage, loop.config.training.model_name).promote(card["version"], "serving tests")
+    return Trained(loop, frame, card["version"])
+
+
+@dataclass
+class Server:
+    """One `kfloop serve` process."""
+
+    config_path: Path
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout: float = 90.0) -> Server:
+        cmd = [sys.executable, "-m", "kfloop", "serve", "-c", str(self.config_path)]
+        cmd += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.args]
+        self.log_path = self.config_path.with_suffix(f".{self.http_port}.log")
+        out = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kfloop serve exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"kfloop serve not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM (a clean shutdown) and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(config_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+        server = Server(config_path, args=args, env=env or {})
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, free to be stopped and restarted (its RDB lives in tmp_path)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
