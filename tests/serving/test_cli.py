@@ -1,0 +1,56 @@
+"""`kfloop serve` / `kfloop predict` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import demo_config
+from tests.serving.conftest import ROOT, Server, Trained
+
+pytestmark = pytest.mark.slow
+
+
+def _kfloop(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "kfloop", *args]
+    return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=120)
+
+
+def test_predict_prints_the_servers_answer_over_each_protocol(trained: Trained, start_server, tmp_path: Path) -> None:
+    config = trained.write_config(tmp_path / "kfloop.json")
+    server: Server = start_server(config)
+    rows = trained.request_rows(2)
+    for protocol in ("v1", "v2", "grpc"):
+        out = _kfloop(
+            "predict",
+            "-c",
+            str(config),
+            "-p",
+            protocol,
+            "--url",
+            server.url,
+            "--grpc-target",
+            server.grpc_target,
+            stdin="\n".join(json.dumps(r) for r in rows),
+        )
+        assert out.returncode == 0, out.stderr
+        body = json.loads(out.stdout)
+        assert body["model_version"] == trained.champion and len(body["predictions"]) == 2
+
+    bad = _kfloop("predict", "-c", str(config), "--url", server.url, "-d", json.dumps({**rows[0], "amount": "lots"}))
+    assert bad.returncode == 1
+    assert "400" in bad.stderr and "amount" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_serve_without_a_champion_says_what_to_do(tmp_path: Path) -> None:
+    config = tmp_path / "kfloop.json"
+    config.write_text(demo_config(tmp_path / "ws").model_dump_json())
+    out = _kfloop("serve", "-c", str(config))
+    assert out.returncode == 2
+    assert "no champion" in out.stderr and "kfloop run" in out.stderr
+    pinned = _kfloop("serve", "-c", str(config), "--version", "v9")
+    assert pinned.returncode == 1 and "no version 'v9'" in pinned.stderr
