@@ -31,6 +31,7 @@ class LocalRun:
     materialized: list
     training_set: dict
     model: dict
+    deploy: dict
     log_path: Path
     pipeline_root: Path
 
@@ -85,6 +86,7 @@ def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> L
         materialized=_returned(run_dir / "materialize-component"),
         training_set=_read_json(run_dir / "training-set-component" / "training_set"),
         model=_read_json(run_dir / "train-component" / "model"),
+        deploy=_returned(run_dir / "deploy-component") or {},
         log_path=log_path,
         pipeline_root=root,
     )

@@ -1,5 +1,5 @@
 """The training pipeline (KFP v2): ingest → validate → quality gate → features → materialize → training set
-→ train → evaluate (promotion gate).
+→ train → evaluate (promotion gate) → deploy (the champion to KServe).
 
 Materialization runs before the training set: both apply the Feast objects to one registry file. The
 whole config travels as one pipeline parameter (``config_json``) whose default is the config the pipeline
@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
+from kfloop.cluster_env import plain_env, secret_env_refs
+from kfloop.components.deploy import deploy_component
 from kfloop.components.evaluate import evaluate_component
 from kfloop.components.features import features_component
 from kfloop.components.ingest import ingest_component
@@ -19,10 +21,8 @@ from kfloop.components.materialize import materialize_component
 from kfloop.components.train import train_component
 from kfloop.components.training_set import training_set_component
 from kfloop.components.validate import gate_component, validate_component
-from kfloop.config import Config, Resources, S3StorageConfig, config_to_json
+from kfloop.config import Config, Resources, config_to_json
 from kfloop.config.cluster import StepName
-from kfloop.config.features import RedisStore
-from kfloop.feature_repo.store import s3_endpoint
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2
@@ -40,19 +40,11 @@ def _apply_resources(task: dsl.PipelineTask, res: Resources) -> None:
 
 def _apply_secrets(task: dsl.PipelineTask, config: Config, *, online_store: bool = False) -> None:
     """On a cluster, S3 keys (and the Redis connection string) come from Kubernetes Secrets as the env
-    vars the config names."""
-    refs = []
-    if isinstance(config.storage, S3StorageConfig):
-        refs += [config.storage.access_key, config.storage.secret_key]
-    store = config.features.online_store
-    if online_store and isinstance(store, RedisStore) and store.secret:
-        refs.append(store.secret)
-    for ref in refs:
-        if ref.secret_name and ref.secret_key:
-            kubernetes.use_secret_as_env(task, secret_name=ref.secret_name, secret_key_to_env={ref.secret_key: ref.env})
-    endpoint = s3_endpoint(config)
-    if online_store and endpoint:  # Feast's S3 registry reads its endpoint from this variable only
-        task.set_env_variable("FEAST_S3_ENDPOINT_URL", endpoint)
+    vars the config names (the same ones the InferenceService gets: ``kfloop.cluster_env``)."""
+    for ref in secret_env_refs(config, online_store=online_store):
+        kubernetes.use_secret_as_env(task, secret_name=ref.secret_name, secret_key_to_env={ref.secret_key: ref.env})
+    for name, value in plain_env(config, online_store=online_store).items():
+        task.set_env_variable(name, value)
 
 
 def _configure(
@@ -86,6 +78,7 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     training_set_op = _step(training_set_component, config)
     train_op = _step(train_component, config)
     evaluate_op = _step(evaluate_component, config)
+    deploy_op = _step(deploy_component, config)
 
     @dsl.pipeline(
         name=pipeline_name(config),
@@ -133,11 +126,19 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
             f"train ({config.training.framework})",
             retries,
         )
-        _configure(
+        evaluate = _configure(
             evaluate_op(config_json=config_json, version=train.outputs["Output"]),
             config,
             "evaluate",
             "evaluate + promotion gate",
+            retries,
+        )
+        _configure(
+            # create-or-update is idempotent, so a retry after a lost API response finds the work done
+            deploy_op(config_json=config_json, champion=evaluate.outputs["Output"]),
+            config,
+            "deploy",
+            "deploy (KServe)",
             retries,
         )
         return train.outputs["model"]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
-from kfloop.cli.summary import features_table, ingest_table, model_table, quality_table
+from kfloop.cli.summary import deploy_table, features_table, ingest_table, model_table, quality_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 
@@ -34,6 +34,8 @@ def run(
     console.print(features_table(result.features, result.materialized, result.training_set))
     if result.model:
         console.print(model_table(result.model, *_decision(cfg, result.model["version"])))
+    if result.deploy:
+        console.print(deploy_table(result.deploy))
 
 
 def _decision(cfg, version: str) -> tuple[dict | None, str | None]:

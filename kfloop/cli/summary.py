@@ -81,3 +81,33 @@ def model_table(card: dict, decision: dict | None, champion: str | None) -> Tabl
         t.add_row("gate", verdict + ": " + escape("; ".join(decision["reasons"])))
     t.add_row("champion", escape(champion or "none"))
     return t
+
+
+def deploy_table(d: dict) -> Table:
+    """The deploy part of a summary: what serves the champion now."""
+    t = _table("deploy → serving")
+    action = d.get("action", "?")
+    t.add_row("action", escape(action))
+    t.add_row("version", escape(str(d.get("version") or "none")))
+    if action in ("created", "updated", "unchanged"):
+        t.add_row("InferenceService", escape(f"{d['service']} in namespace {d['namespace']}"))
+        if d.get("previous") and action == "updated":
+            t.add_row("previous version", escape(d["previous"]))
+        if d.get("canary_traffic_percent") is not None:
+            t.add_row("canary traffic", f"{d['canary_traffic_percent']} %")
+    note = d.get("message") or d.get("reason")
+    if note:
+        t.add_row("note", escape(note))
+    return t
+
+
+def serving_table(r: dict) -> Table:
+    """What `kfloop serve-check` saw from the client side."""
+    t = _table(f"serving → {r['model']} {r['version']} (KServe, Feast online features)")
+    t.add_row("started in", f"{r['startup_s']} s")
+    for protocol, (p50, p99) in r["latency_ms"].items():
+        t.add_row(f"{protocol} latency", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (one row, client side)")
+    t.add_row("batch", f"{r['batch_rows']} test rows: {r['flagged']} flagged, {r['defaulted']} with default features")
+    t.add_row("inference log", f"{r['logged_rows']} of {r['sent_rows']} rows written")
+    t.add_row("shutdown", "clean" if r["clean_exit"] else "[red]not clean[/]")
+    return t

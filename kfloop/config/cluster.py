@@ -22,7 +22,7 @@ class Resources(Section):
 
 
 #: Pipeline steps that take resource settings (a dict, so later steps add a name here only).
-StepName = Literal["ingest", "validate", "features", "materialize", "training_set", "train", "evaluate"]
+StepName = Literal["ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy"]
 
 
 class ClusterConfig(Section):

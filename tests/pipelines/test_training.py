@@ -14,6 +14,7 @@ from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
 from kfloop.pipelines.compile import compile_training
 from kfloop.pipelines.local import project_python_on_path, run_local
+from kfloop.registry import ModelRegistry
 from kfloop.storage import LocalStorage
 from tests.conftest import REPO, demo_config
 
@@ -39,6 +40,10 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert run.quality["gate_passed"] and run.quality["rows_in"] == 3000  # ingest rejects count too
     q = run.quality
     assert q["rows_clean"] + q["rows_quarantined"] + q["rows_dropped_duplicates"] == q["rows_in"]
+    champion = ModelRegistry(LocalStorage("ws"), cfg.training.model_name).champion()
+    # deploy ran last: locally a no-op that names the version a running `kfloop serve` switches to
+    assert run.deploy["action"] == ("hot-switch" if champion else "none")
+    assert run.deploy["version"] == (champion.version if champion else None)
     again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
     assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
 
@@ -87,6 +92,7 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == [
+        "deploy-component",
         "evaluate-component",
         "features-component",
         "gate-component",
@@ -106,7 +112,11 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         "training-set-component": ["materialize-component"],
         "train-component": ["training-set-component"],
         "evaluate-component": ["train-component"],
+        "deploy-component": ["evaluate-component"],  # serves the champion evaluate may just have promoted
     }
+    champion_in = tasks["deploy-component"]["inputs"]["parameters"]["champion"]["taskOutputParameter"]
+    assert champion_in == {"producerTask": "evaluate-component", "outputParameterKey": "Output"}
+    assert tasks["deploy-component"]["taskInfo"]["name"] == "deploy (KServe)"
     for name, task in tasks.items():
         assert task["cachingOptions"].get("enableCache", False) is False, name
         if name != "gate-component":  # the gate's failure is deliberate: retrying cannot help
@@ -141,7 +151,7 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
 def test_compiled_pipeline_mounts_secrets_on_steps_that_use_them(tmp_path: Path) -> None:
     spec = _compiled(tmp_path)
     executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    storage_steps = {"ingest", "validate", "features", "materialize", "training-set", "train", "evaluate"}
+    storage_steps = {"ingest", "validate", "features", "materialize", "training-set", "train", "evaluate", "deploy"}
     assert set(executors) == {f"exec-{s}-component" for s in storage_steps}
     s3 = {"AWS_ACCESS_KEY_ID": ("kfloop-s3", "accesskey"), "AWS_SECRET_ACCESS_KEY": ("kfloop-s3", "secretkey")}
     for name, k8s in executors.items():

@@ -1,0 +1,155 @@
+"""Deploy stage: the registry's champion → the KServe InferenceService that serves it.
+
+Locally (a workspace directory) nothing is deployed: a running ``kfloop serve`` polls the registry and
+switches to a new champion by itself. On a cluster (S3 workspace) the step creates the InferenceService,
+updates it when it serves another version (as a canary when ``serving.canary_traffic_percent`` is set),
+and leaves it alone when it already serves the champion. The registry is read again rather than trusting
+the evaluate step's answer, so a promotion or rollback by hand in between wins.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
+import json
+from typing import Any, Protocol
+
+from kfloop.config import Config
+from kfloop.errors import KfloopError
+from kfloop.registry import ModelRegistry
+from kfloop.storage import Storage
+
+GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+class DeployError(KfloopError):
+    """The Kubernetes API is unreachable or refused an InferenceService operation (the message names the
+    service and the namespace)."""
+
+    http_status = 502
+
+
+class CustomObjectsApi(Protocol):
+    """The part of ``kubernetes.client.CustomObjectsApi`` the step uses (tests pass a fake)."""
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Any:
+        """The object; raises ``ApiException`` (status 404 when absent)."""
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict
+    ) -> Any: ...
+
+    def replace_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict
+    ) -> Any: ...
+
+
+def _api_message(err: Exception) -> str:
+    """The API server's own message (its JSON ``Status``), else the exception text."""
+    body = getattr(err, "body", None)
+    try:
+        return str(json.loads(body)["message"])
+    except (TypeError, ValueError, KeyError):
+        status, reason = getattr(err, "status", None), getattr(err, "reason", None)
+        return f"{status} {reason}" if status else f"{type(err).__name__}: {err}"
+
+
+def _in_cluster_api() -> CustomObjectsApi:
+    """The API of the cluster this pod runs in (its ServiceAccount), else the local kubeconfig's."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        try:
+            kube_config.load_kube_config()
+        except (kube_config.ConfigException, OSError) as err:
+            raise DeployError(
+                f"cannot deploy to KServe: no in-cluster service account and no kubeconfig ({err}); the deploy "
+                "step runs inside the cluster, or use a local workspace (storage.type: local) off the cluster"
+            ) from None
+    return client.CustomObjectsApi()
+
+
+def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: CustomObjectsApi) -> dict:
+    """Create, update (canary when configured) or keep the InferenceService so it serves ``version``."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from kfloop.serving.inference_service import (
+        MANAGED_BY_LABEL,
+        VERSION_LABEL,
+        build_inference_service,
+        inference_service_manifest,
+        storage_uri_for,
+    )
+
+    name, namespace = config.training.model_name, config.cluster.namespace
+    where = f"InferenceService {name!r} in namespace {namespace!r}"
+    uri = storage_uri_for(storage, config, version)
+    result = {"version": version, "service": name, "namespace": namespace, "storage_uri": uri}
+    try:
+        try:
+            existing = api.get_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            body = inference_service_manifest(build_inference_service(config, version, uri))
+            api.create_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, body)
+            return {**result, "action": "created", "previous": None, "canary_traffic_percent": None}
+        meta = existing.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != "kfloop":
+            raise DeployError(
+                f"{where} exists but kfloop did not create it (no label {MANAGED_BY_LABEL}=kfloop): delete it "
+                "or choose another training.model_name"
+            )
+        served = labels.get(VERSION_LABEL)
+        if served == version:
+            return {**result, "action": "unchanged", "previous": served, "canary_traffic_percent": None}
+        # A full update (PUT at the version we read), not a merge patch: a merge patch would leave behind a
+        # canaryTrafficPercent or logger the config no longer has. Labels and annotations others set stay.
+        body = inference_service_manifest(build_inference_service(config, version, uri, canary=True))
+        body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+        body["metadata"]["labels"] = {**labels, **body["metadata"]["labels"]}
+        body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
+        api.replace_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body)
+    except (ApiException, HTTPError, OSError) as err:
+        raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from None
+    percent = config.serving.canary_traffic_percent
+    return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
+
+
+def deploy_champion(config: Config, storage: Storage, api: CustomObjectsApi | None = None) -> dict:
+    """Make the serving side follow the registry's champion; returns what was done (``action``) and why.
+
+    ``api`` is the Kubernetes custom-objects API (default: the cluster's, from the pod's ServiceAccount).
+    """
+    champion = ModelRegistry(storage, config.training.model_name).champion()
+    if champion is None:
+        reason = f"model {config.training.model_name!r} has no champion yet: nothing to serve"
+        return {"action": "none", "version": None, "reason": reason}
+    if config.storage.type == "local":
+        return {
+            "action": "hot-switch",
+            "version": champion.version,
+            "message": f"a running `kfloop serve` switches to {champion.version} within serving.reload_seconds "
+            f"({config.serving.reload_seconds:g} s)",
+        }
+    return _deploy_to_cluster(config, storage, champion.version, api or _in_cluster_api())
+
+
+def run_deploy_step(config_json: str, evaluated: str = "", api: CustomObjectsApi | None = None) -> dict:
+    """Entrypoint inside the pipeline step. ``evaluated`` (the champion the evaluate step reported) is
+    recorded beside the outcome; the registry decides what is served."""
+    from kfloop.step import open_step
+
+    config, storage = open_step(config_json)
+    return {**deploy_champion(config, storage, api), "evaluated": evaluated or None}
+
+
+def deploy_component(config_json: str, champion: str) -> str:
+    """KFP step: serve the registry's champion (KServe on a cluster; a no-op that a local server follows)."""
+    import json
+
+    from kfloop.components.deploy import run_deploy_step
+
+    return json.dumps(run_deploy_step(config_json, champion))

@@ -1,0 +1,32 @@
+"""The environment a kfloop container gets on a cluster: Kubernetes Secrets as env vars, and plain settings.
+
+One place decides it, so the pipeline steps and the InferenceService containers mount the same secrets
+under the same variable names (the names the config's :class:`~kfloop.config.SecretRef` entries give).
+"""
+
+from __future__ import annotations
+
+from kfloop.config import Config, S3StorageConfig, SecretRef
+from kfloop.config.features import RedisStore
+from kfloop.feature_repo.store import s3_endpoint
+
+__all__ = ["plain_env", "secret_env_refs"]
+
+
+def secret_env_refs(config: Config, *, online_store: bool) -> list[SecretRef]:
+    """The secrets a container needs as env vars: the S3 keys when the workspace is in S3, and the Redis
+    connection string when the container opens the online store. A reference without a Kubernetes Secret
+    is left out: its variable must then come from somewhere else (e.g. the image or a local shell)."""
+    refs: list[SecretRef] = []
+    if isinstance(config.storage, S3StorageConfig):
+        refs += [config.storage.access_key, config.storage.secret_key]
+    store = config.features.online_store
+    if online_store and isinstance(store, RedisStore) and store.secret:
+        refs.append(store.secret)
+    return [ref for ref in refs if ref.secret_name and ref.secret_key]
+
+
+def plain_env(config: Config, *, online_store: bool) -> dict[str, str]:
+    """Non-secret variables: Feast's S3 registry reads its endpoint from ``FEAST_S3_ENDPOINT_URL`` only."""
+    endpoint = s3_endpoint(config)
+    return {"FEAST_S3_ENDPOINT_URL": endpoint} if online_store and endpoint else {}

@@ -1,0 +1,205 @@
+"""The KServe InferenceService that serves one registry version: a Feast transformer in front of the predictor.
+
+Built only from the KServe SDK's models (and the Kubernetes client's), so every field is one the
+InferenceService schema has. The pieces and why:
+
+- **predictor**: a custom container (``kserve-container``) running ``python3 -m kfloop.serving predictor``.
+  KServe's storage initializer is triggered for a custom container by the ``STORAGE_URI`` env var on that
+  container (the controller's ``CustomPredictor.GetStorageUri``); it downloads the version's folder into
+  ``/mnt/models`` before the server starts. ``PROTOCOL`` tells KServe which data plane it speaks.
+- **transformer**: ``python3 -m kfloop.serving transformer``, which looks up the entity's features in the
+  online store (Redis) and calls the predictor; the controller appends ``--model_name`` and
+  ``--predictor_host``, we pass ``--predictor_protocol`` and the ports.
+- **credentials**: the storage initializer does not see pod env vars; it takes S3 keys from the
+  ServiceAccount's Secrets (annotated ``serving.kserve.io/s3-endpoint`` and ``serving.kserve.io/s3-usehttps``,
+  keys ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``), so ``cluster.service_account`` names that
+  ServiceAccount. The kfloop processes get the Secrets the config names as env vars
+  (``kfloop.cluster_env``), never their values.
+- **ports**: Knative routes to exactly one declared container port, whose name picks the protocol
+  (``http1``, or ``h2c`` for gRPC): the predictor declares the gRPC port when ``predictor_protocol`` is
+  ``grpc-v2``, the HTTP port otherwise; the transformer always declares HTTP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kserve
+import yaml
+from kserve import (
+    V1beta1InferenceService,
+    V1beta1InferenceServiceSpec,
+    V1beta1LoggerSpec,
+    V1beta1PredictorSpec,
+    V1beta1TransformerSpec,
+)
+from kubernetes.client import (
+    ApiClient,
+    V1Container,
+    V1ContainerPort,
+    V1EnvVar,
+    V1EnvVarSource,
+    V1ObjectMeta,
+    V1ResourceRequirements,
+    V1SecretKeySelector,
+)
+
+from kfloop.cluster_env import plain_env, secret_env_refs
+from kfloop.config import Config, Resources, ServingConfig, config_to_json
+from kfloop.registry import ModelRegistry
+from kfloop.storage import Storage
+
+__all__ = [
+    "CONFIG_ENV",
+    "MANAGED_BY_LABEL",
+    "MODEL_DIR",
+    "VERSION_LABEL",
+    "build_inference_service",
+    "inference_service_manifest",
+    "render_yaml",
+    "storage_uri_for",
+]
+
+#: Where KServe's storage initializer puts the model files (its ``DefaultModelLocalMountPath``).
+MODEL_DIR = "/mnt/models"
+#: The env var both serving processes read the whole config from (``config_to_json`` text).
+CONFIG_ENV = "KFLOOP_CONFIG_JSON"
+#: The container KServe treats as the model server of a component (storage initializer, args, probes).
+CONTAINER_NAME = "kserve-container"
+VERSION_LABEL = "kfloop.io/model-version"
+PROJECT_LABEL = "kfloop.io/project"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+STORAGE_URI_ANNOTATION = "kfloop.io/storage-uri"
+
+
+def storage_uri_for(storage: Storage, config: Config, version: str) -> str:
+    """The version's registry folder as KServe reads it: ``s3://<bucket>/<prefix>/registry/<model>/<version>/``.
+
+    The trailing slash matters: the storage initializer downloads every object whose key starts with the
+    URI's path, so ``.../v1`` would also pull ``v10/``. A local workspace gives a ``file://`` URI (useful
+    for reading a manifest; a cluster cannot download it).
+    """
+    uri = storage.uri(f"{ModelRegistry(storage, config.training.model_name).prefix}/{version}")
+    if "://" not in uri:
+        uri = Path(uri).resolve().as_uri()
+    return uri.rstrip("/") + "/"
+
+
+def _resources(res: Resources) -> V1ResourceRequirements:
+    return V1ResourceRequirements(
+        requests={"cpu": res.cpu_request, "memory": res.memory_request},
+        limits={"cpu": res.cpu_limit, "memory": res.memory_limit},
+    )
+
+
+def _env(config: Config, *, online_store: bool) -> list[V1EnvVar]:
+    """The config as JSON, plain settings, and each Secret as a ``secretKeyRef`` (never its value)."""
+    env = [V1EnvVar(name=CONFIG_ENV, value=config_to_json(config))]
+    env += [V1EnvVar(name=k, value=v) for k, v in plain_env(config, online_store=online_store).items()]
+    env += [
+        V1EnvVar(
+            name=ref.env,
+            value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=ref.secret_name, key=ref.secret_key)),
+        )
+        for ref in secret_env_refs(config, online_store=online_store)
+    ]
+    return env
+
+
+def _port(serving: ServingConfig, *, grpc: bool) -> V1ContainerPort:
+    if grpc:
+        return V1ContainerPort(name="h2c", container_port=serving.grpc_port, protocol="TCP")
+    return V1ContainerPort(name="http1", container_port=serving.http_port, protocol="TCP")
+
+
+def _port_args(serving: ServingConfig) -> list[str]:
+    return ["--http_port", str(serving.http_port), "--grpc_port", str(serving.grpc_port)]
+
+
+def _predictor(config: Config, version: str, storage_uri: str, *, canary: bool) -> V1beta1PredictorSpec:
+    serving, scaling = config.serving, config.serving.autoscaling
+    grpc = serving.predictor_protocol == "grpc-v2"
+    container = V1Container(
+        name=CONTAINER_NAME,
+        image=config.cluster.image,
+        command=["python3", "-m", "kfloop.serving", "predictor"],
+        args=["--model_dir", MODEL_DIR, *_port_args(serving)],
+        env=[
+            V1EnvVar(name="STORAGE_URI", value=storage_uri),  # triggers KServe's storage initializer
+            V1EnvVar(name="PROTOCOL", value="v1" if serving.predictor_protocol == "v1" else "v2"),
+            *_env(config, online_store=False),  # the predictor scores columns; it never opens Feast
+        ],
+        ports=[_port(serving, grpc=grpc)],
+        resources=_resources(serving.predictor_resources),
+    )
+    sink = serving.inference_log.sink_url
+    return V1beta1PredictorSpec(
+        containers=[container],
+        labels={VERSION_LABEL: version},
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        scale_metric=scaling.scale_metric,
+        scale_target=scaling.scale_target,
+        canary_traffic_percent=serving.canary_traffic_percent if canary else None,
+        logger=V1beta1LoggerSpec(mode="all", url=sink) if sink else None,
+        service_account_name=config.cluster.service_account,
+    )
+
+
+def _transformer(config: Config) -> V1beta1TransformerSpec:
+    serving, scaling = config.serving, config.serving.autoscaling
+    container = V1Container(
+        name=CONTAINER_NAME,
+        image=config.cluster.image,
+        command=["python3", "-m", "kfloop.serving", "transformer"],
+        args=["--predictor_protocol", serving.predictor_protocol, *_port_args(serving)],
+        env=_env(config, online_store=True),
+        ports=[_port(serving, grpc=False)],
+        resources=_resources(serving.transformer_resources),
+    )
+    return V1beta1TransformerSpec(
+        containers=[container],
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        scale_metric=scaling.scale_metric,
+        scale_target=scaling.scale_target,
+        service_account_name=config.cluster.service_account,
+    )
+
+
+def build_inference_service(
+    config: Config, version: str, storage_uri: str, *, canary: bool = False
+) -> V1beta1InferenceService:
+    """The InferenceService serving ``version`` (files at ``storage_uri``) under ``training.model_name``.
+
+    ``canary`` sets the predictor's ``canaryTrafficPercent`` from ``serving.canary_traffic_percent`` (when
+    configured): the new revision gets that share and the last ready one the rest, until it is promoted.
+    """
+    name = config.training.model_name
+    meta = V1ObjectMeta(
+        name=name,
+        namespace=config.cluster.namespace,
+        labels={MANAGED_BY_LABEL: "kfloop", PROJECT_LABEL: config.project, VERSION_LABEL: version},
+        annotations={STORAGE_URI_ANNOTATION: storage_uri},
+    )
+    return V1beta1InferenceService(
+        api_version=kserve.constants.KSERVE_V1BETA1,
+        kind=kserve.constants.KSERVE_KIND_INFERENCESERVICE,
+        metadata=meta,
+        spec=V1beta1InferenceServiceSpec(
+            predictor=_predictor(config, version, storage_uri, canary=canary), transformer=_transformer(config)
+        ),
+    )
+
+
+def inference_service_manifest(isvc: V1beta1InferenceService) -> dict[str, Any]:
+    """The object as the API server takes it: camelCase keys, no ``None`` fields."""
+    return ApiClient().sanitize_for_serialization(isvc)
+
+
+def render_yaml(isvc: V1beta1InferenceService) -> str:
+    """The manifest as YAML with a header saying it is generated and from which version."""
+    version = (isvc.metadata.labels or {}).get(VERSION_LABEL, "?")
+    header = f"# GENERATED by kfloop for model version {version}; re-render it instead of editing it.\n"
+    return header + yaml.safe_dump(inference_service_manifest(isvc), sort_keys=False, width=120)
