@@ -30,6 +30,7 @@ setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extra
 run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a summary
 	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
+	$(BIN)/kfloop serve-check --config $(CONFIG)
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest -q

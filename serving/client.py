@@ -5,7 +5,7 @@ config's request columns, so it sends exactly what the server's metadata declare
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -47,7 +47,7 @@ def grpc_request(model: str, rows: Sequence[dict[str, Any]], specs: Sequence[Col
         tensor = pb.ModelInferRequest.InferInputTensor(name=spec.name, shape=[len(rows)])
         if spec.kind == "string":
             tensor.datatype = "BYTES"
-            tensor.contents.bytes_contents.extend(str(v).encode() for v in values)
+            tensor.contents.bytes_contents.extend(b"" if v is None else str(v).encode() for v in values)
         else:
             tensor.datatype = "FP64"
             tensor.contents.fp64_contents.extend(np.nan if v is None else float(v) for v in values)
@@ -64,6 +64,14 @@ class ServingClient:
     http_base: str
     grpc_target: str
     timeout: float = 30.0
+    _http: httpx.Client | None = field(default=None, repr=False)
+    _channel: grpc.Channel | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._channel is not None:
+            self._channel.close()
 
     @classmethod
     def for_config(cls, config: Config, url: str | None = None, grpc_target: str | None = None) -> ServingClient:
@@ -87,7 +95,9 @@ class ServingClient:
         raise ValueError(f"protocol must be v1, v2 or grpc, not {protocol!r}")
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(self.http_base + path, json=body, timeout=self.timeout)
+        if self._http is None:  # one keep-alive connection per client, like an application's
+            self._http = httpx.Client(timeout=self.timeout)
+        response = self._http.post(self.http_base + path, json=body)
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
@@ -97,12 +107,13 @@ class ServingClient:
         return response.json()
 
     def _grpc(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        with grpc.insecure_channel(self.grpc_target) as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            try:
-                response = stub.ModelInfer(grpc_request(self.model, rows, self.specs), timeout=self.timeout)
-            except grpc.RpcError as err:
-                raise ServingRequestError(err.code().name, err.details() or "") from None
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_target)
+        stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        try:
+            response = stub.ModelInfer(grpc_request(self.model, rows, self.specs), timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise ServingRequestError(err.code().name, err.details() or "") from None
         outputs = {}
         for i, out in enumerate(response.outputs):
             if response.raw_output_contents:

@@ -232,6 +232,9 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
         out = []
         for i, item in enumerate(data):
             v = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else item
+            if v is None and spec.nullable:  # JSON null in a nullable string column, as V1 allows
+                out.append(None)
+                continue
             if not isinstance(v, str):
                 raise RequestError(f"input {name!r}[{i}]: expected a string, got {type(v).__name__} {v!r}")
             out.append(v)

@@ -28,6 +28,7 @@ app.command("compile")(pipeline_cmd.compile_)
 app.command("inference-service")(serving_manifest_cmd.inference_service)
 app.command("serve")(serve_cmd.serve)
 app.command("predict")(serve_cmd.predict)
+app.command("serve-check")(serve_cmd.serve_check)
 
 
 def _version(value: bool) -> None:

@@ -91,3 +91,23 @@ def predict(
     except (OSError, RuntimeError) as err:
         raise PredictError(f"{client.describe(protocol)}: {err}") from None
     console.print_json(json.dumps(result))
+
+
+@handle_errors
+def serve_check(
+    config: ConfigOption = DEFAULT_CONFIG,
+    rows: Annotated[int, typer.Option("--rows", help="Test-split rows to score as one batch.")] = 200,
+) -> None:
+    """Start `kfloop serve` on the champion, score test-split rows over V1, V2 and gRPC, stop it cleanly,
+    and print what an application sees (latency, flagged rows, inference-log rows)."""
+    cfg = load(config)
+    storage = workspace(cfg)
+    from kfloop.cli.summary import serving_table
+    from kfloop.components.train import latest_training_set, load_split
+    from kfloop.serving.check import serve_check as check
+
+    test = load_split(storage, latest_training_set(cfg, storage), "test")
+    columns = [*cfg.source.entity_keys, *cfg.features.request_features]
+    sample = test[columns].head(rows).astype(object).where(test[columns].head(rows).notna(), None)
+    result = check(cfg, config, storage, sample.to_dict("records"), os.environ)
+    console.print(serving_table(result))

@@ -54,3 +54,15 @@ def test_serve_without_a_champion_says_what_to_do(tmp_path: Path) -> None:
     assert "no champion" in out.stderr and "kfloop run" in out.stderr
     pinned = _kfloop("serve", "-c", str(config), "--version", "v9")
     assert pinned.returncode == 1 and "no version 'v9'" in pinned.stderr
+
+
+def test_serve_check_scores_over_every_protocol_and_logs_every_row(trained: Trained, tmp_path: Path) -> None:
+    config = trained.write_config(tmp_path / "kfloop.json")
+    out = _kfloop("serve-check", "-c", str(config), "--rows", "30")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert f"{trained.config.training.model_name} {trained.champion}" in text
+    for protocol in ("v1", "v2", "grpc"):
+        assert f"{protocol} latency" in text
+    assert "batch │ 30 test rows" in text
+    assert "180 of 180 rows written" in text and "clean" in text
