@@ -19,6 +19,7 @@ from typing import Any
 import kserve.model_server as kserve_server
 from fastapi.exceptions import RequestValidationError
 from kserve import ModelServer
+from kserve.logging import KSERVE_TRACE_LOGGER_NAME
 from kserve.predictor_config import PredictorConfig
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -194,6 +195,9 @@ def run_server(
     predictor_config: PredictorConfig | None = None,
 ) -> None:
     """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs."""
+    if not config.serving.access_log:  # one log line per request is a real share of a 2-core budget
+        for name in ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME):
+            logging.getLogger(name).setLevel(logging.WARNING)
     server = KfloopModelServer(
         http_port=http_port,
         grpc_port=grpc_port,

@@ -65,6 +65,9 @@ class ServingConfig(Section):
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger REST bodies get 413.")
     max_batch_rows: int = Field(10_000, ge=1, description="Rows per request; more get 413.")
+    access_log: bool = Field(
+        False, description="Log every request (uvicorn access log and KServe's timing lines); off saves CPU."
+    )
     reload_seconds: float = Field(2.0, gt=0, description="How often the local server checks the champion.")
     store_check_seconds: float = Field(1.0, gt=0, description="How often readiness probes the online store.")
     predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field(

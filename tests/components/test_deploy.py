@@ -124,7 +124,7 @@ def cluster(moto_endpoint: str, s3_storage: S3Storage, monkeypatch: pytest.Monke
     def config(**serving: Any) -> Config:
         data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
         data["storage"] |= {"endpoint": moto_endpoint, "bucket": s3_storage.bucket, "prefix": "ws", "secure": False}
-        data["serving"] |= serving
+        data["serving"] |= {"canary_traffic_percent": None, **serving}  # only when a test asks for one
         return parse_config(data, "test config")
 
     def deploy(api: FakeCustomObjects | None, **serving: Any) -> dict:

@@ -104,8 +104,9 @@ def test_cluster_manifest_is_a_valid_inference_service_for_the_version() -> None
     assert env_of(pc)["PROTOCOL"]["value"] == "v2"
     assert predictor["labels"] == {"kfloop.io/model-version": "v7"}
     for spec in (predictor, transformer):
-        assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
-        assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", 10)
+        scaling = cfg.serving.autoscaling
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (scaling.min_replicas, scaling.max_replicas)
+        assert (spec["scaleMetric"], spec["scaleTarget"]) == (scaling.scale_metric, scaling.scale_target)
         assert "canaryTrafficPercent" not in spec and "logger" not in spec
         assert "serviceAccountName" not in spec  # none configured: KServe's default
     assert pc["resources"] == {"limits": {"cpu": "1", "memory": "2Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}
