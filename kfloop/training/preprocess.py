@@ -5,6 +5,7 @@ and saved with the model, so serving applies exactly the transform training used
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -15,6 +16,8 @@ from kfloop.config import ColumnType, Config
 
 #: Index 0 of every vocabulary: missing or unseen categories share it.
 UNKNOWN = "<unknown>"
+#: Up to this many rows, categories are encoded with a dict (serving); more go through pandas (training).
+_SMALL = 1024
 
 
 def feature_columns(config: Config) -> tuple[list[str], list[str]]:
@@ -27,6 +30,10 @@ def feature_columns(config: Config) -> tuple[list[str], list[str]]:
         else:
             numeric.append(col)
     return numeric, categorical
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -75,16 +82,20 @@ class Preprocessor:
             num[:, j] = z
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
+            if n <= _SMALL:  # a request's few rows: a dict lookup beats building pandas objects
+                codes = self._codes(c)
+                cats[:, j] = [0 if _missing(v) else codes.get(str(v), 0) for v in columns[c]]
+                continue
             col = pd.Series(columns[c], dtype=object)
             present = col.notna().to_numpy()
-            codes = self._index(c).get_indexer(col[present].astype(str))
-            cats[present, j] = np.maximum(codes, 0)  # -1 (unseen) → 0 (unknown)
+            found = pd.Index(self.vocabularies[c]).get_indexer(col[present].astype(str))
+            cats[present, j] = np.maximum(found, 0)  # -1 (unseen) → 0 (unknown)
         return num, cats
 
-    def _index(self, column: str) -> pd.Index:
-        cache = self.__dict__.setdefault("_indexes", {})
+    def _codes(self, column: str) -> dict[str, int]:
+        cache = self.__dict__.setdefault("_codes_cache", {})
         if column not in cache:
-            cache[column] = pd.Index(self.vocabularies[column])
+            cache[column] = {v: i for i, v in enumerate(self.vocabularies[column])}
         return cache[column]
 
     def cardinalities(self) -> list[int]:

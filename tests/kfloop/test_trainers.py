@@ -265,3 +265,17 @@ def test_history_and_metrics_are_json_ready(splits: Splits) -> None:
     text = json.dumps({"history": model.history, "metrics": model.metrics, "hp": model.hyperparameters})
     assert json.loads(text)["hp"]["hidden_units"] == [64, 32]
     assert set(model.versions) == {"torch"}
+
+
+def test_serving_sized_batches_encode_exactly_like_training_sized_ones() -> None:
+    """A request's few rows take a dict path, training's many rows pandas: the codes must be identical
+    (unseen, None, NaN and non-string categories included), else serving would disagree with training."""
+    from kfloop.training.preprocess import Preprocessor
+
+    train_frame = pd.DataFrame({"a": [1.0, 2.0, np.nan, 4.0] * 10, "c": ["x", "y", None, "z"] * 10})
+    pre = Preprocessor.fit(train_frame, ["a"], ["c"])
+    values = np.array(["x", "unseen", None, float("nan"), "z", 3] * 400, dtype=object)
+    big = pre.transform_columns({"a": np.zeros(len(values)), "c": values}, len(values))[1]
+    small = [pre.transform_columns({"a": np.zeros(6), "c": values[i : i + 6]}, 6)[1] for i in range(0, len(values), 6)]
+    np.testing.assert_array_equal(big, np.concatenate(small))
+    assert big[:6, 0].tolist() == [pre.vocabularies["c"].index("x"), 0, 0, 0, pre.vocabularies["c"].index("z"), 0]
