@@ -9,6 +9,7 @@ then swap one reference: requests in flight finish on the version they started w
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import tempfile
@@ -152,7 +153,7 @@ class ChampionWatch:
             shutil.rmtree(dest)
         self.registry.fetch(version, dest)
         card = self.registry.get(version).card
-        (dest / CARD_FILE).write_text(__import__("json").dumps(card, default=str))
+        (dest / CARD_FILE).write_text(json.dumps(card, default=str))
         return dest
 
     def load_initial(self) -> None:
