@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -184,6 +185,21 @@ class ChampionWatch:
         log.info("switched %s from %s to %s", self.predictor.name, current, loaded.version)
 
 
+class PortInUseError(KfloopError):
+    """A serving port is taken (another server running?)."""
+
+
+def check_ports(http_port: int, grpc_port: int) -> None:
+    """Fail with one clear line before KServe starts (its own bind error is a traceback after startup)."""
+    for port, what in ((http_port, "HTTP (serving.http_port, --http-port)"), (grpc_port, "gRPC (serving.grpc_port)")):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError as err:
+                raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from None
+
+
 def run_server(
     config: Config,
     models: list[Any],
@@ -196,6 +212,7 @@ def run_server(
     predictor_config: PredictorConfig | None = None,
 ) -> None:
     """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs."""
+    check_ports(http_port, grpc_port)
     if not config.serving.access_log:  # one log line per request is a real share of a 2-core budget
         for name in ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -227,6 +244,9 @@ def serve_local(
     """Serve the champion (or ``version``) with the Feast transformer in this process until SIGINT/SIGTERM;
     buffered inference-log rows are written before it returns."""
     name = config.training.model_name
+    http_port = http_port or config.serving.http_port
+    grpc_port = grpc_port or config.serving.grpc_port
+    check_ports(http_port, grpc_port)  # before loading anything: fail in a second, not after the model load
     workdir = Path(tempfile.mkdtemp(prefix="kfloop-serve-"))
     predictor = Predictor(name + PREDICTOR_SUFFIX, workdir / "pending", max_rows=config.serving.max_batch_rows)
     watch = ChampionWatch(ModelRegistry(storage, name), predictor, workdir, version)
@@ -255,8 +275,8 @@ def serve_local(
     run_server(
         config,
         [transformer, predictor],
-        http_port=http_port or config.serving.http_port,
-        grpc_port=grpc_port or config.serving.grpc_port,
+        http_port=http_port,
+        grpc_port=grpc_port,
         background=[
             lambda: every(config.serving.store_check_seconds, transformer.probe_store),
             lambda: every(config.serving.reload_seconds, watch.check),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,15 @@ def test_serve_check_scores_over_every_protocol_and_logs_every_row(trained: Trai
         assert f"{protocol} latency" in text
     assert "batch │ 30 test rows" in text
     assert "180 of 180 rows written" in text and "clean" in text
+
+
+def test_serve_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "kfloop.json"
+    config.write_text(demo_config(tmp_path / "ws").model_dump_json())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _kfloop("serve", "-c", str(config), "--http-port", str(port))
+    assert out.returncode == 1
+    assert f"port {port} is not available" in out.stderr and "Traceback" not in out.stderr
