@@ -107,15 +107,24 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
             return {**result, "action": "unchanged", "previous": served, "canary_traffic_percent": None}
         # A full update (PUT at the version we read), not a merge patch: a merge patch would leave behind a
         # canaryTrafficPercent or logger the config no longer has. Labels and annotations others set stay.
-        body = inference_service_manifest(build_inference_service(config, version, uri, canary=True))
+        canary = _newer(version, served)  # a rollback goes to the old version at once, never as a canary
+        body = inference_service_manifest(build_inference_service(config, version, uri, canary=canary))
         body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
         body["metadata"]["labels"] = {**labels, **body["metadata"]["labels"]}
         body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
         api.replace_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body)
     except (ApiException, HTTPError, OSError) as err:
         raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from None
-    percent = config.serving.canary_traffic_percent
+    percent = config.serving.canary_traffic_percent if canary else None
     return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
+
+
+def _newer(version: str, served: str | None) -> bool:
+    """``version`` was registered after ``served`` (registry versions are v1, v2, …)."""
+    try:
+        return int(version.removeprefix("v")) > int(str(served).removeprefix("v"))
+    except ValueError:
+        return True
 
 
 def deploy_champion(config: Config, storage: Storage, api: CustomObjectsApi | None = None) -> dict:

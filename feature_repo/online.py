@@ -42,6 +42,11 @@ def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
     return lambda value: python_values_to_proto_values([value], value_type)[0]
 
 
+def _absent(row: Mapping[str, ValueProto] | None) -> bool:
+    """No row for the entity: SQLite answers None, Redis a row of empty values."""
+    return row is None or not any(v.WhichOneof("val") for v in row.values())
+
+
 @dataclass(frozen=True)
 class _ViewRead:
     view: FeatureView
@@ -89,7 +94,7 @@ class ServingLookup:
         for r in self._reads:
             # a fresh list: the Redis store appends its timestamp field to requested_features
             ((_, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
-            if row is None:
+            if _absent(row):
                 out.update(dict.fromkeys(r.features))
                 continue
             for name in r.features:
@@ -109,7 +114,7 @@ class ServingLookup:
         missing: dict[str, np.ndarray] = {}
         for r in self._reads:
             rows = self._provider.online_read(self._config, r.view, protos[r.join_key], list(r.features))
-            absent = np.fromiter((row is None for _, row in rows), dtype=bool, count=n)
+            absent = np.fromiter((_absent(row) for _, row in rows), dtype=bool, count=n)
             if absent.any():
                 missing[r.join_key] = missing.get(r.join_key, np.zeros(n, dtype=bool)) | absent
             for name in r.features:

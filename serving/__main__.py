@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         predictor_request_retries=kargs.predictor_request_retries,
         predictor_health_check=kargs.enable_predictor_health_check,
     )
+
     async def ready() -> bool:
         return transformer.store_error is None
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         ready=ready,
         http_port=http_port,
         grpc_port=grpc_port,
-        background=[lambda: every(config.serving.store_check_seconds, transformer.probe_store)],
+        background=[lambda: every(config.serving.store_check_seconds, transformer.probe)],
         on_stop=stop,
         predictor_config=predictor_config,
     )

@@ -34,8 +34,6 @@ def v2_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> li
     for spec in specs:
         values = [row.get(spec.name) for row in rows]
         datatype = "BYTES" if spec.kind == "string" else "FP64"
-        if spec.kind == "number":
-            values = [float("nan") if v is None else v for v in values]
         out.append({"name": spec.name, "datatype": datatype, "shape": [len(rows)], "data": values})
     return out
 

@@ -133,7 +133,6 @@ def _predictor(config: Config, version: str, storage_uri: str, *, canary: bool) 
         ports=[_port(serving, grpc=grpc)],
         resources=_resources(serving.predictor_resources),
     )
-    sink = serving.inference_log.sink_url
     return V1beta1PredictorSpec(
         containers=[container],
         labels={VERSION_LABEL: version},
@@ -142,7 +141,6 @@ def _predictor(config: Config, version: str, storage_uri: str, *, canary: bool) 
         scale_metric=scaling.scale_metric,
         scale_target=scaling.scale_target,
         canary_traffic_percent=serving.canary_traffic_percent if canary else None,
-        logger=V1beta1LoggerSpec(mode="all", url=sink) if sink else None,
         service_account_name=config.cluster.service_account,
     )
 
@@ -158,8 +156,11 @@ def _transformer(config: Config) -> V1beta1TransformerSpec:
         ports=[_port(serving, grpc=False)],
         resources=_resources(serving.transformer_resources),
     )
+    sink = serving.inference_log.sink_url
     return V1beta1TransformerSpec(
         containers=[container],
+        # on the transformer: its request has the entity keys, its response the version and `defaulted`
+        logger=V1beta1LoggerSpec(mode="all", url=sink) if sink else None,
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         scale_metric=scaling.scale_metric,

@@ -93,6 +93,10 @@ class Predictor(Model):
     def version(self) -> str:
         return self.model.version if self.model else ""
 
+    @property
+    def served_version(self) -> str:
+        return self.version
+
     def get_input_types(self) -> list[dict[str, Any]]:
         return [s.metadata() for s in self.specs]
 
@@ -119,5 +123,9 @@ class Predictor(Model):
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         columns, n = protocol.decode(payload, self.specs, self.max_rows)
         score, label, version = self.score_columns(columns, n)
+        asked = getattr(payload, "model_version", None)
+        if asked and asked != version:
+            raise protocol.UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
         scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
-        return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None))
+        outputs = protocol.requested_outputs(payload)
+        return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None), outputs)

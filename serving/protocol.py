@@ -10,6 +10,7 @@ The spec is the contract: V2 inputs are ``[n]`` (or ``[n, 1]``) tensors named by
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +27,9 @@ Protocol = Literal["v1", "v2", "grpc"]
 
 #: Output tensor names (V2) and prediction keys (V1).
 SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
-_NUMERIC_TYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"})
+_INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+_NUMERIC_TYPES = _INT_TYPES | {"FP16", "FP32", "FP64"}
+OUTPUTS = (SCORE, LABEL, DEFAULTED)
 _V2_TYPE = {"string": "BYTES", "number": "FP64"}
 
 
@@ -41,7 +44,8 @@ class PayloadTooLargeError(RequestError):
 
 
 class UnknownEntityError(ModelNotFound):
-    """An entity not in the online store while ``serving.unknown_entity: reject`` (404 / NOT_FOUND)."""
+    """An entity not in the online store while ``serving.unknown_entity: reject``, or a model version that
+    is not served (404 / NOT_FOUND)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -78,6 +82,8 @@ class ColumnSpec:
     name: str
     kind: Kind
     nullable: bool = True
+    minimum: float | None = None  # the data contract's bounds: the model never saw values outside them
+    maximum: float | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": _V2_TYPE[self.kind], "shape": [-1]}
@@ -90,7 +96,8 @@ def request_specs(config: Config) -> tuple[ColumnSpec, ...]:
     for col in config.features.request_features:
         rule = config.contract.columns.get(col)
         nullable = rule is None or rule.nullable is not False
-        specs.append(ColumnSpec(col, _kind(config.source.columns[col]), nullable))
+        low, high = (rule.min, rule.max) if rule is not None else (None, None)
+        specs.append(ColumnSpec(col, _kind(config.source.columns[col]), nullable, low, high))
     return tuple(specs)
 
 
@@ -112,6 +119,10 @@ def _kind(column_type: ColumnType) -> Kind:
 
 
 # --- decoding -------------------------------------------------------------------------------------
+def requested_outputs(payload: Any) -> list[str]:
+    return [o.name for o in getattr(payload, "request_outputs", None) or ()]
+
+
 def protocol_of(payload: Any) -> Protocol:
     if isinstance(payload, InferRequest):
         return "grpc" if payload.from_grpc else "v2"
@@ -169,11 +180,23 @@ def _check_value(value: Any, spec: ColumnSpec, where: str) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        if math.isnan(value) and spec.nullable:
+    try:
+        number = float(value)
+    except OverflowError:
+        raise RequestError(f"{where}: {value} is too large for a number") from None
+    if not math.isfinite(number):
+        if math.isnan(number) and spec.nullable:
             return None
         raise RequestError(f"{where}: must be a finite number, got {value!r}")
-    return value
+    _check_range(number, spec, where)
+    return number
+
+
+def _check_range(value: float, spec: ColumnSpec, where: str) -> None:
+    if spec.minimum is not None and value < spec.minimum:
+        raise RequestError(f"{where}: {value:g} is below the data contract's min {spec.minimum:g}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise RequestError(f"{where}: {value:g} is above the data contract's max {spec.maximum:g}")
 
 
 def _array(values: list, spec: ColumnSpec) -> np.ndarray:
@@ -191,6 +214,16 @@ def _decode_v2(request: InferRequest, specs: Sequence[ColumnSpec]) -> dict[str, 
     missing = [s.name for s in specs if s.name not in by_name]
     if missing:
         raise RequestError(f"missing input(s): {', '.join(repr(m) for m in missing)}")
+    known = {s.name for s in specs}
+    unknown = [name for name in by_name if name not in known]
+    if unknown:
+        raise RequestError(
+            f"unknown input(s) {', '.join(repr(u) for u in unknown)}: the model metadata lists the inputs"
+        )
+    asked = [o.name for o in request.request_outputs or ()]
+    if any(o not in OUTPUTS for o in asked):
+        bad = ", ".join(repr(o) for o in asked if o not in OUTPUTS)
+        raise RequestError(f"unknown output(s) {bad}: the outputs are {', '.join(OUTPUTS)}")
     out: dict[str, np.ndarray] = {}
     n = None
     for spec in specs:
@@ -216,10 +249,10 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
     if raw is not None:  # gRPC raw_input_contents / REST binary extension: typed by construction
         try:
             values = tensor.as_numpy().reshape(-1)
-        except (ValueError, InvalidInput) as err:
-            raise RequestError(f"input {name!r}: raw data does not match shape {shape} ({err})") from None
-        if spec.kind == "string":
-            return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+            if spec.kind == "string":
+                return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+        except (ValueError, InvalidInput, struct.error, UnicodeDecodeError) as err:
+            raise RequestError(f"input {name!r}: raw data does not match {datatype} {shape} ({err})") from None
         return _finite(values.astype(np.float64), spec)
     data = tensor.data
     data = list(data) if not isinstance(data, list) else data
@@ -231,7 +264,10 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
     if spec.kind == "string":
         out = []
         for i, item in enumerate(data):
-            v = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else item
+            try:
+                v = item.decode("utf-8") if isinstance(item, bytes) else item
+            except UnicodeDecodeError:
+                raise RequestError(f"input {name!r}[{i}]: not valid UTF-8") from None
             if v is None and spec.nullable:  # JSON null in a nullable string column, as V1 allows
                 out.append(None)
                 continue
@@ -239,12 +275,18 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
                 raise RequestError(f"input {name!r}[{i}]: expected a string, got {type(v).__name__} {v!r}")
             out.append(v)
         return np.array(out, dtype=object)
+    integers = datatype in _INT_TYPES
     for i, v in enumerate(data):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             if v is None and spec.nullable:
                 continue
             raise RequestError(f"input {name!r}[{i}]: expected a number, got {type(v).__name__} {v!r}")
-    values = np.array([np.nan if v is None else v for v in data], dtype=np.float64)
+        if integers and isinstance(v, (float, np.floating)) and not float(v).is_integer():
+            raise RequestError(f"input {name!r}[{i}]: {datatype} needs whole numbers, got {v!r}")
+    try:
+        values = np.array([np.nan if v is None else v for v in data], dtype=np.float64)
+    except OverflowError:
+        raise RequestError(f"input {name!r}: a value is too large for a number") from None
     return _finite(values, spec)
 
 
@@ -253,6 +295,10 @@ def _finite(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise RequestError(f"input {spec.name!r}[{i}]: must be a finite number, got {float(values[i])!r}")
+    for bound, outside in ((spec.minimum, values < (spec.minimum or 0)), (spec.maximum, values > (spec.maximum or 0))):
+        if bound is not None and outside.any():
+            i = int(np.argmax(outside))
+            _check_range(float(values[i]), spec, f"input {spec.name!r}[{i}]")
     return values
 
 
@@ -268,7 +314,10 @@ class Scores:
     model_version: str
 
 
-def encode(scores: Scores, protocol: Protocol, request_id: str | None) -> dict | InferResponse:
+def encode(
+    scores: Scores, protocol: Protocol, request_id: str | None, outputs: Sequence[str] = ()
+) -> dict | InferResponse:
+    """The client's protocol; V2 returns only the requested ``outputs`` when the request names any."""
     if protocol == "v1":
         rows = zip(scores.score.tolist(), scores.label.tolist(), scores.defaulted.tolist(), strict=True)
         return {
@@ -277,15 +326,16 @@ def encode(scores: Scores, protocol: Protocol, request_id: str | None) -> dict |
             "model_version": scores.model_version,
         }
     n = len(scores.score)
-    outputs = [
+    tensors = [
         InferOutput(SCORE, [n], "FP32", scores.score.astype(np.float32).tolist()),
         InferOutput(LABEL, [n], "INT64", scores.label.astype(np.int64).tolist()),
         InferOutput(DEFAULTED, [n], "BOOL", scores.defaulted.astype(bool).tolist()),
     ]
+    tensors = [t for t in tensors if not outputs or t.name in outputs]
     return InferResponse(
         response_id=request_id or "",
         model_name=scores.model_name,
-        infer_outputs=outputs,
+        infer_outputs=tensors,
         model_version=scores.model_version,
         from_grpc=protocol == "grpc",
         # also as a parameter: KServe's REST client (transformer → predictor) drops model_version

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import socket
+import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -21,10 +22,14 @@ from typing import Any
 import kserve.model_server as kserve_server
 from fastapi.exceptions import RequestValidationError
 from kserve import ModelServer
-from kserve.logging import KSERVE_TRACE_LOGGER_NAME
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME
+from kserve.logging import logger as kserve_logger
 from kserve.predictor_config import PredictorConfig
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from kserve.protocol.rest.v2_endpoints import V2Endpoints
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from kfloop.config import Config
 from kfloop.errors import KfloopError
@@ -35,7 +40,7 @@ from kfloop.serving.predictor import CARD_FILE, Predictor, load_model_dir
 from kfloop.serving.transformer import Transformer
 from kfloop.storage import Storage
 
-log = logging.getLogger("kfloop.serving")
+log = kserve_logger  # configured by KServe: our lines land beside the server's
 
 #: The in-process predictor is also served on its own, taking the model's input columns directly.
 PREDICTOR_SUFFIX = "-predictor"
@@ -49,6 +54,15 @@ class NoChampionError(KfloopError):
 
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=413, content={"error": str(exc)})
+
+
+async def _client_error(_: Request, exc: Exception) -> JSONResponse:
+    """A client mistake: 400 with the message, without KServe's ERROR traceback per bad request."""
+    return JSONResponse(status_code=400, content={"error": str(exc)})
+
+
+async def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"error": str(exc)})
 
 
 async def _malformed(_: Request, exc: Exception) -> JSONResponse:
@@ -86,6 +100,48 @@ class KfloopModelServer(ModelServer):
         app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=lambda m: models.get_model(m) is not None)
         app.add_exception_handler(protocol.PayloadTooLargeError, _too_large)
         app.add_exception_handler(RequestValidationError, _malformed)
+        app.add_exception_handler(protocol.RequestError, _client_error)
+        app.add_exception_handler(protocol.UnknownEntityError, _not_found)
+        self._add_versioned_infer(app)
+        self._wrap_decode()
+
+    def _add_versioned_infer(self, app: Any) -> None:
+        """``/v2/models/<name>/versions/<v>/infer`` (KServe answers 501): served when ``v`` is the version
+        being served, 404 otherwise. Registered before KServe's routes, so it takes precedence."""
+        endpoints = V2Endpoints(self.dataplane, self.model_repository_extension)
+        models = self.registered_models
+
+        async def infer(
+            raw_request: Request,
+            raw_response: Response,
+            model_name: str,
+            model_version: str,
+            request_body: InferenceRequest | bytes,
+        ) -> Any:
+            model = models.get_model(model_name)
+            served = getattr(model, "served_version", None)
+            if model is not None and served and model_version != served:
+                raise protocol.UnknownEntityError(
+                    f"model {model_name!r} version {model_version!r} is not served (serving {served!r})"
+                )
+            return await endpoints.infer(raw_request, raw_response, model_name, request_body)
+
+        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", infer, methods=["POST"])
+
+    def _wrap_decode(self) -> None:
+        """KServe decodes V2 binary-data bodies before any model code; its errors there (struct, reshape,
+        UTF-8) would be 500s. They are the client's: 400 naming the cause."""
+        decode = self.dataplane.decode
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return decode(*args, **kwargs)
+            except InvalidInput:
+                raise
+            except (ValueError, TypeError, struct.error, InferenceError, UnicodeDecodeError) as err:
+                raise protocol.RequestError(f"undecodable request body: {type(err).__name__}: {err}") from None
+
+        self.dataplane.decode = guarded
 
     async def _serve(self) -> None:
         tasks = [asyncio.create_task(job()) for job in self._background]
@@ -115,6 +171,11 @@ def open_lookup(config: Config, storage: Storage, environ: Mapping[str, str]) ->
     from kfloop.feature_repo.store import open_store
 
     store = open_store(config, storage, environ)
+    online = store.config.online_store
+    if getattr(online, "type", "") == "redis" and "socket_timeout" not in online.connection_string:
+        # redis-py waits forever on a hung server by default; serving must not
+        t = config.serving.lookup_timeout_seconds
+        online.connection_string += f",socket_timeout={t},socket_connect_timeout={t}"
     return ServingLookup(store, config.features.service)
 
 
@@ -134,6 +195,7 @@ class ChampionWatch:
         self.predictor = predictor
         self.workdir = workdir
         self.pinned = pinned
+        self.refused: set[str] = set()  # champions that failed to load: not retried until the next one
 
     def target(self) -> str:
         if self.pinned:
@@ -169,16 +231,24 @@ class ChampionWatch:
             return
         champion = await asyncio.to_thread(self.registry.champion)
         current = self.predictor.version
-        if champion is None or champion.version == current:
+        if champion is None or champion.version == current or champion.version in self.refused:
             return
-        directory = await asyncio.to_thread(self.fetch, champion.version)
-        loaded = await asyncio.to_thread(load_model_dir, directory)
+        try:
+            directory = await asyncio.to_thread(self.fetch, champion.version)
+            loaded = await asyncio.to_thread(load_model_dir, directory)
+        except KfloopError as err:
+            self.refused.add(champion.version)
+            log.error("champion %s cannot be served, staying on %s: %s", champion.version, current, err)
+            return
         old = self.predictor.model
         if old is not None and (
             loaded.preprocessor.numeric != old.preprocessor.numeric
             or loaded.preprocessor.categorical != old.preprocessor.categorical
         ):
-            log.error("champion %s has other input columns than %s; restart the server to serve it", champion, current)
+            self.refused.add(champion.version)
+            log.error(
+                "champion %s has other input columns than %s; restart the server to serve it", champion.version, current
+            )
             return
         self.predictor.model = loaded  # one reference swap: in-flight batches keep the model they hold
         set_model_version(self.predictor.name, loaded.version, current)
@@ -200,6 +270,14 @@ def check_ports(http_port: int, grpc_port: int) -> None:
                 raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from None
 
 
+def _per_request_lines(record: logging.LogRecord) -> bool:
+    """Drop KServe's per-call lines (gRPC method names; client-mistake tracebacks) when access_log is off."""
+    if record.levelno <= logging.INFO and str(record.msg).startswith("grpc method:"):
+        return False
+    # a client's mistake was already answered with its 4xx: no traceback for it
+    return not (record.exc_info and isinstance(record.exc_info[1], (InvalidInput, ModelNotFound)))
+
+
 def run_server(
     config: Config,
     models: list[Any],
@@ -213,9 +291,6 @@ def run_server(
 ) -> None:
     """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs."""
     check_ports(http_port, grpc_port)
-    if not config.serving.access_log:  # one log line per request is a real share of a 2-core budget
-        for name in ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME):
-            logging.getLogger(name).setLevel(logging.WARNING)
     server = KfloopModelServer(
         http_port=http_port,
         grpc_port=grpc_port,
@@ -225,6 +300,10 @@ def run_server(
         ready=ready,
         predictor_config=predictor_config or PredictorConfig(predictor_host=None),
     )
+    if not config.serving.access_log:  # after KServe configured logging: one line per request costs CPU
+        for name in ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(KSERVE_LOGGER_NAME).addFilter(_per_request_lines)
     try:
         server.start(models)
     finally:
@@ -278,7 +357,7 @@ def serve_local(
         http_port=http_port,
         grpc_port=grpc_port,
         background=[
-            lambda: every(config.serving.store_check_seconds, transformer.probe_store),
+            lambda: every(config.serving.store_check_seconds, transformer.probe),
             lambda: every(config.serving.reload_seconds, watch.check),
         ],
         on_stop=stop,

@@ -8,6 +8,7 @@ the response carries the version that scored the batch, and every scored row goe
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class Batch:
     inputs: dict[str, np.ndarray]  # the model's input columns
     n: int
     defaulted: np.ndarray  # bool [n]: some view had no row for this entity
+    outputs: list[str]  # V2 outputs the client asked for (all when empty)
+    version: str  # the model version the client asked for ("" = whatever is served)
 
 
 class Transformer(Model):
@@ -55,6 +58,8 @@ class Transformer(Model):
         self.max_rows = config.serving.max_batch_rows
         self.reject_unknown = config.serving.unknown_entity == "reject"
         self.store_error: str | None = None
+        self.lookup_timeout = config.serving.lookup_timeout_seconds
+        self.offload = config.features.online_store.type != "sqlite"
         STORE_UP.labels(self.name).set(1)
 
     # --- health ------------------------------------------------------------------------------------
@@ -82,9 +87,22 @@ class Transformer(Model):
             STORE_UP.labels(self.name).set(1)
         return True
 
+    async def probe(self) -> bool:
+        """``probe_store`` off the event loop, bounded by ``serving.lookup_timeout_seconds``."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.probe_store), self.lookup_timeout * 2)
+        except TimeoutError:
+            self._store_down(TimeoutError(f"no answer within {self.lookup_timeout * 2:g} s"))
+            return False
+
     def _store_down(self, err: Exception) -> None:
         self.store_error = f"{type(err).__name__}: {err}"
         STORE_UP.labels(self.name).set(0)
+
+    @property
+    def served_version(self) -> str:
+        """The in-process predictor's version; "" when the predictor is remote (it answers for itself)."""
+        return self.predictor.version if self.predictor is not None else ""
 
     # --- metadata ------------------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -103,10 +121,10 @@ class Transformer(Model):
             return await super().__call__(body, headers, verb)
 
     # --- the request path ----------------------------------------------------------------------------
-    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         columns, n = protocol.decode(payload, self.specs, self.max_rows)
         start = time.perf_counter()
-        features, missing = self._lookup(columns, n)
+        features, missing = await self._lookup(columns)
         LOOKUP.labels(self.name).observe(time.perf_counter() - start)
         if self.reject_unknown and missing:
             key, row = next(iter(missing.items()))
@@ -124,11 +142,22 @@ class Transformer(Model):
         for name in self.categorical:
             inputs[name] = columns[name] if name in columns else np.array(features[name], dtype=object)
         request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
-        return Batch(protocol.protocol_of(payload), request_id, columns, inputs, n, defaulted)
+        outputs = protocol.requested_outputs(payload)
+        version = getattr(payload, "model_version", None) or ""
+        return Batch(protocol.protocol_of(payload), request_id, columns, inputs, n, defaulted, outputs, version)
 
-    def _lookup(self, columns: dict[str, np.ndarray], n: int) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+    async def _lookup(self, columns: dict[str, np.ndarray]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+        """The batch's features. A networked store is read in a worker thread under a timeout, so a hung
+        store is a 503 and never stalls the event loop (health checks, other models); a local SQLite file
+        is read inline (faster than a thread hop)."""
+        keys = {k: columns[k].tolist() for k in self.lookup.join_keys}
         try:
-            return self.lookup.get_batch({k: columns[k].tolist() for k in self.lookup.join_keys})
+            if not self.offload:
+                return self.lookup.get_batch(keys)
+            return await asyncio.wait_for(asyncio.to_thread(self.lookup.get_batch, keys), self.lookup_timeout)
+        except TimeoutError:
+            self._store_down(TimeoutError(f"no answer within {self.lookup_timeout:g} s"))
+            raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
         except Exception as err:  # the store client failed: 503, readiness false until a probe succeeds
             self._store_down(err)
             raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
@@ -183,6 +212,10 @@ class Transformer(Model):
 
     def postprocess(self, result: tuple[Batch, protocol.Scores], headers: dict[str, str] | None = None) -> Any:
         batch, scores = result
+        if batch.version and batch.version != scores.model_version:
+            raise protocol.UnknownEntityError(
+                f"model {self.name!r} version {batch.version!r} is not served (serving {scores.model_version!r})"
+            )
         if self.log is not None:
             self.log.append(
                 {
@@ -196,7 +229,7 @@ class Transformer(Model):
                 request_id=batch.request_id,
                 protocol=batch.protocol,
             )
-        return protocol.encode(scores, batch.protocol, batch.request_id)
+        return protocol.encode(scores, batch.protocol, batch.request_id, batch.outputs)
 
 
 def _numbers(values: list) -> np.ndarray:

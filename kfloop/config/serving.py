@@ -55,7 +55,6 @@ class ServingConfig(Section):
     """How the champion is served: ports, request limits, unknown entities, the inference log, and the
     cluster's InferenceService (autoscaling, canary, resources)."""
 
-    host: str = Field("127.0.0.1", description="Local server bind address.")
     http_port: int = Field(8080, ge=1, le=65535)
     grpc_port: int = Field(8081, ge=1, le=65535)
     unknown_entity: Literal["default", "reject"] = Field(
@@ -69,6 +68,9 @@ class ServingConfig(Section):
         False, description="Log every request (uvicorn access log and KServe's timing lines); off saves CPU."
     )
     reload_seconds: float = Field(2.0, gt=0, description="How often the local server checks the champion.")
+    lookup_timeout_seconds: float = Field(
+        1.0, gt=0, description="An online-store read slower than this is a 503 (a hung store must not hang serving)."
+    )
     store_check_seconds: float = Field(1.0, gt=0, description="How often readiness probes the online store.")
     predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field(
         "v2", description="Cluster: how the transformer calls the predictor."

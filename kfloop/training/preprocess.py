@@ -18,6 +18,8 @@ from kfloop.config import ColumnType, Config
 UNKNOWN = "<unknown>"
 #: Up to this many rows, categories are encoded with a dict (serving); more go through pandas (training).
 _SMALL = 1024
+#: Standardized values are clipped here (far beyond any real value, far inside float32).
+_Z_LIMIT = 1e6
 
 
 def feature_columns(config: Config) -> tuple[list[str], list[str]]:
@@ -79,7 +81,7 @@ class Preprocessor:
         for j, c in enumerate(self.numeric):
             z = (np.asarray(columns[c], dtype=np.float64) - self.means[j]) / self.stds[j]
             z[~np.isfinite(z)] = 0.0
-            num[:, j] = z
+            num[:, j] = np.clip(z, -_Z_LIMIT, _Z_LIMIT)  # a finite float64 can still overflow float32
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
             if n <= _SMALL:  # a request's few rows: a dict lookup beats building pandas objects

@@ -246,3 +246,18 @@ def test_cluster_without_any_kubernetes_config_says_so(
     add_version(s3_storage, tmp_path, promote=True)
     with pytest.raises(DeployError, match="no in-cluster service account and no kubeconfig"):
         cluster(None)
+
+
+@pytest.mark.s3
+def test_cluster_rollback_is_never_a_canary(cluster: Any, s3_storage: S3Storage, tmp_path: Path) -> None:
+    """Back to an older version at once: a canary would leave most traffic on the version rolled back from."""
+    api = FakeCustomObjects()
+    add_version(s3_storage, tmp_path, promote=True)
+    add_version(s3_storage, tmp_path, promote=False)
+    cluster(api, canary_traffic_percent=10)
+    ModelRegistry(s3_storage, MODEL).promote("v2", "newer")
+    assert cluster(api, canary_traffic_percent=10)["canary_traffic_percent"] == 10  # forward: canary
+    ModelRegistry(s3_storage, MODEL).rollback("v2 misbehaves")
+    result = cluster(api, canary_traffic_percent=10)
+    assert (result["action"], result["version"], result["canary_traffic_percent"]) == ("updated", "v1", None)
+    assert "canaryTrafficPercent" not in predictor(api.served())

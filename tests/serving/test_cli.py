@@ -25,6 +25,7 @@ def test_predict_prints_the_servers_answer_over_each_protocol(trained: Trained, 
     config = trained.write_config(tmp_path / "kfloop.json")
     server: Server = start_server(config)
     rows = trained.request_rows(2)
+    rows[1]["distance_from_home_km"] = None  # nullable in the contract: null over every protocol
     for protocol in ("v1", "v2", "grpc"):
         out = _kfloop(
             "predict",

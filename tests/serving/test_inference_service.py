@@ -168,8 +168,10 @@ def test_canary_percent_only_when_asked_and_configured(
 def test_logger_only_with_a_sink_url() -> None:
     sink = "http://message-dumper.kubeflow.svc.cluster.local"
     m = build(cluster_config(inference_log={"sink_url": sink}))
-    assert m["spec"]["predictor"]["logger"] == {"mode": "all", "url": sink}
-    assert "logger" not in build(cluster_config())["spec"]["predictor"]
+    # on the transformer: the client's request (entity keys) and the answer (version, defaulted)
+    assert m["spec"]["transformer"]["logger"] == {"mode": "all", "url": sink}
+    assert "logger" not in m["spec"]["predictor"]
+    assert "logger" not in build(cluster_config())["spec"]["transformer"]
 
 
 @pytest.mark.parametrize(

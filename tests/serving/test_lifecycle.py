@@ -5,6 +5,7 @@ store going away (a real redis-server stopped mid-test) is a 503 with readiness 
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from benchmarks.redis_server import RedisServer
 from kfloop.registry import ModelRegistry
 from kfloop.serving.client import ServingClient, ServingRequestError
 from kfloop.serving.inference_log import read_inference_log
@@ -116,22 +118,32 @@ def test_hot_switch_under_load_drops_nothing_and_the_log_has_every_request(
     assert any(r[feature] is not None for r in log), "stored features are logged too"
 
 
-def test_online_store_outage_is_a_503_with_readiness_false_then_recovers(
-    trained: Trained, own_redis, start_server: Callable[..., Server], tmp_path: Path
-) -> None:
-    backend = redis_backend(own_redis)
+def _served_on_redis(
+    trained: Trained, redis: RedisServer, start_server: Callable[..., Server], tmp_path: Path
+) -> tuple[Loop, Server, ServingClient]:
+    """The demo features materialized into ``redis``, the trained champion registered, a server on it."""
+    backend = redis_backend(redis)
     loop = Loop.create(tmp_path / "ws", backend, relaxed)
     loop.load(trained.frame)
     loop.materialize()
     source = ModelRegistry(trained.loop.storage, trained.config.training.model_name)
     registry = ModelRegistry(loop.storage, loop.config.training.model_name)
-    registry.promote(_register_copy(registry, source, trained.champion), "redis test")
+    registry.promote(_register_copy(registry, source, trained.champion), "served on redis")
     config_path = tmp_path / "kfloop.json"
     config_path.write_text(json.dumps(loop.config.model_dump(mode="json")))
     server = start_server(config_path, env=backend.environ)
-    client = ServingClient.for_config(loop.config, server.url, server.grpc_target)
+    return loop, server, ServingClient.for_config(loop.config, server.url, server.grpc_target)
+
+
+def test_online_store_outage_is_a_503_with_readiness_false_then_recovers(
+    trained: Trained, own_redis, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    loop, server, client = _served_on_redis(trained, own_redis, start_server, tmp_path)
     rows = trained.request_rows(3)
     assert not any(p["defaulted"] for p in client.predict(rows, "v2")["predictions"])
+    # Redis answers a missing key with empty values (not "no row"): still an unknown entity
+    stranger = [{**rows[0], "customer_id": "c-never-seen"}]
+    assert client.predict(stranger, "v1")["predictions"][0]["defaulted"] is True
 
     own_redis.stop(save=True)
     with pytest.raises(ServingRequestError) as err:
@@ -153,3 +165,29 @@ def test_online_store_outage_is_a_503_with_readiness_false_then_recovers(
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     preds = client.predict(rows, "v1")["predictions"]
     assert not any(p["defaulted"] for p in preds), "the restarted store still has the features"
+
+
+def test_a_hung_online_store_is_a_503_in_bounded_time_and_the_server_stays_responsive(
+    trained: Trained, own_redis, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """redis-server stopped with SIGSTOP: connections hang instead of being refused."""
+    loop, server, client = _served_on_redis(trained, own_redis, start_server, tmp_path)
+    rows = trained.request_rows(2)
+    client.predict(rows, "v1")
+
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServingRequestError) as err:
+            client.predict(rows, "v1")
+        assert err.value.status == 503 and "online store unreachable" in err.value.message
+        assert time.monotonic() - started < 10 * loop.config.serving.lookup_timeout_seconds
+        live = httpx.get(f"{server.url}/v2/health/live", timeout=5)  # the event loop is not blocked
+        assert live.status_code == 200
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 503
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and httpx.get(f"{server.url}/v2/health/ready").status_code != 200:
+        time.sleep(0.2)
+    assert client.predict(rows, "grpc")["predictions"][0]["defaulted"] is False

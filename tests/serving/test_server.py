@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 
 import grpc
@@ -132,7 +133,7 @@ def test_client_mistakes_get_a_4xx_naming_the_field_and_the_server_keeps_answeri
         return {"inputs": [({**i, **change} if i["name"] == field else i) for i in good_inputs]}
 
     cases: list[tuple[str, httpx.Response, int, str]] = [
-        ("malformed JSON (V1)", _v1(server, name, b'{"instances": [{"customer_id": '), 400, ""),
+        ("malformed JSON (V1)", _v1(server, name, b'{"instances": [{"customer_id": '), 400, "Unrecognized request"),
         ("malformed JSON (V2)", _v2(server, name, b'{"inputs": [{"name": '), 400, "invalid request body"),
         ("no instances", _v1(server, name, {"rows": []}), 400, "instances"),
         ("instances not a list", _v1(server, name, {"instances": {"a": 1}}), 400, "instances"),
@@ -166,6 +167,38 @@ def test_client_mistakes_get_a_4xx_naming_the_field_and_the_server_keeps_answeri
             "'amount' has 2 rows",
         ),
         ("bad shape", _v2(server, name, v2_with("amount", shape=[1, 3], data=[1.0, 2.0, 3.0])), 400, "shape"),
+        ("huge integer", _v2(server, name, v2_with("amount", data=[10**400])), 400, "amount"),
+        (
+            "above the contract's max",
+            _v1(server, name, {"instances": [{**row, "amount": 1e308}]}),
+            400,
+            "above the data contract's max 50000",
+        ),
+        (
+            "below the contract's min",
+            _v2(server, name, v2_with("hour_of_day", data=[-1])),
+            400,
+            "'hour_of_day'[0]: -1 is below",
+        ),
+        (
+            "fraction in an INT tensor",
+            _v2(server, name, v2_with("amount", datatype="INT32", data=[53.4])),
+            400,
+            "INT32 needs whole numbers",
+        ),
+        (
+            "unknown input",
+            _v2(server, name, {"inputs": [*good_inputs, {**good_inputs[2], "name": "amnt"}]}),
+            400,
+            "unknown input(s) 'amnt'",
+        ),
+        (
+            "unknown output",
+            _v2(server, name, {"inputs": good_inputs, "outputs": [{"name": "proba"}]}),
+            400,
+            "unknown output(s) 'proba'",
+        ),
+        ("other version", _v2(server, f"{name}/versions/v999", {"inputs": good_inputs}), 404, "'v999' is not served"),
         ("unknown model (V1)", _v1(server, "no-such-model", {"instances": [row]}), 404, "no-such-model"),
         ("unknown model (V2)", _v2(server, "no-such-model", {"inputs": good_inputs}), 404, "no-such-model"),
         ("too many rows", _v1(server, name, {"instances": [row] * 501}), 413, "at most 500"),
@@ -251,3 +284,77 @@ def test_reject_mode_answers_404_naming_the_entity(trained: Trained, start_serve
         client.predict(rows, "grpc")
     assert err.value.status == "NOT_FOUND" and "m-unknown" in err.value.message
     assert client.predict(rows[:2], "v1")["model_version"] == trained.champion
+
+
+def test_v2_binary_data_extension_decodes_or_answers_400(trained: Trained, server: Server) -> None:
+    """KServe decodes binary tensors before model code; a malformed one is still the client's mistake."""
+    name = trained.config.training.model_name
+    row = trained.request_rows(1)[0]
+    inputs = v2_inputs([row], request_specs(trained.config))
+    amount = next(i for i in inputs if i["name"] == "amount")
+
+    def binary(raw: bytes, **tensor: object) -> httpx.Response:
+        meta = [{**i, "data": i["data"]} for i in inputs if i["name"] != "amount"]
+        meta.append({"name": "amount", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": len(raw)}})
+        for key, value in tensor.items():
+            meta[-1][key] = value
+        head = json.dumps({"inputs": meta}).encode()
+        return httpx.post(
+            f"{server.url}/v2/models/{name}/infer",
+            content=head + raw,
+            headers={"inference-header-content-length": str(len(head)), "content-type": "application/octet-stream"},
+        )
+
+    good = binary(np.array(amount["data"], dtype=np.float64).tobytes())
+    assert good.status_code == 200, good.text
+    for raw, change in ((b"\x00" * 3, {}), (b"\x00" * 16, {}), (b"\x00" * 8, {"shape": [2]})):
+        bad = binary(raw, **change)
+        assert bad.status_code == 400, (raw, change, bad.status_code, bad.text)
+    assert server.alive()
+
+
+def test_requested_outputs_and_the_served_version_url(trained: Trained, server: Server) -> None:
+    name = trained.config.training.model_name
+    inputs = v2_inputs(trained.request_rows(2), request_specs(trained.config))
+    body = _v2(server, name, {"inputs": inputs, "outputs": [{"name": "score"}]}).json()
+    assert [o["name"] for o in body["outputs"]] == ["score"]
+    versioned = _v2(server, f"{name}/versions/{trained.champion}", {"inputs": inputs})
+    assert versioned.status_code == 200 and versioned.json()["model_version"] == trained.champion
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        request = grpc_request(name, trained.request_rows(1), request_specs(trained.config))
+        request.model_version = "v999"
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_raw_contents_that_do_not_decode_are_invalid_argument(trained: Trained, server: Server) -> None:
+    name = trained.config.training.model_name
+    specs = request_specs(trained.config)
+    row = trained.request_rows(1)[0]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        good_key = struct.pack("<I", len(row["customer_id"])) + row["customer_id"].encode()
+        bad_keys = (struct.pack("<I", 99) + b"c-01858", b"\x01", struct.pack("<I", 2) + b"\xff\xfe")
+        for raw_key in (good_key, *bad_keys):
+            request = grpc_request(name, [row], specs)
+            raws = []
+            for tensor in request.inputs:
+                if tensor.datatype == "BYTES":
+                    values = list(tensor.contents.bytes_contents)
+                    raws.append(
+                        raw_key
+                        if tensor.name == "customer_id"
+                        else b"".join(struct.pack("<I", len(v)) + v for v in values)
+                    )
+                else:
+                    raws.append(np.array(tensor.contents.fp64_contents, dtype=np.float64).tobytes())
+                tensor.ClearField("contents")
+            request.raw_input_contents.extend(raws)
+            if raw_key == good_key:  # typed raw tensors are a normal way to call: they score
+                assert stub.ModelInfer(request, timeout=10).model_version == trained.champion
+                continue
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(request, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raw_key
+            assert "customer_id" in err.value.details()
