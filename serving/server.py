@@ -104,6 +104,18 @@ class KfloopModelServer(ModelServer):
         app.add_exception_handler(protocol.UnknownEntityError, _not_found)
         self._add_versioned_infer(app)
         self._wrap_decode()
+        self._add_versions_to_metadata()
+
+    def _add_versions_to_metadata(self) -> None:
+        """V2 model metadata lists the served version (KServe leaves ``versions`` empty)."""
+        metadata, models = self.dataplane.model_metadata, self.registered_models
+
+        async def with_versions(model_name: str) -> dict:
+            body = await metadata(model_name)
+            served = getattr(models.get_model(model_name), "served_version", "")
+            return {**body, "versions": [served]} if served else body
+
+        self.dataplane.model_metadata = with_versions
 
     def _add_versioned_infer(self, app: Any) -> None:
         """``/v2/models/<name>/versions/<v>/infer`` (KServe answers 501): served when ``v`` is the version

@@ -81,6 +81,7 @@ def test_v2_wire_format_follows_the_open_inference_protocol(trained: Trained, se
     assert outputs["label"]["datatype"] == "INT64" and outputs["defaulted"]["datatype"] == "BOOL"
 
     meta = httpx.get(f"{server.url}/v2/models/{name}").json()
+    assert meta["versions"] == [trained.champion]
     declared = {i["name"]: i["datatype"] for i in meta["inputs"]}
     assert declared == {s.name: ("BYTES" if s.kind == "string" else "FP64") for s in request_specs(trained.config)}
     assert [o["name"] for o in meta["outputs"]] == ["score", "label", "defaulted"]
