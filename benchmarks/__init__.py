@@ -29,4 +29,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.train",
         "1M demo rows, 2 epochs (kfloop train vs bare loop on tensors), PyTorch + TensorFlow; rows/s per epoch",
     ),
+    "serving": (
+        "benchmarks.serving",
+        "max rps at p99 ≤ 10 ms, then p50/p99 at half of it (kfloop serve vs MLServer vs KServe echo / uvicorn)",
+    ),
 }

@@ -1,0 +1,556 @@
+"""Serving benchmark: how much online traffic each server holds at p99 ≤ 10 ms, on the same machine, in one run.
+
+Contenders (each a real server process on localhost; one request = one row):
+
+- ours:  ``kfloop serve`` on the demo champion: the transformer (Feast online lookup on SQLite) and the
+         predictor in one process, over V1 REST, V2 REST and V2 gRPC (``lookup + model``); and the same
+         server's predictor-only model ``<name>-predictor``, fed the looked-up features (``model only``).
+- peer:  MLServer (its own venv, pinned) serving the SAME registry version (``model.pt`` +
+         ``preprocess.json`` + threshold) with a custom runtime (benchmarks/serving_mlserver_runtime.py),
+         over V2 REST and gRPC. It has no feature lookup, so it gets the looked-up features as named V2
+         inputs, exactly what our ``model only`` gets: compare it with both of ours.
+- floor: the KServe echo model (KServe's own request path, no model: benchmarks/serving_echo.py) over
+         the same three protocols with ours' request bodies, and a bare uvicorn ASGI app answering a
+         fixed JSON (the HTTP floor: benchmarks/serving_floor.py).
+
+Method: an open-loop generator in its own process (benchmarks/serving_load.py: constant rate, pre-encoded
+requests, the same tool for REST and gRPC) steps each target's offered rate up (x2 until a step fails,
+a failure confirmed by a retry, then 3 bisections; benchmarks/serving_search.py), each step ≥ 4 s and
+≥ 400 requests; a step passes with no errors, p99 ≤ 10 ms and the generator on schedule. That gives
+each target's max rate, with the server's CPU time per request at it. Then the harness runs every
+target at 50 % of its own max, interleaved, ``--repeat`` times: its table's p50/p99 are latencies at
+half load, and its rows/s (= half the max rate) make "x peer" and "of floor" ratios of max rates.
+Expect ± one bisection step between runs: p99 at 10 ms is decided by the servers' garbage-collector
+pauses (see serving_search.py), which come when they come.
+
+Untimed preparation: a demo workspace (``kfloop demo-data`` + ``kfloop run``: train, evaluate, promote,
+materialize; ``--rows`` sets the demo rows), request rows from real transactions (known entities), each
+row's features looked up in-process with ``ServingLookup`` (also timed alone: the feature-lookup
+p50/p99), every server answer checked (ours, ours model-only and MLServer must give the same score for
+the same row). ``KFLOOP_BENCH_MLSERVER=0`` skips MLServer (no venv needed).
+
+The harness's "peak RSS Δ" column is the benchmark process's, not the servers': the servers' resident
+memory is printed in the summary.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks import ROOT
+from benchmarks.harness import Benchmark, Case, Role, percentile
+from benchmarks.redis_server import free_port
+from benchmarks.serving_load import GrpcTarget, LoadGenerator, LoadSpec, Target
+from benchmarks.serving_payloads import (
+    Row,
+    grpc_outputs,
+    grpc_target,
+    rest_target,
+    v1_body,
+    v1_target,
+    v2_outputs,
+    v2_target,
+)
+from benchmarks.serving_search import Search, SearchPolicy, find_max_rate
+from benchmarks.serving_targets import ServerProcess, ensure_mlserver_venv
+from kfloop.config import ColumnType, Config, load_config, parse_config
+from kfloop.storage import LocalStorage
+
+CONFIG_PATH = ROOT / "examples" / "fraud" / "kfloop.yaml"
+DEMO_ROWS = 20_000  # 400 customers, 100 merchants online; training takes ~30 s
+SEED = 42
+DISTINCT_REQUESTS = 128  # rows cycled through by every target
+CALLS = 1_000  # requests per harness run (at 50 % of the target's max rate)
+LOAD_FRACTION = 0.5
+POLICY = SearchPolicy(p99_limit=0.010, step_seconds=4.0, min_requests=400, start_rate=50.0)
+LOOKUP_CALLS = 2_000
+#: Aims from the issue, printed next to the results.
+AIM_VS_MLSERVER, AIM_GRPC_VS_REST, AIM_LOOKUP_P99 = 1.0, 1.5, 0.001
+
+V1, V2, GRPC = "V1 REST", "V2 REST", "gRPC"
+FULL, MODEL, PEER = "ours lookup+model", "ours model only", "MLServer model"
+ECHO, HELLO = "KServe echo", "uvicorn hello"
+
+
+# --- the workspace ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A demo workspace with a champion and materialized online features."""
+
+    work: Path
+    config: Config
+    config_path: Path
+    source: Path
+
+
+def prepare_workspace(rows: int, seed: int, work: Path) -> Workspace:
+    """``kfloop demo-data`` then ``kfloop run`` (the Makefile's ``run``) in ``work``, logs in ``work``."""
+    data = load_config(CONFIG_PATH).model_dump(mode="json")
+    source = work / "transactions.csv"
+    data["storage"] = {"type": "local", "root": str(work / "ws")}
+    data["source"]["uri"] = str(source)
+    config = parse_config(data, "serving benchmark")
+    config_path = work / "kfloop.yaml"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    kfloop = [sys.executable, "-m", "kfloop"]
+    for args in (["demo-data", "--rows", str(rows), "--seed", str(seed), "--out", str(source)], ["run"]):
+        log = work / f"{args[0]}.log"
+        with open(log, "wb") as out:
+            cmd = [*kfloop, *args, "-c", str(config_path)]
+            proc = subprocess.run(cmd, cwd=work, stdout=out, stderr=out, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"kfloop {args[0]} failed (code {proc.returncode}); {log}:\n{tail}")
+    return Workspace(work, config, config_path, source)
+
+
+def champion_dir(ws: Workspace, dest: Path) -> tuple[str, Path]:
+    """(version, directory) of the champion's files as the registry hands them out, card included."""
+    from kfloop.registry import ModelRegistry
+
+    registry = ModelRegistry(LocalStorage(ws.work / "ws"), ws.config.training.model_name)
+    champion = registry.champion()
+    if champion is None:
+        raise RuntimeError("the demo run promoted no champion")
+    registry.fetch(champion.version, dest)
+    (dest / "model.json").write_text(json.dumps(champion.card, default=str))
+    return champion.version, dest
+
+
+# --- request rows -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Matching rows: ``full[i]`` is what a client sends the transformer, ``model[i]`` the same row with its
+    features looked up (what the predictor and MLServer get)."""
+
+    full: list[dict[str, Any]]
+    model: list[dict[str, Any]]
+
+
+def _typed(value: Any, column_type: ColumnType) -> Any:
+    if column_type is ColumnType.INT64:
+        return int(value)
+    if column_type is ColumnType.FLOAT64:
+        return float(value)
+    return str(value)
+
+
+def request_rows(ws: Workspace, lookup: Any, n: int, seed: int) -> Requests:
+    """``n`` real transactions (known entities) whose looked-up features are all present."""
+    import pandas as pd
+
+    from kfloop.training.preprocess import feature_columns
+
+    cfg = ws.config
+    columns = [*cfg.source.entity_keys, *cfg.features.request_features]
+    frame = pd.read_csv(ws.source, usecols=columns).dropna()
+    numeric, categorical = feature_columns(cfg)
+    order = list(range(len(frame)))
+    random.Random(seed).shuffle(order)
+    full, model = [], []
+    for i in order:
+        raw = frame.iloc[i]
+        row = {c: _typed(raw[c], cfg.source.columns[c]) for c in columns}
+        values = {**lookup.get({k: row[k] for k in cfg.source.entity_keys}), **row}
+        if any(values.get(c) is None or (isinstance(values[c], float) and math.isnan(values[c])) for c in numeric):
+            continue
+        full.append(row)
+        model.append({**{c: float(values[c]) for c in numeric}, **{c: str(values[c]) for c in categorical}})
+        if len(full) == n:
+            break
+    if len(full) < n:
+        raise RuntimeError(f"only {len(full)} of {n} request rows have every feature online")
+    return Requests(full, model)
+
+
+def time_lookup(lookup: Any, rows: Sequence[Row], entity_keys: Sequence[str], calls: int) -> list[float]:
+    """Per-call seconds of ``ServingLookup.get`` in this process (the server does the same call)."""
+    keys = [{k: r[k] for k in entity_keys} for r in rows]
+    for k in keys[:50]:
+        lookup.get(k)
+    clock, out = time.perf_counter, []
+    for i in range(calls):
+        t0 = clock()
+        lookup.get(keys[i % len(keys)])
+        out.append(clock() - t0)
+    return out
+
+
+# --- the servers and what each is asked --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One (server, protocol) pair measured."""
+
+    group: str
+    protocol: str
+    role: Role
+    server: str
+    target: Target
+    model: str  # the name in request paths / messages
+
+    @property
+    def label(self) -> str:
+        return f"{self.group} {self.protocol}"
+
+
+@dataclass(frozen=True)
+class Servers:
+    processes: dict[str, ServerProcess]
+    ports: dict[str, tuple[int, int]]
+
+
+def start_servers(ws: Workspace, model_dir: Path, version: str, with_mlserver: bool) -> Servers:
+    """Every server at once (idle ones cost no CPU), each stopped when this process exits."""
+    from benchmarks import serving_targets as st
+
+    logs = ws.work / "logs"
+    ports = {name: (free_port(), free_port()) for name in ("ours", "mlserver", "echo", "floor")}
+    procs = {
+        "ours": st.ours(ws.config_path, *ports["ours"], logs / "kfloop-serve.log"),
+        "echo": st.echo(*ports["echo"], logs / "echo.log"),
+        "floor": st.floor(ports["floor"][0], logs / "uvicorn.log"),
+    }
+    if with_mlserver:
+        exe = ensure_mlserver_venv()
+        name = ws.config.training.model_name
+        mls_ports = (*ports["mlserver"], free_port())
+        mls_dir, mls_log = ws.work / "mlserver", logs / "mlserver.log"
+        procs["mlserver"] = st.mlserver(exe, name, version, model_dir, mls_dir, mls_ports, mls_log)
+    for proc in procs.values():
+        atexit.register(proc.stop)
+    for proc in procs.values():
+        proc.start()
+    return Servers(procs, ports)
+
+
+def contenders(ws: Workspace, servers: Servers, req: Requests) -> list[Contender]:
+    name = ws.config.training.model_name
+    from kfloop.serving.server import PREDICTOR_SUFFIX
+
+    predictor = name + PREDICTOR_SUFFIX
+    (oh, og), (mh, mg), (eh, eg), (fh, _) = (servers.ports[k] for k in ("ours", "mlserver", "echo", "floor"))
+    out = [
+        Contender(FULL, V1, "ours", "ours", v1_target(oh, name, req.full), name),
+        Contender(FULL, V2, "ours", "ours", v2_target(oh, name, req.full), name),
+        Contender(FULL, GRPC, "ours", "ours", grpc_target(og, name, req.full), name),
+        Contender(MODEL, V2, "ours", "ours", v2_target(oh, predictor, req.model), predictor),
+        Contender(MODEL, GRPC, "ours", "ours", grpc_target(og, predictor, req.model), predictor),
+    ]
+    if "mlserver" in servers.processes:
+        out += [
+            Contender(PEER, V2, "peer", "mlserver", v2_target(mh, name, req.model), name),
+            Contender(PEER, GRPC, "peer", "mlserver", grpc_target(mg, name, req.model), name),
+        ]
+    out += [
+        Contender(ECHO, V1, "floor", "echo", v1_target(eh, "echo", req.full), "echo"),
+        Contender(ECHO, V2, "floor", "echo", v2_target(eh, "echo", req.full), "echo"),
+        Contender(ECHO, GRPC, "floor", "echo", grpc_target(eg, "echo", req.full), "echo"),
+        Contender(HELLO, "REST", "floor", "floor", rest_target(fh, "/", [v1_body(r) for r in req.full]), "-"),
+    ]
+    return out
+
+
+# --- checking the answers (untimed, once) ------------------------------------------------------------
+
+
+def ask(target: Target, i: int) -> tuple[dict[str, list[Any]], str]:
+    """({output: values}, model version) of request ``i`` of ``target``, sent with ordinary clients."""
+    request = target.requests[i % len(target.requests)]
+    if isinstance(target, GrpcTarget):
+        import grpc
+
+        with grpc.insecure_channel(target.address) as channel:
+            data = channel.unary_unary(target.method)(request, timeout=10)
+        return grpc_outputs(data)
+    head, body = request.split(b"\r\n\r\n", 1)
+    path = head.split(b" ")[1].decode()
+    http = urllib.request.Request(f"http://{target.host}:{target.port}{path}", data=body, method="POST")
+    http.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(http, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    if "outputs" in answer:
+        return v2_outputs(answer), str(answer.get("model_version") or "")
+    predictions = answer["predictions"]
+    columns = {k: [p[k] for p in predictions] for k in predictions[0]}
+    return columns, str(answer.get("model_version") or "")
+
+
+def check_answers(items: Sequence[Contender], req: Requests, version: str, n: int = 20) -> None:
+    """Every contender answers; ours (both paths) and MLServer agree on each row's score; echo echoes."""
+    for i in range(n):
+        scores: dict[str, float] = {}
+        for c in items:
+            outputs, got_version = ask(c.target, i)
+            if c.group in (FULL, MODEL, PEER):
+                scores[c.label] = float(outputs["score"][0])
+                if c.group != MODEL and got_version != version:
+                    raise AssertionError(f"{c.label}: model version {got_version!r}, expected {version!r}")
+                if c.group == FULL and outputs["defaulted"][0]:
+                    raise AssertionError(f"{c.label}: row {req.full[i]} was scored on default features")
+            elif c.group == ECHO:
+                sent = req.full[i]
+                echoed = {k: v[0] for k, v in outputs.items()}
+                if set(echoed) != set(sent):
+                    raise AssertionError(f"{c.label}: echoed {sorted(echoed)}, sent {sorted(sent)}")
+        first = next(iter(scores.values()))
+        if any(abs(s - first) > 1e-5 for s in scores.values()):
+            raise AssertionError(f"row {i}: the servers disagree on the score: {scores}")
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+
+def quantile_bound(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The smallest bucket bound holding quantile ``q`` (0-1) of cumulative ``(upper bound, count)`` pairs:
+    what a histogram can say for sure (Prometheus' interpolation would invent values inside a bucket, e.g.
+    a p50 of half the first bound when every observation is below it). None without observations."""
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    return next(upper for upper, count in buckets if count >= rank)
+
+
+def scrape_histogram(url: str, metric: str) -> list[tuple[float, float]]:
+    """Cumulative buckets of ``metric`` (all label sets summed) from a Prometheus text endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    sums: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(metric + "_bucket{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        bound = math.inf if le == "+Inf" else float(le)
+        sums[bound] = sums.get(bound, 0.0) + float(value)
+    return sorted(sums.items())
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    contender: Contender
+    search: Search
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.3f}"
+
+
+def summary(
+    measured: Sequence[Measured], lookup: Mapping[str, float | None], rss: Mapping[str, int | None]
+) -> tuple[str, dict[str, Any]]:
+    """The max-rate table, the ratios and the aims (text, and the same numbers for the JSON)."""
+    by = {(m.contender.group, m.contender.protocol): m.search.max_rate for m in measured}
+
+    def rate(group: str, protocol: str) -> float | None:
+        return by.get((group, protocol))
+
+    lines = [
+        f"serving: max offered rate with p99 ≤ {POLICY.p99_limit * 1e3:g} ms (open loop, 1 row per request, steps of "
+        f"≥ {POLICY.step_seconds:g} s and ≥ {POLICY.min_requests} requests, a failure confirmed by a retry); "
+        f"p50/p99 at {LOAD_FRACTION:.0%} of it in the harness table below",
+    ]
+    header = ["target", "protocol", "max rps", "p50/p99/max ms at max", "CPU ms/req", "next rate failed", "server RSS"]
+    table = [header]
+    for m in measured:
+        c, best = m.contender, m.search.at_max()
+        above = [st for st in m.search.steps if not st.passed and st.rate > m.search.max_rate]
+        failed = min(above, key=lambda st: st.rate, default=None)  # the lowest failing rate above the max
+        mem = rss.get(c.server)
+        table.append(
+            [
+                c.group,
+                c.protocol,
+                _fmt_rate(m.search.max_rate),
+                "-" if best is None else f"{best.p50 * 1e3:.2f} / {best.p99 * 1e3:.2f} / {best.max_latency * 1e3:.0f}",
+                "-" if best is None or best.cpu_per_request is None else f"{best.cpu_per_request * 1e3:.2f}",
+                "-" if failed is None else f"{_fmt_rate(failed.rate)}: {failed.why}",
+                "-" if mem is None else f"{mem / 2**20:,.0f} MB",
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    right = {2, 3, 4}
+    for row in table:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    ratios: dict[str, float | None] = {}
+    for proto in (V2, GRPC):
+        ratios[f"ours lookup+model / MLServer ({proto})"] = _ratio(rate(FULL, proto), rate(PEER, proto))
+        ratios[f"ours model only / MLServer ({proto})"] = _ratio(rate(MODEL, proto), rate(PEER, proto))
+    for group in (FULL, MODEL):
+        ratios[f"{group}: gRPC / V2 REST"] = _ratio(rate(group, GRPC), rate(group, V2))
+    ratios[f"{FULL}: gRPC / V1 REST"] = _ratio(rate(FULL, GRPC), rate(FULL, V1))
+    for proto in (V1, V2, GRPC):
+        ratios[f"ours lookup+model / KServe echo ({proto})"] = _ratio(rate(FULL, proto), rate(ECHO, proto))
+    ratios["ours lookup+model V1 / uvicorn hello"] = _ratio(rate(FULL, V1), rate(HELLO, "REST"))
+    lines.append("ratios of max rps:")
+    lines += [f"  {k}: {_x(v)}" for k, v in ratios.items()]
+    lines.append(
+        f"feature lookup (ServingLookup, SQLite), ms: in-process p50 {_ms(lookup['p50'])} / p99 {_ms(lookup['p99'])}; "
+        f"in the server under load (kfloop_feature_lookup_seconds, {lookup.get('server_count') or 0:,.0f} lookups) "
+        f"p50 ≤ {_ms(lookup.get('server_p50_bound'))} / p99 ≤ {_ms(lookup.get('server_p99_bound'))} (bucket bounds)"
+    )
+    aims = []
+    for proto in (V2, GRPC):
+        for group in (FULL, MODEL):
+            got = ratios[f"{group} / MLServer ({proto})"]
+            aims.append((f"{group} ≥ {AIM_VS_MLSERVER:g}x MLServer ({proto})", got, AIM_VS_MLSERVER))
+    aims.append((f"ours gRPC ≥ {AIM_GRPC_VS_REST:g}x V2 REST", ratios[f"{FULL}: gRPC / V2 REST"], AIM_GRPC_VS_REST))
+    for text, got, target in aims:
+        verdict = "n/a" if got is None else ("met" if got >= target else "MISSED")
+        lines.append(f"aim {text}: {_x(got)} {verdict}")
+    p99 = lookup["p99"]
+    verdict = "met" if p99 is not None and p99 <= AIM_LOOKUP_P99 else "MISSED"
+    aim = f"feature lookup p99 ≤ {AIM_LOOKUP_P99 * 1e3:g} ms on SQLite (in-process)"
+    lines.append(f"aim {aim}: {_ms(p99)} ms {verdict}")
+    data = {
+        "max_rps": {m.contender.label: m.search.max_rate for m in measured},
+        "search_steps": {m.contender.label: [dataclasses.asdict(s) for s in m.search.steps] for m in measured},
+        "ratios": ratios,
+        "aims": [{"aim": t, "achieved": g, "target": v, "met": g is not None and g >= v} for t, g, v in aims],
+        "feature_lookup_s": dict(lookup),
+        "server_rss_bytes": dict(rss),
+    }
+    return "\n".join(lines), data
+
+
+def _versions(with_mlserver: bool) -> dict[str, str]:
+    from importlib.metadata import version
+
+    from benchmarks.serving_targets import MLSERVER_PACKAGES
+
+    out = {name: version(name) for name in ("kserve", "feast", "torch", "uvicorn", "grpcio")}
+    if with_mlserver:
+        out["mlserver"] = MLSERVER_PACKAGES[0].split("==")[1]
+    return out
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _runner(
+    gen: LoadGenerator, target: Target, rate: float, echo: Callable[[str], None]
+) -> Callable[[Any], list[float]]:
+    def run(_: Any) -> list[float]:
+        result = gen.run(LoadSpec(target, rate, CALLS))
+        if result.errors:
+            echo(f"    warning: {result.errors} errors at {rate:,.0f} rps ({result.first_error})")
+        return result.latencies
+
+    return run
+
+
+def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEED) -> Benchmark:
+    """Workspace, servers, checks and the max-rate searches (all untimed), then one case per target."""
+    del data_dir  # nothing to cache: the workspace is rebuilt each run (~40 s)
+    echo = _say
+    with_mlserver = os.environ.get("KFLOOP_BENCH_MLSERVER", "1") != "0"
+    work = Path(tempfile.mkdtemp(prefix="kfloop-bench-serving-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    echo(f"  workspace {work}: demo data + kfloop run ({rows or DEMO_ROWS:,} rows)")
+    ws = prepare_workspace(rows or DEMO_ROWS, seed, work)
+    version, model_dir = champion_dir(ws, work / "champion")
+
+    from kfloop.feature_repo.online import ServingLookup
+    from kfloop.feature_repo.store import open_store
+
+    store = open_store(ws.config, LocalStorage(work / "ws"), os.environ)
+    lookup = ServingLookup(store, ws.config.features.service)
+    req = request_rows(ws, lookup, DISTINCT_REQUESTS, seed)
+    lookup_times = time_lookup(lookup, req.full, ws.config.source.entity_keys, LOOKUP_CALLS)
+
+    echo("  starting servers: kfloop serve, " + ("MLServer, " if with_mlserver else "") + "KServe echo, uvicorn")
+    servers = start_servers(ws, model_dir, version, with_mlserver)
+    items = contenders(ws, servers, req)
+    check_answers(items, req, version)
+
+    gen = LoadGenerator()
+    atexit.register(gen.close)
+    measured = []
+    for c in items:
+        gen.run(LoadSpec(c.target, 100.0, 200))  # warm-up: first-call paths, lazily built objects
+        search = find_max_rate(gen, c.target, POLICY, servers.processes[c.server].cpu_seconds)
+        steps = " ".join(f"{s.rate:,.0f}{'✓' if s.passed else '✗'}" for s in search.steps)
+        echo(f"  {c.label}: max {search.max_rate:,.0f} rps  [{steps}]")
+        measured.append(Measured(c, search))
+
+    ours_http = servers.ports["ours"][0]
+    buckets = scrape_histogram(f"http://127.0.0.1:{ours_http}/metrics", "kfloop_feature_lookup_seconds")
+    lookup_stats: dict[str, float | None] = {
+        "p50": percentile(lookup_times, 50),
+        "p99": percentile(lookup_times, 99),
+        "mean": statistics.fmean(lookup_times),
+        "server_p50_bound": quantile_bound(buckets, 0.50),
+        "server_p99_bound": quantile_bound(buckets, 0.99),
+        "server_count": buckets[-1][1] if buckets else 0.0,
+    }
+    rss = {name: proc.rss() for name, proc in servers.processes.items()}
+    text, data = summary(measured, lookup_stats, rss)
+    echo(text)
+
+    cases = []
+    for m in measured:
+        if m.search.max_rate <= 0:
+            echo(f"  {m.contender.label}: no passing rate, left out of the timed runs")
+            continue
+        run = _runner(gen, m.contender.target, m.search.max_rate * LOAD_FRACTION, echo)
+        cases.append(Case(m.contender.label, m.contender.role, run))
+    params = {
+        "seed": seed,
+        "demo_rows": rows or DEMO_ROWS,
+        "model_version": version,
+        "distinct_requests": DISTINCT_REQUESTS,
+        "calls_per_run": CALLS,
+        "load_fraction": LOAD_FRACTION,
+        "policy": {k: getattr(POLICY, k) for k in POLICY.__dataclass_fields__},
+        "versions": _versions(with_mlserver),
+        **data,
+    }
+    return Benchmark(
+        "serving",
+        f"1-row requests at {LOAD_FRACTION:.0%} of each target's max rate (p99 ≤ {POLICY.p99_limit * 1e3:g} ms); "
+        "rows/s = that rate, so x peer / of floor are max-rate ratios",
+        cases,
+        rows=CALLS,
+        params=params,
+    )

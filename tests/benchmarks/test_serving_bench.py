@@ -1,0 +1,98 @@
+"""The serving benchmark's load generator against a real uvicorn process (the benchmark's HTTP floor), plus
+the pure pieces: the max-rate search on a fake generator and the Prometheus histogram quantile bound.
+
+No MLServer venv and no demo workspace here: the whole benchmark is run by hand (``python -m benchmarks
+serving``); this keeps its tool honest in a few seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `benchmarks` is a plain folder at the repo root (see test_harness.py)
+
+from benchmarks.redis_server import free_port  # noqa: E402
+from benchmarks.serving import quantile_bound  # noqa: E402
+from benchmarks.serving_load import HttpTarget, LoadGenerator, LoadResult, LoadSpec, http_request  # noqa: E402
+from benchmarks.serving_search import SearchPolicy, find_max_rate  # noqa: E402
+from benchmarks.serving_targets import ServerProcess, floor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = floor(free_port(), tmp_path_factory.mktemp("floor") / "uvicorn.log")
+    server.start(timeout=30)
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.alive()
+
+
+def _target(server: ServerProcess, bodies: int = 3) -> HttpTarget:
+    port = int(server.ready_url.rsplit(":", 1)[1].strip("/"))
+    requests = tuple(
+        http_request("127.0.0.1", port, "POST", "/v1/models/m:predict", b'{"instances": [%d]}' % i, "application/json")
+        for i in range(bodies)
+    )
+    return HttpTarget("127.0.0.1", port, requests)
+
+
+def test_open_loop_run_against_uvicorn(hello: ServerProcess) -> None:
+    with LoadGenerator() as gen:
+        result = gen.run(LoadSpec(_target(hello), rate=400, count=600))
+    assert result.errors == 0, result.first_error
+    assert result.ok == result.count == 600 and len(result.lags) == 600
+    assert 0 < result.p(50) <= result.p(99) <= max(result.latencies)
+    assert result.achieved_rps > 0
+    # open loop: 600 requests at 400/s take about 1.5 s whatever the server does
+    assert 1.4 <= result.elapsed < 5
+    assert 1 <= result.connections <= 128
+    assert hello.cpu_seconds() is not None and (hello.rss() or 0) > 0
+
+
+def test_errors_are_counted_not_raised(hello: ServerProcess) -> None:
+    target = _target(hello)
+    closed = HttpTarget("127.0.0.1", free_port(), target.requests)  # nothing listens there
+    with LoadGenerator() as gen:
+        result = gen.run(LoadSpec(closed, rate=100, count=20, initial_connections=0, timeout=2))
+    assert result.ok == 0 and result.errors == 20 and result.first_error
+    assert result.p(99) == float("inf")
+
+
+class _FakeGenerator:
+    """p99 grows with the rate: 1 ms below 1,000/s, 50 ms from there."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def run(self, spec: LoadSpec) -> LoadResult:
+        self.rates.append(spec.rate)
+        latency = 0.001 if spec.rate < 1000 else 0.050
+        return LoadResult(spec.rate, spec.count, [latency] * spec.count, [0.0] * spec.count, elapsed=1.0)
+
+
+def test_search_doubles_then_bisects_with_retries() -> None:
+    fake = _FakeGenerator()
+    policy = SearchPolicy(start_rate=100, step_seconds=0.01, min_requests=1, pause=0)
+    search = find_max_rate(fake, HttpTarget("127.0.0.1", 1, (b"",)), policy)  # type: ignore[arg-type]
+    # 100 200 400 800 pass, 1600 fails twice, then 1200 ✗✗ 1000 ✗✗ 900 ✓
+    assert fake.rates == [100, 200, 400, 800, 1600, 1600, 1200, 1200, 1000, 1000, 900]
+    assert search.max_rate == 900
+    best = search.at_max()
+    assert best is not None and best.passed and best.p99 == pytest.approx(0.001)
+    assert next(s.why for s in search.steps if not s.passed) == "p99 50.0 ms"
+
+
+def test_quantile_bound_is_the_bucket_holding_the_quantile() -> None:
+    buckets = [(float("inf"), 100.0), (0.001, 50.0), (0.002, 90.0), (0.005, 100.0)]  # any order
+    assert quantile_bound(buckets, 0.5) == 0.001
+    assert quantile_bound(buckets, 0.7) == 0.002
+    assert quantile_bound(buckets, 0.99) == 0.005
+    assert quantile_bound([(0.001, 0.0), (float("inf"), 0.0)], 0.5) is None
