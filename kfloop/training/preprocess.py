@@ -77,11 +77,16 @@ class Preprocessor:
     def transform_columns(self, columns: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         """``transform`` over plain arrays (numbers as float64 with NaN, categories as objects with
         None): the serving path, which has no DataFrame to build."""
-        num = np.empty((n, len(self.numeric)), dtype=np.float32)
-        for j, c in enumerate(self.numeric):
-            z = (np.asarray(columns[c], dtype=np.float64) - self.means[j]) / self.stds[j]
-            z[~np.isfinite(z)] = 0.0
-            num[:, j] = np.clip(z, -_Z_LIMIT, _Z_LIMIT)  # a finite float64 can still overflow float32
+        if n <= _SMALL:  # a request: one matrix operation instead of one per column
+            x = np.empty((n, len(self.numeric)), dtype=np.float64)
+            for j, c in enumerate(self.numeric):
+                x[:, j] = columns[c]
+            num = self._standardize(x, np.asarray(self.means), np.asarray(self.stds))
+        else:  # training: column by column, so memory stays at one column's float64 copy
+            num = np.empty((n, len(self.numeric)), dtype=np.float32)
+            for j, c in enumerate(self.numeric):
+                x = np.asarray(columns[c], dtype=np.float64)
+                num[:, j] = self._standardize(x, self.means[j], self.stds[j])
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
             if n <= _SMALL:  # a request's few rows: a dict lookup beats building pandas objects
@@ -93,6 +98,13 @@ class Preprocessor:
             found = pd.Index(self.vocabularies[c]).get_indexer(col[present].astype(str))
             cats[present, j] = np.maximum(found, 0)  # -1 (unseen) → 0 (unknown)
         return num, cats
+
+    @staticmethod
+    def _standardize(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> np.ndarray:
+        z = (x - mean) / std
+        z[~np.isfinite(z)] = 0.0
+        np.clip(z, -_Z_LIMIT, _Z_LIMIT, out=z)  # a finite float64 can still overflow float32
+        return z.astype(np.float32)
 
     def _codes(self, column: str) -> dict[str, int]:
         cache = self.__dict__.setdefault("_codes_cache", {})

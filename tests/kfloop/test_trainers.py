@@ -275,7 +275,10 @@ def test_serving_sized_batches_encode_exactly_like_training_sized_ones() -> None
     train_frame = pd.DataFrame({"a": [1.0, 2.0, np.nan, 4.0] * 10, "c": ["x", "y", None, "z"] * 10})
     pre = Preprocessor.fit(train_frame, ["a"], ["c"])
     values = np.array(["x", "unseen", None, float("nan"), "z", 3] * 400, dtype=object)
-    big = pre.transform_columns({"a": np.zeros(len(values)), "c": values}, len(values))[1]
-    small = [pre.transform_columns({"a": np.zeros(6), "c": values[i : i + 6]}, 6)[1] for i in range(0, len(values), 6)]
-    np.testing.assert_array_equal(big, np.concatenate(small))
+    numbers = np.array([1.0, np.nan, 1e308, -np.inf, 2.5, 0.0] * 400)
+    big_num, big = pre.transform_columns({"a": numbers, "c": values}, len(values))
+    parts = [pre.transform_columns({"a": numbers[i : i + 6], "c": values[i : i + 6]}, 6) for i in range(0, 2400, 6)]
+    np.testing.assert_array_equal(big, np.concatenate([p[1] for p in parts]))
+    np.testing.assert_array_equal(big_num, np.concatenate([p[0] for p in parts]))
+    assert np.isfinite(big_num).all() and big_num[1, 0] == 0.0  # missing → the mean; huge → clipped, finite
     assert big[:6, 0].tolist() == [pre.vocabularies["c"].index("x"), 0, 0, 0, pre.vocabularies["c"].index("z"), 0]
