@@ -54,14 +54,7 @@ def load_model_dir(directory: Path) -> LoadedModel:
     except ValueError as err:
         raise StorageError(f"model directory {directory}: {CARD_FILE} is not valid JSON ({err})") from None
     preprocessor = model_io.read_preprocessor(directory)
-    if (directory / model_io.TORCHSCRIPT_FILE).is_file():
-        arrays = model_io.load_torchscript(directory / model_io.TORCHSCRIPT_FILE)
-    elif (directory / model_io.SAVED_MODEL_DIR).is_dir():
-        arrays = model_io.load_saved_model(directory / model_io.SAVED_MODEL_DIR)
-    else:
-        raise StorageError(
-            f"model directory {directory}: neither {model_io.TORCHSCRIPT_FILE} nor {model_io.SAVED_MODEL_DIR}/"
-        )
+    arrays = model_io.load_arrays(directory)
     return LoadedModel(
         version=str(card.get("version", "unknown")),
         threshold=float(card["threshold"]),

@@ -85,3 +85,12 @@ def load_saved_model(path: Path) -> ArrayPredictor:
         return out[OUTPUT].numpy()
 
     return predict
+
+
+def load_arrays(directory: Path) -> ArrayPredictor:
+    """The exported network in ``directory``, whichever framework wrote it."""
+    if (directory / TORCHSCRIPT_FILE).is_file():
+        return load_torchscript(directory / TORCHSCRIPT_FILE)
+    if (directory / SAVED_MODEL_DIR).is_dir():
+        return load_saved_model(directory / SAVED_MODEL_DIR)
+    raise StorageError(f"exported model {directory}: neither {TORCHSCRIPT_FILE} nor {SAVED_MODEL_DIR}/ found")

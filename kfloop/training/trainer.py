@@ -163,14 +163,7 @@ def load_exported(directory: Path) -> Callable[[pd.DataFrame], np.ndarray]:
     """The exported model as frame -> probabilities, using only the saved files (no training code)."""
     directory = Path(directory)
     preprocessor = model_io.read_preprocessor(directory)
-    if (directory / model_io.TORCHSCRIPT_FILE).is_file():
-        predict_arrays = model_io.load_torchscript(directory / model_io.TORCHSCRIPT_FILE)
-    elif (directory / model_io.SAVED_MODEL_DIR).is_dir():
-        predict_arrays = model_io.load_saved_model(directory / model_io.SAVED_MODEL_DIR)
-    else:
-        raise StorageError(
-            f"exported model {directory}: neither {model_io.TORCHSCRIPT_FILE} nor {model_io.SAVED_MODEL_DIR}/ found"
-        )
+    predict_arrays = model_io.load_arrays(directory)
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
         return model_io.in_batches(predict_arrays, *preprocessor.transform(frame))

@@ -15,12 +15,12 @@ import httpx
 import pandas as pd
 import pytest
 
-from benchmarks.redis_server import RedisServer
 from kfloop.components.train import train_and_register
 from kfloop.config import Config, config_to_json, parse_config
 from kfloop.demo import DemoSpec, generate
 from kfloop.registry import ModelRegistry
 from tests.conftest import free_port
+from tests.feature_repo.conftest import own_redis  # noqa: F401 (a fixture for the Redis tests)
 from tests.feature_repo.harness import Loop, sqlite_backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(loop, frame, card["version"])
 
 
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until ``url``'s /v2/health/ready answers 200; the process's log in the error when it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text(errors='replace')[-5000:]}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text(errors='replace')[-5000:]}")
+
+
 @dataclass
 class Server:
     """One `kfloop serve` process."""
@@ -105,18 +120,12 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env}
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kfloop serve exited {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"kfloop serve not ready after {timeout} s:\n{self.output()}")
+        try:
+            wait_ready(self.url, self.proc, self.log_path, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
@@ -148,12 +157,3 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone, free to be stopped and restarted (its RDB lives in tmp_path)."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()

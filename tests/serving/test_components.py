@@ -8,11 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -21,7 +19,7 @@ from kfloop.registry import ModelRegistry
 from kfloop.serving.client import ServingClient, ServingRequestError
 from kfloop.serving.predictor import CARD_FILE
 from tests.conftest import free_port
-from tests.serving.conftest import ROOT, Server, Trained
+from tests.serving.conftest import ROOT, Server, Trained, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +35,8 @@ class Component:
         )
 
     def wait_ready(self, timeout: float = 90) -> Component:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready: {self.log.read_text()[-3000:]}")
+        wait_ready(f"http://127.0.0.1:{self.http_port}", self.proc, self.log, timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:
