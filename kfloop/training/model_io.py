@@ -69,7 +69,7 @@ def load_torchscript(path: Path) -> ArrayPredictor:
     module.eval()
 
     def predict(x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad per call)
             return module(torch.from_numpy(x_num), torch.from_numpy(x_cat)).numpy()
 
     return predict

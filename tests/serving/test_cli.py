@@ -80,3 +80,11 @@ def test_serve_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
         out = _kfloop("serve", "-c", str(config), "--http-port", str(port))
     assert out.returncode == 1
     assert f"port {port} is not available" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_metrics_stay_in_process_values_even_after_feast_is_imported() -> None:
+    """Feast's import sets PROMETHEUS_MULTIPROC_DIR; kfloop imports prometheus_client first, so serving's
+    metrics are plain in-process values (not mmap files, slower on every request)."""
+    code = "import kfloop, feast, kfloop.serving.metrics, prometheus_client.values as v; print(v.ValueClass.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "MutexValue"
