@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -82,9 +83,21 @@ def test_serve_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
     assert f"port {port} is not available" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_metrics_stay_in_process_values_even_after_feast_is_imported() -> None:
+def test_metrics_stay_in_process_values_even_after_feast_is_imported(tmp_path: Path) -> None:
     """Feast's import sets PROMETHEUS_MULTIPROC_DIR; kfloop imports prometheus_client first, so serving's
     metrics are plain in-process values (not mmap files, slower on every request)."""
     code = "import kfloop, feast, kfloop.serving.metrics, prometheus_client.values as v; print(v.ValueClass.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "MutexValue"
+    inherited = {
+        "PROMETHEUS_MULTIPROC_DIR": "/tmp/feast_metrics_x1",
+        "PROMETHEUS_MULTIPROCESS_DIR": "/tmp/feast_metrics_x1",
+    }
+    for env, expected in ((inherited, "MutexValue"), ({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, "MmapedValue")):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}, **env},
+        )
+        assert out.stdout.strip() == expected, env  # a directory the user configured is respected
