@@ -18,8 +18,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `benchmarks` is a plain folder at the repo root (see test_harness.py)
 
 from benchmarks.redis_server import free_port  # noqa: E402
-from benchmarks.serving import quantile_bound  # noqa: E402
 from benchmarks.serving_load import HttpTarget, LoadGenerator, LoadResult, LoadSpec, http_request  # noqa: E402
+from benchmarks.serving_report import quantile_bound  # noqa: E402
 from benchmarks.serving_search import SearchPolicy, find_max_rate  # noqa: E402
 from benchmarks.serving_targets import ServerProcess, floor  # noqa: E402
 
