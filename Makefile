@@ -11,13 +11,36 @@ DEMO_SOURCE ?= .kfloop/source/transactions.csv
 # a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
 DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001
 
+# System packages (Debian/Ubuntu; each package installs a binary of the same name on PATH)
+TEST_PACKAGES := redis-server chromium
+BENCH_PACKAGES := redis-server wrk
+
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format bench compile check-compiled clean
+.PHONY: help setup system-test system-bench run test test-fast lint format bench compile check-compiled clean
+
+# $(call ensure_packages,PKG...): install the missing ones with apt-get when root, else name the command and stop
+define ensure_packages
+	@missing=""; for p in $(1); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing system packages:$$missing; install them with: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; install it with: sudo apt-get install -y $(PYTHON) $(PYTHON)-venv"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq $(PYTHON)-venv >/dev/null; \
+	  else echo "$(PYTHON) cannot create a venv; install it with: sudo apt-get install -y $(PYTHON)-venv"; exit 1; fi; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	# torch pinned to the CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
@@ -27,15 +50,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
 
+system-test: ## Install the system packages the tests need (redis-server, chromium) when missing
+	$(call ensure_packages,$(TEST_PACKAGES))
+
+system-bench: ## Install the system packages the benchmarks need (redis-server, wrk) when missing
+	$(call ensure_packages,$(BENCH_PACKAGES))
+
 run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a summary
 	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
 	$(BIN)/kfloop serve-check --config $(CONFIG)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) system-test ## Run the test suite (installs missing system packages first)
 	$(BIN)/pytest -q
 
-test-fast: $(STAMP) ## Run the tests not marked slow
+test-fast: $(STAMP) system-test ## Run the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
@@ -46,7 +75,7 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
+bench: $(STAMP) system-bench ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
 compile: $(STAMP) ## Regenerate generated files: compiled pipeline, Feast feature_store.yaml files

@@ -157,8 +157,8 @@ def test_markdown_failing_table_escapes_pipes() -> None:
 
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed at /usr/bin/chromium (CI installs it with apt-get install chromium)")
+    # `make test` installs chromium; a missing browser is a failure, never a skip (CI must see it)
+    assert CHROMIUM.exists(), "chromium not installed at /usr/bin/chromium: run `make system-test`"
     report = failing_report()
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")
