@@ -33,6 +33,17 @@ class StorageError(KfloopError):
     http_status = 503
 
 
+class LeaseBusyError(StorageError):
+    """Another run holds the lease on a piece of shared state (message names it, the holder and since when).
+    Retrying later is the fix, hence 503."""
+
+    http_status = 503
+
+
+class LeaseLostError(StorageError):
+    """A lease this run held was taken over (it looked stale): stop before committing anything."""
+
+
 class GateFailedError(KfloopError):
     """A quality gate stopped the loop (message names each failed check, its count and examples)."""
 

@@ -1,24 +1,31 @@
 """``registry/<model>/<version>/`` holds an exported model, its ``model.json`` card and checksums;
 ``registry/<model>/stages.json`` says which version is champion and keeps the history.
 
-Versions are immutable once registered. Stage changes happen under a lease, so two promotions racing
-leave exactly one champion and a history that records both. Downloads verify every file's SHA-256.
+Versions are immutable once registered. Registration uploads the files to a run-unique staging prefix
+first, outside any lock; only numbering and the commit (server-side copies, then ``model.json`` created
+exclusively as the commit point) run under the registry's lease, so a slow upload never holds it. Stage
+changes run under the same lease, so two promotions racing leave exactly one champion and a history that
+records both. Downloads verify every file's SHA-256.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kfloop.errors import KfloopError, StorageError
 from kfloop.files import file_sha256
-from kfloop.registry.lock import lease
-from kfloop.storage import Storage
+from kfloop.storage import Lease, Storage, lease
 
 STAGES = ("candidate", "champion", "archived")
+STALE_STAGING = timedelta(days=1)  # a staging prefix this old belongs to a registration that died
 
 
 class ModelNotFoundError(KfloopError):
@@ -52,10 +59,19 @@ def _now() -> str:
 class ModelRegistry:
     """The versions and stages of one model name."""
 
-    def __init__(self, storage: Storage, model: str) -> None:
+    def __init__(self, storage: Storage, model: str, owner: str = "") -> None:
         self.storage = storage
         self.model = model
+        self.owner = owner  # the run id named in "busy" errors (else the card's pipeline_run)
         self.prefix = f"registry/{model}"
+        self._card_key = re.compile(rf"^{re.escape(self.prefix)}/(v\d+)/model\.json$")
+
+    @contextlib.contextmanager
+    def _lease(self, owner: str = "") -> Iterator[Lease]:
+        with lease(
+            self.storage, f"{self.prefix}/_lease", name=f"model registry {self.model!r}", owner=owner or self.owner
+        ) as held:
+            yield held
 
     # --- reading ---------------------------------------------------------------------------------
     def _stages(self) -> dict:
@@ -74,7 +90,7 @@ class ModelRegistry:
 
     def _version_folders(self) -> dict[str, str]:
         """Versions present on storage (so a lost stages.json never lets a version number be reused)."""
-        names = {k.split("/")[2] for k in self.storage.list(f"{self.prefix}/") if k.endswith("/model.json")}
+        names = {m[1] for k in self.storage.list(f"{self.prefix}/") if (m := self._card_key.match(k))}
         return {v: "candidate" for v in sorted(names, key=lambda v: int(v.removeprefix("v")))}
 
     def list(self) -> list[ModelVersion]:
@@ -101,24 +117,65 @@ class ModelRegistry:
 
     # --- writing ---------------------------------------------------------------------------------
     def register(self, local_dir: Path, card: dict) -> ModelVersion:
-        """Store every file of ``local_dir`` as a new candidate version; ``card['files']`` gets checksums."""
+        """Store every file of ``local_dir`` as a new candidate version; ``card['files']`` gets checksums.
+        Uploads go to a staging prefix before the lease is taken; under it, the version is claimed and
+        committed from staging, so concurrent registrations get distinct, intact versions."""
         files = {
             p.relative_to(local_dir).as_posix(): file_sha256(p) for p in sorted(local_dir.rglob("*")) if p.is_file()
         }
-        with lease(self.storage, f"{self.prefix}/.lock"):
-            stages = self._stages()
-            taken = set(stages["versions"]) | set(self._version_folders())
-            version = f"v{max((int(v.removeprefix('v')) for v in taken), default=0) + 1}"
+        staging = f"{self.prefix}/_staging/{secrets.token_hex(8)}"
+        try:
             for rel in files:
-                self.storage.upload_file(local_dir / rel, f"{self.prefix}/{version}/{rel}")
-            full = {**card, "model": self.model, "version": version, "files": files, "registered": _now()}
-            body = json.dumps(full, indent=2, default=str).encode()
-            if not self.storage.create_exclusive(f"{self.prefix}/{version}/model.json", body):
-                raise StorageError(f"{self.storage.uri(self.prefix)}/{version}: exists already; versions are immutable")
-            stages["versions"][version] = "candidate"
-            stages["history"].append({"at": _now(), "version": version, "event": "registered"})
-            self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+                self.storage.upload_file(local_dir / rel, f"{staging}/{rel}")
+            with self._lease(self.owner or str(card.get("pipeline_run") or "")) as held:
+                stages = self._stages()
+                version = self._claim_version(stages, held)
+                for rel in files:
+                    self.storage.copy(f"{staging}/{rel}", f"{self.prefix}/{version}/{rel}")
+                full = {**card, "model": self.model, "version": version, "files": files, "registered": _now()}
+                body = json.dumps(full, indent=2, default=str).encode()
+                held.check()
+                if not self.storage.create_exclusive(f"{self.prefix}/{version}/model.json", body):  # the commit
+                    raise StorageError(f"{self.storage.uri(self.prefix)}/{version}: exists already; immutable")
+                stages["versions"][version] = "candidate"
+                stages["history"].append({"at": _now(), "version": version, "event": "registered"})
+                self._write_stages(stages, held)
+        finally:
+            self._delete_prefix(staging)
+        self._sweep_staging()
         return ModelVersion(self.model, version, "candidate", full)
+
+    def _claim_version(self, stages: dict, held: Lease) -> str:
+        """The next version number, claimed with an exclusive create: a number is never handed out twice,
+        even to a holder whose lease was taken over, and never reused after a failed registration."""
+        claimed = [k.rsplit("/", 1)[-1] for k in self.storage.list(f"{self.prefix}/_claims/")]
+        taken = set(stages["versions"]) | set(self._version_folders()) | set(claimed)
+        n = max((int(v.removeprefix("v")) for v in taken if re.fullmatch(r"v\d+", v)), default=0) + 1
+        claim = json.dumps({"token": held.token, "owner": held.owner, "at": _now()}).encode()
+        while not self.storage.create_exclusive(f"{self.prefix}/_claims/v{n}", claim):
+            n += 1
+        return f"v{n}"
+
+    def _write_stages(self, stages: dict, held: Lease) -> None:
+        held.check()  # a holder that was taken over must not overwrite its successor's stages
+        self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+
+    def _delete_prefix(self, prefix: str) -> None:
+        with contextlib.suppress(StorageError, OSError):
+            for key in self.storage.list(f"{prefix}/"):
+                self.storage.delete(key)
+
+    def _sweep_staging(self) -> None:
+        """Remove staging prefixes of registrations that died more than a day ago (best effort)."""
+        cutoff = datetime.now(UTC) - STALE_STAGING
+        firsts: dict[str, str] = {}
+        with contextlib.suppress(StorageError, OSError):
+            for key in self.storage.list(f"{self.prefix}/_staging/"):
+                firsts.setdefault(key.split("/")[3], key)
+        for run, key in firsts.items():
+            with contextlib.suppress(StorageError, OSError):
+                if self.storage.modified(key) < cutoff:
+                    self._delete_prefix(f"{self.prefix}/_staging/{run}")
 
     def verify(self, version: str) -> None:
         """Raise CorruptModelError unless every file of ``version`` is present with its checksum."""
@@ -129,7 +186,7 @@ class ModelRegistry:
         """Make ``version`` the champion; the previous champion is archived. Atomic under the lease; a
         version whose files do not verify is refused (it could not be served)."""
         self.verify(version)
-        with lease(self.storage, f"{self.prefix}/.lock"):
+        with self._lease() as held:
             stages = self._stages()
             self.get(version, stages)
             previous = stages["champion"]
@@ -142,32 +199,39 @@ class ModelRegistry:
             stages["history"].append(
                 {"at": _now(), "version": version, "event": "promoted", "previous": previous, "reason": reason}
             )
-            self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+            self._write_stages(stages, held)
         return self.get(version)
 
     def archive(self, version: str, reason: str) -> None:
         """Retire a candidate the gate rejected (a champion is only replaced by promote/rollback)."""
-        with lease(self.storage, f"{self.prefix}/.lock"):
+        with self._lease() as held:
             stages = self._stages()
             self.get(version, stages)
             if stages["versions"][version] != "candidate":
                 return
             stages["versions"][version] = "archived"
             stages["history"].append({"at": _now(), "version": version, "event": "rejected", "reason": reason})
-            self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+            self._write_stages(stages, held)
+
+    def _rollback_target(self, stages: dict) -> tuple[str, str, list[dict]]:
+        """(current champion, the one before it, the promotion history)."""
+        current = stages["champion"]
+        promoted = [h for h in stages["history"] if h["event"] in ("promoted", "rolled back")]
+        target = promoted[-1].get("previous") if promoted else None
+        if not current or not target or target == current:
+            raise ModelNotFoundError(f"model {self.model!r}: no previous champion to roll back to")
+        return current, target, promoted
 
     def rollback(self, reason: str) -> ModelVersion:
-        """Restore the champion before the current one (the current one is archived)."""
-        with lease(self.storage, f"{self.prefix}/.lock"):
+        """Restore the champion before the current one (the current one is archived). The target is
+        verified before the lease is taken (a download must not hold it), and again if it changed."""
+        verified = self._rollback_target(self._stages())[1]
+        self.verify(verified)
+        with self._lease() as held:
             stages = self._stages()
-            current = stages["champion"]
-            promoted = [h for h in stages["history"] if h["event"] in ("promoted", "rolled back")]
-            if not current or not promoted or not promoted[-1].get("previous"):
-                raise ModelNotFoundError(f"model {self.model!r}: no previous champion to roll back to")
-            target = promoted[-1]["previous"]
-            if target == current:
-                raise ModelNotFoundError(f"model {self.model!r}: no previous champion to roll back to")
-            self.verify(target)
+            current, target, promoted = self._rollback_target(stages)
+            if target != verified:
+                self.verify(target)
             stages["versions"][current] = "archived"
             stages["versions"][target] = "champion"
             stages["champion"] = target
@@ -182,7 +246,7 @@ class ModelRegistry:
                     "reason": reason,
                 }
             )
-            self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+            self._write_stages(stages, held)
         return self.get(target)
 
     def fetch(self, version: str, dest: Path) -> Path:
@@ -195,7 +259,7 @@ class ModelRegistry:
             key = f"{self.prefix}/{version}/{rel}"
             try:
                 self.storage.download_file(key, target)
-            except (FileNotFoundError, StorageError) as err:
+            except FileNotFoundError as err:  # a StorageError (storage down) is not the version's fault
                 raise CorruptModelError(f"{self.storage.uri(key)}: missing ({err})") from None
             if file_sha256(target) != digest:
                 raise CorruptModelError(

@@ -7,14 +7,19 @@ from collections.abc import Mapping
 from kfloop.config import LocalStorageConfig, S3StorageConfig
 from kfloop.errors import ConfigError
 from kfloop.storage.base import Storage
+from kfloop.storage.lease import Lease, LeaseBusyError, LeaseLostError, lease
 from kfloop.storage.local import LocalStorage
 from kfloop.storage.s3 import S3Credentials, S3Storage, make_client
 
 __all__ = [
+    "Lease",
+    "LeaseBusyError",
+    "LeaseLostError",
     "LocalStorage",
     "S3Credentials",
     "S3Storage",
     "Storage",
+    "lease",
     "open_storage",
     "resolve_credentials",
 ]

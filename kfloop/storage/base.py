@@ -7,11 +7,16 @@ or the new one, never a partial one. Multi-object commits are built on top (see 
 from __future__ import annotations
 
 import abc
+from datetime import datetime
 from pathlib import Path
 
 
 class Storage(abc.ABC):
     """The operations stages need; both backends pass the same test suite (tests/test_storage.py)."""
+
+    #: How coarse :meth:`modified` may be (S3 reports whole seconds); leases add it before calling a
+    #: holder stale, so rounding never makes a live lease look older than it is.
+    mtime_resolution_s: float = 1.0
 
     @abc.abstractmethod
     def uri(self, key: str) -> str:
@@ -54,6 +59,17 @@ class Storage(abc.ABC):
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist (atomically); False if it already did. Locks and
         version numbers are built on this."""
+
+    @abc.abstractmethod
+    def modified(self, key: str) -> datetime:
+        """When ``key`` was last written (UTC, aware); raises ``FileNotFoundError`` if absent. Leases
+        judge staleness by it, so an unreadable lock still ages."""
+
+    @abc.abstractmethod
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Atomically create or replace ``dst_key`` with the content of ``src_key`` without passing the
+        bytes through this process where the backend allows (hard link, server-side copy); raises
+        ``FileNotFoundError`` if ``src_key`` is absent. Commits publish staged objects with it."""
 
     def local_path(self, key: str) -> Path | None:
         """A path readable in place, for backends that have one (avoids a copy); None otherwise."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -14,6 +16,8 @@ from kfloop.storage.base import Storage
 
 class LocalStorage(Storage):
     """Workspace in a directory; the embedded default."""
+
+    mtime_resolution_s = 0.0
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
@@ -57,15 +61,43 @@ class LocalStorage(Storage):
         shutil.copyfile(self._path(key), local_path)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write a hidden temporary file, then ``os.link`` it to the name: the link fails if the name
+        exists, and a reader never sees the object empty or half-written (an O_EXCL create would)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        finally:
+            os.unlink(tmp)
         return True
+
+    def modified(self, key: str) -> datetime:
+        return datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """A hard link under a temporary name, then ``os.replace`` (a copy across devices)."""
+        src, dst = self._path(src_key), self._path(dst_key)
+        if not src.is_file():
+            raise FileNotFoundError(str(src))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem, or links not allowed
+            self.upload_file(src, dst_key)
+            return
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import secrets
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
@@ -20,6 +25,13 @@ from kfloop.errors import StorageError
 from kfloop.storage.base import Storage
 
 _MISSING = ("NoSuchKey", "NoSuchObject", "NotFound")
+_CONFLICT_RETRIES = 20  # ConditionalRequestConflict: a concurrent conditional write on the key; AWS says retry
+_PROBED: set[tuple[str, str]] = set()  # (endpoint, bucket) pairs whose conditional PUT was proven in-process
+_PROBED_LOCK = threading.Lock()
+
+
+class _ConflictError(Exception):
+    """Internal: the endpoint answered ConditionalRequestConflict; retry the conditional PUT."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,34 @@ class S3Storage(Storage):
         with self._errors(f"s3://{bucket}"):
             if not client.bucket_exists(bucket):
                 client.make_bucket(bucket)
+        self._check_conditional_writes()
+
+    def _endpoint(self) -> str:
+        base = getattr(self.client, "_base_url", None)
+        return getattr(base, "host", "") or "?"
+
+    def _check_conditional_writes(self) -> None:
+        """Leases and version numbers rely on ``If-None-Match: *``; an endpoint that ignores it would let
+        two runs both "create" the same lock, silently. Prove it once per endpoint and bucket: a second
+        conditional create of a probe key must be refused."""
+        ident = (self._endpoint(), self.bucket)
+        with _PROBED_LOCK:
+            if ident in _PROBED:
+                return
+        probe = f".kfloop/conditional-write-probe/{secrets.token_hex(8)}"
+        try:
+            first = self.create_exclusive(probe, b"probe")
+            second = self.create_exclusive(probe, b"probe")
+        finally:
+            with contextlib.suppress(StorageError, FileNotFoundError):
+                self.delete(probe)
+        if not first or second:
+            raise StorageError(
+                f"S3 endpoint {ident[0]} ignores If-None-Match (s3://{self.bucket}): conditional writes are "
+                "required for leases; use a MinIO release from August 2024 or later, AWS S3, or moto"
+            )
+        with _PROBED_LOCK:
+            _PROBED.add(ident)
 
     @contextlib.contextmanager
     def _errors(self, uri: str) -> Iterator[None]:
@@ -58,10 +98,8 @@ class S3Storage(Storage):
         except (HTTPError, MinioException, OSError) as err:
             if isinstance(err, FileNotFoundError):
                 raise
-            endpoint = getattr(self.client, "_base_url", None)
-            host = getattr(endpoint, "host", "") if endpoint else ""
             reason = getattr(err, "reason", None) or err
-            raise StorageError(f"{uri}: S3 endpoint {host or '?'} unreachable or failing: {reason}") from None
+            raise StorageError(f"{uri}: S3 endpoint {self._endpoint()} unreachable or failing: {reason}") from None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -83,16 +121,40 @@ class S3Storage(Storage):
             self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Conditional PUT (``If-None-Match: *``): S3, MinIO and moto refuse it with 412 if the key exists.
-        The minio client's public ``put_object`` cannot send that header, so this uses its PutObject call."""
-        try:
-            with self._errors(self.uri(key)):
-                self.client._put_object(self.bucket, self._key(key), data, headers={"If-None-Match": "*"})
-        except StorageError as err:
-            if "PreconditionFailed" in str(err) or "412" in str(err):
-                return False
-            raise
-        return True
+        """Conditional PUT (``If-None-Match: *``): S3, MinIO and moto refuse it with 412
+        ``PreconditionFailed`` if the key exists. Decided by the error code and HTTP status, never by
+        message text. The minio client's public ``put_object`` cannot send that header, so this uses
+        its PutObject call."""
+        uri = self.uri(key)
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with self._errors(uri):
+                    try:
+                        self.client._put_object(self.bucket, self._key(key), data, headers={"If-None-Match": "*"})
+                    except S3Error as err:
+                        status = getattr(err.response, "status", None)
+                        if err.code == "PreconditionFailed" or status == 412:
+                            return False
+                        if err.code != "ConditionalRequestConflict":
+                            raise
+                        raise _ConflictError from None
+            except _ConflictError:
+                time.sleep(min(0.01 * 2**attempt, 0.5))
+                continue
+            return True
+        raise StorageError(f"{uri}: conditional create kept conflicting ({_CONFLICT_RETRIES} tries)")
+
+    def modified(self, key: str) -> datetime:
+        with self._errors(self.uri(key)):
+            stat = self.client.stat_object(self.bucket, self._key(key))
+        if stat.last_modified is None:
+            raise StorageError(f"{self.uri(key)}: the endpoint reported no Last-Modified time")
+        return stat.last_modified.astimezone(UTC)
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Server-side CopyObject: the bytes never leave the endpoint."""
+        with self._errors(self.uri(src_key)):
+            self.client.copy_object(self.bucket, self._key(dst_key), CopySource(self.bucket, self._key(src_key)))
 
     def upload_file(self, local_path: Path, key: str) -> None:
         with self._errors(self.uri(key)):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from kfloop.registry import ModelRegistry
 from kfloop.registry.store import CorruptModelError, ModelNotFoundError
 from kfloop.storage import LocalStorage, Storage
+from kfloop.storage.lease import holder
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -92,7 +95,7 @@ def test_racing_promotions_leave_exactly_one_champion(storage: Storage, tmp_path
     assert stages[champion] == "champion"
     promotions = [h for h in reg.history() if h["event"] == "promoted"]
     assert len(promotions) == len(versions) and promotions[-1]["version"] == champion
-    assert not storage.exists("registry/fraud/.lock")
+    assert holder(storage, "registry/fraud/_lease").released  # type: ignore[union-attr]
 
 
 def test_fetch_verifies_checksums(storage: Storage, tmp_path: Path) -> None:
@@ -116,9 +119,56 @@ def test_unknown_version_is_named(storage: Storage) -> None:
 
 def test_stale_lease_is_taken_over(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "ws")
-    storage.write_text(
-        "registry/fraud/.lock", '{"token": "t", "host": "h", "pid": 1, "at": "2000-01-01T00:00:00+00:00"}'
-    )
+    dead = "registry/fraud/_lease/000000000001"
+    storage.write_text(dead, '{"owner": "dead-run", "host": "h", "pid": 1, "since": "2000-01-01T00:00:00+00:00"}')
+    os.utime(storage.local_path(dead), (1, 1))  # not renewed for decades
     reg = ModelRegistry(storage, "fraud")
     v1 = _register(reg, tmp_path, 1)  # would wait forever on a dead holder's lease
     assert reg.promote(v1, "ok").stage == "champion"
+
+
+def test_concurrent_registrations_with_slow_uploads_get_two_intact_versions(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads: dict[str, list[float]] = {}
+    real_upload = storage.upload_file
+
+    def slow_upload(local_path: Path, key: str) -> None:
+        uploads.setdefault(threading.current_thread().name, []).append(time.monotonic())
+        time.sleep(0.3)
+        real_upload(local_path, key)
+
+    monkeypatch.setattr(storage, "upload_file", slow_upload)
+    reg = ModelRegistry(storage, "fraud")
+    dirs = {n: _model_dir(tmp_path, f"m{n}", f"weights-{n}".encode()) for n in (1, 2)}
+    got: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def register(n: int) -> None:
+        try:
+            got[n] = reg.register(dirs[n], {"framework": "pytorch"}).version
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=register, args=(n,), name=f"reg{n}") for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(got.values()) == ["v1", "v2"]
+    for n, version in got.items():
+        reg.verify(version)
+        assert (reg.fetch(version, tmp_path / f"out{n}") / "model.pt").read_bytes() == f"weights-{n}".encode()
+    first, second = (sorted(ts) for ts in uploads.values())
+    assert first[0] < second[-1] and second[0] < first[-1]  # uploads overlapped: no lease held meanwhile
+    assert storage.list("registry/fraud/_staging/") == []
+
+
+def test_stale_staging_is_swept(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "ws")
+    storage.write_bytes("registry/fraud/_staging/dead/model.pt", b"x")
+    storage.write_bytes("registry/fraud/_staging/live/model.pt", b"x")
+    os.utime(storage.local_path("registry/fraud/_staging/dead/model.pt"), (1, 1))
+    _register(ModelRegistry(storage, "fraud"), tmp_path, 1)
+    assert storage.list("registry/fraud/_staging/") == ["registry/fraud/_staging/live/model.pt"]

@@ -66,6 +66,25 @@ def test_create_exclusive_only_once(storage: Storage) -> None:
     assert storage.create_exclusive("locks/a", b"third")
 
 
+def test_copy_and_modified(storage: Storage) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    storage.write_bytes("stage/a.bin", b"payload")
+    storage.copy("stage/a.bin", "final/a.bin")
+    storage.delete("stage/a.bin")
+    assert storage.read_bytes("final/a.bin") == b"payload"
+    storage.write_bytes("final/b.bin", b"old")
+    storage.write_bytes("stage/b.bin", b"new")
+    storage.copy("stage/b.bin", "final/b.bin")  # replaces
+    assert storage.read_bytes("final/b.bin") == b"new"
+    with pytest.raises(FileNotFoundError):
+        storage.copy("stage/none.bin", "final/none.bin")
+    age = datetime.now(UTC) - storage.modified("final/b.bin")
+    assert timedelta(seconds=-2) < age < timedelta(seconds=60)
+    with pytest.raises(FileNotFoundError):
+        storage.modified("stage/none.bin")
+
+
 def test_uri_names_the_location(storage: Storage) -> None:
     uri = storage.uri("lake/x/_manifest.json")
     assert uri.endswith("lake/x/_manifest.json")
