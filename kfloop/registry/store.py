@@ -135,7 +135,8 @@ class ModelRegistry:
                 full = {**card, "model": self.model, "version": version, "files": files, "registered": _now()}
                 body = json.dumps(full, indent=2, default=str).encode()
                 held.check()
-                if not self.storage.create_exclusive(f"{self.prefix}/{version}/model.json", body):  # the commit
+                card_key = f"{self.prefix}/{version}/model.json"
+                if not self.storage.create_exclusive(card_key, body) and not self._is(card_key, body):  # the commit
                     raise StorageError(f"{self.storage.uri(self.prefix)}/{version}: exists already; immutable")
                 stages["versions"][version] = "candidate"
                 stages["history"].append({"at": _now(), "version": version, "event": "registered"})
@@ -144,6 +145,14 @@ class ModelRegistry:
             self._delete_prefix(staging)
         self._sweep_staging()
         return ModelVersion(self.model, version, "candidate", full)
+
+    def _is(self, key: str, body: bytes) -> bool:
+        """Whether ``key`` holds exactly ``body``: a create refused only because the client retried a PUT
+        that had already succeeded (its answer was lost) did commit."""
+        try:
+            return self.storage.read_bytes(key) == body
+        except FileNotFoundError:
+            return False
 
     def _claim_version(self, stages: dict, held: Lease) -> str:
         """The next version number, claimed with an exclusive create: a number is never handed out twice,

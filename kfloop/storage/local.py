@@ -62,7 +62,9 @@ class LocalStorage(Storage):
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write a hidden temporary file, then ``os.link`` it to the name: the link fails if the name
-        exists, and a reader never sees the object empty or half-written (an O_EXCL create would)."""
+        exists, and a reader never sees the object empty or half-written (an O_EXCL create would). On a
+        filesystem without hard links (SMB, FUSE object stores …) fall back to an O_EXCL create: just as
+        exclusive, and a reader that catches it half-written sees an unreadable lock, which leases wait for."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,8 +76,22 @@ class LocalStorage(Storage):
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError:  # no hard links here
+            return self._create_excl(path, data)
         finally:
             os.unlink(tmp)
+        return True
+
+    @staticmethod
+    def _create_excl(path: Path, data: bytes) -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         return True
 
     def modified(self, key: str) -> datetime:

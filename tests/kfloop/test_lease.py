@@ -12,9 +12,11 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ from kfloop.errors import StorageError
 from kfloop.storage import LeaseBusyError, LeaseLostError, LocalStorage, S3Storage, Storage, lease
 from kfloop.storage.lease import holder, release
 from tests.conftest import S3_CREDS
+
+lease_mod = sys.modules["kfloop.storage.lease"]  # the package re-exports the function under the same name
 
 KEY = "registry/fraud/_lease"
 CTX = mp.get_context("fork")  # children get their own client (below), never the parent's connections
@@ -200,6 +204,81 @@ def test_a_sigkilled_holder_is_taken_over_after_stale_after_s(spec: tuple[str, .
         assert held.token == 2
         assert holder(storage, KEY).owner == "survivor"  # type: ignore[union-attr]
     assert time.monotonic() - start < _stale_wait(storage, 1) + 1.5
+
+
+def test_a_forked_child_leaving_the_with_block_does_not_release_its_parents_lease(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "ws")
+    in_child = False
+    try:
+        with lease(storage, KEY, name="x", owner="parent", stale_after_s=30) as held:
+            pid = os.fork()
+            if pid == 0:
+                in_child = True
+                raise SystemExit(0)  # the child unwinds through lease()'s finally (sys.exit in a worker)
+            os.waitpid(pid, 0)
+            top = holder(storage, KEY)
+            assert top is not None and not top.released and top.token == held.token  # still the parent's
+            with pytest.raises(LeaseBusyError, match="held by run parent"):
+                _attempt(storage, timeout_s=0.2)
+            held.check()
+    finally:
+        if in_child:
+            os._exit(0)
+    assert holder(storage, KEY).released  # type: ignore[union-attr]
+
+
+def test_a_waiter_whose_clock_runs_ahead_does_not_take_over_a_live_lease(
+    spec: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _open(spec)
+    with lease(storage, KEY, name="x", owner="live-holder", stale_after_s=4):
+        real = lease_mod.datetime
+
+        class Ahead(real):  # type: ignore[misc,valid-type]
+            @classmethod
+            def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+                return real.now(tz) + timedelta(seconds=10)  # this host's clock is 10 s fast
+
+        monkeypatch.setattr(lease_mod, "datetime", Ahead)
+        with pytest.raises(LeaseBusyError, match="held by run live-holder"):
+            _attempt(storage, timeout_s=1, stale_after_s=4, heartbeat=False)
+        monkeypatch.undo()
+    assert storage.list(f"{KEY}/") == [f"{KEY}/000000000001"]  # the clock probe is deleted
+
+
+def test_a_create_whose_answer_was_lost_is_recognised_as_ours(
+    spec: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 client retries a conditional PUT whose answer was lost; the retry is refused by its own
+    first write. The lease must not then wait (for stale_after_s) on itself."""
+    storage = _open(spec)
+    real_create = storage.create_exclusive
+    monkeypatch.setattr(storage, "create_exclusive", lambda key, data: real_create(key, data) and False)
+    start = time.monotonic()
+    with lease(storage, KEY, name="x", owner="me", timeout_s=5, stale_after_s=60) as held:
+        assert held.token == 1
+    assert time.monotonic() - start < 2
+    assert holder(storage, KEY).released  # type: ignore[union-attr]
+
+
+def test_the_heartbeat_survives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = LocalStorage(tmp_path / "ws")
+    with lease(storage, KEY, name="x", stale_after_s=0.4) as held:
+        real_write = storage.write_bytes
+        fails = [RuntimeError("a bug in a storage client")]
+
+        def flaky(key: str, data: bytes) -> None:
+            if fails:
+                raise fails.pop()
+            real_write(key, data)
+
+        monkeypatch.setattr(storage, "write_bytes", flaky)
+        time.sleep(0.5)
+        assert not fails
+        beats = held._beats
+        time.sleep(0.4)
+        assert held._beats > beats  # still renewing
+        held.check()
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

@@ -165,6 +165,22 @@ def test_concurrent_registrations_with_slow_uploads_get_two_intact_versions(
     assert storage.list("registry/fraud/_staging/") == []
 
 
+def test_a_commit_whose_answer_was_lost_still_registers(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3 client retries a PUT whose answer was lost; the retry is refused by the first write."""
+    real_create = storage.create_exclusive
+
+    def create_then_lose_the_answer(key: str, data: bytes) -> bool:
+        created = real_create(key, data)
+        return created and not key.endswith("/model.json")
+
+    monkeypatch.setattr(storage, "create_exclusive", create_then_lose_the_answer)
+    reg = ModelRegistry(storage, "fraud")
+    assert _register(reg, tmp_path, 1) == "v1"
+    assert [mv.version for mv in reg.list()] == ["v1"]
+
+
 def test_stale_staging_is_swept(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "ws")
     storage.write_bytes("registry/fraud/_staging/dead/model.pt", b"x")

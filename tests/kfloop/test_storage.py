@@ -96,6 +96,20 @@ def test_local_keys_cannot_escape_root(tmp_path: Path) -> None:
         LocalStorage(tmp_path).write_text("../outside.txt", "x")
 
 
+def test_local_create_exclusive_without_hard_links_falls_back_to_o_excl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what SMB / FUSE object stores answer
+
+    monkeypatch.setattr("kfloop.storage.local.os.link", no_links)
+    storage = LocalStorage(tmp_path)
+    assert storage.create_exclusive("locks/a", b"first")
+    assert not storage.create_exclusive("locks/a", b"second")
+    assert storage.read_bytes("locks/a") == b"first"
+    assert [p.name for p in (tmp_path / "locks").iterdir()] == ["a"]  # no temporary file left behind
+
+
 def test_local_write_leaves_no_temp_file_on_failure(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.write_text("k.txt", "old")
