@@ -2,9 +2,11 @@
 
 Locally (a workspace directory) nothing is deployed: a running ``kfloop serve`` polls the registry and
 switches to a new champion by itself. On a cluster (S3 workspace) the step creates the InferenceService,
-updates it when it serves another version (as a canary when ``serving.canary_traffic_percent`` is set),
-and leaves it alone when it already serves the champion. The registry is read again rather than trusting
-the evaluate step's answer, so a promotion or rollback by hand in between wins.
+updates it when it serves another version (as a canary when ``serving.canary_traffic_percent`` is set and
+the version is newer), replaces it when it serves the champion with another rendered spec (image,
+resources, autoscaling, config: its ``kfloop.io/spec-hash`` annotation differs; no canary, the version is
+the same), and leaves it alone when both version and spec hash match. The registry is read again rather
+than trusting the evaluate step's answer, so a promotion or rollback by hand in between wins.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
@@ -76,6 +78,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
 
     from kfloop.serving.inference_service import (
         MANAGED_BY_LABEL,
+        SPEC_HASH_ANNOTATION,
         VERSION_LABEL,
         build_inference_service,
         inference_service_manifest,
@@ -94,6 +97,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
                 raise
             body = inference_service_manifest(build_inference_service(config, version, uri))
             api.create_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, body)
+            result["spec_hash"] = body["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
             return {**result, "action": "created", "previous": None, "canary_traffic_percent": None}
         meta = existing.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -103,12 +107,20 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
                 "or choose another training.model_name"
             )
         served = labels.get(VERSION_LABEL)
-        if served == version:
+        # a rollback goes to the old version at once, never as a canary; nor does a new spec of the same one
+        canary = served != version and _newer(version, served)
+        body = inference_service_manifest(build_inference_service(config, version, uri, canary=canary))
+        live_hash = (meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+        wanted_hash = result["spec_hash"] = body["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+        if served == version and live_hash == wanted_hash:
             return {**result, "action": "unchanged", "previous": served, "canary_traffic_percent": None}
+        if served == version:
+            result["reason"] = (
+                f"serves {version} already with another spec ({SPEC_HASH_ANNOTATION} {_short(live_hash)} → "
+                f"{_short(wanted_hash)}): image, resources, autoscaling or config changed"
+            )
         # A full update (PUT at the version we read), not a merge patch: a merge patch would leave behind a
         # canaryTrafficPercent or logger the config no longer has. Labels and annotations others set stay.
-        canary = _newer(version, served)  # a rollback goes to the old version at once, never as a canary
-        body = inference_service_manifest(build_inference_service(config, version, uri, canary=canary))
         body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
         body["metadata"]["labels"] = {**labels, **body["metadata"]["labels"]}
         body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
@@ -117,6 +129,10 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
         raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from None
     percent = config.serving.canary_traffic_percent if canary else None
     return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
+
+
+def _short(digest: str | None) -> str:
+    return digest[:12] if digest else "none"
 
 
 def _newer(version: str, served: str | None) -> bool:

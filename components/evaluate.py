@@ -3,6 +3,10 @@
 A candidate is promoted only if it meets the configured minimums and is not worse than the current
 champion by more than the tolerance. The decision and its reasons are recorded beside the version
 (``decision.json``) and in the registry history.
+
+A champion need not have a decision: ``kfloop models promote`` makes one by hand. When training reused
+such a version (same data, same settings), it is scored on the newest test split and reported as the
+champion it is, without being gated again.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
@@ -79,13 +83,16 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     registry = ModelRegistry(storage, config.training.model_name)
     current = registry.champion()
     if current is not None and current.version == version:  # a reused model that is champion already
-        recorded = json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
-        return {**recorded, "champion_after": version, "reused": True}
+        recorded = _recorded_decision(storage, registry, version)
+        if recorded is not None and recorded.get("promoted"):
+            return {**recorded, "champion_after": version, "reused": True}
     manifest = latest_training_set(config, storage)
     test = load_split(storage, manifest, "test")
     label = config.source.label_column
     candidate = registry.get(version)
     cand_metrics, p = _score(registry, candidate, test, label)
+    if current is not None and current.version == version:  # promoted by hand: nothing to gate
+        return _champion_by_hand(registry, candidate, cand_metrics, manifest, test[label].to_numpy(), p)
     champ_metrics, notes = _champion_metrics(registry, current, manifest, test, label)
     promote, reasons = gate(config, cand_metrics, champ_metrics)
     reasons = notes + reasons
@@ -106,6 +113,44 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     champion = registry.champion()
     decision["champion_after"] = champion.version if champion else None
     return decision
+
+
+def _recorded_decision(storage: Storage, registry: ModelRegistry, version: str) -> dict | None:
+    """The gate decision recorded beside ``version``, or None (promoted by hand, or unreadable)."""
+    try:
+        return json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _champion_by_hand(
+    registry: ModelRegistry, champion: ModelVersion, metrics: dict, manifest: dict, y: np.ndarray, p: np.ndarray
+) -> dict:
+    """The outcome for a reused champion that no gate promoted: its test metrics, and why it was not gated.
+
+    Nothing is written: ``decision.json`` stays the record of a gate, and a hand promotion is recorded in
+    the registry history already.
+    """
+    version = champion.version
+    how = next(
+        (h.get("reason") for h in reversed(registry.history()) if h.get("version") == version and "reason" in h),
+        None,
+    )
+    note = f" (promoted: {how!r})" if how else ""
+    return {
+        "version": version,
+        "promoted": True,
+        "reasons": [
+            f"{version} is the champion already without a gate decision{note}, e.g. by `kfloop models promote`: "
+            "scored on the newest test split, not gated again"
+        ],
+        "candidate": metrics,
+        "champion": None,
+        "test_split": {"training_set": manifest["run_id"], "rows": len(y)},
+        "curves": curves(y, p, float(champion.card["threshold"])),
+        "champion_after": version,
+        "reused": True,
+    }
 
 
 def decision_markdown(d: dict) -> str:

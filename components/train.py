@@ -2,10 +2,14 @@
 
 The card (``model.json``) records what the model is and where it came from: framework and versions,
 hyperparameters, validation metrics and threshold, the training set (content hash, time range), the
-feature service and its version, the quality report, and the pipeline run.
+feature service and its version, the pipeline run, and ``lineage``: the quality report of the validate run
+that produced the data it was trained on (``reports/<dataset>/quality/<run_id>.json``, never the moving
+``latest.json``) and the contract as an object (``hash`` of its canonical JSON, ``checks`` run,
+``schema_hash`` of the clean data).
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
+import hashlib
 import io
 import json
 import platform
@@ -18,7 +22,9 @@ import pyarrow.parquet as pq
 from kfp.dsl import Metrics, Model, Output
 
 import kfloop
+from kfloop import lake
 from kfloop.components.training_set import SPLITS
+from kfloop.components.validate import clean_dataset
 from kfloop.config import Config
 from kfloop.errors import SourceError
 from kfloop.feature_repo.paths import training_set_prefix
@@ -59,15 +65,31 @@ def _framework_versions(framework: str) -> dict[str, str]:
     return versions
 
 
-def _lineage(config: Config, storage: Storage) -> dict:
-    """The run-specific quality report (not the moving ``latest`` pointer) and the contract it enforced."""
-    prefix = f"reports/{config.source.dataset}/quality"
-    try:
-        run_id = json.loads(storage.read_text(f"{prefix}/latest.json"))["run_id"]
-        report = f"{prefix}/{run_id}.json"
-    except FileNotFoundError:
-        report = None
-    return {"quality_report": report, "contract": config.contract.model_dump(mode="json")}
+def contract_hash(config: Config) -> str:
+    """sha256 of the contract's canonical JSON (sorted keys, no spaces): equal hashes, equal rules."""
+    body = json.dumps(config.contract.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _lineage(config: Config, storage: Storage, manifest: dict) -> dict:
+    """The quality report of the validate run whose clean data the training set read, and the contract.
+
+    The training set records both; one written before it did is matched to the clean dataset only when
+    the content hashes agree (otherwise newer data was validated since, and its report is not ours).
+    """
+    report, schema_hash = manifest.get("quality_report"), manifest.get("schema_hash")
+    if report is None:
+        clean = lake.read_manifest(storage, clean_dataset(config.source.dataset))
+        if clean is not None and clean.runs and clean.content_hash == manifest.get("input_content_hash"):
+            report, schema_hash = clean.runs[-1].get("report"), clean.schema_hash
+    checks = None
+    if report is not None:
+        try:
+            checks = len(json.loads(storage.read_text(report))["checks"])
+        except (FileNotFoundError, ValueError, KeyError):
+            checks = None
+    contract = {"hash": contract_hash(config), "checks": checks, "schema_hash": schema_hash or None}
+    return {"quality_report": report, "contract": contract}
 
 
 def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
@@ -99,10 +121,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
             k: manifest[k] for k in ("run_id", "prefix", "content_hash", "time_range", "rows", "input_content_hash")
         },
         "feature_service": {"name": manifest["feature_service"], "version": manifest["feature_service_version"]},
-        "lineage": {
-            "quality_report": f"reports/{config.source.dataset}/quality/latest.json",
-            "contract": config.contract.model_dump_json(),
-        },
+        "lineage": _lineage(config, storage, manifest),
         "pipeline_run": pipeline_run,
         "created": datetime.now(UTC).isoformat(),
     }

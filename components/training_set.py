@@ -3,6 +3,10 @@
 Each labelled row asks Feast for the features as they were just before its event (``t - 1 µs``):
 the state after the entity's previous events, exactly what the online store holds when the same
 transaction arrives for scoring. No feature value from after the label's event time can appear.
+
+Labels are checked here, before the join, not in the trainer: rows without a label are dropped and
+counted (a nullable label column is normal: labels often arrive late), and a value the binary task cannot
+use (anything but 0/1 or true/false) fails the step at once, naming the column and the values.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
@@ -13,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +53,10 @@ class TrainingSet:
     time_range: dict[str, list[str]]
     content_hash: str
     input_content_hash: str
+    unlabeled_rows_dropped: int = 0
+    #: The validate run's own quality report for the clean data read (``None`` for older clean datasets).
+    quality_report: str | None = None
+    schema_hash: str = ""
 
 
 def service_version(config: Config) -> str:
@@ -63,6 +72,41 @@ def _labelled_rows(storage: Storage, manifest: lake.Manifest, config: Config) ->
     )
     tables = list(lake.iter_dataset(storage, manifest, src.batch_rows, cols))
     return pa.concat_tables(tables).to_pandas()
+
+
+def _binary_labels(frame: pd.DataFrame, label: str, dataset: str) -> tuple[pd.DataFrame, int]:
+    """Rows with a label, the label as int64 0/1, and how many unlabeled rows were dropped.
+
+    Raises when no row is labelled or a value is not 0/1 or a boolean: failing here takes seconds, in the
+    trainer it took a whole run, and a model silently trained on coerced labels would be worse.
+    """
+    col = frame[label]
+    missing = col.isna().to_numpy()
+    if missing.all():
+        raise SourceError(
+            f"label column {label!r} is empty in all {len(frame):,} rows of {dataset!r}: a training set needs "
+            "labelled rows"
+        )
+    present = col[~missing]
+    if pd.api.types.is_bool_dtype(present) or pd.api.types.is_numeric_dtype(present):
+        bad = ~present.isin([0, 1]).to_numpy()
+    else:  # object: booleans (with nulls), strings, mixed
+        bad = ~present.map(lambda v: isinstance(v, bool | np.bool_) or (_is_number(v) and v in (0, 1))).to_numpy()
+    if bad.any():
+        values = present[bad].drop_duplicates().head(5).tolist()
+        hint = "declare it int64 or bool in source.columns" if any(isinstance(v, str) for v in values) else None
+        raise SourceError(
+            f"label column {label!r} of {dataset!r} has {int(bad.sum()):,} value(s) a binary task cannot use "
+            f"(it needs 0/1 or true/false), e.g. {', '.join(map(repr, values))}: "
+            f"{hint or 'fix the source or map the labels to 0/1'}"
+        )
+    kept = frame[~missing].copy()
+    kept[label] = present.astype("int64").to_numpy()
+    return kept.reset_index(drop=True), int(missing.sum())
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def split_by_time(frame: pd.DataFrame, ts: str, fractions: tuple[float, float, float]) -> dict[str, pd.DataFrame]:
@@ -86,7 +130,7 @@ def build_training_set(
         raise SourceError(f"clean dataset {clean_dataset(src.dataset)!r} is empty: run validation first")
     store = store or open_store(config, storage, environ)
     store.apply(objects_for(config, storage).all)
-    labels = _labelled_rows(storage, manifest, config)
+    labels, unlabeled = _binary_labels(_labelled_rows(storage, manifest, config), src.label_column, src.dataset)
     entity_df = labels.rename(columns={src.timestamp_column: "label_timestamp"})
     entity_df["event_timestamp"] = entity_df["label_timestamp"] - AS_OF_OFFSET
     service = store.get_feature_service(config.features.service)
@@ -120,6 +164,9 @@ def build_training_set(
         time_range=ranges,
         content_hash=digest.hexdigest(),
         input_content_hash=manifest.content_hash,
+        unlabeled_rows_dropped=unlabeled,
+        quality_report=manifest.runs[-1].get("report") if manifest.runs else None,
+        schema_hash=manifest.schema_hash,
     )
     body = json.dumps({**asdict(result), "created": datetime.now(UTC).isoformat()}, indent=2)
     storage.write_text(f"{prefix}/manifest.json", body)
@@ -150,3 +197,4 @@ def training_set_component(config_json: str, training_set: Output[Dataset], metr
         training_set.metadata[key] = result[key]
     for name, n in result["rows"].items():
         metrics.log_metric(f"{name}_rows", n)
+    metrics.log_metric("unlabeled_rows_dropped", result["unlabeled_rows_dropped"])

@@ -18,10 +18,17 @@ InferenceService schema has. The pieces and why:
 - **ports**: Knative routes to exactly one declared container port, whose name picks the protocol
   (``http1``, or ``h2c`` for gRPC): the predictor declares the gRPC port when ``predictor_protocol`` is
   ``grpc-v2``, the HTTP port otherwise; the transformer always declares HTTP.
+- **spec hash**: the annotation ``kfloop.io/spec-hash`` is the SHA-256 of everything rendered (canonical
+  JSON) except the hash itself, fields the API server sets, and the canary share (how a version rolls out,
+  not what is served). The deploy step compares it with the live object's annotation, because the live
+  spec carries the controller's defaults and cannot be compared field by field.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +61,12 @@ __all__ = [
     "CONFIG_ENV",
     "MANAGED_BY_LABEL",
     "MODEL_DIR",
+    "SPEC_HASH_ANNOTATION",
     "VERSION_LABEL",
     "build_inference_service",
     "inference_service_manifest",
     "render_yaml",
+    "spec_hash",
     "storage_uri_for",
 ]
 
@@ -71,6 +80,9 @@ VERSION_LABEL = "kfloop.io/model-version"
 PROJECT_LABEL = "kfloop.io/project"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 STORAGE_URI_ANNOTATION = "kfloop.io/storage-uri"
+SPEC_HASH_ANNOTATION = "kfloop.io/spec-hash"
+#: Metadata the API server sets on a stored object: never part of what kfloop renders.
+_RUNTIME_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
 def storage_uri_for(storage: Storage, config: Config, version: str) -> str:
@@ -184,7 +196,7 @@ def build_inference_service(
         labels={MANAGED_BY_LABEL: "kfloop", PROJECT_LABEL: config.project, VERSION_LABEL: version},
         annotations={STORAGE_URI_ANNOTATION: storage_uri},
     )
-    return V1beta1InferenceService(
+    isvc = V1beta1InferenceService(
         api_version=kserve.constants.KSERVE_V1BETA1,
         kind=kserve.constants.KSERVE_KIND_INFERENCESERVICE,
         metadata=meta,
@@ -192,6 +204,23 @@ def build_inference_service(
             predictor=_predictor(config, version, storage_uri, canary=canary), transformer=_transformer(config)
         ),
     )
+    meta.annotations[SPEC_HASH_ANNOTATION] = spec_hash(inference_service_manifest(isvc))
+    return isvc
+
+
+def spec_hash(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON, without the hash annotation, runtime-only fields and the
+    predictor's ``canaryTrafficPercent``: equal hashes mean the same image, resources, autoscaling, config
+    and version, whether or not the version is still a canary."""
+    body = copy.deepcopy(manifest)
+    body.pop("status", None)
+    meta = body.get("metadata") or {}
+    for key in _RUNTIME_METADATA:
+        meta.pop(key, None)
+    (meta.get("annotations") or {}).pop(SPEC_HASH_ANNOTATION, None)
+    ((body.get("spec") or {}).get("predictor") or {}).pop("canaryTrafficPercent", None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def inference_service_manifest(isvc: V1beta1InferenceService) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
     if training_set:
         rows = ", ".join(f"{k} {v:,}" for k, v in training_set["rows"].items())
         t.add_row("training set", escape(f"{rows} → {training_set['prefix']}"))
+        t.add_row("labels", f"{training_set.get('unlabeled_rows_dropped', 0):,} unlabeled rows dropped")
         t.add_row(
             "feature service",
             escape(f"{training_set['feature_service']} (version {training_set['feature_service_version']})"),

@@ -1,4 +1,5 @@
-"""Deploy step: local hot-switch, no champion, and create / canary update / unchanged on a cluster.
+"""Deploy step: local hot-switch, no champion, and create / canary update / spec change / unchanged on a
+cluster.
 
 The cluster branch talks to a fake of ``kubernetes.client.CustomObjectsApi`` (a mock): no Kubernetes API
 server, nor the KServe CRD, can run on this machine. The fake keeps objects in memory and enforces what
@@ -20,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kfloop.components.deploy import DeployError, run_deploy_step
 from kfloop.config import Config, config_to_json, load_config, parse_config
 from kfloop.registry import ModelRegistry
+from kfloop.serving.inference_service import SPEC_HASH_ANNOTATION as SPEC_HASH
 from kfloop.storage import LocalStorage, S3Storage, Storage
 from tests.conftest import REPO, S3_CREDS, demo_config
 
@@ -121,14 +123,16 @@ def cluster(moto_endpoint: str, s3_storage: S3Storage, monkeypatch: pytest.Monke
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_CREDS.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_CREDS.secret_key)
 
-    def config(**serving: Any) -> Config:
+    def config(image: str | None, serving: dict) -> Config:
         data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
         data["storage"] |= {"endpoint": moto_endpoint, "bucket": s3_storage.bucket, "prefix": "ws", "secure": False}
         data["serving"] |= {"canary_traffic_percent": None, **serving}  # only when a test asks for one
+        if image is not None:
+            data["cluster"]["image"] = image
         return parse_config(data, "test config")
 
-    def deploy(api: FakeCustomObjects | None, **serving: Any) -> dict:
-        return run_deploy_step(config_to_json(config(**serving)), "", api=api)
+    def deploy(api: FakeCustomObjects | None, image: str | None = None, **serving: Any) -> dict:
+        return run_deploy_step(config_to_json(config(image, serving)), "", api=api)
 
     return deploy
 
@@ -194,15 +198,87 @@ def test_cluster_update_without_canary_drops_an_old_canary_split(
 
 
 @pytest.mark.s3
-def test_cluster_leaves_a_service_that_serves_the_champion(cluster: Any, s3_storage: S3Storage, tmp_path: Path) -> None:
+def test_cluster_leaves_a_service_that_serves_the_champion_with_the_same_spec(
+    cluster: Any, s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    api = FakeCustomObjects()
+    add_version(s3_storage, tmp_path, promote=True)
+    created = cluster(api)
+    before = copy.deepcopy(api.served())
+    assert before["metadata"]["annotations"][SPEC_HASH] == created["spec_hash"]
+    result = cluster(api)
+    assert (result["action"], result["version"], result["spec_hash"]) == ("unchanged", "v1", created["spec_hash"])
+    assert api.calls == ["get", "create", "get"]
+    assert api.served() == before
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"image": "ghcr.io/kfloop/kfloop:0.1.1"},
+        {"predictor_resources": {"cpu_request": "2", "cpu_limit": "4", "memory_request": "3Gi", "memory_limit": "6Gi"}},
+        {"autoscaling": {"min_replicas": 2, "max_replicas": 9, "scale_metric": "rps", "scale_target": 300}},
+        {"unknown_entity": "reject"},  # config the serving processes read (KFLOOP_CONFIG_JSON)
+    ],
+    ids=["image", "resources", "autoscaling", "config"],
+)
+def test_cluster_replaces_the_service_when_its_spec_changed_for_the_same_version(
+    cluster: Any, s3_storage: S3Storage, tmp_path: Path, change: dict
+) -> None:
+    api = FakeCustomObjects()
+    add_version(s3_storage, tmp_path, promote=True)
+    first = cluster(api)
+    api.served()["metadata"]["annotations"]["team"] = "risk"  # set by someone else: must survive the update
+    result = cluster(api, canary_traffic_percent=25, **change)  # same version: a canary is never started
+    assert (result["action"], result["version"], result["previous"]) == ("updated", "v1", "v1")
+    assert result["canary_traffic_percent"] is None and result["spec_hash"] != first["spec_hash"]
+    assert "serves v1 already with another spec" in result["reason"]
+    assert api.calls == ["get", "create", "get", "replace"]
+    body = api.served()
+    assert body["metadata"]["annotations"][SPEC_HASH] == result["spec_hash"]
+    assert body["metadata"]["annotations"]["team"] == "risk"
+    assert body["metadata"]["labels"]["kfloop.io/model-version"] == "v1"
+    assert "canaryTrafficPercent" not in predictor(body)
+    (container,) = predictor(body)["containers"]
+    if "image" in change:
+        assert container["image"] == change["image"]
+    if "predictor_resources" in change:
+        assert container["resources"]["limits"] == {"cpu": "4", "memory": "6Gi"}
+    if "autoscaling" in change:
+        assert (predictor(body)["minReplicas"], predictor(body)["maxReplicas"]) == (2, 9)
+    again = cluster(api, canary_traffic_percent=25, **change)  # applied: nothing left to do
+    assert again["action"] == "unchanged" and api.calls[-1] == "get"
+
+
+@pytest.mark.s3
+def test_cluster_keeps_a_canary_in_progress_when_nothing_changed(
+    cluster: Any, s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    """The canary share is how a version rolls out, not part of its spec: re-running must not end it."""
+    api = FakeCustomObjects()
+    add_version(s3_storage, tmp_path, promote=True)
+    cluster(api, canary_traffic_percent=25)
+    add_version(s3_storage, tmp_path, promote=True)
+    assert cluster(api, canary_traffic_percent=25)["canary_traffic_percent"] == 25
+    before = copy.deepcopy(api.served())
+    result = cluster(api, canary_traffic_percent=25)
+    assert (result["action"], result["version"]) == ("unchanged", "v2")
+    assert api.served() == before and predictor(before)["canaryTrafficPercent"] == 25
+
+
+@pytest.mark.s3
+def test_cluster_replaces_a_service_deployed_without_a_spec_hash(
+    cluster: Any, s3_storage: S3Storage, tmp_path: Path
+) -> None:
     api = FakeCustomObjects()
     add_version(s3_storage, tmp_path, promote=True)
     cluster(api)
-    before = copy.deepcopy(api.served())
-    result = cluster(api, canary_traffic_percent=25)
-    assert (result["action"], result["version"]) == ("unchanged", "v1")
-    assert api.calls == ["get", "create", "get"]
-    assert api.served() == before
+    del api.served()["metadata"]["annotations"][SPEC_HASH]  # as deployed by an older kfloop
+    result = cluster(api)
+    assert (result["action"], result["previous"]) == ("updated", "v1")
+    assert "kfloop.io/spec-hash none →" in result["reason"]
+    assert api.served()["metadata"]["annotations"][SPEC_HASH] == result["spec_hash"]
 
 
 @pytest.mark.s3

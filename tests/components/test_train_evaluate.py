@@ -1,33 +1,47 @@
 """Train + evaluate through the registry: the gate promotes a better model and rejects a worse one,
-scored on the same test split; cards carry lineage; a corrupted champion is detected."""
+scored on the same test split; cards carry lineage; a corrupted champion is detected; a champion promoted
+by hand (no gate decision) is handled. The label column is nullable and some labels are missing, as when
+labels arrive late: those rows never reach training."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from kfloop.components.evaluate import evaluate_and_gate
+from kfloop import lake
+from kfloop.components.evaluate import decision_markdown, evaluate_and_gate
 from kfloop.components.train import latest_training_set, load_split, train_and_register
+from kfloop.components.training_set import SPLITS
+from kfloop.components.validate import clean_dataset
 from kfloop.demo import DemoSpec, generate
 from kfloop.registry import ModelRegistry
 from kfloop.registry.store import CorruptModelError
 from kfloop.training.trainer import export, train
 from tests.feature_repo.harness import Loop, sqlite_backend
 
+UNLABELED = 211  # rows of the module's data whose label is not known (yet)
+
 
 def _relaxed(data: dict) -> None:
     data["training"]["epochs"] = 8
     data["training"]["gate"] = {"min_roc_auc": 0.6, "min_pr_auc": 0.02, "compare_metric": "pr_auc", "tolerance": 0.01}
+    data["contract"]["columns"]["is_fraud"]["nullable"] = True  # labels arrive late
+    data["contract"]["completeness"]["columns"] = ["customer_id", "merchant_id", "event_timestamp"]
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     root = tmp_path_factory.mktemp("train")
     lp = Loop.create(root / "ws", sqlite_backend(), _relaxed)
-    lp.load(generate(DemoSpec(rows=8000, seed=13)).frame)
+    frame = generate(DemoSpec(rows=8000, seed=13)).frame
+    frame["is_fraud"] = frame["is_fraud"].astype("Int64")
+    frame.loc[frame.sample(n=UNLABELED, random_state=3).index, "is_fraud"] = pd.NA
+    lp.load(frame)
     lp.training_set()
     return lp
 
@@ -77,12 +91,39 @@ def test_gate_promotes_better_and_rejects_worse_on_the_same_test_split(loop: Loo
     assert reg.history()[-1]["event"] == "rejected"
 
 
+def test_unlabeled_rows_never_reach_training(loop: Loop) -> None:
+    manifest = latest_training_set(loop.config, loop.storage)
+    clean_rows = len(loop.clean())
+    assert loop.clean()["is_fraud"].isna().sum() == manifest["unlabeled_rows_dropped"] == UNLABELED
+    assert sum(manifest["rows"].values()) == clean_rows - UNLABELED
+    for split in SPLITS:
+        labels = load_split(loop.storage, manifest, split)["is_fraud"]
+        assert labels.dtype == "int64" and set(labels) <= {0, 1}
+    card = train_and_register(loop.config, loop.storage, pipeline_run="run-labels")  # trained (or reused)
+    assert card["training_set"]["rows"] == manifest["rows"] and card["metrics"]["validation"]["roc_auc"] > 0.5
+
+
 def test_card_records_lineage_and_retraining_unchanged_data_is_idempotent(loop: Loop) -> None:
     card = train_and_register(loop.config, loop.storage, pipeline_run="run-2")
     manifest = latest_training_set(loop.config, loop.storage)
     assert card["training_set"]["content_hash"] == manifest["content_hash"]
     assert card["feature_service"] == {"name": "fraud_features", "version": manifest["feature_service_version"]}
-    assert card["lineage"]["quality_report"].endswith("quality/latest.json")
+    # the report of the validate run that made the clean data, not the moving latest.json
+    clean = lake.read_manifest(loop.storage, clean_dataset(loop.config.source.dataset))
+    assert clean is not None
+    report = card["lineage"]["quality_report"]
+    assert report == clean.runs[-1]["report"] == f"reports/transactions/quality/{clean.runs[-1]['run_id']}.json"
+    checks = json.loads(loop.storage.read_text(report))["checks"]
+    canonical = json.dumps(loop.config.contract.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    assert card["lineage"]["contract"] == {
+        "hash": hashlib.sha256(canonical.encode()).hexdigest(),
+        "checks": len(checks),
+        "schema_hash": clean.schema_hash,
+    }
+    assert len(checks) > 5
+    loop.validate()  # validated again: latest.json moves on, the card's report stays its own
+    latest = json.loads(loop.storage.read_text("reports/transactions/quality/latest.json"))
+    assert not report.endswith(f"/{latest['run_id']}.json") and loop.storage.read_text(report)
     assert card["features"]["categorical"] == ["channel", "merchant_category"]
     assert set(card["files"]) >= {"preprocess.json"}
     again = train_and_register(loop.config, loop.storage, pipeline_run="run-3")
@@ -124,3 +165,28 @@ def test_changed_feature_service_makes_the_champion_incomparable(loop: Loop) -> 
         assert any("feature service version older" in r for r in decision["reasons"])
     finally:
         loop.storage.write_text(card_key, original)
+
+
+def test_a_champion_promoted_by_hand_without_a_decision_is_evaluated(loop: Loop) -> None:
+    """``kfloop models promote`` writes no decision.json: evaluating that version (training reused it) must
+    score it and say why it was not gated, not fail reading the missing file."""
+    reg = ModelRegistry(loop.storage, loop.config.training.model_name)
+    before = reg.champion()
+    by_hand = _register_shuffled(loop)
+    reg.promote(by_hand, "promoted by hand")
+    assert not loop.storage.exists(f"registry/{reg.model}/{by_hand}/decision.json")
+    try:
+        decision = evaluate_and_gate(loop.config, loop.storage, by_hand)
+        assert (decision["version"], decision["champion_after"], decision["promoted"]) == (by_hand, by_hand, True)
+        assert decision["reused"] and decision["champion"] is None
+        assert decision["reasons"] == [
+            f"{by_hand} is the champion already without a gate decision (promoted: 'promoted by hand'), e.g. by "
+            "`kfloop models promote`: scored on the newest test split, not gated again"
+        ]
+        assert decision["candidate"]["rows"] == decision["test_split"]["rows"] > 0
+        assert len(decision["curves"]["fpr"]) == len(decision["curves"]["tpr"]) > 1
+        assert reg.champion().version == by_hand  # type: ignore[union-attr]
+        assert decision_markdown(decision).startswith(f"# Model {by_hand}: **promoted to champion**")
+    finally:
+        if before is not None:
+            reg.promote(before.version, "restore the module's champion")

@@ -1,19 +1,25 @@
 """Training-set stage: point-in-time correctness on a hand-checkable fixture (TTL, label delay, no value from
 after the label time), the same property on generated data, time-ordered disjoint splits, the manifest and the
-feature service version. Runs on both online stores (the stage applies the repo to the configured store)."""
+feature service version. Runs on both online stores (the stage applies the repo to the configured store).
+Labels: unlabeled rows are dropped and counted, values a binary task cannot use fail here, not in training."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
+from kfloop.cli.summary import features_table
 from kfloop.components.training_set import SPLITS, service_version
 from kfloop.config.contract import parse_duration
+from kfloop.errors import SourceError
 from kfloop.feature_repo.paths import training_set_prefix
 from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)
 from tests.feature_repo.harness import (
@@ -31,6 +37,7 @@ from tests.feature_repo.harness import (
     assert_hand_assumptions,
     assert_values,
     feature_config,
+    sqlite_backend,
     view_section,
     write_csv,
 )
@@ -199,3 +206,92 @@ def test_feature_service_version_changes_with_a_view_definition(loop: Loop) -> N
     assert loop.manifest(second)["feature_service_version"] == second.feature_service_version
     assert "amount_sum_2h" in all_rows(loop, second).columns and "amount_sum_2h" not in all_rows(loop, first).columns
     assert second.prefix != first.prefix and Path(f"{first.prefix}/manifest.json").exists()  # earlier set kept
+
+
+# --- labels -------------------------------------------------------------------------------------------------------
+
+
+def label_edit(column_type: str = "int64") -> Callable[[dict], None]:
+    """A label column the contract lets through unchecked (nullable, any value), of ``column_type``: what
+    reaches the training-set step is then up to the source."""
+
+    def edit(d: dict) -> None:
+        d["source"]["columns"]["is_fraud"] = column_type
+        del d["contract"]["columns"]["is_fraud"]
+        d["contract"]["completeness"]["columns"] = ["customer_id", "merchant_id", "event_timestamp"]
+        merchants = view_section(d, MERCHANTS)  # the label's mean is a feature: not over strings
+        merchants["aggregates"] = [a for a in merchants["aggregates"] if a["column"] != "is_fraud"]
+
+    return edit
+
+
+def hand_rows_with_labels(labels: dict[str, object]) -> list[tuple]:
+    return [(*row[:5], labels.get(row[0], row[5])) for row in HAND_ROWS]
+
+
+def test_unlabeled_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    loop = Loop.create(tmp_path / "ws", sqlite_backend(), label_edit())
+    unlabeled = {"tx-3": "", "tx-7": ""}  # empty CSV cells: null labels
+    loop.load(write_csv(tmp_path / "late.csv", hand_rows_with_labels(unlabeled)))
+    assert loop.clean()["is_fraud"].isna().sum() == 2  # the contract let them through
+    result = loop.training_set()
+    assert result.unlabeled_rows_dropped == 2
+    rows = all_rows(loop, result)
+    assert sum(result.rows.values()) == len(rows) == len(HAND_ROWS) - 2
+    present = {tx for tx, when in HAND_TIME.items() if (rows["event_timestamp"] == when).any()}
+    assert present == set(HAND_TIME) - set(unlabeled)
+    assert rows["is_fraud"].dtype == "int64" and set(rows["is_fraud"]) == {0, 1}
+    assert loop.manifest(result)["unlabeled_rows_dropped"] == 2
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(features_table([], [], loop.manifest(result)))  # the run summary `kfloop run` prints
+    assert "2 unlabeled rows dropped" in console.export_text()
+
+
+@pytest.mark.parametrize(
+    ("column_type", "labels", "shown"),
+    [
+        (
+            "int64",
+            {"tx-2": 2, "tx-4": 2, "tx-6": 3},
+            "3 value(s) a binary task cannot use (it needs 0/1 or true/false), e.g. 2, 3",
+        ),
+        (
+            "float64",
+            {"tx-2": 0.5, "tx-8": ""},
+            "1 value(s) a binary task cannot use (it needs 0/1 or true/false), e.g. 0.5",
+        ),
+        (  # strings are not labels, not even "0" and "1"
+            "string",
+            {"tx-2": "yes", "tx-4": "no"},
+            "8 value(s) a binary task cannot use (it needs 0/1 or true/false), e.g. '1', 'yes', '0', 'no': "
+            "declare it int64 or bool in source.columns",
+        ),
+    ],
+    ids=["int", "float", "string"],
+)
+def test_unusable_label_values_fail_in_the_training_set_step_naming_the_column(
+    tmp_path: Path, column_type: str, labels: dict[str, object], shown: str
+) -> None:
+    loop = Loop.create(tmp_path / "ws", sqlite_backend(), label_edit(column_type))
+    loop.load(write_csv(tmp_path / "bad.csv", hand_rows_with_labels(labels)))
+    with pytest.raises(SourceError, match=r"label column 'is_fraud' of 'transactions' has ") as err:
+        loop.training_set()
+    assert shown in str(err.value)
+    assert not (loop.workspace / training_set_prefix(loop.config)).exists()  # nothing written
+
+
+def test_booleans_are_labels_too(tmp_path: Path) -> None:
+    loop = Loop.create(tmp_path / "ws", sqlite_backend(), label_edit("bool"))
+    labels = {tx: ("true" if fraud else "false") for tx, *_, fraud in HAND_ROWS} | {"tx-8": ""}
+    loop.load(write_csv(tmp_path / "bool.csv", hand_rows_with_labels(labels)))
+    result = loop.training_set()
+    rows = all_rows(loop, result)
+    assert result.unlabeled_rows_dropped == 1 and rows["is_fraud"].dtype == "int64"
+    assert sorted(rows["is_fraud"]) == sorted(f for tx, *_, f in HAND_ROWS if tx != "tx-8")
+
+
+def test_a_dataset_without_any_label_says_so(tmp_path: Path) -> None:
+    loop = Loop.create(tmp_path / "ws", sqlite_backend(), label_edit())
+    loop.load(write_csv(tmp_path / "none.csv", hand_rows_with_labels({tx: "" for tx in HAND_TIME})))
+    with pytest.raises(SourceError, match=r"label column 'is_fraud' is empty in all 8 rows of 'transactions'"):
+        loop.training_set()

@@ -21,9 +21,11 @@ from kfloop.cli import app
 from kfloop.config import Config, config_from_json, load_config, parse_config
 from kfloop.registry import ModelRegistry
 from kfloop.serving.inference_service import (
+    SPEC_HASH_ANNOTATION,
     build_inference_service,
     inference_service_manifest,
     render_yaml,
+    spec_hash,
     storage_uri_for,
 )
 from kfloop.storage import LocalStorage, S3Storage
@@ -163,6 +165,30 @@ def test_canary_percent_only_when_asked_and_configured(
     m = build(cluster_config(canary_traffic_percent=configured), canary=canary)
     assert m["spec"]["predictor"].get("canaryTrafficPercent") == expected
     assert "canaryTrafficPercent" not in m["spec"]["transformer"]  # the transformer does not change per version
+
+
+def test_spec_hash_covers_what_is_served_and_not_the_canary_share_or_runtime_fields() -> None:
+    m = build(cluster_config(canary_traffic_percent=20))
+    digest = m["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    assert digest == spec_hash(m) and len(digest) == 64  # the hash leaves itself out
+    assert build(cluster_config(canary_traffic_percent=20))["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == digest
+    as_canary = build(cluster_config(canary_traffic_percent=20), canary=True)
+    assert as_canary["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert as_canary["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == digest  # how it rolls out, not what
+    live = json.loads(json.dumps(m))  # as the API server returns it
+    live["metadata"] |= {"resourceVersion": "42", "uid": "0b7c", "generation": 3, "creationTimestamp": "2026-01-01"}
+    live["status"] = {"url": "http://fraud-detector.kubeflow.example.com"}
+    assert spec_hash(live) == digest
+    data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
+    data["cluster"]["image"] = "ghcr.io/kfloop/kfloop:0.1.1"
+    others = [
+        build(parse_config(data, "test config")),
+        build(cluster_config(canary_traffic_percent=20), "v8"),
+        build(cluster_config(canary_traffic_percent=20, autoscaling={"max_replicas": 9})),
+        build(cluster_config(canary_traffic_percent=20, max_batch_rows=500)),
+    ]
+    hashes = {o["metadata"]["annotations"][SPEC_HASH_ANNOTATION] for o in others}
+    assert len(hashes) == len(others) and digest not in hashes
 
 
 def test_logger_only_with_a_sink_url() -> None:
