@@ -1,16 +1,20 @@
 """Feature stage: the clean dataset → per-view offline feature tables (the Feast offline sources).
 
 Incremental: each view continues from its watermark (``computed_until``), reading only the clean rows
-its windows need (the longest window plus the label delay before the watermark). A changed view
-definition rebuilds that view from scratch. Each table is replaced atomically, so Feast never reads
-a half-written file.
+its windows need (the longest window plus the label delay before the watermark). Features follow the
+clean data: when the clean rows up to the watermark changed (a contract change, re-validation, new
+quarantines, a backfill), per-date fingerprints (``feature_repo/fingerprints.py``) find the earliest
+changed event and the view is recomputed from there — older rows cannot depend on it, later ones may —
+and the entities whose rows were replaced or vanished are marked for the materialize stage. A changed
+view definition rebuilds that view from scratch. Each table is replaced atomically, so Feast never reads
+a half-written file, and a per-view lease keeps overlapping runs from interleaving table and state.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import hashlib
 import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -19,14 +23,24 @@ import pyarrow.parquet as pq
 from kfp.dsl import Metrics, Output
 
 from kfloop import lake
-from kfloop.aggregates import TIMESTAMP_TYPE, compute_view
+from kfloop.aggregates import compute_view
+from kfloop.components.ingest import new_run_id
 from kfloop.components.validate import clean_dataset
 from kfloop.config import Config, FeatureViewSpec
 from kfloop.config.contract import parse_duration
 from kfloop.errors import SourceError
-from kfloop.feature_repo.paths import offline_key
+from kfloop.feature_repo import fingerprints
+from kfloop.feature_repo.paths import lease_key, offline_key, stale_key
 from kfloop.feature_repo.state import ViewState, load_state
+from kfloop.schema import arrow_schema
 from kfloop.storage import Storage
+from kfloop.storage.lease import Lease, lease
+
+#: A run waits this long for another run holding the same view; a holder silent (no heartbeat) for
+#: LEASE_STALE_S is taken to be dead and taken over.
+LEASE_TIMEOUT_S = 600.0
+LEASE_STALE_S = 120.0
+_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -34,11 +48,15 @@ class ViewUpdate:
     """What one run did to one view's offline table."""
 
     view: str
-    rows_added: int
+    rows_added: int  # rows computed and written: new events, plus recomputed ones after a clean-data change
     offline_rows: int
     computed_until: str | None
     rebuilt: bool
     seconds: float
+    rows_removed: int = 0  # old rows replaced by the recompute (or gone with their clean rows)
+    recomputed_from: str | None = None  # earliest event whose clean rows changed; None: incremental or rebuilt
+    changed_dates: list[str] = field(default_factory=list)  # event dates whose clean rows changed
+    rehashed_dates: int = 0  # partitions whose files changed, read to compare their content
 
 
 def definition_hash(view: FeatureViewSpec, config: Config) -> str:
@@ -57,20 +75,36 @@ def _columns(view: FeatureViewSpec, config: Config) -> list[str]:
     return list(dict.fromkeys([view.entity, config.source.timestamp_column, *(a.column for a in view.aggregates)]))
 
 
-def _history(
-    storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec, start: datetime | None
-) -> pa.Table:
-    """Clean rows the view needs: files overlapping ``start``…, only the needed columns."""
-    ts = config.source.timestamp_column
-    files = [f for f in manifest.files if start is None or f.max_event_time >= start.isoformat()]
-    part = lake.Manifest(manifest.dataset, manifest.schema, manifest.schema_hash, files)
-    tables = []
-    for batch in lake.iter_dataset(storage, part, config.source.batch_rows, _columns(view, config)):
-        keep = batch if start is None else batch.filter(pc.greater(batch.column(ts), pa.scalar(start, TIMESTAMP_TYPE)))
-        tables.append(keep)
-    if not tables:
-        return pa.schema([pa.field(c, pa.string()) for c in _columns(view, config)]).empty_table()
-    return pa.concat_tables(tables)
+class _CleanRows:
+    """The clean dataset by event-date partition, the view's columns only; each date read at most once a
+    run (fingerprint checks and the history share the reads)."""
+
+    def __init__(self, storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec) -> None:
+        self.storage, self.manifest, self.batch_rows = storage, manifest, config.source.batch_rows
+        self.columns = _columns(view, config)
+        self.empty = arrow_schema(config.source).empty_table().select(self.columns)
+        self.partitions = fingerprints.by_date(manifest)
+        self._read: dict[str, pa.Table] = {}
+
+    def read(self, date: str) -> pa.Table:
+        if date not in self._read:
+            m = self.manifest
+            part = lake.Manifest(m.dataset, m.schema, m.schema_hash, self.partitions.get(date, []))
+            tables = list(lake.iter_dataset(self.storage, part, self.batch_rows, self.columns))
+            self._read[date] = pa.concat_tables(tables) if tables else self.empty
+        return self._read[date]
+
+    def dates_after(self, start: datetime | None) -> list[str]:
+        """Dates holding an event after ``start`` (every date for None)."""
+        return sorted(
+            d
+            for d, files in self.partitions.items()
+            if start is None or any(datetime.fromisoformat(f.max_event_time) > start for f in files)
+        )
+
+    def rows(self, dates: list[str]) -> pa.Table:
+        tables = [t for t in (self.read(d) for d in dates) if t.num_rows]
+        return pa.concat_tables(tables) if tables else self.empty
 
 
 def _read_offline(storage: Storage, view: str) -> pa.Table | None:
@@ -84,6 +118,20 @@ def _write_offline(storage: Storage, view: str, table: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     storage.write_bytes(offline_key(view), buf.getvalue())
+
+
+def _mark_stale(storage: Storage, view: str, entities: pa.ChunkedArray | pa.Array) -> None:
+    """Add entities to the view's stale set (kept until the materialize stage rewrites or deletes them).
+    Written before the table it concerns: a run killed in between leaves extra entities, never too few."""
+    values = entities.combine_chunks() if isinstance(entities, pa.ChunkedArray) else entities
+    try:
+        old = pq.read_table(pa.BufferReader(storage.read_bytes(stale_key(view)))).column("entity")
+        values = pa.concat_arrays([old.combine_chunks().cast(values.type), values])
+    except FileNotFoundError:
+        pass
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"entity": pc.unique(values.drop_null())}), buf, compression="zstd")
+    storage.write_bytes(stale_key(view), buf.getvalue())
 
 
 def _fill_time_since_previous(added: pa.Table, previous: pa.Table, entity: str) -> pa.Table:
@@ -103,51 +151,127 @@ def _fill_time_since_previous(added: pa.Table, previous: pa.Table, entity: str) 
     return added.set_column(index, "seconds_since_previous", pa.array(gaps, pa.float64(), from_pandas=True))
 
 
-def update_view(storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec) -> ViewUpdate:
-    """Bring one view's offline table up to the clean dataset's newest event."""
-    t0 = time.perf_counter()
-    state = load_state(storage, view.name)
-    definition = definition_hash(view, config)
-    rebuilt = state.definition != definition
-    since = None if rebuilt or not state.computed_until else datetime.fromisoformat(state.computed_until)
-    label_delay = parse_duration(config.features.label_delay)
-    start = since - lookback(view, label_delay) if since else None
-    history = _history(storage, manifest, config, view, start)
-    added = (
-        compute_view(history, view, config.source.timestamp_column, label_delay, since) if history.num_rows else None
-    )
-    previous = None if rebuilt else _read_offline(storage, view.name)
-    if added is not None and previous is not None and view.time_since_previous:
-        added = _fill_time_since_previous(added, previous, view.entity)
-    rows_added = added.num_rows if added is not None else 0
-    if rows_added or rebuilt:
-        parts = [t for t in (previous, added) if t is not None and t.num_rows]
-        table = pa.concat_tables(parts) if parts else added
-        if table is not None:
-            _write_offline(storage, view.name, table)
-            newest = pc.max(table.column("event_timestamp")).as_py()
-            state = ViewState(
-                view=view.name,
-                computed_until=newest.isoformat() if newest else None,
-                offline_rows=table.num_rows,
-                materialized_until=None if rebuilt else state.materialized_until,
-                online_entities=0 if rebuilt else state.online_entities,
-                definition=definition,
-            )
-            state.save(storage)
-    return ViewUpdate(
-        view.name, rows_added, state.offline_rows, state.computed_until, rebuilt, round(time.perf_counter() - t0, 3)
-    )
+def _split(table: pa.Table | None, since: datetime | None) -> tuple[pa.Table | None, pa.Table | None]:
+    """(rows at or before ``since``: kept, rows after it: replaced by this run)."""
+    if table is None or since is None:
+        return None, table
+    ts = table.column("event_timestamp")
+    after = pc.greater(ts, pa.scalar(since, ts.type))
+    return table.filter(pc.invert(after)), table.filter(after)
 
 
-def compute_features(config: Config, storage: Storage) -> list[ViewUpdate]:
-    """Update every feature view from the clean dataset (see module docstring)."""
-    if not config.features.views:
-        raise SourceError("features.views is empty: declare feature views in kfloop.yaml")
+def _fingerprints(
+    clean: _CleanRows, dates: list[str], ts: str, newest: datetime | None, verified: dict[str, fingerprints.Fingerprint]
+) -> dict[str, fingerprints.Fingerprint]:
+    """The new state's fingerprints (rows up to ``newest``): the verified unchanged ones, and a fresh one for
+    every date read this run (the watermark's day may have gained rows)."""
+    if newest is None:
+        return {}
+    out = dict(verified)
+    for date in dates:
+        p = fingerprints.fingerprint(clean.read(date), ts, fingerprints.file_signature(clean.partitions[date]), newest)
+        if p.rows:
+            out[date] = p
+    return out
+
+
+def _clean_manifest(storage: Storage, config: Config) -> lake.Manifest:
     manifest = lake.read_manifest(storage, clean_dataset(config.source.dataset))
     if manifest is None or not manifest.files:
         raise SourceError(f"clean dataset {clean_dataset(config.source.dataset)!r} is empty: run validation first")
-    return [update_view(storage, manifest, config, view) for view in config.features.views]
+    return manifest
+
+
+def update_view(storage: Storage, config: Config, view: FeatureViewSpec, *, run_id: str = "") -> ViewUpdate:
+    """Bring one view's offline table up to the clean dataset (see module docstring), holding its lease.
+    The clean manifest is read under the lease: a run that waited sees the data the previous holder saw, or
+    newer, never older."""
+    with lease(
+        storage,
+        lease_key(view.name),
+        name=f"feature view {view.name}",
+        owner=run_id,
+        timeout_s=LEASE_TIMEOUT_S,
+        stale_after_s=LEASE_STALE_S,
+    ) as held:
+        return _update_view(storage, _clean_manifest(storage, config), config, view, held)
+
+
+def _update_view(
+    storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec, held: Lease
+) -> ViewUpdate:
+    """Check the clean rows up to the watermark, recompute from the first change (or the watermark), then
+    stale marks, table and state, in that order (a run killed in between repeats the same work)."""
+    t0 = time.perf_counter()
+    ts = config.source.timestamp_column
+    state = load_state(storage, view.name)
+    definition = definition_hash(view, config)
+    # a state without fingerprints cannot tell what its rows were computed from: rebuild once
+    rebuilt = state.definition != definition or (state.computed_until is not None and state.partitions is None)
+    clean = _CleanRows(storage, manifest, config, view)
+    since = None if rebuilt or not state.computed_until else datetime.fromisoformat(state.computed_until)
+    changes = None
+    if since is not None:
+        changes = fingerprints.compare(state.partitions or {}, clean.partitions, since, clean.read, ts)
+        if changes.earliest is not None:
+            since = min(since, changes.earliest - _US)  # rows from the first changed event on are recomputed
+    label_delay = parse_duration(config.features.label_delay)
+    dates = clean.dates_after(since - lookback(view, label_delay) if since else None)
+    history = clean.rows(dates)
+    added = compute_view(history, view, ts, label_delay, since) if history.num_rows else None
+    kept, dropped = _split(_read_offline(storage, view.name), since)
+    if added is not None and kept is not None and view.time_since_previous:
+        added = _fill_time_since_previous(added, kept, view.entity)
+    rows_added = added.num_rows if added is not None else 0
+    rows_removed = dropped.num_rows if dropped is not None else 0
+    parts = [t for t in (kept, added) if t is not None and t.num_rows]
+    table = pa.concat_tables(parts) if parts else (added if added is not None else kept)
+    newest = pc.max(table.column("event_timestamp")).as_py() if table is not None and table.num_rows else None
+    prints = _fingerprints(clean, dates, ts, newest, changes.unchanged if changes else {})
+    if table is not None and (rows_added or rows_removed or rebuilt):
+        held.check()
+        if rows_removed and view.entity in dropped.column_names:
+            _mark_stale(storage, view.name, dropped.column(view.entity))
+        _write_offline(storage, view.name, table)
+    if table is not None and (rows_added or rows_removed or rebuilt or prints != state.partitions):
+        online_until = state.materialized_until
+        if since is None:
+            online_until = None
+        elif online_until and datetime.fromisoformat(online_until) > since:
+            online_until = since.isoformat()  # the online store is behind the recomputed rows again
+        state = ViewState(
+            view=view.name,
+            computed_until=newest.isoformat() if newest else None,
+            offline_rows=table.num_rows,
+            materialized_until=online_until,
+            online_entities=0 if rebuilt else state.online_entities,
+            definition=definition,
+            partitions=prints,
+        )
+        held.check()
+        state.save(storage)
+    earliest = changes.earliest if changes else None
+    return ViewUpdate(
+        view.name,
+        rows_added,
+        state.offline_rows,
+        state.computed_until,
+        rebuilt,
+        round(time.perf_counter() - t0, 3),
+        rows_removed,
+        earliest.isoformat() if earliest else None,
+        list(changes.changed) if changes else [],
+        changes.rehashed if changes else 0,
+    )
+
+
+def compute_features(config: Config, storage: Storage, *, run_id: str | None = None) -> list[ViewUpdate]:
+    """Update every feature view from the clean dataset (see module docstring)."""
+    run_id = run_id or new_run_id()
+    if not config.features.views:
+        raise SourceError("features.views is empty: declare feature views in kfloop.yaml")
+    _clean_manifest(storage, config)  # fail before taking any lease
+    return [update_view(storage, config, view, run_id=run_id) for view in config.features.views]
 
 
 def run_features_step(config_json: str) -> list[dict]:
@@ -167,5 +291,6 @@ def features_component(config_json: str, metrics: Output[Metrics]) -> str:
     updates = run_features_step(config_json)
     for u in updates:
         metrics.log_metric(f"{u['view']}_rows_added", u["rows_added"])
+        metrics.log_metric(f"{u['view']}_rows_removed", u["rows_removed"])
         metrics.log_metric(f"{u['view']}_offline_rows", u["offline_rows"])
     return json.dumps(updates)

@@ -5,6 +5,11 @@ per entity, converted with Feast's own Arrow→proto conversion and written with
 ``online_write_batch`` — Feast's data format and store interfaces, without the offline-store query
 Feast's generic ``materialize`` runs. A re-run writes nothing new; a failed write leaves the
 watermark where it was, so the next run rewrites the same rows (upserts: no duplicates).
+
+Entities the feature stage marked stale (their rows were recomputed or vanished with their clean rows)
+get their newest row rewritten, or are deleted from the online store when no row is left, so online
+values always equal a fresh full computation + materialization. Each view is materialized under its
+lease, so a feature run cannot replace the table or state in between.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
@@ -21,12 +26,16 @@ from feast import FeatureStore, FeatureView
 from feast.utils import _convert_arrow_to_proto
 from kfp.dsl import Metrics, Output
 
-from kfloop.config import Config
+from kfloop.components.features import LEASE_STALE_S, LEASE_TIMEOUT_S
+from kfloop.components.ingest import new_run_id
+from kfloop.config import Config, FeatureViewSpec
 from kfloop.errors import StorageError
-from kfloop.feature_repo.paths import offline_key
+from kfloop.feature_repo.online_delete import delete_online
+from kfloop.feature_repo.paths import lease_key, offline_key, stale_key
 from kfloop.feature_repo.state import load_state
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.storage import Storage
+from kfloop.storage.lease import Lease, lease
 
 #: Rows converted and written per online-store call: bounds memory, keeps each write call large.
 WRITE_BATCH_ROWS = 10_000
@@ -41,6 +50,7 @@ class Materialized:
     materialized_until: str | None
     lag_seconds: float  # newest offline event minus newest online event (0 when caught up)
     seconds: float
+    rows_deleted: int = 0  # entities removed from the online store: none of their clean rows is left
 
 
 def latest_per_entity(table: pa.Table, entity: str) -> pa.Table:
@@ -69,11 +79,12 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     return table.num_rows
 
 
-def _newer_than(table: pa.Table, since: str | None) -> pa.Table:
+def _newer_mask(table: pa.Table, since: str | None) -> pa.ChunkedArray:
+    """Rows after ``since`` (every row for None)."""
+    ts = table.column("event_timestamp")
     if since is None:
-        return table
-    cut = pa.scalar(datetime.fromisoformat(since), table.schema.field("event_timestamp").type)
-    return table.filter(pc.greater(table.column("event_timestamp"), cut))
+        return pc.is_valid(ts)
+    return pc.greater(ts, pa.scalar(datetime.fromisoformat(since), ts.type))
 
 
 def _lag(computed: str | None, materialized: str | None) -> float:
@@ -104,18 +115,64 @@ def materialize(
             f"online store ({config.features.online_store.type}) at {where}: cannot apply the "
             f"feature views (registry {store.config.registry.path}, online store): {type(err).__name__}: {err}"
         ) from None
+    run_id = new_run_id()
     out = []
     for spec in config.features.views:
-        t0 = time.perf_counter()
-        state = load_state(storage, spec.name)
-        if full:
-            state.materialized_until = None
-        written = 0
-        if state.computed_until and state.computed_until != state.materialized_until:
-            table = pq.read_table(pa.BufferReader(storage.read_bytes(offline_key(spec.name))))
-            fresh = latest_per_entity(_newer_than(table, state.materialized_until), spec.entity)
-            view = store.get_feature_view(spec.name)
-            written = write_online(store, view, fresh, spec.entity)
+        with lease(
+            storage,
+            lease_key(spec.name),
+            name=f"feature view {spec.name}",
+            owner=run_id,
+            timeout_s=LEASE_TIMEOUT_S,
+            stale_after_s=LEASE_STALE_S,
+        ) as held:
+            out.append(_materialize_view(store, storage, spec, held, full=full))
+    return out
+
+
+def _read_stale(storage: Storage, view: str) -> pa.Array | None:
+    try:
+        return pq.read_table(pa.BufferReader(storage.read_bytes(stale_key(view)))).column("entity").combine_chunks()
+    except FileNotFoundError:
+        return None
+
+
+def _delete_online(store: FeatureStore, view: FeatureView, entity: str, values: list) -> int:
+    try:
+        return delete_online(store, view, entity, values)
+    except Exception as err:  # redis/sqlite client errors have no common base
+        raise StorageError(
+            f"online store ({store.config.online_store.type}) delete failed for {view.name}: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+
+
+def _materialize_view(
+    store: FeatureStore, storage: Storage, spec: FeatureViewSpec, held: Lease, *, full: bool
+) -> Materialized:
+    """One view: the newest row of every entity with newer rows or marked stale; stale entities without
+    rows deleted. The state and the stale mark change only after the online store took the writes."""
+    t0 = time.perf_counter()
+    state = load_state(storage, spec.name)
+    if full:
+        state.materialized_until = None
+    stale = _read_stale(storage, spec.name)
+    written = deleted = 0
+    if stale is not None or (state.computed_until and state.computed_until != state.materialized_until):
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(offline_key(spec.name))))
+        entities = table.column(spec.entity)
+        wanted = _newer_mask(table, state.materialized_until)
+        gone: list = []  # stale entities without any row left: deleted from the online store
+        if stale is not None:
+            stale = stale.cast(entities.type)
+            wanted = pc.or_(wanted, pc.is_in(entities, value_set=stale))
+            gone = pc.filter(stale, pc.invert(pc.is_in(stale, value_set=entities.combine_chunks()))).to_pylist()
+        fresh = latest_per_entity(table.filter(wanted), spec.entity)
+        view = store.get_feature_view(spec.name)
+        written = write_online(store, view, fresh, spec.entity)
+        deleted = _delete_online(store, view, spec.entity, gone) if gone else 0
+        held.check()
+        if state.computed_until:
             start = (
                 datetime.fromisoformat(state.materialized_until)
                 if state.materialized_until
@@ -123,19 +180,18 @@ def materialize(
             )
             end = datetime.fromisoformat(state.computed_until)
             store.registry.apply_materialization(view, store.project, start, end, commit=True)
-            state.materialized_until = state.computed_until
-            state.online_entities = pc.count_distinct(table.column(spec.entity)).as_py()  # all of them are online
-            state.save(storage)
-        out.append(
-            Materialized(
-                spec.name,
-                written,
-                state.materialized_until,
-                _lag(state.computed_until, state.materialized_until),
-                round(time.perf_counter() - t0, 3),
-            )
-        )
-    return out
+        state.materialized_until = state.computed_until
+        state.online_entities = pc.count_distinct(entities).as_py()  # all of them are online
+        state.save(storage)
+        storage.delete(stale_key(spec.name))  # after the state: a run killed in between rewrites them again
+    return Materialized(
+        spec.name,
+        written,
+        state.materialized_until,
+        _lag(state.computed_until, state.materialized_until),
+        round(time.perf_counter() - t0, 3),
+        deleted,
+    )
 
 
 def run_materialize_step(config_json: str) -> list[dict]:
@@ -160,6 +216,7 @@ def materialize_component(config_json: str, metrics: Output[Metrics]) -> str:
     results = run_materialize_step(config_json)
     for r in results:
         metrics.log_metric(f"{r['view']}_rows_written", r["rows_written"])
+        metrics.log_metric(f"{r['view']}_rows_deleted", r["rows_deleted"])
         metrics.log_metric(f"{r['view']}_seconds", r["seconds"])
         metrics.log_metric(f"{r['view']}_lag_seconds", r["lag_seconds"])
     return json.dumps(results)

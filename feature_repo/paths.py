@@ -17,6 +17,17 @@ def state_key(view: str) -> str:
     return f"features/{view}.state.json"
 
 
+def stale_key(view: str) -> str:
+    """Entities whose online values the feature stage invalidated (rows recomputed or gone), until the
+    next materialization rewrites or deletes them: one Parquet column of entity keys."""
+    return f"features/{view}.stale.parquet"
+
+
+def lease_key(view: str) -> str:
+    """The lease one feature or materialize run holds while it changes the view's table, state and online rows."""
+    return f"features/{view}.lease"
+
+
 def training_set_prefix(config: Config) -> str:
     return f"training_sets/{config.features.service}"
 
