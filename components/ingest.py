@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from kfp.dsl import Dataset, Metrics, Output
 from minio import Minio
 
-from kfloop import lake
+from kfloop import lake, lake_commit
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
 from kfloop.config import Config
 from kfloop.contract.report import SchemaChange
@@ -110,11 +110,14 @@ def ingest(
     s3: Minio | None = None,
     run_id: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    policy: lake_commit.CommitPolicy | None = None,
 ) -> IngestResult:
     """Ingest ``source_uri`` (default: ``config.source.uri``) into the lake dataset of the config.
 
     Only rows newer than the committed watermark are added; unparsable rows go to quarantine with
-    reasons; nothing becomes visible until the manifest commit at the end.
+    reasons; nothing becomes visible until the manifest commit at the end. Overlapping runs are safe:
+    each stages its files under its run id with no lock held and merges them into the current manifest
+    under the dataset's lease (``policy`` sets how long it waits and when a silent run counts as dead).
     """
     src = config.source
     uri = source_uri or src.uri
@@ -123,17 +126,19 @@ def ingest(
     schema = arrow_schema(src)
     manifest = lake.read_manifest(storage, src.dataset) or lake.new_manifest(src.dataset, schema)
     _check_schema(manifest, schema)
-    lake.remove_orphans(storage, manifest, src.dataset)
-    _remove_orphan_quarantine(storage, manifest, src.dataset)
     watermark_before = manifest.watermark
+    side = {f"quarantine/{src.dataset}/": _committed_quarantine}
 
-    with tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp:
+    with (
+        lake_commit.transaction(storage, src.dataset, run_id, policy=policy, side=side) as txn,
+        tempfile.TemporaryDirectory(prefix="kfloop-ingest-") as tmp,
+    ):
         local = fetch_to_local(uri, Path(tmp), s3=s3)
         digest = file_sha256(local)
         result = functools.partial(
             _result, run_id=run_id, uri=uri, digest=digest, started=started, t0=t0, storage=storage
         )
-        if any(r.get("source_sha256") == digest for r in manifest.runs):
+        if _ingested(manifest, digest):
             return result(manifest=manifest, already=True)
         observed, schema_changes = _schema_changes(config, local, uri, manifest)
         wm = (
@@ -141,24 +146,44 @@ def ingest(
             if watermark_before
             else None
         )
-        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, wm, Path(tmp), on_batch)
-    run = {
-        "run_id": run_id,
-        "source": uri,
-        "source_sha256": digest,
-        "started": started,
-        "finished": datetime.now(UTC).isoformat(),
-        "rows_read": counts["read"],
-        "rows_written": counts["written"],
-        "rows_quarantined": counts["quarantined"],
-        "rows_skipped": counts["skipped"],
-        "files": [f.key for f in files],
-        "quarantine": quarantine_key(src.dataset, run_id) if quarantine_uri else None,
-        "watermark_before": watermark_before,
-        "source_columns": observed,
-        "schema_changes": [asdict(c) for c in schema_changes],
-    }
-    return result(manifest=lake.commit(storage, manifest, files, run), run=run, quarantine_uri=quarantine_uri)
+        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, wm, Path(tmp), txn, on_batch)
+        run = {
+            "run_id": run_id,
+            "source": uri,
+            "source_sha256": digest,
+            "started": started,
+            "finished": datetime.now(UTC).isoformat(),
+            "rows_read": counts["read"],
+            "rows_written": counts["written"],
+            "rows_quarantined": counts["quarantined"],
+            "rows_skipped": counts["skipped"],
+            "files": [f.key for f in files],
+            "quarantine": quarantine_key(src.dataset, run_id) if quarantine_uri else None,
+            "watermark_before": watermark_before,
+            "source_columns": observed,
+            "schema_changes": [asdict(c) for c in schema_changes],
+        }
+
+        def update(current: lake.Manifest) -> lake.Manifest | None:
+            """Merge into the manifest as it is now: a concurrent run may have committed since we read it.
+            Rows this run kept by the (older) watermark all land; dedup by keys is validate's job."""
+            if _ingested(current, digest):
+                return None
+            _check_schema(current, schema)
+            return lake_commit.appended(current, files, run)
+
+        committed = txn.commit(update, lake.new_manifest(src.dataset, schema))
+        if not txn.committed:  # a concurrent run ingested the same bytes first
+            return result(manifest=committed, already=True)
+    return result(manifest=committed, run=run, quarantine_uri=quarantine_uri)
+
+
+def _ingested(manifest: lake.Manifest, digest: str) -> bool:
+    return any(r.get("source_sha256") == digest for r in manifest.runs)
+
+
+def _committed_quarantine(manifest: lake.Manifest) -> set[str]:
+    return {r["quarantine"] for r in manifest.runs if r.get("quarantine")}
 
 
 def _load(
@@ -169,6 +194,7 @@ def _load(
     run_id: str,
     watermark: pa.Scalar | None,
     tmp: Path,
+    txn: lake_commit.Transaction,
     on_batch: Callable[[int], None] | None,
 ) -> tuple[dict[str, int], list[lake.DataFile], str | None]:
     """Stream, cast, filter by watermark and stage the rows; returns counts, stored files, quarantine URI."""
@@ -198,9 +224,11 @@ def _load(
             if on_batch:
                 on_batch(counts["read"])
         files = writer.store(storage)
+        txn.stage(*(f.key for f in files))
         if qwriter is None:
             return counts, files, None
         qwriter.close()
+        txn.stage(quarantine_key(src.dataset, run_id))
         storage.upload_file(qpath, quarantine_key(src.dataset, run_id))
         return counts, files, storage.uri(quarantine_key(src.dataset, run_id))
     finally:
@@ -224,13 +252,6 @@ def _schema_changes(
         seen = {(c.change, c.column) for c in changes}
         changes += [c for c in drift_from_accepted(observed, accepted) if (c.change, c.column) not in seen]
     return observed, changes
-
-
-def _remove_orphan_quarantine(storage: Storage, manifest: lake.Manifest, dataset: str) -> None:
-    committed = {r.get("quarantine") for r in manifest.runs}
-    for key in storage.list(f"quarantine/{dataset}/"):
-        if key not in committed:
-            storage.delete(key)
 
 
 def _result(

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
-from kfloop import lake
+from kfloop import lake, lake_commit
 from kfloop.components.ingest import new_run_id
 from kfloop.config import Config
 from kfloop.contract import table_checks
@@ -65,9 +65,19 @@ def _fingerprint(manifest: lake.Manifest, config: Config) -> str:
 
 
 def validate(
-    config: Config, storage: Storage, *, run_id: str | None = None, now: datetime | None = None
+    config: Config,
+    storage: Storage,
+    *,
+    run_id: str | None = None,
+    now: datetime | None = None,
+    policy: lake_commit.CommitPolicy | None = None,
 ) -> ValidateResult:
-    """Run the contract over the lake dataset of ``config`` and write clean data, quarantine and report."""
+    """Run the contract over the lake dataset of ``config`` and write clean data, quarantine and report.
+
+    The lake manifest read at the start is the snapshot validated (ingestion may commit meanwhile: the
+    next run sees it, the fingerprint differs). The clean dataset is replaced under its lease; the files
+    it replaces stay readable for ``policy.retire_grace_s``, for readers of the previous manifest.
+    """
     src = config.source
     run_id = run_id or new_run_id()
     now = now or datetime.now(UTC)
@@ -79,7 +89,6 @@ def validate(
     clean_name = clean_dataset(src.dataset)
     fingerprint = _fingerprint(manifest, config)
     previous = lake.read_manifest(storage, clean_name)
-    lake.remove_orphans(storage, previous, clean_name)
     if previous and previous.runs and previous.runs[-1].get("fingerprint") == fingerprint:
         return _previous_result(storage, config, manifest, previous.runs[-1], run_id, now)
 
@@ -90,13 +99,14 @@ def validate(
         qpath = Path(tmp) / "quarantine.parquet"
         try:
             done = enforce(storage, manifest, config, checks, scanned, writer, qpath)
+            report = _report(config, storage, manifest, run_id, now, checks, scanned, done)
+            # the report goes first: every stored quarantine file then belongs to a published run
+            html, markdown, prefix = _publish(storage, report)
             quarantine_uri = quarantine_key = None
             if qpath.exists():
                 quarantine_key = contract_quarantine_key(src.dataset, run_id)
-                storage.move_file(qpath, contract_quarantine_key(src.dataset, run_id))
-                quarantine_uri = storage.uri(contract_quarantine_key(src.dataset, run_id))
-            report = _report(config, storage, manifest, run_id, now, checks, scanned, done)
-            html, markdown, prefix = _publish(storage, report)
+                storage.move_file(qpath, quarantine_key)
+                quarantine_uri = storage.uri(quarantine_key)
             clean_uri = None
             if report.gate_passed:
                 run = {
@@ -107,8 +117,7 @@ def validate(
                     "quarantine": quarantine_key,
                     "rows": done.rows_clean,
                 }
-                base = previous or lake.new_manifest(clean_name, schema)
-                lake.replace(storage, base, writer.store(storage), run)
+                _replace_clean(storage, clean_name, schema, writer, run, policy)
                 clean_uri = storage.uri(lake.manifest_key(clean_name))
         finally:
             writer.close()
@@ -122,6 +131,28 @@ def validate(
         html,
         markdown,
     )
+
+
+def _replace_clean(
+    storage: Storage,
+    clean_name: str,
+    schema: pa.Schema,
+    writer: lake.PartitionWriter,
+    run: dict,
+    policy: lake_commit.CommitPolicy | None,
+) -> None:
+    """Store the clean files and make them the whole clean dataset, under its lease. A concurrent run that
+    already committed the same fingerprint (same snapshot, same contract) wins; ours are discarded."""
+    with lake_commit.transaction(storage, clean_name, run["run_id"], policy=policy) as txn:
+        files = writer.store(storage)
+        txn.stage(*(f.key for f in files))
+
+        def update(current: lake.Manifest) -> lake.Manifest | None:
+            if current.runs and current.runs[-1].get("fingerprint") == run["fingerprint"]:
+                return None
+            return lake_commit.replaced(current, files, run)
+
+        txn.commit(update, lake.new_manifest(clean_name, schema))
 
 
 def _report(config, storage, manifest, run_id, now, checks, scanned, done) -> QualityReport:

@@ -2,13 +2,16 @@
 
 Layout under ``lake/<dataset>/``::
 
-    data/event_date=YYYY-MM-DD/part-<run>-<n>.parquet   data files (Hive partitioning)
+    data/event_date=YYYY-MM-DD/part-<run>-<n>.parquet   data files (Hive partitioning), named by run
     _runs/<run>.json                                     one manifest per committed run
     _manifest.json                                       the commit point: every live file
+    _active/<run>.json, _lock                            running writers' heartbeats, the commit lease
 
-A file is part of the dataset only once ``_manifest.json`` lists it. The manifest is replaced
-atomically after all data files are stored, so a killed run leaves nothing visible, and the next
-run deletes its orphans. Readers go through :func:`read_manifest` / :func:`dataset_files`.
+A file is part of the dataset only once ``_manifest.json`` lists it. Writers stage files under their
+run id and commit through :mod:`kfloop.lake_commit` (manifest merged under the dataset's lease), so a
+killed run leaves nothing visible and overlapping runs never lose each other's commits. Readers go
+through :func:`read_manifest` / :func:`dataset_files`; files a full recompute replaced stay listed as
+``retired`` (and readable) for a grace period.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ def manifest_key(dataset: str) -> str:
     return f"{dataset_prefix(dataset)}/_manifest.json"
 
 
+def part_key(dataset: str, date: str, run_id: str, n: int) -> str:
+    """Where a run stores a data file; the run id in the name lets cleanup tell whose file it is."""
+    return f"{dataset_prefix(dataset)}/data/{PARTITION_COLUMN}={date}/part-{run_id}-{n:05d}.parquet"
+
+
+def part_run_id(key: str) -> str | None:
+    """The run that wrote a data file (see :func:`part_key`); None for a name no run of ours gives."""
+    name = key.rsplit("/", 1)[-1]
+    if not (name.startswith("part-") and name.endswith(".parquet")):
+        return None
+    run, _, n = name[len("part-") : -len(".parquet")].rpartition("-")
+    return run if run and n.isdigit() else None
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One committed Parquet file and what it holds."""
@@ -55,6 +72,14 @@ class DataFile:
     max_event_time: str
 
 
+@dataclass(frozen=True)
+class RetiredFile:
+    """A file a recompute replaced: no longer part of the dataset, kept for readers of older manifests."""
+
+    key: str
+    retired_at: str
+
+
 @dataclass
 class Manifest:
     """What a dataset holds now; the next stage and lineage read this."""
@@ -64,6 +89,7 @@ class Manifest:
     schema_hash: str
     files: list[DataFile] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
+    retired: list[RetiredFile] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -107,6 +133,7 @@ class Manifest:
             schema_hash=d["schema_hash"],
             files=[DataFile(**f) for f in d["files"]],
             runs=d.get("runs", []),
+            retired=[RetiredFile(**r) for r in d.get("retired", [])],
             format_version=d.get("format_version", FORMAT_VERSION),
         )
 
@@ -125,15 +152,6 @@ def read_manifest(storage: Storage, dataset: str) -> Manifest | None:
 
 def schema_types(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) for f in schema}
-
-
-def remove_orphans(storage: Storage, manifest: Manifest | None, dataset: str) -> list[str]:
-    """Delete data files that no committed manifest lists (left by a killed run)."""
-    live = {f.key for f in manifest.files} if manifest else set()
-    orphans = [k for k in storage.list(f"{dataset_prefix(dataset)}/data/") if k not in live]
-    for key in orphans:
-        storage.delete(key)
-    return orphans
 
 
 def _iso(value: object) -> str:
@@ -222,7 +240,7 @@ class PartitionWriter:
             self._close(date)
         files = []
         for n, (date, path) in enumerate(sorted(self._done)):
-            key = f"{dataset_prefix(self.dataset)}/data/{PARTITION_COLUMN}={date}/part-{self.run_id}-{n:05d}.parquet"
+            key = part_key(self.dataset, date, self.run_id, n)
             rows, lo, hi = self._stats[path]
             digest, size = file_sha256(path), path.stat().st_size
             storage.move_file(path, key)
@@ -240,38 +258,6 @@ class PartitionWriter:
             writer.close()
         self._writers.clear()
         self._tmp.cleanup()
-
-
-def commit(storage: Storage, manifest: Manifest, new_files: list[DataFile], run: dict) -> Manifest:
-    """Make ``new_files`` visible: per-run manifest first, then the dataset manifest (the commit point)."""
-    updated = Manifest(
-        dataset=manifest.dataset,
-        schema=manifest.schema,
-        schema_hash=manifest.schema_hash,
-        files=[*manifest.files, *new_files],
-        runs=[*manifest.runs, run],
-    )
-    storage.write_text(f"{dataset_prefix(manifest.dataset)}/_runs/{run['run_id']}.json", json.dumps(run, indent=2))
-    storage.write_text(manifest_key(manifest.dataset), updated.to_json())
-    return updated
-
-
-def replace(storage: Storage, manifest: Manifest, new_files: list[DataFile], run: dict) -> Manifest:
-    """Make ``new_files`` the whole dataset (a full recompute), then delete the files it replaced."""
-    updated = Manifest(
-        dataset=manifest.dataset,
-        schema=manifest.schema,
-        schema_hash=manifest.schema_hash,
-        files=list(new_files),
-        runs=[*manifest.runs, run],
-    )
-    storage.write_text(f"{dataset_prefix(manifest.dataset)}/_runs/{run['run_id']}.json", json.dumps(run, indent=2))
-    storage.write_text(manifest_key(manifest.dataset), updated.to_json())
-    keep = {f.key for f in new_files}
-    for old in manifest.files:
-        if old.key not in keep:
-            storage.delete(old.key)
-    return updated
 
 
 def iter_dataset(
