@@ -113,6 +113,7 @@ def validate(
                     "run_id": run_id,
                     "fingerprint": fingerprint,
                     "input_content_hash": manifest.content_hash,
+                    "input_commits": len(manifest.runs),
                     "report": f"{prefix}.json",
                     "quarantine": quarantine_key,
                     "rows": done.rows_clean,
@@ -142,13 +143,15 @@ def _replace_clean(
     policy: lake_commit.CommitPolicy | None,
 ) -> None:
     """Store the clean files and make them the whole clean dataset, under its lease. A concurrent run that
-    already committed the same fingerprint (same snapshot, same contract) wins; ours are discarded."""
+    already committed the same fingerprint (same snapshot, same contract), or a newer snapshot of the lake
+    (more ingest commits), wins; ours are discarded, so a slow run never rolls the clean data back."""
     with lake_commit.transaction(storage, clean_name, run["run_id"], policy=policy) as txn:
         files = writer.store(storage)
         txn.stage(*(f.key for f in files))
 
         def update(current: lake.Manifest) -> lake.Manifest | None:
-            if current.runs and current.runs[-1].get("fingerprint") == run["fingerprint"]:
+            last = current.runs[-1] if current.runs else {}
+            if last.get("fingerprint") == run["fingerprint"] or last.get("input_commits", -1) > run["input_commits"]:
                 return None
             return lake_commit.replaced(current, files, run)
 

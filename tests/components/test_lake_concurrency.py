@@ -288,3 +288,26 @@ def test_reader_of_a_replaced_manifest_keeps_its_files_for_the_grace_period(tmp_
     validate(strict, storage, policy=lake_commit.CommitPolicy(retire_grace_s=0))
     latest = assert_consistent(storage, CLEAN)
     assert latest.retired == [] and not any(storage.exists(f.key) for f in old.files + now.files)
+
+
+def test_slow_validate_of_an_older_snapshot_never_rolls_the_clean_data_back(tmp_path: Path) -> None:
+    (early, late), frame = split_sources(tmp_path, 2, 3000, by_time=True)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(early))
+    ingest(cfg, storage)
+    snapshot_taken, go, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    child = SPAWN.Process(target=_validate_child, args=(cfg, spec_of(storage), snapshot_taken, go, out))
+    child.start()
+    try:
+        assert snapshot_taken.wait(120), "validate never started"
+        ingest(cfg, storage, source_uri=str(late))
+        newer = validate(cfg, storage)  # validates both commits and finishes first
+    finally:
+        go.set()
+    older = out.get(timeout=240)
+    child.join(timeout=30)
+    assert child.exitcode == 0 and "error" not in older, older
+    assert older["rows_in"] == len(frame) // 2 < newer.report.rows_in == len(frame)
+    clean = assert_consistent(storage, CLEAN)
+    assert clean.rows == newer.report.rows_clean  # the slow run's older snapshot was discarded
+    assert clean.runs[-1]["input_commits"] == 2
