@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "serving": (
         "benchmarks.serving",
-        "max rps at p99 ≤ 10 ms, then p50/p99 at half of it (kfloop serve vs MLServer vs KServe echo / uvicorn)",
+        "max rps at p99 ≤ 10 ms, then p50/p99 at half of it (kfloop serve vs MLServer vs KServe echo / uvicorn); "
+        "inference log on vs off at 1 and 4 connections (alone: KFLOOP_BENCH_SERVING=log)",
     ),
 }

@@ -29,6 +29,9 @@ row's features looked up in-process with ``ServingLookup`` (also timed alone: th
 p50/p99), every server answer checked (ours, ours model-only and MLServer must give the same score for
 the same row). ``KFLOOP_BENCH_MLSERVER=0`` skips MLServer (no venv needed).
 
+The inference log's cost (benchmarks/serving_log.py): a second ``kfloop serve`` with the log off, both
+driven closed-loop at 1 and 4 connections, one-row V1 and V2; ``KFLOOP_BENCH_SERVING=log`` runs only that.
+
 The harness's "peak RSS Δ" column is the benchmark process's, not the servers': the servers' resident
 memory is printed in the summary.
 """
@@ -220,9 +223,12 @@ def start_servers(ws: Workspace, model_dir: Path, version: str, with_mlserver: b
     from benchmarks import serving_targets as st
 
     logs = ws.work / "logs"
-    ports = {name: (free_port(), free_port()) for name in ("ours", "mlserver", "echo", "floor")}
+    from benchmarks.serving_log import config_without_log
+
+    ports = {name: (free_port(), free_port()) for name in ("ours", "ours-nolog", "mlserver", "echo", "floor")}
     procs = {
         "ours": st.ours(ws.config_path, *ports["ours"], logs / "kfloop-serve.log"),
+        "ours-nolog": st.ours(config_without_log(ws.config_path), *ports["ours-nolog"], logs / "kfloop-nolog.log"),
         "echo": st.echo(*ports["echo"], logs / "echo.log"),
         "floor": st.floor(ports["floor"][0], logs / "uvicorn.log"),
     }
@@ -347,6 +353,10 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     """Workspace, servers, checks and the max-rate searches (all untimed), then one case per target."""
     del data_dir  # nothing to cache: the workspace is rebuilt each run (~40 s)
     echo = _say
+    if os.environ.get("KFLOOP_BENCH_SERVING") == "log":
+        from benchmarks.serving_log import build_log_only
+
+        return build_log_only(rows or DEMO_ROWS, seed, echo)
     with_mlserver = os.environ.get("KFLOOP_BENCH_MLSERVER", "1") != "0"
     work = Path(tempfile.mkdtemp(prefix="kfloop-bench-serving-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)
@@ -390,6 +400,10 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     rss = {name: proc.rss() for name, proc in servers.processes.items()}
     text, data = summary(measured, lookup_stats, rss)
     echo(text)
+    from benchmarks.serving_log import compare, log_cases
+
+    off_http, model = servers.ports["ours-nolog"][0], ws.config.training.model_name
+    data["inference_log"] = compare(gen, log_cases(ours_http, off_http, model, req.full), echo)
 
     cases = []
     for m in measured:

@@ -30,8 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from benchmarks.harness import percentile
+
+if TYPE_CHECKING:
+    from benchmarks.serving_closed import ClosedSpec
 
 
 @dataclass(frozen=True)
@@ -375,7 +379,12 @@ def _worker() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while header := stdin.read(8):
         spec = pickle.loads(stdin.read(int.from_bytes(header, "big")))
-        data = pickle.dumps(run_load(spec))
+        if isinstance(spec, LoadSpec):
+            data = pickle.dumps(run_load(spec))
+        else:  # a ClosedSpec (benchmarks/serving_closed.py)
+            from benchmarks.serving_closed import run_closed
+
+            data = pickle.dumps(run_closed(spec))
         stdout.write(len(data).to_bytes(8, "big") + data)
         stdout.flush()
 
@@ -391,7 +400,8 @@ class LoadGenerator:
             [sys.executable, "-m", "benchmarks.serving_load"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
 
-    def run(self, spec: LoadSpec) -> LoadResult:
+    def run(self, spec: LoadSpec | ClosedSpec) -> LoadResult:
+        """One open-loop (:class:`LoadSpec`) or closed-loop (``ClosedSpec``) run in the worker."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
         data = pickle.dumps(spec)
         self._proc.stdin.write(len(data).to_bytes(8, "big") + data)

@@ -42,6 +42,14 @@ def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
     return lambda value: python_values_to_proto_values([value], value_type)[0]
 
 
+def _converts(make: Callable[[Any], ValueProto], value: Any) -> bool:
+    try:
+        make(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def _absent(row: Mapping[str, ValueProto] | None) -> bool:
     """No row for the entity: SQLite answers None, Redis a row of empty values."""
     return row is None or not any(v.WhichOneof("val") for v in row.values())
@@ -102,14 +110,26 @@ class ServingLookup:
                 out[name] = None if proto is None else _to_python(proto)
         return out
 
+    def key_protos(self, keys: Mapping[str, Sequence[Any]]) -> dict[str, list[EntityKeyProto]]:
+        """Join key → one ``EntityKeyProto`` per row. A value the key's type cannot hold (the caller's input,
+        not the store's fault) raises ``ValueError`` naming the key and row."""
+        protos = {}
+        for jk, make in self._makers.items():
+            try:
+                protos[jk] = [EntityKeyProto(join_keys=[jk], entity_values=[make(v)]) for v in keys[jk]]
+            except (TypeError, ValueError, OverflowError) as err:
+                row = next(i for i, v in enumerate(keys[jk]) if not _converts(make, v))
+                raise ValueError(f"{jk}[{row}]: {keys[jk][row]!r} is not a valid {jk} ({err})") from None
+        return protos
+
     def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
         """Many rows in one ``online_read`` per view: ({feature: values per row}, {join key: bool [n] —
         the entity had no row in some view of that key}). Only join keys with a miss appear in the second."""
-        n = len(next(iter(keys.values()))) if keys else 0
-        protos = {}
-        for jk, make in self._makers.items():
-            values = keys[jk]
-            protos[jk] = [EntityKeyProto(join_keys=[jk], entity_values=[make(v)]) for v in values]
+        return self.read_batch(self.key_protos(keys))
+
+    def read_batch(self, protos: Mapping[str, list[EntityKeyProto]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+        """``get_batch`` over keys already converted by ``key_protos`` (the part that reads the store)."""
+        n = len(next(iter(protos.values()))) if protos else 0
         out: dict[str, list] = {}
         missing: dict[str, np.ndarray] = {}
         for r in self._reads:

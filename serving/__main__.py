@@ -27,7 +27,9 @@ def _config(path: str | None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     import kserve.model_server as kserve_server
+    from kserve.logging import logger as log
 
+    from kfloop.serving.champion import input_mismatch
     from kfloop.serving.predictor import Predictor
     from kfloop.serving.server import every, open_inference_log, open_lookup, run_server
     from kfloop.serving.transformer import Transformer
@@ -51,7 +53,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "predictor":
         predictor = Predictor(name, Path(args.model_dir), max_rows=config.serving.max_batch_rows)
         predictor.load()
-        run_server(config, [predictor], http_port=http_port, grpc_port=grpc_port, background=[], on_stop=lambda: None)
+        mismatch = input_mismatch(config, predictor.model)
+        if mismatch:  # serving it would fail every request: not ready, saying why
+            log.error("%s; not ready", mismatch)
+            predictor.refuse(mismatch)
+        run_server(
+            config,
+            [predictor],
+            http_port=http_port,
+            grpc_port=grpc_port,
+            background=[],
+            on_stop=lambda: None,
+            not_ready=lambda: predictor.not_ready_reason or None,
+        )
         return
     from kserve.predictor_config import PredictorConfig
 
@@ -77,13 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         predictor_health_check=kargs.enable_predictor_health_check,
     )
 
-    async def ready() -> bool:
-        return transformer.store_error is None
-
     run_server(
         config,
         [transformer],
-        ready=ready,
+        not_ready=transformer.not_ready_reason,
         http_port=http_port,
         grpc_port=grpc_port,
         background=[lambda: every(config.serving.store_check_seconds, transformer.probe)],

@@ -16,7 +16,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from kfloop.config import Config
 from kfloop.errors import KfloopError
-from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, ColumnSpec, request_specs
+from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, VIOLATIONS, ColumnSpec, request_specs
 
 
 class ServingRequestError(KfloopError):
@@ -114,7 +114,11 @@ class ServingClient:
             raise ServingRequestError(err.code().name, err.details() or "") from None
         outputs = {}
         for i, out in enumerate(response.outputs):
-            if response.raw_output_contents:
+            if out.datatype == "BYTES":
+                raw = response.raw_output_contents[i] if response.raw_output_contents else None
+                values = _raw_bytes(raw) if raw is not None else list(out.contents.bytes_contents)
+                outputs[out.name] = [v.decode() for v in values]
+            elif response.raw_output_contents:
                 dtype = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}[out.datatype]
                 outputs[out.name] = np.frombuffer(response.raw_output_contents[i], dtype=dtype).tolist()
             else:
@@ -127,10 +131,21 @@ class ServingClient:
         return _normalized(response.model_name, response.model_version, outputs)
 
 
+def _raw_bytes(raw: bytes) -> list[bytes]:
+    """A raw BYTES tensor: each element a 4-byte little-endian length, then the bytes."""
+    out, i = [], 0
+    while i < len(raw):
+        size = int.from_bytes(raw[i : i + 4], "little")
+        out.append(raw[i + 4 : i + 4 + size])
+        i += 4 + size
+    return out
+
+
 def _normalized(model: str, version: str | None, outputs: dict[str, list]) -> dict[str, Any]:
+    """One shape for every protocol; ``violations`` only when the server flags rows (V2: comma-separated)."""
     rows = zip(outputs[SCORE], outputs[LABEL], outputs.get(DEFAULTED, [False] * len(outputs[SCORE])), strict=True)
-    return {
-        "model_name": model,
-        "model_version": version,
-        "predictions": [{SCORE: float(s), LABEL: int(lab), DEFAULTED: bool(d)} for s, lab, d in rows],
-    }
+    predictions = [{SCORE: float(s), LABEL: int(lab), DEFAULTED: bool(d)} for s, lab, d in rows]
+    if VIOLATIONS in outputs:
+        for prediction, violated in zip(predictions, outputs[VIOLATIONS], strict=True):
+            prediction[VIOLATIONS] = violated
+    return {"model_name": model, "model_version": version, "predictions": predictions}

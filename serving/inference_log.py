@@ -1,15 +1,19 @@
 """The inference log: every scored request's inputs, prediction, model version and time, as Parquet.
 
-The serving process appends on the request path, so ``append`` only copies the columns into an in-memory
-buffer under a lock (O(rows), no I/O); a daemon thread writes one Parquet file per flush and date under
-``<prefix>/<model>/date=YYYY-MM-DD/``. Memory is bounded: beyond ``max_buffer_rows`` new rows are dropped
-and counted instead of slowing requests down. A failed write keeps its rows for the next cycle. The monitor
-(and tests) read it back with :func:`read_inference_log`.
+The serving process appends on the request path, so ``append`` only copies the request's columns into one
+pickled ``bytes`` record and adds it to an in-memory buffer under a lock: no I/O, no encoding, and nothing
+for the garbage collector to walk. A daemon thread hands each batch to the encoder process
+(:mod:`kfloop.serving._log_encoder`), which builds one zstd Parquet file per date off this process's GIL,
+and writes the files under ``<prefix>/<model>/date=YYYY-MM-DD/``. Memory is bounded: beyond
+``max_buffer_rows`` new rows are dropped and counted instead of slowing requests down. A failed write keeps
+its file for the next cycle (same key: a retry never duplicates rows). ``close`` bounds the last flush by
+``shutdown_timeout_seconds``. The monitor (and tests) read the log back with :func:`read_inference_log`.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -28,12 +32,14 @@ from prometheus_client import REGISTRY, Counter
 from kfloop.config import Config
 from kfloop.errors import ConfigError, StorageError
 from kfloop.schema import ARROW_TYPES
+from kfloop.serving._log_encoder import EPOCH, MICROSECOND, PER_REQUEST, Encoder, EncoderError, record
 from kfloop.storage import Storage
 
 __all__ = [
     "DEFAULTED",
     "LABEL",
     "SCORE",
+    "VIOLATIONS",
     "InferenceLog",
     "inference_log_schema",
     "log_prefix",
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 TIMESTAMP, REQUEST_ID, MODEL_VERSION, PROTOCOL = "timestamp", "request_id", "model_version", "protocol"
 #: The prediction columns, named as the predictor's V2 outputs are.
 SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
+#: Failed data-contract checks of a row, comma-separated ("" none; null when not checked): serving.unknown_category
+VIOLATIONS = "violations"
 
 _ADDED_FIELDS = (
     pa.field(TIMESTAMP, pa.timestamp("us", tz="UTC"), nullable=False),
@@ -54,11 +62,17 @@ _ADDED_FIELDS = (
     pa.field(MODEL_VERSION, pa.string()),
     pa.field(PROTOCOL, pa.string()),
 )
-_OUTPUT_FIELDS = (pa.field(SCORE, pa.float64()), pa.field(LABEL, pa.int64()), pa.field(DEFAULTED, pa.bool_()))
+_OUTPUT_FIELDS = (
+    pa.field(SCORE, pa.float64()),
+    pa.field(LABEL, pa.int64()),
+    pa.field(DEFAULTED, pa.bool_()),
+    pa.field(VIOLATIONS, pa.string()),
+)
 _ADDED = frozenset(f.name for f in _ADDED_FIELDS)
 
-#: What converting a caller's values to Arrow may raise (ArrowInvalid is a ValueError, ArrowTypeError a TypeError).
-_CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+assert len(_ADDED_FIELDS) == PER_REQUEST  # the encoder takes the per-request values from the record's head
+#: The longest one batch may take in the encoder process before it is restarted and the batch retried.
+ENCODE_TIMEOUT = 60.0
 #: A dropped-rows warning is logged at most this often (the counter has every drop).
 DROP_WARNING_SECONDS = 30.0
 
@@ -96,7 +110,7 @@ def inference_log_schema(config: Config) -> pa.Schema:
     if clashes:
         raise ConfigError(
             "serving.inference_log: column name(s) used twice (entity key, request feature, stored feature or "
-            f"one of {', '.join(sorted(_ADDED | {SCORE, LABEL, DEFAULTED}))}): {', '.join(clashes)}"
+            f"one of {', '.join(sorted(_ADDED | {SCORE, LABEL, DEFAULTED, VIOLATIONS}))}): {', '.join(clashes)}"
         )
     return pa.schema(fields)
 
@@ -110,19 +124,6 @@ def logged_inputs(config: Config) -> list[str]:
 def log_prefix(config: Config) -> str:
     """Storage prefix of one model's log (without a trailing slash)."""
     return f"{config.serving.inference_log.prefix.strip('/')}/{config.training.model_name}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One append: its rows' columns (plain lists, copied) and the per-request values."""
-
-    timestamp: datetime
-    received: float  # time.monotonic(), for the age trigger
-    rows: int
-    columns: dict[str, list]
-    model_version: str | None
-    request_id: str | None
-    protocol: str | None
 
 
 def _snapshot(name: str, values: Any) -> list:
@@ -139,19 +140,22 @@ def _snapshot(name: str, values: Any) -> list:
     return tolist() if callable(tolist) else list(values)
 
 
-def _to_arrow(values: list, type_: pa.DataType) -> pa.Array:
-    """Values → one typed array; NaN becomes null. Falls back to a cast (e.g. bool label → int64)."""
-    try:
-        return pa.array(values, type_, from_pandas=True)
-    except _CONVERSION_ERRORS:
-        return pa.array(values, from_pandas=True).cast(type_)
+@dataclass(frozen=True, slots=True)
+class _File:
+    """One encoded Parquet file waiting to be stored; its key is fixed, so a retry rewrites the same object."""
+
+    key: str
+    rows: int
+    data: bytes
 
 
 class InferenceLog:
-    """Buffers scored requests in memory and writes them as Parquet from a background thread.
+    """Buffers scored requests as pickled records and writes them as Parquet from a background thread.
 
-    ``append`` never does I/O and never waits for a write; ``flush`` writes now; ``close`` stops the writer
-    and writes what is left. Use one instance per serving process and close it on shutdown.
+    ``append`` never does I/O, never encodes and never waits for a write; the writer thread hands each
+    batch to the encoder process and stores the files it returns. ``flush`` writes now; ``close`` stops the
+    writer and writes what is left within ``serving.inference_log.shutdown_timeout_seconds``. Use one
+    instance per serving process and close it on shutdown.
     """
 
     def __init__(self, storage: Storage, config: Config, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -159,7 +163,8 @@ class InferenceLog:
         self._settings = config.serving.inference_log
         self._schema = inference_log_schema(config)
         self._prefix = log_prefix(config)
-        self._columns = frozenset(self._schema.names) - _ADDED
+        # a record's columns: the schema's after the per-request fields, in order
+        self._index = {f.name: i - PER_REQUEST for i, f in enumerate(self._schema) if f.name not in _ADDED}
         self._clock = clock or (lambda: datetime.now(UTC))
         model = config.training.model_name
         self._written, self._dropped, self._errors = (
@@ -168,14 +173,19 @@ class InferenceLog:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._write_lock = threading.Lock()  # one writer at a time: the thread, flush() or close()
-        self._pending: deque[_Entry] = deque()
-        self._pending_rows = 0  # rows waiting in _pending
-        self._held_rows = 0  # pending + being written: what the bound counts
+        self._records: list[tuple[int, bytes]] = []  # (rows, record): untracked by the GC once collected
+        self._pending_rows = 0  # rows in _records
+        self._oldest = 0.0  # time.monotonic() of the oldest record, for the age trigger
+        self._files: deque[_File] = deque()  # encoded, not yet stored (only touched under _write_lock)
+        self._held_rows = 0  # records + being encoded + files: what the bound counts
         self._retry_at = 0.0  # after a failed write, the thread waits until then
         self._closed = False
+        self._deadline = float("inf")  # set by close(): the final flush gives up then
         self._last_drop_warning = -float("inf")
+        self._encoder = Encoder(self._schema)
         self._thread: threading.Thread | None = None
         if self._settings.enabled:
+            self._encoder.start()
             self._thread = threading.Thread(target=self._run, name=f"inference-log-{model}", daemon=True)
             self._thread.start()
 
@@ -185,7 +195,7 @@ class InferenceLog:
 
     @property
     def buffered_rows(self) -> int:
-        """Rows held in memory (waiting or being written)."""
+        """Rows held in memory (waiting, being encoded or written)."""
         with self._lock:
             return self._held_rows
 
@@ -200,30 +210,43 @@ class InferenceLog:
         """Log one request's rows: ``columns`` maps column names (entity keys, request and stored features,
         ``score``, ``label``, ``defaulted``) to equal-length sequences; missing columns are null.
 
-        Raises ``ValueError`` / ``TypeError`` for a caller bug (unknown column, unequal lengths); rows that
-        do not fit the buffer are dropped and counted, never waited for.
+        Costs a copy of the values into one pickled record (~10 µs for a one-row request). Raises
+        ``ValueError`` / ``TypeError`` for a caller bug (unknown column, unequal lengths); rows that do not
+        fit the buffer are dropped and counted, never waited for.
         """
         if not self._settings.enabled:
             return
-        unknown = [c for c in columns if c not in self._columns]
+        unknown = [c for c in columns if c not in self._index]
         if unknown:
             raise ValueError(f"inference log: unknown column(s) {', '.join(map(repr, unknown))}")
-        snap = {name: _snapshot(name, values) for name, values in columns.items() if values is not None}
-        lengths = {len(v) for v in snap.values()}
-        if len(lengths) > 1:
-            by_column = {k: len(v) for k, v in snap.items()}
-            raise ValueError(f"inference log: columns differ in length: {by_column}")
-        rows = lengths.pop() if lengths else 0
-        if rows == 0:
+        values: list[list | None] = [None] * len(self._index)
+        rows = -1
+        for name, column in columns.items():
+            if column is None:
+                continue
+            snap = _snapshot(name, column)
+            if rows not in (-1, len(snap)):
+                given = {k: len(_snapshot(k, v)) for k, v in columns.items() if v is not None}
+                raise ValueError(f"inference log: columns differ in length: {given}")
+            rows = len(snap)
+            values[self._index[name]] = snap
+        if rows <= 0:
             return
-        entry = _Entry(self._clock(), time.monotonic(), rows, snap, model_version, request_id, protocol)
+        try:
+            stamp = (self._clock().astimezone(UTC) - EPOCH) // MICROSECOND
+            data = record((stamp, request_id, model_version, protocol, rows, tuple(values)))
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as err:
+            self._drop(rows, f"request {request_id}: values cannot be logged ({err})")
+            return
         with self._lock:
             accepted = not self._closed and self._held_rows + rows <= self._settings.max_buffer_rows
             if accepted:
-                self._pending.append(entry)
+                if not self._records:
+                    self._oldest = time.monotonic()
+                self._records.append((rows, data))
                 self._pending_rows += rows
                 self._held_rows += rows
-                if len(self._pending) == 1 or self._pending_rows >= self._settings.flush_rows:
+                if len(self._records) == 1 or self._pending_rows >= self._settings.flush_rows:
                     self._wake.notify()
         if not accepted:
             self._drop(rows, "the log is closed" if self._closed else "the buffer is full (storage slow or down?)")
@@ -237,12 +260,14 @@ class InferenceLog:
 
     def _due_in(self, now: float) -> float:
         """Seconds until the next write is due (≤ 0: now). Called with the lock held."""
-        if not self._pending:
+        if self._files:
+            due = now
+        elif not self._records:
             return self._settings.flush_seconds
-        if self._pending_rows >= self._settings.flush_rows:
+        elif self._pending_rows >= self._settings.flush_rows:
             due = now
         else:
-            due = self._pending[0].received + self._settings.flush_seconds
+            due = self._oldest + self._settings.flush_seconds
         return max(due, self._retry_at) - now
 
     def _run(self) -> None:
@@ -251,127 +276,109 @@ class InferenceLog:
                 while not self._closed and (wait := self._due_in(time.monotonic())) > 0:
                     self._wake.wait(wait)
                 if self._closed:
-                    return
-            try:
-                self._write_pending()
-            except StorageError:
-                pass  # logged and counted; the rows wait for the next cycle
-            except Exception:  # never let the writer die: the request path would fill the buffer for good
-                log.exception("inference log writer: unexpected error")
+                    break
+            self._cycle()
+        while time.monotonic() < self._deadline:  # the final flush: retried until close's bound
+            if self._cycle():
+                return
+            time.sleep(max(0.0, min(0.5, self._deadline - time.monotonic())))
+
+    def _cycle(self) -> bool:
+        try:
+            self._write_pending()
+            return True
+        except StorageError:
+            return False  # logged and counted; the rows wait for the next cycle
+        except Exception:  # never let the writer die: the request path would fill the buffer for good
+            log.exception("inference log writer: unexpected error")
+            return False
 
     def flush(self) -> None:
         """Write everything buffered now; raises ``StorageError`` if storage fails (the rows are kept)."""
         if self._settings.enabled:
             self._write_pending()
 
-    def _write_pending(self, lock_timeout: float = -1) -> None:
-        if not self._write_lock.acquire(timeout=lock_timeout):
-            raise StorageError(f"inference log {self._storage.uri(self._prefix)}: a write is still running")
-        try:
+    def _write_pending(self) -> None:
+        with self._write_lock:
             with self._lock:
-                batch = list(self._pending)
-                self._pending.clear()
+                batch, self._records = self._records, []
                 self._pending_rows = 0
-            by_date: dict[date, list[_Entry]] = {}
-            for entry in batch:
-                by_date.setdefault(entry.timestamp.astimezone(UTC).date(), []).append(entry)
-            days = sorted(by_date)
-            for i, day in enumerate(days):
-                try:
-                    self._write_day(day, by_date[day])
-                except BaseException:
-                    unwritten = set(days[i:])
-                    self._requeue([e for e in batch if e.timestamp.astimezone(UTC).date() in unwritten])
-                    raise
-        finally:
-            self._write_lock.release()
+            if batch:
+                self._encode(batch)
+            while self._files:
+                self._store(self._files[0])
+                self._files.popleft()
 
-    def _requeue(self, entries: list[_Entry]) -> None:
-        """Put back what a failed write did not store, oldest first, ahead of rows appended meanwhile."""
-        with self._lock:
-            self._pending.extendleft(reversed(entries))
-            self._pending_rows += sum(e.rows for e in entries)
-            self._retry_at = time.monotonic() + self._settings.flush_seconds
-
-    def _write_day(self, day: date, entries: list[_Entry]) -> None:
-        table, rejected = self._table(entries)
-        key = (
-            f"{self._prefix}/date={day.isoformat()}/"
-            f"{self._clock().astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.parquet"
-        )
-        if table.num_rows:
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            try:
-                self._storage.write_bytes(key, sink.getvalue().to_pybytes())
-            except Exception as err:
-                self._errors.inc()
-                log.error(
-                    "inference log: writing %d rows to %s failed: %s", table.num_rows, self._storage.uri(key), err
-                )
-                raise StorageError(f"{self._storage.uri(key)}: inference log write failed: {err}") from err
-            self._written.inc(table.num_rows)
-        released = table.num_rows + sum(e.rows for e in rejected)
-        with self._lock:
-            self._held_rows -= released
-            self._retry_at = 0.0
-        if rejected:
-            self._drop(sum(e.rows for e in rejected), "values do not fit the log schema (see the error above)")
-
-    def _table(self, entries: list[_Entry]) -> tuple[pa.Table, list[_Entry]]:
-        """All entries as one table; an entry whose values do not convert is rejected alone, not the batch."""
+    def _encode(self, batch: list[tuple[int, bytes]]) -> None:
+        """The batch → files (in the encoder process: this thread waits without the GIL)."""
+        remaining = self._deadline - time.monotonic()
         try:
-            return self._convert(entries), []
-        except _CONVERSION_ERRORS:
-            pass
-        good, bad = [], []
-        for entry in entries:
-            try:
-                good.append(self._convert([entry]))
-            except _CONVERSION_ERRORS as err:
-                log.error("inference log: dropping request %s (%d rows): %s", entry.request_id, entry.rows, err)
-                bad.append(entry)
-        return (pa.concat_tables(good) if good else self._schema.empty_table()), bad
+            days, rejected = self._encoder.encode([data for _, data in batch], min(ENCODE_TIMEOUT, remaining))
+        except EncoderError as err:
+            with self._lock:  # put the batch back, oldest first, ahead of rows appended meanwhile
+                self._records[:0] = batch
+                self._pending_rows += sum(rows for rows, _ in batch)
+                self._oldest = time.monotonic()
+                self._retry_at = time.monotonic() + self._settings.flush_seconds
+            self._errors.inc()
+            log.error("inference log: encoding %d requests failed, will retry: %s", len(batch), err)
+            raise StorageError(str(err)) from err
+        stamp = f"{self._clock().astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
+        for day in days:
+            key = f"{self._prefix}/date={day.day.isoformat()}/{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            self._files.append(_File(key, day.rows, day.parquet))
+        for bad in rejected:
+            log.error("inference log: dropping request %s (%d rows): %s", bad.request_id, bad.rows, bad.reason)
+        if rejected:
+            lost = sum(bad.rows for bad in rejected)
+            with self._lock:
+                self._held_rows -= lost
+            self._drop(lost, "values do not fit the log schema (see the error above)")
 
-    def _convert(self, entries: list[_Entry]) -> pa.Table:
-        arrays = []
-        for field in self._schema:
-            if field.name in _ADDED:
-                attr = field.name
-                values = [getattr(e, attr) for e in entries for _ in range(e.rows)]
-            else:
-                values = []
-                for e in entries:
-                    values.extend(e.columns.get(field.name) or [None] * e.rows)
-            try:
-                arrays.append(_to_arrow(values, field.type))
-            except _CONVERSION_ERRORS as err:
-                raise type(err)(f"column {field.name!r} ({field.type}): {err}") from err
-        return pa.Table.from_arrays(arrays, schema=self._schema)
+    def _store(self, file: _File) -> None:
+        try:
+            self._storage.write_bytes(file.key, file.data)
+        except Exception as err:
+            self._errors.inc()
+            with self._lock:
+                self._retry_at = time.monotonic() + self._settings.flush_seconds
+            log.error("inference log: writing %d rows to %s failed: %s", file.rows, self._storage.uri(file.key), err)
+            raise StorageError(f"{self._storage.uri(file.key)}: inference log write failed: {err}") from err
+        self._written.inc(file.rows)
+        with self._lock:
+            self._held_rows -= file.rows
+            self._retry_at = 0.0
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the writer and write what is left, retrying a failing storage until ``timeout``; idempotent."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the writer and write what is left; idempotent.
+
+        Bounded by ``timeout`` (default ``serving.inference_log.shutdown_timeout_seconds``, which the pod's
+        termination grace period covers): rows still unwritten then — storage down or hung — are counted
+        as dropped and logged as lost, and shutdown goes on.
+        """
+        bound = self._settings.shutdown_timeout_seconds if timeout is None else timeout
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._deadline = time.monotonic() + bound
             self._wake.notify_all()
         if self._thread is None:
             return
-        deadline = time.monotonic() + timeout
-        self._thread.join(timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                self._write_pending(lock_timeout=max(remaining, 0.0))
-                return
-            except StorageError:
-                if remaining <= 0:
-                    break
-                time.sleep(min(0.5, remaining))
+        self._thread.join(bound)
+        if self._thread.is_alive():
+            self._encoder.kill()  # an encode still waiting ends now; a write hung in storage is left behind
+        else:
+            self._encoder.close()
         lost = self.buffered_rows
-        self._dropped.inc(lost)
-        log.error("inference log %s: closed with %d rows unwritten", self._storage.uri(self._prefix), lost)
+        if lost:
+            self._dropped.inc(lost)
+            log.error(
+                "inference log %s: %d rows lost: not written within the shutdown bound of %g s",
+                self._storage.uri(self._prefix),
+                lost,
+                bound,
+            )
 
     def __enter__(self) -> InferenceLog:
         return self

@@ -32,7 +32,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 
 from kfloop.config import Config, S3StorageConfig, config_from_json, load_config
 from kfloop.errors import KfloopError
-from kfloop.serving.inference_log import DEFAULTED, LABEL, SCORE, InferenceLog, counter_once, logged_inputs
+from kfloop.serving.inference_log import (
+    DEFAULTED,
+    LABEL,
+    SCORE,
+    VIOLATIONS,
+    InferenceLog,
+    counter_once,
+    logged_inputs,
+)
 from kfloop.storage import open_storage, resolve_credentials
 
 __all__ = ["PROTOCOL", "REQUEST_TYPE", "RESPONSE_TYPE", "BadEventError", "create_app", "main"]
@@ -155,8 +163,9 @@ def decode_request(body: Any, known: Collection[str]) -> tuple[dict[str, list], 
 
 
 def decode_response(body: Any) -> tuple[dict[str, list], int, str | None]:
-    """``score``/``label``/``defaulted`` columns, row count and model version of a V2 or V1 response."""
-    outputs = (SCORE, LABEL, DEFAULTED)
+    """``score``/``label``/``defaulted`` (and ``violations``) columns, row count and model version of a V2 or
+    V1 response."""
+    outputs = (SCORE, LABEL, DEFAULTED, VIOLATIONS)
     if isinstance(body, dict) and isinstance(body.get("outputs"), list):
         columns, rows = _columns(_named_tensors(body, "outputs", outputs), "response outputs")
         version = body.get("model_version")

@@ -30,6 +30,19 @@ LOOKUP = Histogram(
 )
 MODEL_VERSION = Gauge("kfloop_model_version_info", "1 for the model version being served.", ["model", "version"])
 STORE_UP = Gauge("kfloop_online_store_up", "1 when the online store answered the last readiness probe.", ["model"])
+MODEL_REFUSED = Counter(
+    "kfloop_model_refused",
+    "Champion versions refused (never served): reason corrupt, unloadable or inputs (do not match the config).",
+    ["model", "version", "reason"],
+)
+RELOAD_ERRORS = Counter(
+    "kfloop_model_reload_errors", "Transient errors reading or fetching the champion (retried with backoff).", ["model"]
+)
+CONTRACT_VIOLATIONS = Counter(
+    "kfloop_contract_violations",
+    "Request rows with a value outside the data contract's allowed values, by check (flagged or rejected).",
+    ["model", "check"],
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

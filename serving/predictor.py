@@ -36,6 +36,7 @@ class LoadedModel:
     framework: str
     preprocessor: Preprocessor
     predict_arrays: model_io.ArrayPredictor
+    feature_service: str = ""  # the Feast feature service it was trained on (from the card)
 
     def score(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities float32 [n], labels int64 [n]) with the card's decision threshold."""
@@ -61,12 +62,16 @@ def load_model_dir(directory: Path) -> LoadedModel:
         framework=str(card.get("framework", "")),
         preprocessor=preprocessor,
         predict_arrays=arrays,
+        feature_service=str((card.get("feature_service") or {}).get("name", "")),
     )
 
 
 class Predictor(Model):
     """KServe predictor over the model's input columns (V1 ``instances`` of feature objects, or V2 inputs
-    named by feature). Loads in ``load()``; ``model`` is swapped whole, never mutated."""
+    named by feature). Loads in ``load()``; ``model`` is swapped whole, never mutated.
+
+    Registered with KServe even while no valid model is loaded (``model`` None): then it answers not
+    ready, with ``not_ready_reason`` on the readiness endpoints, until a valid version is served."""
 
     def __init__(self, name: str, model_dir: Path, *, max_rows: int) -> None:
         super().__init__(name)
@@ -74,12 +79,28 @@ class Predictor(Model):
         self.max_rows = max_rows
         self.model: LoadedModel | None = None
         self.specs: tuple[protocol.ColumnSpec, ...] = ()
+        self.not_ready_reason = "the model is not loaded"
+        self.ready = True  # registered; healthy() answers for the model
 
     def load(self) -> bool:
-        self.model = load_model_dir(self.model_dir)
-        pre = self.model.preprocessor
-        self.specs = protocol.model_specs(pre.numeric, pre.categorical)
-        self.ready = True
+        self.serve(load_model_dir(self.model_dir))
+        return self.ready
+
+    def serve(self, model: LoadedModel) -> None:
+        """Serve ``model`` from now on: one reference swap, so in-flight batches keep the model they hold."""
+        if not self.specs:
+            self.specs = protocol.model_specs(model.preprocessor.numeric, model.preprocessor.categorical)
+        self.model = model
+        self.not_ready_reason = ""
+
+    def refuse(self, reason: str) -> None:
+        """Nothing valid to serve: not ready, saying why."""
+        self.model = None
+        self.not_ready_reason = reason
+
+    async def healthy(self) -> bool:
+        if self.model is None:
+            raise protocol.NotReadyError(self.name, self.not_ready_reason)
         return self.ready
 
     @property
@@ -109,7 +130,7 @@ class Predictor(Model):
         """(scores, labels, version) from one consistent model (a hot switch cannot split a batch)."""
         model = self.model
         if model is None:
-            raise protocol.NotReadyError(self.name, "the model is not loaded")
+            raise protocol.NotReadyError(self.name, self.not_ready_reason)
         score, label = model.score(columns, n)
         return score, label, model.version
 

@@ -3,8 +3,9 @@ or gRPC) decoded into one equal-length array per declared column, with a 4xx nam
 client mistake; and the scores encoded back in the protocol the client spoke.
 
 The spec is the contract: V2 inputs are ``[n]`` (or ``[n, 1]``) tensors named by column, strings as
-``BYTES``, numbers as ``FP*``/``INT*``; outputs are ``score`` (FP32), ``label`` (INT64) and ``defaulted``
-(BOOL), and the response carries the model version.
+``BYTES``, numbers as ``FP*``/``INT*``; outputs are ``score`` (FP32), ``label`` (INT64), ``defaulted``
+(BOOL) and, with ``serving.unknown_category: flag``, ``violations`` (BYTES: the data-contract checks a row
+failed, comma-separated); the response carries the model version.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ Kind = Literal["string", "number"]
 Protocol = Literal["v1", "v2", "grpc"]
 
 #: Output tensor names (V2) and prediction keys (V1).
-SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
+SCORE, LABEL, DEFAULTED, VIOLATIONS = "score", "label", "defaulted", "violations"
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _NUMERIC_TYPES = _INT_TYPES | {"FP16", "FP32", "FP64"}
-OUTPUTS = (SCORE, LABEL, DEFAULTED)
+OUTPUTS = (SCORE, LABEL, DEFAULTED, VIOLATIONS)
 _V2_TYPE = {"string": "BYTES", "number": "FP64"}
 
 
@@ -65,6 +66,15 @@ class NotReadyError(ModelNotReady):
     def __init__(self, model_name: str, detail: str) -> None:
         super().__init__(model_name, detail)
         self.reason = self.error_msg
+
+
+class FeatureLookupError(RuntimeError):
+    """The feature lookup failed for another reason than an unreachable store (a bug, a corrupt value):
+    500 / INTERNAL for this request, with the traceback logged; the store stays marked up."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = detail
 
 
 class PredictorUnavailableError(ServerNotReady):
@@ -106,12 +116,14 @@ def model_specs(numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Col
     return tuple([ColumnSpec(c, "number") for c in numeric] + [ColumnSpec(c, "string") for c in categorical])
 
 
-def output_metadata() -> list[dict[str, Any]]:
-    return [
+def output_metadata(violations: bool = False) -> list[dict[str, Any]]:
+    """The declared outputs; ``violations`` only where rows can be flagged (``unknown_category: flag``)."""
+    outputs = [
         {"name": SCORE, "datatype": "FP32", "shape": [-1]},
         {"name": LABEL, "datatype": "INT64", "shape": [-1]},
         {"name": DEFAULTED, "datatype": "BOOL", "shape": [-1]},
     ]
+    return [*outputs, {"name": VIOLATIONS, "datatype": "BYTES", "shape": [-1]}] if violations else outputs
 
 
 def _kind(column_type: ColumnType) -> Kind:
@@ -312,6 +324,7 @@ class Scores:
     defaulted: np.ndarray  # bool [n]
     model_name: str
     model_version: str
+    violations: np.ndarray | None = None  # str [n] ("" = clean) when rows are checked and flagged
 
 
 def encode(
@@ -320,8 +333,12 @@ def encode(
     """The client's protocol; V2 returns only the requested ``outputs`` when the request names any."""
     if protocol == "v1":
         rows = zip(scores.score.tolist(), scores.label.tolist(), scores.defaulted.tolist(), strict=True)
+        predictions = [{SCORE: s, LABEL: lab, DEFAULTED: d} for s, lab, d in rows]
+        if scores.violations is not None:
+            for prediction, violated in zip(predictions, scores.violations, strict=True):
+                prediction[VIOLATIONS] = violated
         return {
-            "predictions": [{SCORE: s, LABEL: lab, DEFAULTED: d} for s, lab, d in rows],
+            "predictions": predictions,
             "model_name": scores.model_name,
             "model_version": scores.model_version,
         }
@@ -331,6 +348,8 @@ def encode(
         InferOutput(LABEL, [n], "INT64", scores.label.astype(np.int64).tolist()),
         InferOutput(DEFAULTED, [n], "BOOL", scores.defaulted.astype(bool).tolist()),
     ]
+    if scores.violations is not None:
+        tensors.append(InferOutput(VIOLATIONS, [n], "BYTES", scores.violations.tolist()))
     tensors = [t for t in tensors if not outputs or t.name in outputs]
     return InferResponse(
         response_id=request_id or "",

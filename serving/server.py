@@ -2,15 +2,15 @@
 for ``kfloop serve``, and the separate cluster components (``python -m kfloop.serving``).
 
 Beside KServe's REST and gRPC servers run the background duties: the online-store readiness probe, and
-locally the champion watch that hot-switches the predictor (load the new version off the event loop,
-then swap one reference: requests in flight finish on the version they started with).
+locally the champion watch (``champion.py``) that hot-switches the predictor (load the new version off
+the event loop, then swap one reference: requests in flight finish on the version they started with).
+Readiness carries its reason: ``/v2/health/ready`` answers 503 with it, model readiness via KServe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import shutil
 import socket
@@ -36,8 +36,9 @@ from kfloop.config import Config
 from kfloop.errors import KfloopError
 from kfloop.registry import ModelRegistry
 from kfloop.serving import protocol
-from kfloop.serving.metrics import RestGuard, set_model_version
-from kfloop.serving.predictor import CARD_FILE, Predictor, load_model_dir
+from kfloop.serving.champion import ChampionWatch
+from kfloop.serving.metrics import RestGuard
+from kfloop.serving.predictor import Predictor
 from kfloop.serving.transformer import Transformer
 from kfloop.storage import Storage
 
@@ -47,12 +48,6 @@ log = kserve_logger  # configured by KServe: our lines land beside the server's
 PREDICTOR_SUFFIX = "-predictor"
 
 
-class NoChampionError(KfloopError):
-    """Nothing to serve: the registry has no champion (and no --version was given)."""
-
-    exit_code = 2
-
-
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=413, content={"error": str(exc)})
 
@@ -60,6 +55,14 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 async def _client_error(_: Request, exc: Exception) -> JSONResponse:
     """A client mistake: 400 with the message, without KServe's ERROR traceback per bad request."""
     return JSONResponse(status_code=400, content={"error": str(exc)})
+
+
+async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    """Our 500 (e.g. a feature lookup that failed for another reason than the store being down): the
+    traceback in the log, the message in the answer. Handled here, not by Starlette's last-resort handler,
+    which re-raises into the ASGI server (and resets the connection)."""
+    log.error("%s", exc, exc_info=exc)
+    return JSONResponse(status_code=500, content={"error": str(exc)})
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -83,29 +86,44 @@ class KfloopModelServer(ModelServer):
         max_body_bytes: int,
         background: list[Callable[[], Awaitable[None]]],
         on_stop: Callable[[], None],
-        ready: Callable[[], Awaitable[bool]] | None = None,
+        not_ready: Callable[[], str | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(enable_latency_logging=False, **kwargs)
         self._background = background
         self._on_stop = on_stop
-        if ready is not None:
-            kserve_ready = self.dataplane.ready  # checks the remote predictor when configured to
-
-            async def combined() -> bool:
-                return await ready() and await kserve_ready()
-
-            self.dataplane.ready = combined  # /v2/health/ready and gRPC ServerReady
         app = kserve_server.app
+        if not_ready is not None:
+            self._add_ready_reason(app, not_ready)
         models = self.registered_models
         app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=lambda m: models.get_model(m) is not None)
         app.add_exception_handler(protocol.PayloadTooLargeError, _too_large)
         app.add_exception_handler(RequestValidationError, _malformed)
         app.add_exception_handler(protocol.RequestError, _client_error)
         app.add_exception_handler(protocol.UnknownEntityError, _not_found)
+        app.add_exception_handler(protocol.FeatureLookupError, _internal)
         self._add_versioned_infer(app)
         self._wrap_decode()
         self._add_versions_to_metadata()
+
+    def _add_ready_reason(self, app: Any, not_ready: Callable[[], str | None]) -> None:
+        """Server readiness includes ours (``not_ready`` says why not, None when ready): gRPC ServerReady
+        answers false, and ``/v2/health/ready`` (registered before KServe's route) 503 with the reason."""
+        kserve_ready = self.dataplane.ready  # checks the remote predictor when configured to
+
+        async def combined() -> bool:
+            return not_ready() is None and await kserve_ready()
+
+        self.dataplane.ready = combined
+
+        async def ready() -> JSONResponse:
+            reason = not_ready() or (None if await kserve_ready() else "the predictor is not ready")
+            if reason:
+                body = {"ready": False, "error": f"Server is not ready: {reason}"}
+                return JSONResponse(status_code=503, content=body)
+            return JSONResponse(content={"ready": True})
+
+        app.add_api_route("/v2/health/ready", ready, methods=["GET"])
 
     def _add_versions_to_metadata(self) -> None:
         """V2 model metadata lists the served version (KServe leaves ``versions`` empty)."""
@@ -200,74 +218,6 @@ def open_inference_log(config: Config, storage: Storage) -> Any:
     return InferenceLog(storage, config)
 
 
-class ChampionWatch:
-    """Keeps the local predictor on the registry's champion (or pinned to one version)."""
-
-    def __init__(self, registry: ModelRegistry, predictor: Predictor, workdir: Path, pinned: str | None) -> None:
-        self.registry = registry
-        self.predictor = predictor
-        self.workdir = workdir
-        self.pinned = pinned
-        self.refused: set[str] = set()  # champions that failed to load: not retried until the next one
-
-    def target(self) -> str:
-        if self.pinned:
-            self.registry.get(self.pinned)  # ModelNotFoundError names the known versions
-            return self.pinned
-        champion = self.registry.champion()
-        if champion is None:
-            raise NoChampionError(
-                f"model {self.registry.model!r} has no champion yet: run the training loop first "
-                "(`kfloop run`), or pass --version"
-            )
-        return champion.version
-
-    def fetch(self, version: str) -> Path:
-        """Download and verify ``version`` (with its card) into a directory of its own."""
-        dest = self.workdir / version
-        if dest.exists():
-            shutil.rmtree(dest)
-        self.registry.fetch(version, dest)
-        card = self.registry.get(version).card
-        (dest / CARD_FILE).write_text(json.dumps(card, default=str))
-        return dest
-
-    def load_initial(self) -> None:
-        version = self.target()
-        self.predictor.model_dir = self.fetch(version)
-        self.predictor.load()
-        set_model_version(self.predictor.name, version)
-
-    async def check(self) -> None:
-        """Switch to a new champion: fetch + load in a worker thread, then swap the loaded model."""
-        if self.pinned:
-            return
-        champion = await asyncio.to_thread(self.registry.champion)
-        current = self.predictor.version
-        if champion is None or champion.version == current or champion.version in self.refused:
-            return
-        try:
-            directory = await asyncio.to_thread(self.fetch, champion.version)
-            loaded = await asyncio.to_thread(load_model_dir, directory)
-        except KfloopError as err:
-            self.refused.add(champion.version)
-            log.error("champion %s cannot be served, staying on %s: %s", champion.version, current, err)
-            return
-        old = self.predictor.model
-        if old is not None and (
-            loaded.preprocessor.numeric != old.preprocessor.numeric
-            or loaded.preprocessor.categorical != old.preprocessor.categorical
-        ):
-            self.refused.add(champion.version)
-            log.error(
-                "champion %s has other input columns than %s; restart the server to serve it", champion.version, current
-            )
-            return
-        self.predictor.model = loaded  # one reference swap: in-flight batches keep the model they hold
-        set_model_version(self.predictor.name, loaded.version, current)
-        log.info("switched %s from %s to %s", self.predictor.name, current, loaded.version)
-
-
 class PortInUseError(KfloopError):
     """A serving port is taken (another server running?)."""
 
@@ -299,10 +249,11 @@ def run_server(
     grpc_port: int,
     background: list[Callable[[], Awaitable[None]]],
     on_stop: Callable[[], None],
-    ready: Callable[[], Awaitable[bool]] | None = None,
+    not_ready: Callable[[], str | None] | None = None,
     predictor_config: PredictorConfig | None = None,
 ) -> None:
-    """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs."""
+    """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs.
+    ``not_ready`` says why the server is not ready (None when it is)."""
     check_ports(http_port, grpc_port)
     server = KfloopModelServer(
         http_port=http_port,
@@ -310,7 +261,7 @@ def run_server(
         max_body_bytes=config.serving.max_body_bytes,
         background=background,
         on_stop=on_stop,
-        ready=ready,
+        not_ready=not_ready,
         predictor_config=predictor_config or PredictorConfig(predictor_host=None),
     )
     if not config.serving.access_log:  # after KServe configured logging: one line per request costs CPU
@@ -345,8 +296,8 @@ def serve_local(
     check_ports(http_port, grpc_port)  # before loading anything: fail in a second, not after the model load
     workdir = Path(tempfile.mkdtemp(prefix="kfloop-serve-"))
     predictor = Predictor(name + PREDICTOR_SUFFIX, workdir / "pending", max_rows=config.serving.max_batch_rows)
-    watch = ChampionWatch(ModelRegistry(storage, name), predictor, workdir, version)
-    watch.load_initial()
+    watch = ChampionWatch(config, ModelRegistry(storage, name), predictor, workdir, version)
+    watch.start()  # no champion (or an unknown --version) fails here; a bad one starts not ready
     lookup = open_lookup(config, storage, environ)
     inference_log = open_inference_log(config, storage)
     transformer = Transformer(config, lookup, predictor=predictor, log=inference_log)
@@ -363,11 +314,8 @@ def serve_local(
             inference_log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    async def ready() -> bool:
-        return transformer.store_error is None and predictor.model is not None
-
     if on_ready is not None:
-        on_ready(predictor.version)
+        on_ready(predictor.version or f"nothing yet (not ready: {predictor.not_ready_reason})")
     run_server(
         config,
         [transformer, predictor],
@@ -375,8 +323,8 @@ def serve_local(
         grpc_port=grpc_port,
         background=[
             lambda: every(config.serving.store_check_seconds, transformer.probe),
-            lambda: every(config.serving.reload_seconds, watch.check),
+            watch.run,
         ],
         on_stop=stop,
-        ready=ready,
+        not_ready=transformer.not_ready_reason,
     )

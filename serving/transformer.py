@@ -4,11 +4,16 @@ predictor's input columns → scores, in the protocol the client spoke.
 In one process (the embedded default) it calls the predictor object directly; on the cluster it is a
 separate KServe component and calls the predictor over KServe's V2 REST/gRPC (or V1) client. Either way
 the response carries the version that scored the batch, and every scored row goes to the inference log.
+
+Only an unreachable store (connection refused or lost, a timeout, SQLite locked or unopenable) marks it
+down (503 and readiness false until a probe answers); any other lookup failure is a 500 for that request
+alone, its traceback logged, and an entity key its type cannot hold is the client's 400.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ import grpc
 import httpx
 import numpy as np
 from kserve import Model
+from kserve.logging import logger as log
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
@@ -26,7 +32,27 @@ from kfloop.feature_repo.online import ServingLookup
 from kfloop.serving import protocol
 from kfloop.serving.metrics import LOOKUP, STORE_UP, observe_grpc
 from kfloop.serving.predictor import Predictor
+from kfloop.serving.request_contract import CategoryGuard
 from kfloop.training.preprocess import feature_columns
+
+try:  # the Redis client's own connection errors do not subclass the builtin ones
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+
+    _UNREACHABLE: tuple[type[BaseException], ...] = (OSError, _RedisConnectionError, _RedisTimeoutError)
+except ImportError:  # pragma: no cover - redis comes with Feast's redis extra
+    _UNREACHABLE = (OSError,)
+
+#: SQLite's OperationalError texts that mean the database file cannot be used now (not a bad query).
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open", "disk i/o error")
+
+
+def store_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the online store cannot be reached (then it is marked down), as opposed to a
+    failure of this one read. OSError covers the builtin ConnectionError and TimeoutError."""
+    if isinstance(err, _UNREACHABLE):
+        return True
+    return isinstance(err, sqlite3.OperationalError) and any(t in str(err).lower() for t in _SQLITE_UNAVAILABLE)
 
 
 @dataclass
@@ -41,6 +67,7 @@ class Batch:
     defaulted: np.ndarray  # bool [n]: some view had no row for this entity
     outputs: list[str]  # V2 outputs the client asked for (all when empty)
     version: str  # the model version the client asked for ("" = whatever is served)
+    violations: np.ndarray | None = None  # str [n]: failed contract checks per row (flag mode only)
 
 
 class Transformer(Model):
@@ -57,7 +84,9 @@ class Transformer(Model):
         self.numeric, self.categorical = feature_columns(config)
         self.max_rows = config.serving.max_batch_rows
         self.reject_unknown = config.serving.unknown_entity == "reject"
+        self.categories = CategoryGuard(config, self.specs)
         self.store_error: str | None = None
+        self._lookup_errors_seen: set[str] = set()  # probe failures already logged (one line each)
         self.lookup_timeout = config.serving.lookup_timeout_seconds
         self.offload = config.features.online_store.type != "sqlite"
         STORE_UP.labels(self.name).set(1)
@@ -67,21 +96,36 @@ class Transformer(Model):
         self.ready = True
         return self.ready
 
+    def not_ready_reason(self) -> str | None:
+        """Why this endpoint cannot serve now (None when it can): the online store, or the in-process
+        predictor's model (not loaded, refused, inputs not matching the config)."""
+        if self.store_error:
+            return f"online store unreachable: {self.store_error}"
+        if self.predictor is not None and self.predictor.model is None:
+            return self.predictor.not_ready_reason
+        return None
+
     async def healthy(self) -> bool:
         """Ready only with a loaded model and a reachable online store (the message says which is not)."""
-        if self.store_error:
-            raise protocol.NotReadyError(self.name, f"online store unreachable: {self.store_error}")
-        if self.predictor is not None and self.predictor.model is None:
-            raise protocol.NotReadyError(self.name, "the model is not loaded")
+        reason = self.not_ready_reason()
+        if reason:
+            raise protocol.NotReadyError(self.name, reason)
         return self.ready
 
     def probe_store(self) -> bool:
-        """Read one (absent) entity through the serving path; readiness follows the answer."""
+        """Read one (absent) entity through the serving path; readiness follows the answer. An error that
+        is not about reaching the store is logged once and leaves readiness as it is."""
         try:
             self.lookup.get(dict.fromkeys(self.lookup.join_keys, "__kfloop_probe__"))
-        except Exception as err:  # any store client error means "cannot serve"
-            self._store_down(err)
-            return False
+        except Exception as err:
+            if store_unreachable(err):
+                self._store_down(err)
+                return False
+            text = f"{type(err).__name__}: {err}"
+            if text not in self._lookup_errors_seen:
+                self._lookup_errors_seen.add(text)
+                log.error("online store probe failed (the store answered, so it stays up): %s", text, exc_info=err)
+            return self.store_error is None
         if self.store_error:
             self.store_error = None
             STORE_UP.labels(self.name).set(1)
@@ -109,7 +153,7 @@ class Transformer(Model):
         return [s.metadata() for s in self.specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return protocol.output_metadata()
+        return protocol.output_metadata(violations=self.categories.flag)
 
     def validate(self, payload: Any) -> Any:
         return payload  # decoding validates against the request columns
@@ -123,6 +167,8 @@ class Transformer(Model):
     # --- the request path ----------------------------------------------------------------------------
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         columns, n = protocol.decode(payload, self.specs, self.max_rows)
+        kind = protocol.protocol_of(payload)
+        violations = self.categories.violations(columns, n, kind)  # reject mode: the 400 is raised here
         start = time.perf_counter()
         features, missing = await self._lookup(columns)
         LOOKUP.labels(self.name).observe(time.perf_counter() - start)
@@ -144,30 +190,36 @@ class Transformer(Model):
         request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         outputs = protocol.requested_outputs(payload)
         version = getattr(payload, "model_version", None) or ""
-        return Batch(protocol.protocol_of(payload), request_id, columns, inputs, n, defaulted, outputs, version)
+        return Batch(kind, request_id, columns, inputs, n, defaulted, outputs, version, violations)
 
     async def _lookup(self, columns: dict[str, np.ndarray]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
         """The batch's features. A networked store is read in a worker thread under a timeout, so a hung
         store is a 503 and never stalls the event loop (health checks, other models); a local SQLite file
         is read inline (faster than a thread hop)."""
-        keys = {k: columns[k].tolist() for k in self.lookup.join_keys}
+        try:
+            protos = self.lookup.key_protos({k: columns[k].tolist() for k in self.lookup.join_keys})
+        except ValueError as err:
+            raise protocol.RequestError(f"entity key {err}") from None
         try:
             if not self.offload:
-                return self.lookup.get_batch(keys)
-            return await asyncio.wait_for(asyncio.to_thread(self.lookup.get_batch, keys), self.lookup_timeout)
+                return self.lookup.read_batch(protos)
+            return await asyncio.wait_for(asyncio.to_thread(self.lookup.read_batch, protos), self.lookup_timeout)
         except TimeoutError:
             self._store_down(TimeoutError(f"no answer within {self.lookup_timeout:g} s"))
             raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
-        except Exception as err:  # the store client failed: 503, readiness false until a probe succeeds
-            self._store_down(err)
-            raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
+        except Exception as err:
+            if store_unreachable(err):  # 503, readiness false until a probe succeeds
+                self._store_down(err)
+                raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
+            # this read failed, the store answered: a 500 for this request (KServe logs the traceback)
+            raise protocol.FeatureLookupError(f"feature lookup failed: {type(err).__name__}: {err}") from err
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> tuple[Batch, protocol.Scores]:
         if self.predictor is not None:
             score, label, version = self.predictor.score_columns(batch.inputs, batch.n)
         else:
             score, label, version = await self._remote(batch, headers)
-        return batch, protocol.Scores(score, label, batch.defaulted, self.name, version)
+        return batch, protocol.Scores(score, label, batch.defaulted, self.name, version, batch.violations)
 
     async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray, str]:
         """Call the separate predictor (KServe's client: V1, V2 REST or gRPC as configured)."""
@@ -224,6 +276,7 @@ class Transformer(Model):
                     "score": scores.score,
                     "label": scores.label,
                     "defaulted": scores.defaulted,
+                    **({} if batch.violations is None else {protocol.VIOLATIONS: batch.violations}),
                 },
                 model_version=scores.model_version,
                 request_id=batch.request_id,

@@ -25,6 +25,13 @@ class InferenceLogConfig(Section):
     max_buffer_rows: int = Field(
         200_000, ge=1, description="Bound on buffered rows; beyond it rows are dropped and counted (never blocks)."
     )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM / Ctrl-C the last flush gets this long; rows still unwritten then (storage down or "
+        "hung) are counted as dropped and logged as lost. The pod's terminationGracePeriodSeconds covers it.",
+    )
     sink_url: str | None = Field(
         None, description="Cluster: where KServe's request logger sends CloudEvents (the InferenceService logger)."
     )
@@ -62,12 +69,22 @@ class ServingConfig(Section):
         description="An entity missing from the online store: 'default' scores with default feature values and "
         "flags the row in the response; 'reject' answers 404 naming the entity.",
     )
+    unknown_category: Literal["reject", "flag"] = Field(
+        "reject",
+        description="A request value outside the data contract's `allowed` values: 'reject' answers 400 naming "
+        "the field, row and allowed values; 'flag' scores the row and names the failed check in its `violations`.",
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger REST bodies get 413.")
     max_batch_rows: int = Field(10_000, ge=1, description="Rows per request; more get 413.")
     access_log: bool = Field(
         False, description="Log every request (uvicorn access log and KServe's timing lines); off saves CPU."
     )
     reload_seconds: float = Field(2.0, gt=0, description="How often the local server checks the champion.")
+    reload_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="After a transient registry error the champion check waits twice as long each time, up to this.",
+    )
     lookup_timeout_seconds: float = Field(
         1.0, gt=0, description="An online-store read slower than this is a 503 (a hung store must not hang serving)."
     )

@@ -96,3 +96,30 @@ def test_quantile_bound_is_the_bucket_holding_the_quantile() -> None:
     assert quantile_bound(buckets, 0.7) == 0.002
     assert quantile_bound(buckets, 0.99) == 0.005
     assert quantile_bound([(0.001, 0.0), (float("inf"), 0.0)], 0.5) is None
+
+
+def test_closed_loop_keeps_n_requests_in_flight(hello: ServerProcess) -> None:
+    from benchmarks.serving_closed import ClosedSpec
+
+    with LoadGenerator() as gen:
+        one = gen.run(ClosedSpec(_target(hello), connections=1, count=300))
+        four = gen.run(ClosedSpec(_target(hello), connections=4, count=400))
+    for result, connections in ((one, 1), (four, 4)):
+        assert result.errors == 0, result.first_error
+        assert result.ok == result.count and result.connections == connections
+        assert 0 < result.p(50) <= result.p(99) and result.achieved_rps > 0
+
+
+def test_log_comparison_pairs_each_case_with_the_server_without_the_log(tmp_path: Path) -> None:
+    import yaml
+
+    from benchmarks.serving_log import config_without_log, log_cases
+
+    config = tmp_path / "kfloop.yaml"
+    config.write_text(yaml.safe_dump({"project": "p", "serving": {"http_port": 1}}))
+    off = yaml.safe_load(config_without_log(config).read_text())
+    assert off == {"project": "p", "serving": {"http_port": 1, "inference_log": {"enabled": False}}}
+    cases = log_cases(1001, 1002, "m", [{"amount": 1.0}])
+    assert [c.label for c in cases[:4]] == ["V1 c=1 log on", "V1 c=1 log off", "V1 c=4 log on", "V1 c=4 log off"]
+    assert [(c.target.port, c.log) for c in cases[:2]] == [(1001, True), (1002, False)]  # type: ignore[union-attr]
+    assert len(cases) == 8 and {c.protocol for c in cases} == {"V1", "V2"}

@@ -77,14 +77,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(loop, frame, card["version"])
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Until ``url``'s /v2/health/ready answers 200; the process's log in the error when it never does."""
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float, path: str = "/v2/health/ready") -> None:
+    """Until ``url``'s ``path`` (readiness) answers 200; the process's log in the error when it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text(errors='replace')[-5000:]}")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -112,7 +112,8 @@ class Server:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout: float = 90.0) -> Server:
+    def start(self, timeout: float = 90.0, ready: bool = True) -> Server:
+        """Start and wait until ready (``ready=False``: only until live, for a server meant to be not ready)."""
         cmd = [sys.executable, "-m", "kfloop", "serve", "-c", str(self.config_path)]
         cmd += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.args]
         self.log_path = self.config_path.with_suffix(f".{self.http_port}.log")
@@ -121,7 +122,7 @@ class Server:
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env}
         )
         try:
-            wait_ready(self.url, self.proc, self.log_path, timeout)
+            wait_ready(self.url, self.proc, self.log_path, timeout, "/v2/health/ready" if ready else "/v2/health/live")
         except RuntimeError:
             self.stop()
             raise
@@ -149,10 +150,10 @@ class Server:
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(config_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    def start(config_path: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
         server = Server(config_path, args=args, env=env or {})
         servers.append(server)
-        return server.start()
+        return server.start(ready=ready)
 
     yield start
     for server in servers:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -319,6 +321,7 @@ def test_schema_follows_the_config(tmp_path: Path) -> None:
         "score",
         "label",
         "defaulted",
+        "violations",
     ]
     assert schema.field("hour_of_day").type == pa.int64() and schema.field("channel").type == pa.string()
     assert all(schema.field(f).type == pa.float64() for f in features)
@@ -348,3 +351,169 @@ def test_writes_and_reads_through_s3(s3_storage: S3Storage) -> None:
     table = read_inference_log(storage, config)
     assert table.column("request_id").to_pylist() == ["0", "0", "1", "1", "2", "2"]
     assert table.schema == inference_log_schema(config)
+
+
+class HangingStorage(LocalStorage):
+    """Real local storage whose writes block until ``release`` is set (a hung S3 endpoint)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.writing.set()
+        self.release.wait()
+        super().write_bytes(key, data)
+
+
+def test_close_gives_up_at_the_shutdown_bound_and_counts_the_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = log_config(tmp_path, flush_rows=5, flush_seconds=0.05, shutdown_timeout_seconds=1.0)
+    storage = HangingStorage(tmp_path)
+    log = InferenceLog(storage, config)
+    dropped = metric("kfloop_inference_log_dropped_rows_total")
+    try:
+        log.append(rows(5, "a"), model_version="1", request_id="a", protocol="v2")
+        assert storage.writing.wait(10)  # the writer is stuck in storage now
+        log.append(rows(3, "b"), model_version="1", request_id="b", protocol="v2")
+        start = time.monotonic()
+        log.close()
+        took = time.monotonic() - start
+    finally:
+        storage.release.set()
+    assert 0.9 <= took < 3.0, took
+    assert metric("kfloop_inference_log_dropped_rows_total") - dropped == 8
+    assert "8 rows lost" in caplog.text and "1 s" in caplog.text
+
+
+_SIGTERM_SCRIPT = """
+import signal, sys, threading, time
+from pathlib import Path
+from kfloop.config import config_from_json
+from kfloop.serving.inference_log import InferenceLog
+from kfloop.storage import LocalStorage
+from tests.serving.test_inference_log import rows
+
+class Hung(LocalStorage):
+    def write_bytes(self, key, data):
+        threading.Event().wait()
+
+config = config_from_json(Path(sys.argv[3]).read_text())
+root = Path(sys.argv[1])
+log = InferenceLog(Hung(root) if sys.argv[2] == "hung" else LocalStorage(root), config)
+def stop(signum, frame):
+    log.close()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+log.append(rows(7, "t"), model_version="1", request_id="t", protocol="v1")
+print("appended", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("storage", ["ok", "hung"])
+def test_sigterm_writes_the_buffer_or_gives_up_within_the_bound(tmp_path: Path, storage: str) -> None:
+    from kfloop.config import config_to_json
+
+    config = log_config(tmp_path, flush_seconds=3600, shutdown_timeout_seconds=1.5)
+    (tmp_path / "config.json").write_text(config_to_json(config))
+    root = Path(__file__).resolve().parents[2]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SIGTERM_SCRIPT, str(tmp_path), storage, str(tmp_path / "config.json")],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "appended"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0, err
+    written = read_inference_log(LocalStorage(tmp_path), config).num_rows
+    if storage == "ok":
+        assert written == 7 and took < 5, (took, err)
+    else:  # 1.5 s bound, then the rows are reported lost and the process exits
+        assert written == 0 and 1.4 <= took < 5, (took, err)
+        assert "7 rows lost" in err
+
+
+class WhoWrites(LocalStorage):
+    """Records which thread writes (the log's writer thread, never the caller's)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.threads: set[str] = set()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.threads.add(threading.current_thread().name)
+        super().write_bytes(key, data)
+
+
+def test_encoding_runs_in_the_encoder_process_not_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kfloop.serving import _log_encoder
+
+    def not_here(*args: object) -> None:
+        raise AssertionError("the serving process encoded the log itself")
+
+    monkeypatch.setattr(_log_encoder, "encode", not_here)
+    monkeypatch.setattr(_log_encoder, "_table", not_here)
+    config = log_config(tmp_path, flush_rows=10, flush_seconds=0.05)
+    storage = WhoWrites(tmp_path)
+    with InferenceLog(storage, config) as log:
+        for i in range(25):
+            log.append(rows(1, str(i)), model_version="1", request_id=str(i), protocol="v1")
+        log.flush()
+    assert read_inference_log(storage, config).num_rows == 25
+    assert storage.threads <= {"MainThread", f"inference-log-{MODEL}"}, storage.threads
+
+
+def test_append_stays_fast_while_a_big_batch_is_encoded(tmp_path: Path, opened: list[InferenceLog]) -> None:
+    """A flush of 100k rows takes the encoder process about a second; appends meanwhile take microseconds.
+    The bound is generous (shared CI cores); before the encoder process, such a flush held the GIL."""
+    config = log_config(tmp_path, flush_rows=100_000, max_buffer_rows=200_000, flush_seconds=3600)
+    storage = FlakyStorage(tmp_path)
+    log = InferenceLog(storage, config)
+    opened.append(log)
+    big = rows(100_000, "big")
+    log.append(big, model_version="1", request_id="big", protocol="v1")  # = flush_rows: the writer starts
+    latencies = []
+    deadline = time.monotonic() + 30
+    while not storage.writing.is_set() and time.monotonic() < deadline:
+        start = time.perf_counter()
+        log.append(rows(1, "small"), model_version="1", request_id="small", protocol="v1")
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.001)
+    assert storage.writing.is_set(), "the big batch was not written within 30 s"
+    assert len(latencies) > 50  # appends ran while the batch was being encoded
+    assert sorted(latencies)[len(latencies) // 2] < 0.002 and max(latencies) < 0.1, (
+        sorted(latencies)[-5:],
+        len(latencies),
+    )
+    log.close()
+    assert read_inference_log(storage, config).num_rows == 100_000 + len(latencies)
+
+
+def test_a_dead_encoder_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
+    config = log_config(tmp_path, flush_seconds=3600)
+    storage = LocalStorage(tmp_path)
+    with InferenceLog(storage, config) as log:
+        log.append(rows(2, "a"), model_version="1", request_id="a", protocol="v1")
+        log.flush()
+        proc = log._encoder._proc
+        assert proc is not None
+        proc.kill()
+        proc.wait()
+        log.append(rows(3, "b"), model_version="1", request_id="b", protocol="v1")
+        log.flush()
+    assert read_inference_log(storage, config).column("request_id").to_pylist() == ["a"] * 2 + ["b"] * 3

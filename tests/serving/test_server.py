@@ -182,6 +182,19 @@ def test_client_mistakes_get_a_4xx_naming_the_field_and_the_server_keeps_answeri
             "'hour_of_day'[0]: -1 is below",
         ),
         (
+            "a category outside the contract (V1)",
+            _v1(server, name, {"instances": [row, {**row, "channel": "carrier-pigeon"}]}),
+            400,
+            "instances[1].channel: 'carrier-pigeon' is not allowed by the data contract (channel.allowed: one of "
+            "'pos', 'online', 'atm'",
+        ),
+        (
+            "a category outside the contract (V2)",
+            _v2(server, name, v2_with("channel", data=["carrier-pigeon"])),
+            400,
+            "input 'channel'[0]: 'carrier-pigeon' is not allowed",
+        ),
+        (
             "fraction in an INT tensor",
             _v2(server, name, v2_with("amount", datatype="INT32", data=[53.4])),
             400,
@@ -243,6 +256,9 @@ def test_grpc_mistakes_get_invalid_argument_or_not_found(trained: Trained, serve
         assert code(inf)[0] == grpc.StatusCode.INVALID_ARGUMENT and "distance_from_home_km" in code(inf)[1]
         assert code(missing)[0] == grpc.StatusCode.INVALID_ARGUMENT and "customer_id" in code(missing)[1]
         assert code(wrong_type)[0] == grpc.StatusCode.INVALID_ARGUMENT and "BYTES" in code(wrong_type)[1]
+        pigeon = code(grpc_request(name, [{**row, "channel": "carrier-pigeon"}], specs))
+        assert pigeon[0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert pigeon[1].startswith("input 'channel'[0]: 'carrier-pigeon' is not allowed by the data contract")
         assert code(grpc_request("no-such-model", [row], specs))[0] == grpc.StatusCode.NOT_FOUND
         # a nullable field may be NaN (imputed like a missing value)
         assert code(grpc_request(name, [{**row, "distance_from_home_km": math.nan}], specs))[0] == grpc.StatusCode.OK
