@@ -13,6 +13,7 @@ a half-written file, and a per-view lease keeps overlapping runs from interleavi
 # No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import hashlib
 import io
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -40,7 +41,11 @@ from kfloop.storage.lease import Lease, lease
 #: LEASE_STALE_S is taken to be dead and taken over.
 LEASE_TIMEOUT_S = 600.0
 LEASE_STALE_S = 120.0
+#: Reads of the clean dataset per run: a manifest whose files were deleted under a long read is read again.
+_READ_ATTEMPTS = 3
 _US = timedelta(microseconds=1)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ def _columns(view: FeatureViewSpec, config: Config) -> list[str]:
     return list(dict.fromkeys([view.entity, config.source.timestamp_column, *(a.column for a in view.aggregates)]))
 
 
+class _CleanFilesGoneError(SourceError):
+    """A file of the clean manifest being read was deleted (retired by a newer validation, then past its grace)."""
+
+
 class _CleanRows:
     """The clean dataset by event-date partition, the view's columns only; each date read at most once a
     run (fingerprint checks and the history share the reads)."""
@@ -90,7 +99,13 @@ class _CleanRows:
         if date not in self._read:
             m = self.manifest
             part = lake.Manifest(m.dataset, m.schema, m.schema_hash, self.partitions.get(date, []))
-            tables = list(lake.iter_dataset(self.storage, part, self.batch_rows, self.columns))
+            try:
+                tables = list(lake.iter_dataset(self.storage, part, self.batch_rows, self.columns))
+            except FileNotFoundError as err:
+                raise _CleanFilesGoneError(
+                    f"clean dataset {m.dataset!r}: a file of the manifest this run read is gone ({err}): it was "
+                    "replaced by a newer validation and removed after its grace period while this run still read it"
+                ) from None
             self._read[date] = pa.concat_tables(tables) if tables else self.empty
         return self._read[date]
 
@@ -176,8 +191,10 @@ def _fingerprints(
 
 
 def _clean_manifest(storage: Storage, config: Config) -> lake.Manifest:
+    """The clean dataset now. One a validation committed with no rows (a contract that quarantines every record
+    and lets the gate pass) is valid input: the views follow it, their rows and online values go."""
     manifest = lake.read_manifest(storage, clean_dataset(config.source.dataset))
-    if manifest is None or not manifest.files:
+    if manifest is None or not (manifest.files or manifest.runs):
         raise SourceError(f"clean dataset {clean_dataset(config.source.dataset)!r} is empty: run validation first")
     return manifest
 
@@ -194,7 +211,14 @@ def update_view(storage: Storage, config: Config, view: FeatureViewSpec, *, run_
         timeout_s=LEASE_TIMEOUT_S,
         stale_after_s=LEASE_STALE_S,
     ) as held:
-        return _update_view(storage, _clean_manifest(storage, config), config, view, held)
+        for attempt in range(_READ_ATTEMPTS):
+            try:  # every clean read comes before the first write: a retry starts from unchanged state
+                return _update_view(storage, _clean_manifest(storage, config), config, view, held)
+            except _CleanFilesGoneError as err:
+                if attempt + 1 == _READ_ATTEMPTS:
+                    raise SourceError(f"feature view {view.name}: {err}; re-run the feature stage") from None
+                log.warning("feature view %s: %s; reading the clean dataset again", view.name, err)
+        raise AssertionError("unreachable")
 
 
 def _update_view(

@@ -118,7 +118,7 @@ def validate(
                     "quarantine": quarantine_key,
                     "rows": done.rows_clean,
                 }
-                _replace_clean(storage, clean_name, schema, writer, run, policy)
+                _replace_clean(storage, src.dataset, schema, writer, run, policy)
                 clean_uri = storage.uri(lake.manifest_key(clean_name))
         finally:
             writer.close()
@@ -136,7 +136,7 @@ def validate(
 
 def _replace_clean(
     storage: Storage,
-    clean_name: str,
+    dataset: str,
     schema: pa.Schema,
     writer: lake.PartitionWriter,
     run: dict,
@@ -145,17 +145,33 @@ def _replace_clean(
     """Store the clean files and make them the whole clean dataset, under its lease. A concurrent run that
     already committed the same fingerprint (same snapshot, same contract), or a newer snapshot of the lake
     (more ingest commits), wins; ours are discarded, so a slow run never rolls the clean data back."""
+    clean_name = clean_dataset(dataset)
     with lake_commit.transaction(storage, clean_name, run["run_id"], policy=policy) as txn:
         files = writer.store(storage)
         txn.stage(*(f.key for f in files))
 
         def update(current: lake.Manifest) -> lake.Manifest | None:
             last = current.runs[-1] if current.runs else {}
-            if last.get("fingerprint") == run["fingerprint"] or last.get("input_commits", -1) > run["input_commits"]:
+            if last.get("fingerprint") == run["fingerprint"] or _validated_newer(storage, dataset, last, run):
                 return None
             return lake_commit.replaced(current, files, run)
 
         txn.commit(update, lake.new_manifest(clean_name, schema))
+
+
+def _validated_newer(storage: Storage, dataset: str, last: dict, run: dict) -> bool:
+    """Whether the clean dataset's last commit validated a strictly newer snapshot of the lake as it is now: more
+    ingest commits, and its input the first of them. A lake rebuilt since (deleted and ingested again) does not
+    hold that snapshot: ours, read from the lake now, wins whatever the commit counts say."""
+    theirs = last.get("input_commits", -1)
+    if theirs <= run["input_commits"]:
+        return False
+    now = lake.read_manifest(storage, dataset)
+    if now is None or len(now.runs) < theirs:
+        return False
+    runs = {r.get("run_id") for r in now.runs[:theirs]}
+    snapshot = dataclasses.replace(now, files=[f for f in now.files if f.run_id in runs])
+    return snapshot.content_hash == last.get("input_content_hash")
 
 
 def _report(config, storage, manifest, run_id, now, checks, scanned, done) -> QualityReport:

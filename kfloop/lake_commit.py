@@ -7,9 +7,10 @@ does the expensive work with no lock held, storing every file under its run id. 
 manifest, lets the caller merge its files into that *current* manifest (so a concurrent commit is
 never dropped), checks the fencing token, and writes ``_runs/<run>.json`` then ``_manifest.json``.
 
-Still under the lease, the commit sweeps what nobody needs: files of runs that are neither in the
-manifest nor alive (heartbeat older than ``stale_after_s``, or a process on this host that has
-exited), and files a recompute retired longer than ``retire_grace_s`` ago. So cleanup never deletes a
+Still under the lease, the commit sweeps what nobody needs: files (and stray run records) of runs that
+are neither in the manifest nor alive (heartbeat older than ``stale_after_s``, or a process on this
+host, told apart by its boot id, that has exited), and files a recompute retired longer than
+``retire_grace_s`` ago. So cleanup never deletes a
 file another live run may still commit, and a reader of an older manifest keeps its files for the
 grace period.
 """
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kfloop import lake
 from kfloop.errors import StorageError
@@ -62,12 +64,16 @@ def active_key(dataset: str, run_id: str) -> str:
 
 
 def _host() -> str:
-    """This host, qualified by its PID namespace (containers sharing a hostname do not share PIDs)."""
+    """This host, qualified by its boot id and PID namespace, or "" when that cannot be told. A hostname alone
+    does not name a machine (two laptops called ``localhost``, VMs from one image), and every host's initial PID
+    namespace has the same inode number: only the kernel's per-boot random id tells machines apart. Without it
+    (no /proc) no process check is made and runs are judged by their heartbeat's age alone."""
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         ns = os.readlink("/proc/self/ns/pid")
     except OSError:
-        ns = ""
-    return f"{socket.gethostname()}/{ns}"
+        return ""
+    return f"{socket.gethostname()}/{boot}/{ns}" if boot and ns else ""
 
 
 def _pid_exited(pid: object) -> bool:
@@ -127,7 +133,7 @@ class Transaction:
         while not self._stop.wait(self.policy.heartbeat_s):
             try:
                 self._write_heartbeat()
-            except (StorageError, OSError) as err:  # transient: the next beat tries again
+            except Exception as err:  # transient (or a bug): the thread must not die, or the live run looks dead
                 log.warning("run %s: heartbeat on dataset %s failed: %s", self.run_id, self.dataset, err)
 
     def start(self) -> None:
@@ -183,13 +189,17 @@ class Transaction:
             stamped = {**updated.runs[-1], "lease_token": held.token}  # which lease generation committed it
             updated = dataclasses.replace(updated, runs=[*updated.runs[:-1], stamped])
             run_key = f"{lake.dataset_prefix(self.dataset)}/_runs/{self.run_id}.json"
+            held.check()  # a run record only for a run still holding the lease (a later sweep takes a stray one)
             self.storage.write_text(run_key, json.dumps(updated.runs[-1], indent=2))
             clock = self.storage.modified(run_key)  # the storage's own "now": heartbeat ages free of clock skew
             held.check()  # fencing: a holder taken over as stale must not overwrite its successor's commit
             self.committed = True
             self.storage.write_text(lake.manifest_key(self.dataset), updated.to_json())
             self._staged.clear()
-            self._sweep(updated, present, clock)
+            try:  # committed: a failing cleanup must not report the run as failed (the next commit sweeps)
+                self._sweep(updated, present, clock)
+            except (StorageError, OSError) as err:
+                log.warning("dataset %s: cleanup after run %s's commit failed: %s", self.dataset, self.run_id, err)
             return updated
 
     def _check_staged(self, present: set[str]) -> None:
@@ -231,7 +241,7 @@ class Transaction:
             except ValueError:
                 body = None
             body = body if isinstance(body, dict) else {}  # unreadable: alive until it ages out
-            exited = body.get("host") == here and _pid_exited(body.get("pid"))
+            exited = bool(here) and body.get("host") == here and _pid_exited(body.get("pid"))
             if run == self.run_id or (age <= self.policy.stale_after_s and not exited):
                 live.add(run)
             else:
@@ -239,16 +249,25 @@ class Transaction:
         return live
 
     def _sweep(self, manifest: lake.Manifest, present: set[str], now: datetime) -> None:
-        """Delete files of runs that neither committed them nor are alive, and expired retired files."""
+        """Delete files (and run records) of runs that neither committed them nor are alive, and expired
+        retired files. Every candidate is listed before the live runs are: a run announces itself before it
+        stores anything, so a file listed here belongs to a run whose heartbeat the later listing sees."""
+        prefix = lake.dataset_prefix(self.dataset)
+        side = [key for p in self.side for key in self.storage.list(p)]
+        records = self.storage.list(f"{prefix}/_runs/")
         live = self._live_runs(now)
         keep = {f.key for f in manifest.files} | {r.key for r in manifest.retired}
         doomed = [k for k in present if k not in keep and lake.part_run_id(k) not in live]
-        for prefix, referenced in self.side.items():
-            needed = referenced(manifest)
-            for key in self.storage.list(prefix):
-                run = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-                if key not in needed and run not in live:
-                    doomed.append(key)
+        needed = set().union(*(referenced(manifest) for referenced in self.side.values()))
+        for key in side:
+            run = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if key not in needed and run not in live:
+                doomed.append(key)
+        committed = {r.get("run_id") for r in manifest.runs}
+        for key in records:
+            run = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if run not in committed and run not in live:  # killed between its run record and the manifest
+                doomed.append(key)
         for key in doomed:
             self.storage.delete(key)
         if doomed:

@@ -86,9 +86,11 @@ def materialize(
         updates = compute_features(cfg, storage)
         written = run_materialize(cfg, storage, os.environ, full=full)
     for u, m in zip(updates, written, strict=True):
+        removed = f", {u.rows_removed:,} replaced or removed" if u.rows_removed else ""
+        deleted = f", {m.rows_deleted:,} entities deleted online" if m.rows_deleted else ""
         console.print(
-            f"{escape(u.view)}: +{u.rows_added:,} offline rows ({u.offline_rows:,} total), "
-            f"{m.rows_written:,} entity rows written online in {m.seconds:.2f}s"
+            f"{escape(u.view)}: +{u.rows_added:,} offline rows{removed} ({u.offline_rows:,} total), "
+            f"{m.rows_written:,} entity rows written online{deleted} in {m.seconds:.2f}s"
         )
 
 

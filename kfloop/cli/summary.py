@@ -55,8 +55,10 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
         m = online.get(u["view"], {})
         t.add_row(
             escape(u["view"]),
-            f"+{u['rows_added']:,} offline rows ({u['offline_rows']:,} total); "
-            f"{m.get('rows_written', 0):,} entity rows written online",
+            f"+{u['rows_added']:,} offline rows"
+            + (f", {u['rows_removed']:,} replaced or removed" if u.get("rows_removed") else "")
+            + f" ({u['offline_rows']:,} total); {m.get('rows_written', 0):,} entity rows written online"
+            + (f", {m['rows_deleted']:,} entities deleted online" if m.get("rows_deleted") else ""),
         )
     if training_set:
         rows = ", ".join(f"{k} {v:,}" for k, v in training_set["rows"].items())

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _WIDTH = 12
 _MAX_POLL_S = 0.5
+_TELL_AFTER_S = 2.0  # a waiter blocked this long logs who holds the lease (a CLI would otherwise look hung)
 
 
 def _gen_key(key: str, generation: int) -> str:
@@ -281,7 +282,9 @@ def acquire(
     if stale_after_s <= 0 or timeout_s < 0:
         raise ValueError(f"lease {key}: need stale_after_s > 0 and timeout_s >= 0")
     held = Lease(key=key, token=0, owner=owner, storage=storage, name=name)
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
+    told = False  # whether the wait was logged
     delay = 0.02
     watched: tuple[int, bytes] | None = None  # (generation, body) as first seen, and since when
     watched_since = 0.0
@@ -317,6 +320,18 @@ def acquire(
                 break
             time.sleep(random.uniform(0, 0.01))
             continue
+        if not told and now - started >= _TELL_AFTER_S and deadline > now:  # say why the run stands still
+            told = True
+            log.warning(
+                "%s is busy: held by run %s (%s) since %s; waiting up to %.0fs more (taken over if not renewed "
+                "for %gs)",
+                name,
+                top.owner,
+                top.where,
+                top.since,
+                deadline - now,
+                stale_after_s,
+            )
         if now >= deadline:
             raise LeaseBusyError(
                 f"{name} is busy: held by run {top.owner} ({top.where}) since {top.since}; "

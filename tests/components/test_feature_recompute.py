@@ -15,14 +15,17 @@ import pytest
 
 from kfloop.components import features as features_module
 from kfloop.components import materialize as materialize_module
+from kfloop.components.validate import validate
 from kfloop.errors import LeaseBusyError
 from kfloop.feature_repo.paths import lease_key, offline_key, stale_key, state_key
+from kfloop.lake_commit import CommitPolicy
 from kfloop.storage.lease import lease
 from tests.components.test_features import assert_tables_match
 from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)
 from tests.feature_repo.harness import (
     CUSTOMERS,
     MERCHANTS,
+    NOW,
     Loop,
     OnlineBackend,
     assert_online_equals_latest_offline,
@@ -274,4 +277,61 @@ def test_overlapping_feature_runs_are_serialized_per_view(tmp_path: Path, monkey
     fresh = Loop.create(tmp_path / "fresh", sqlite_backend(), edit=tighten)
     fresh.load(frame)
     for view in (CUSTOMERS, MERCHANTS):
+        assert_tables_match(loop.offline(view), fresh.offline(view))
+
+
+# --- every record quarantined; clean files deleted under a read ----------------------------------------------------
+
+
+def quarantine_everything(data: dict) -> None:
+    """A contract under which no record is clean, and a gate that lets an empty clean dataset through."""
+    data["contract"]["rules"].append({"name": "nothing_left", "expr": "amount < -1", "severity": "quarantine"})
+    data["contract"]["min_rows"] = {"value": 0, "severity": "warn"}
+
+
+def test_a_contract_that_quarantines_every_record_empties_the_views(tmp_path: Path) -> None:
+    """An empty clean dataset committed by validation is input like any other: every offline row goes, every entity
+    leaves the online store; once the records are clean again the views come back in full."""
+    loop = Loop.create(tmp_path / "ws", sqlite_backend())
+    frame = loop.load_demo()
+    loop.materialize()
+    loop.reconfigure(quarantine_everything)
+    assert loop.validate().report.rows_clean == 0
+    for view, update in loop.features().items():
+        assert (update.offline_rows, update.rows_removed, update.computed_until) == (0, len(frame), None), view
+        assert len(loop.offline(view)) == 0
+    deleted = loop.materialize()
+    assert {v: m.rows_deleted for v, m in deleted.items()} == {CUSTOMERS: frame["customer_id"].nunique(), MERCHANTS: 10}
+    assert loop.online_entity_counts() == {CUSTOMERS: 0, MERCHANTS: 0}
+    assert all((u.rows_added, u.rows_removed) == (0, 0) for u in loop.features().values())  # nothing left to do
+
+    loop.reconfigure(lambda data: None)  # the demo contract again: every record is clean once more
+    loop.validate()
+    assert {v: u.offline_rows for v, u in loop.features().items()} == {CUSTOMERS: len(frame), MERCHANTS: len(frame)}
+    loop.materialize()
+    assert_online_equals_latest_offline(loop)
+
+
+def test_clean_files_deleted_under_a_long_read_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feature run reading a clean manifest whose files a newer validation replaced and removed (past their grace)
+    meanwhile reads the clean dataset again instead of failing on a missing file."""
+    loop = Loop.create(tmp_path / "ws", sqlite_backend())
+    frame = loop.load_demo()
+    loop.reconfigure(tighten)
+    real_read = features_module._CleanRows.read
+    replaced: list[bool] = []
+
+    def read(self: features_module._CleanRows, date: str):  # the first read: a validation replaces the clean files
+        if not replaced:
+            replaced.append(True)
+            validate(loop.config, loop.storage, now=NOW, policy=CommitPolicy(retire_grace_s=0))
+            assert not loop.storage.exists(self.manifest.files[0].key)
+        return real_read(self, date)
+
+    monkeypatch.setattr(features_module._CleanRows, "read", read)
+    updates = loop.features()
+    assert replaced
+    fresh = fresh_build(tmp_path, frame, tighten)
+    for view, update in updates.items():
+        assert update.offline_rows == len(frame) - len(quarantined_by_tighten(frame))
         assert_tables_match(loop.offline(view), fresh.offline(view))

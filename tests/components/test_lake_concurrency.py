@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,9 @@ from kfloop.components.ingest import ingest
 from kfloop.components.validate import clean_dataset, validate
 from kfloop.config import Config
 from kfloop.demo import DemoSpec, generate, write_frame
+from kfloop.errors import LeaseBusyError
 from kfloop.storage import LocalStorage, S3Storage, Storage
+from kfloop.storage.lease import lease
 from tests.conftest import S3_CREDS, demo_config
 
 DATASET = "transactions"
@@ -311,3 +315,119 @@ def test_slow_validate_of_an_older_snapshot_never_rolls_the_clean_data_back(tmp_
     clean = assert_consistent(storage, CLEAN)
     assert clean.rows == newer.report.rows_clean  # the slow run's older snapshot was discarded
     assert clean.runs[-1]["input_commits"] == 2
+
+
+def test_a_live_run_on_another_machine_with_the_same_hostname_is_spared(tmp_path: Path) -> None:
+    """Hostname and PID namespace do not name a machine (every host's initial namespace has one inode number):
+    a fresh heartbeat from a machine sharing our hostname is alive although its PID does not exist here. A run of
+    this very host whose process exited is still swept at once."""
+    (first, second), _ = split_sources(tmp_path, 2, 1000, by_time=True)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(first))
+    ingest(cfg, storage)
+    twin, dead = "20260101T000000Z-twin01", "20260101T000000Z-dead01"
+    twin_host = f"{socket.gethostname()}/{os.readlink('/proc/self/ns/pid')}"  # what the twin machine calls itself
+    exited = SPAWN.Process(target=time.sleep, args=(0,))
+    exited.start()
+    exited.join()
+    for run, host, pid in ((twin, twin_host, 4_000_000), (dead, lake_commit._host(), exited.pid)):
+        body = {"run_id": run, "host": host, "pid": pid, "at": lake.now_iso()}
+        storage.write_text(lake_commit.active_key(DATASET, run), json.dumps(body))
+        storage.write_bytes(lake.part_key(DATASET, "2026-01-01", run, 0), b"staged")
+    ingest(cfg, storage, source_uri=str(second))
+    assert storage.exists(lake.part_key(DATASET, "2026-01-01", twin, 0))
+    assert not storage.exists(lake.part_key(DATASET, "2026-01-01", dead, 0))
+
+
+def test_a_run_killed_between_its_run_record_and_the_manifest_leaves_no_record(tmp_path: Path) -> None:
+    (first, second), _ = split_sources(tmp_path, 2, 1000, by_time=True)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(first))
+    ingest(cfg, storage)
+    gone = "20260101T000000Z-gone01"  # wrote _runs/<run>.json, died before _manifest.json: never committed
+    storage.write_text(f"lake/{DATASET}/_runs/{gone}.json", json.dumps({"run_id": gone}))
+    done = ingest(cfg, storage, source_uri=str(second))
+    manifest = assert_consistent(storage)
+    records = sorted(k.rsplit("/", 1)[-1].removesuffix(".json") for k in storage.list(f"lake/{DATASET}/_runs/"))
+    assert records == sorted(r["run_id"] for r in manifest.runs) and done.run_id in records
+
+
+def test_the_run_heartbeat_survives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = LocalStorage(tmp_path / "ws")
+    beats: list[float] = []
+    real = lake_commit.Transaction._write_heartbeat
+
+    def flaky(self: lake_commit.Transaction) -> None:
+        beats.append(time.monotonic())
+        if len(beats) == 2:  # the first beat of the thread
+            raise RuntimeError("a bug, or an error no storage wraps")
+        real(self)
+
+    monkeypatch.setattr(lake_commit.Transaction, "_write_heartbeat", flaky)
+    with lake_commit.transaction(storage, DATASET, "r1", policy=lake_commit.CommitPolicy(stale_after_s=0.2)) as txn:
+        time.sleep(0.5)
+        assert txn._beat is not None and txn._beat.is_alive() and len(beats) >= 4
+
+
+def test_a_run_starting_during_the_sweep_keeps_its_quarantine_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates are listed before the live runs: a run that announces itself and stores its quarantine file
+    right after the sweep read the heartbeats is not taken for a dead one."""
+    (first, second), _ = split_sources(tmp_path, 2, 1000, by_time=True)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(first))
+    ingest(cfg, storage)
+    newcomer = "20260101T000000Z-new001"
+    quarantined = f"quarantine/{DATASET}/{newcomer}.parquet"
+    real = lake_commit.Transaction._live_runs
+
+    def then_a_run_starts(self: lake_commit.Transaction, now: Any) -> set[str]:
+        live = real(self, now)
+        body = {"run_id": newcomer, "host": "elsewhere", "pid": 1, "at": lake.now_iso()}
+        storage.write_text(lake_commit.active_key(DATASET, newcomer), json.dumps(body))
+        storage.write_bytes(quarantined, b"staged by the newcomer")
+        return live
+
+    monkeypatch.setattr(lake_commit.Transaction, "_live_runs", then_a_run_starts)
+    ingest(cfg, storage, source_uri=str(second))
+    assert storage.exists(quarantined)
+
+
+def test_validate_after_the_lake_was_rebuilt_replaces_the_clean_data(tmp_path: Path) -> None:
+    """The older-snapshot guard compares snapshots of one lake: after the lake is deleted and ingested again (fewer
+    commits than the clean dataset's input), validation still replaces the clean dataset."""
+    parts, _ = split_sources(tmp_path, 3, 3000, by_time=True)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(parts[0]))
+    for part in parts:
+        ingest(cfg, storage, source_uri=str(part))
+    assert validate(cfg, storage).report.rows_clean == 3000
+    for key in storage.list(f"lake/{DATASET}/"):
+        storage.delete(key)
+    ingest(cfg, storage)  # the lake again, from the first file only
+    result = validate(cfg, storage)
+    clean = assert_consistent(storage, CLEAN)
+    assert result.report.rows_clean == clean.rows == 1000
+    assert clean.runs[-1]["run_id"] == result.report.run_id
+
+
+def test_an_ingest_into_a_busy_dataset_says_who_holds_it_and_leaves_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While it waits for the commit lease the run says why it stands still; when the wait runs out the error names
+    the dataset and the holder, and the staged files go. The next run ingests the same file in full."""
+    (src,), frame = split_sources(tmp_path, 1, 500)
+    ws = tmp_path / "ws"
+    storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(src))
+    holder = "20260101T000000Z-hold01"
+    with (
+        caplog.at_level(logging.WARNING),
+        lease(storage, lake_commit.lock_key(DATASET), name=f"dataset {DATASET}", owner=holder),
+        pytest.raises(LeaseBusyError, match=f"dataset {DATASET} is busy: held by run {holder}"),
+    ):
+        ingest(cfg, storage, policy=lake_commit.CommitPolicy(timeout_s=3))
+    waiting = [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert len(waiting) == 1 and holder in waiting[0] and f"dataset {DATASET} is busy" in waiting[0]
+    assert storage.list(f"lake/{DATASET}/data/") == [] and storage.list(f"lake/{DATASET}/_active/") == []
+    assert ingest(cfg, storage).dataset_rows == len(frame)
