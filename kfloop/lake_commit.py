@@ -22,16 +22,15 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from kfloop import lake
 from kfloop.errors import StorageError
 from kfloop.storage import Storage
+from kfloop.storage._process import host_identity, pid_exited
 from kfloop.storage.lease import lease
 
 __all__ = ["CommitPolicy", "Transaction", "appended", "replaced", "transaction"]
@@ -61,31 +60,6 @@ def lock_key(dataset: str) -> str:
 
 def active_key(dataset: str, run_id: str) -> str:
     return f"{lake.dataset_prefix(dataset)}/_active/{run_id}.json"
-
-
-def _host() -> str:
-    """This host, qualified by its boot id and PID namespace, or "" when that cannot be told. A hostname alone
-    does not name a machine (two laptops called ``localhost``, VMs from one image), and every host's initial PID
-    namespace has the same inode number: only the kernel's per-boot random id tells machines apart. Without it
-    (no /proc) no process check is made and runs are judged by their heartbeat's age alone."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        ns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-    return f"{socket.gethostname()}/{boot}/{ns}" if boot and ns else ""
-
-
-def _pid_exited(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
 
 
 def appended(current: lake.Manifest, files: list[lake.DataFile], run: dict) -> lake.Manifest:
@@ -126,7 +100,7 @@ class Transaction:
     # --- heartbeat --------------------------------------------------------------------------------------
 
     def _write_heartbeat(self) -> None:
-        body = {"run_id": self.run_id, "host": _host(), "pid": os.getpid(), "at": lake.now_iso()}
+        body = {"run_id": self.run_id, "host": host_identity(), "pid": os.getpid(), "at": lake.now_iso()}
         self.storage.write_text(active_key(self.dataset, self.run_id), json.dumps(body))
 
     def _beat_loop(self) -> None:
@@ -227,7 +201,7 @@ class Transaction:
     def _live_runs(self, now: datetime) -> set[str]:
         """Runs whose heartbeat is fresh at ``now`` (by the storage's clock); dead runs' heartbeats go."""
         live = set()
-        here = _host()
+        here = host_identity()
         slack = self.storage.mtime_resolution_s
         for key in self.storage.list(f"{lake.dataset_prefix(self.dataset)}/_active/"):
             run = key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -241,7 +215,7 @@ class Transaction:
             except ValueError:
                 body = None
             body = body if isinstance(body, dict) else {}  # unreadable: alive until it ages out
-            exited = bool(here) and body.get("host") == here and _pid_exited(body.get("pid"))
+            exited = bool(here) and body.get("host") == here and pid_exited(body.get("pid"))
             if run == self.run_id or (age <= self.policy.stale_after_s and not exited):
                 live.add(run)
             else:

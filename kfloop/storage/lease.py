@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kfloop.errors import LeaseBusyError, LeaseLostError, StorageError
+from kfloop.storage._process import host_identity, writer_exited
 from kfloop.storage.base import Storage
 
 __all__ = ["Holder", "Lease", "LeaseBusyError", "LeaseLostError", "holder", "lease", "release"]
@@ -151,6 +152,7 @@ class Lease:
                 "owner": self.owner,
                 "name": self.name,
                 "host": socket.gethostname(),
+                "host_id": host_identity(),
                 "pid": os.getpid(),
                 "since": self.since,
                 "renewed": _now(),
@@ -307,7 +309,7 @@ def acquire(
                     skew = _clock_skew(storage, key, held.nonce)
                 wall -= skew
             age = max(age, wall)
-        if age > stale_after_s:
+        if age > stale_after_s or writer_exited(top.body):  # a holder killed on this host: no need to wait
             if _try_create(storage, key, top.token + 1, held):
                 log.warning(
                     "%s: took over a stale lease from run %s (%s) since %s (no heartbeat for %.0fs)",

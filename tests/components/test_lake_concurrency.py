@@ -65,9 +65,18 @@ def _ingest_child(
     out: Any,
     barrier: Any = None,
     stalled: Any = None,
+    elsewhere: bool = False,
 ) -> None:
     """Ingest ``source``. Test hooks: ``barrier`` holds every run at its commit until all have staged (so
-    they truly overlap); ``stalled`` is set once the run holds the lease mid-commit, where it then hangs."""
+    they truly overlap); ``stalled`` is set once the run holds the lease mid-commit, where it then hangs;
+    ``elsewhere`` makes the run record another machine's identity (a pod on another node), so its death can
+    only be judged by its silence."""
+    if elsewhere:
+        import sys
+
+        lease_module = sys.modules["kfloop.storage.lease"]  # the package exports a function of that name
+        lease_module.host_identity = lambda: "another-node/boot/pid:[1]"  # type: ignore[assignment]
+        lake_commit.host_identity = lambda: "another-node/boot/pid:[1]"  # type: ignore[assignment]
     if barrier is not None:
         real_commit = lake_commit.Transaction.commit
 
@@ -201,28 +210,44 @@ def test_same_file_ingested_twice_at_once_lands_once(tmp_path: Path) -> None:
     assert len(manifest.runs) == 1 and manifest.rows == len(frame)
 
 
-def test_run_killed_holding_the_lease_is_taken_over_after_staleness(tmp_path: Path) -> None:
+def _kill_while_committing(tmp_path: Path, policy: lake_commit.CommitPolicy, elsewhere: bool) -> tuple:
+    """An ingest SIGKILLed while it holds the dataset lease mid-commit; returns what the next run needs."""
     (early, late), frame = split_sources(tmp_path, 2, 2000, by_time=True)
     ws = tmp_path / "ws"
     storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(early))
     ingest(cfg, storage)
     before = storage.read_text(lake.manifest_key(DATASET))
-    policy = lake_commit.CommitPolicy(stale_after_s=1.5, timeout_s=60)
     stalled, out = SPAWN.Event(), SPAWN.Queue()
-    child = SPAWN.Process(target=_ingest_child, args=(cfg, spec_of(storage), str(late), policy, out, None, stalled))
+    args = (cfg, spec_of(storage), str(late), policy, out, None, stalled, elsewhere)
+    child = SPAWN.Process(target=_ingest_child, args=args)
     child.start()
     assert stalled.wait(120), "the child never reached its commit"
     assert storage.list(f"lake/{DATASET}/_lock/")  # it holds the lease, with files staged
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     assert storage.read_text(lake.manifest_key(DATASET)) == before  # killed mid-commit: nothing visible
+    return storage, cfg, late, frame
 
+
+def test_run_killed_holding_the_lease_is_taken_over_after_staleness(tmp_path: Path) -> None:
+    policy = lake_commit.CommitPolicy(stale_after_s=1.5, timeout_s=60)
+    storage, cfg, late, frame = _kill_while_committing(tmp_path, policy, elsewhere=True)
     t0 = time.monotonic()
     done = ingest(cfg, storage, source_uri=str(late), policy=policy)  # waits out the staleness, takes over
     assert time.monotonic() - t0 >= 1.0
     assert not done.already_ingested and done.dataset_rows == len(frame)
     got = read_rows(storage, assert_consistent(storage))  # the dead run's staged files were swept
     assert len(got) == len(frame) and got["transaction_id"].is_unique
+
+
+def test_run_killed_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    policy = lake_commit.CommitPolicy(stale_after_s=60, timeout_s=30)  # far longer than the test may take
+    storage, cfg, late, frame = _kill_while_committing(tmp_path, policy, elsewhere=False)
+    t0 = time.monotonic()
+    done = ingest(cfg, storage, source_uri=str(late), policy=policy)  # its pid is gone here: no need to wait
+    assert time.monotonic() - t0 < 30
+    assert not done.already_ingested and done.dataset_rows == len(frame)
+    assert len(read_rows(storage, assert_consistent(storage))) == len(frame)
 
 
 def test_cleanup_spares_a_live_run_and_sweeps_it_once_silent(tmp_path: Path) -> None:
