@@ -31,16 +31,12 @@ from kfloop.config import Config, FeatureViewSpec
 from kfloop.config.contract import parse_duration
 from kfloop.errors import SourceError
 from kfloop.feature_repo import fingerprints
-from kfloop.feature_repo.paths import lease_key, offline_key, stale_key
-from kfloop.feature_repo.state import ViewState, load_state
+from kfloop.feature_repo.paths import offline_key, stale_key
+from kfloop.feature_repo.state import ViewState, load_state, view_lease
 from kfloop.schema import arrow_schema
 from kfloop.storage import Storage
-from kfloop.storage.lease import Lease, lease
+from kfloop.storage.lease import Lease
 
-#: A run waits this long for another run holding the same view; a holder silent (no heartbeat) for
-#: LEASE_STALE_S is taken to be dead and taken over.
-LEASE_TIMEOUT_S = 600.0
-LEASE_STALE_S = 120.0
 #: Reads of the clean dataset per run: a manifest whose files were deleted under a long read is read again.
 _READ_ATTEMPTS = 3
 _US = timedelta(microseconds=1)
@@ -203,14 +199,7 @@ def update_view(storage: Storage, config: Config, view: FeatureViewSpec, *, run_
     """Bring one view's offline table up to the clean dataset (see module docstring), holding its lease.
     The clean manifest is read under the lease: a run that waited sees the data the previous holder saw, or
     newer, never older."""
-    with lease(
-        storage,
-        lease_key(view.name),
-        name=f"feature view {view.name}",
-        owner=run_id,
-        timeout_s=LEASE_TIMEOUT_S,
-        stale_after_s=LEASE_STALE_S,
-    ) as held:
+    with view_lease(storage, view.name, run_id) as held:
         for attempt in range(_READ_ATTEMPTS):
             try:  # every clean read comes before the first write: a retry starts from unchanged state
                 return _update_view(storage, _clean_manifest(storage, config), config, view, held)

@@ -26,16 +26,15 @@ from feast import FeatureStore, FeatureView
 from feast.utils import _convert_arrow_to_proto
 from kfp.dsl import Metrics, Output
 
-from kfloop.components.features import LEASE_STALE_S, LEASE_TIMEOUT_S
 from kfloop.components.ingest import new_run_id
 from kfloop.config import Config, FeatureViewSpec
 from kfloop.errors import StorageError
 from kfloop.feature_repo.online_delete import delete_online
-from kfloop.feature_repo.paths import lease_key, offline_key, stale_key
-from kfloop.feature_repo.state import load_state
+from kfloop.feature_repo.paths import offline_key, stale_key
+from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.storage import Storage
-from kfloop.storage.lease import Lease, lease
+from kfloop.storage.lease import Lease
 
 #: Rows converted and written per online-store call: bounds memory, keeps each write call large.
 WRITE_BATCH_ROWS = 10_000
@@ -118,14 +117,7 @@ def materialize(
     run_id = new_run_id()
     out = []
     for spec in config.features.views:
-        with lease(
-            storage,
-            lease_key(spec.name),
-            name=f"feature view {spec.name}",
-            owner=run_id,
-            timeout_s=LEASE_TIMEOUT_S,
-            stale_after_s=LEASE_STALE_S,
-        ) as held:
+        with view_lease(storage, spec.name, run_id) as held:
             out.append(_materialize_view(store, storage, spec, held, full=full))
     return out
 

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 from kfloop.feature_repo.fingerprints import Fingerprint
-from kfloop.feature_repo.paths import state_key
+from kfloop.feature_repo.paths import lease_key, state_key
 from kfloop.storage import Storage
+from kfloop.storage.lease import Lease, lease
+
+#: A feature or materialize run waits this long for another run holding the same view; a holder silent (no
+#: heartbeat) for LEASE_STALE_S is taken to be dead and taken over.
+LEASE_TIMEOUT_S = 600.0
+LEASE_STALE_S = 120.0
+
+
+def view_lease(storage: Storage, view: str, run_id: str) -> AbstractContextManager[Lease]:
+    """The lease every writer of one view's offline table, state and online values holds, so overlapping
+    feature and materialize runs cannot interleave."""
+    return lease(
+        storage,
+        lease_key(view),
+        name=f"feature view {view}",
+        owner=run_id,
+        timeout_s=LEASE_TIMEOUT_S,
+        stale_after_s=LEASE_STALE_S,
+    )
 
 
 @dataclass

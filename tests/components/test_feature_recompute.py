@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from kfloop.components import features as features_module
-from kfloop.components import materialize as materialize_module
 from kfloop.components.validate import validate
 from kfloop.errors import LeaseBusyError
+from kfloop.feature_repo import state as state_module
 from kfloop.feature_repo.paths import lease_key, offline_key, stale_key, state_key
 from kfloop.lake_commit import CommitPolicy
 from kfloop.storage.lease import lease
@@ -229,8 +229,7 @@ def test_a_run_waits_for_the_view_lease_and_changes_nothing_meanwhile(
     loop.load_demo("early")
     loop.reconfigure(tighten)
     loop.validate()
-    monkeypatch.setattr(features_module, "LEASE_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(materialize_module, "LEASE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(state_module, "LEASE_TIMEOUT_S", 0.3)
     table, state = (tmp_path / "ws" / offline_key(CUSTOMERS)).read_bytes(), loop.state(CUSTOMERS)
     with lease(loop.storage, lease_key(CUSTOMERS), name="another run", owner="run-b"):
         with pytest.raises(LeaseBusyError, match=rf"feature view {CUSTOMERS} is busy: held by run run-b"):
