@@ -185,6 +185,22 @@ def concurrent_ingests(tmp: Path, storage: Storage, cfg: Config) -> None:
     assert again.already_ingested and again.dataset_rows == len(frame)
 
 
+def validate_while(storage: Storage, cfg: Config, during: Callable[[], Any]) -> tuple[dict, Any]:
+    """Validate in a child process, calling ``during`` after it read its lake snapshot and before it scans."""
+    snapshot_taken, go, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    child = SPAWN.Process(target=_validate_child, args=(cfg, spec_of(storage), snapshot_taken, go, out))
+    child.start()
+    try:
+        assert snapshot_taken.wait(120), "validate never started"
+        done = during()
+    finally:
+        go.set()
+    result = out.get(timeout=240)
+    child.join(timeout=30)
+    assert child.exitcode == 0 and "error" not in result, result
+    return result, done
+
+
 # --- tests --------------------------------------------------------------------------------------------------
 
 
@@ -278,17 +294,7 @@ def test_ingest_during_validate_loses_nothing(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(early))
     ingest(cfg, storage)
-    snapshot_taken, go, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    child = SPAWN.Process(target=_validate_child, args=(cfg, spec_of(storage), snapshot_taken, go, out))
-    child.start()
-    try:
-        assert snapshot_taken.wait(120), "validate never started"
-        ingest(cfg, storage, source_uri=str(late))  # commits M+1 while validate works on M
-    finally:
-        go.set()
-    first = out.get(timeout=240)
-    child.join(timeout=30)
-    assert child.exitcode == 0 and "error" not in first, first
+    first, _ = validate_while(storage, cfg, lambda: ingest(cfg, storage, source_uri=str(late)))  # M+1 during M
     raw = assert_consistent(storage)
     assert raw.rows == len(frame) and len(raw.runs) == 2
     assert first["rows_in"] == len(frame) // 2  # the clean dataset reflects the snapshot it validated
@@ -324,18 +330,12 @@ def test_slow_validate_of_an_older_snapshot_never_rolls_the_clean_data_back(tmp_
     ws = tmp_path / "ws"
     storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(early))
     ingest(cfg, storage)
-    snapshot_taken, go, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    child = SPAWN.Process(target=_validate_child, args=(cfg, spec_of(storage), snapshot_taken, go, out))
-    child.start()
-    try:
-        assert snapshot_taken.wait(120), "validate never started"
+
+    def ingest_then_validate() -> Any:
         ingest(cfg, storage, source_uri=str(late))
-        newer = validate(cfg, storage)  # validates both commits and finishes first
-    finally:
-        go.set()
-    older = out.get(timeout=240)
-    child.join(timeout=30)
-    assert child.exitcode == 0 and "error" not in older, older
+        return validate(cfg, storage)  # validates both commits and finishes first
+
+    older, newer = validate_while(storage, cfg, ingest_then_validate)
     assert older["rows_in"] == len(frame) // 2 < newer.report.rows_in == len(frame)
     clean = assert_consistent(storage, CLEAN)
     assert clean.rows == newer.report.rows_clean  # the slow run's older snapshot was discarded
