@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from benchmarks.serving_load import HttpTarget, LoadResult, LoadSpec, Target, _GrpcClient, _HttpClient
+from benchmarks.serving_load import HttpTarget, LoadResult, LoadSpec, Target, _GrpcClient, _HttpClient, loop_factory
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,8 @@ async def _run_closed(spec: ClosedSpec) -> LoadResult:
 
 
 def run_closed(spec: ClosedSpec) -> LoadResult:
-    """One closed-loop run in this process (uvloop when installed, like the open loop)."""
+    """One closed-loop run in this process (on the same event loop as the open loop)."""
     if spec.connections < 1 or spec.count < 1:
         raise ValueError(f"connections and count must be positive, got {spec.connections} and {spec.count}")
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover (uvloop comes with uvicorn[standard])
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_run_closed(spec))

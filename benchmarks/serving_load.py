@@ -359,18 +359,21 @@ async def _run(spec: LoadSpec) -> LoadResult:
     return result
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
-    """One run in this process (uvloop when installed: the cheaper loop leaves more CPU to the server)."""
-    if spec.rate <= 0 or spec.count < 1:
-        raise ValueError(f"rate and count must be positive, got {spec.rate} and {spec.count}")
-    factory: Callable[[], asyncio.AbstractEventLoop]
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop when installed: the cheaper loop leaves more CPU to the server under test."""
     try:
         import uvloop
 
-        factory = uvloop.new_event_loop
+        return uvloop.new_event_loop
     except ImportError:  # pragma: no cover (uvloop comes with uvicorn[standard])
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+        return asyncio.new_event_loop
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    """One run in this process."""
+    if spec.rate <= 0 or spec.count < 1:
+        raise ValueError(f"rate and count must be positive, got {spec.rate} and {spec.count}")
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_run(spec))
 
 
