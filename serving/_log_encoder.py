@@ -175,7 +175,11 @@ def _receive(fd: int, deadline: float | None) -> bytes | None:
     header = _read_exact(fd, _HEADER, deadline)
     if not header:
         return None
-    return _read_exact(fd, int.from_bytes(header, "big"), deadline)
+    size = int.from_bytes(header, "big")
+    body = _read_exact(fd, size, deadline)
+    if len(body) != size:  # the writer died between header and payload: not a clean end
+        raise EOFError("stream ended inside a frame")
+    return body
 
 
 # --- the serving process's side -------------------------------------------------------------------------
@@ -215,10 +219,10 @@ class Encoder:
             answer = _receive(self._proc.stdout.fileno(), deadline)
             if answer is None:
                 raise EOFError(f"the encoder exited (code {self._proc.wait()})")
-        except (OSError, EOFError, TimeoutError) as err:
-            self.close()
+            result = pickle.loads(answer)
+        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError) as err:
+            self.close()  # a half-read answer leaves the pipes out of step: a fresh child for the retry
             raise EncoderError(f"inference log encoder: {err}") from err
-        result = pickle.loads(answer)
         if isinstance(result, BaseException):
             raise EncoderError(f"inference log encoder: {result}")
         days, rejected = result

@@ -20,19 +20,28 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from prometheus_client import REGISTRY, Counter
 
 from kfloop.config import Config
-from kfloop.errors import ConfigError, StorageError
-from kfloop.schema import ARROW_TYPES
+from kfloop.errors import StorageError
 from kfloop.serving._log_encoder import EPOCH, MICROSECOND, PER_REQUEST, Encoder, EncoderError, record
+from kfloop.serving.log_table import (  # re-exported: the log's public API stays here
+    _ADDED,
+    _ADDED_FIELDS,
+    DEFAULTED,
+    LABEL,
+    SCORE,
+    VIOLATIONS,
+    inference_log_schema,
+    log_prefix,
+    logged_inputs,
+    read_inference_log,
+)
 from kfloop.storage import Storage
 
 __all__ = [
@@ -49,30 +58,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Columns the log adds to every row (one value per request).
-TIMESTAMP, REQUEST_ID, MODEL_VERSION, PROTOCOL = "timestamp", "request_id", "model_version", "protocol"
-#: The prediction columns, named as the predictor's V2 outputs are.
-SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
-#: Failed data-contract checks of a row, comma-separated ("" none; null when not checked): serving.unknown_category
-VIOLATIONS = "violations"
-
-_ADDED_FIELDS = (
-    pa.field(TIMESTAMP, pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field(REQUEST_ID, pa.string()),
-    pa.field(MODEL_VERSION, pa.string()),
-    pa.field(PROTOCOL, pa.string()),
-)
-_OUTPUT_FIELDS = (
-    pa.field(SCORE, pa.float64()),
-    pa.field(LABEL, pa.int64()),
-    pa.field(DEFAULTED, pa.bool_()),
-    pa.field(VIOLATIONS, pa.string()),
-)
-_ADDED = frozenset(f.name for f in _ADDED_FIELDS)
 
 assert len(_ADDED_FIELDS) == PER_REQUEST  # the encoder takes the per-request values from the record's head
 #: The longest one batch may take in the encoder process before it is restarted and the batch retried.
 ENCODE_TIMEOUT = 60.0
+#: Rows per batch handed to the encoder process: its memory grows with the batch (~5 KB a row while
+#: converting), and a backlog of ``max_buffer_rows`` in one batch would take a gigabyte beside the server.
+ENCODE_MAX_ROWS = 20_000
 #: A dropped-rows warning is logged at most this often (the counter has every drop).
 DROP_WARNING_SECONDS = 30.0
 
@@ -91,39 +83,6 @@ ROWS_DROPPED = counter_once(
     "kfloop_inference_log_dropped_rows_total", "Inference-log rows dropped (buffer full, log closed or bad values)."
 )
 WRITE_ERRORS = counter_once("kfloop_inference_log_write_errors_total", "Inference-log flushes that failed to write.")
-
-
-def inference_log_schema(config: Config) -> pa.Schema:
-    """The log's columns, derived from the config so every file (and every writer) agrees.
-
-    Entity keys and request features keep their source types; stored features are float64, the dtype the
-    model consumes (integer counts are exact in float64 up to 2**53).
-    """
-    stored = set(config.features.feature_names())
-    inputs = [
-        pa.field(c, pa.float64() if c in stored else ARROW_TYPES[config.source.columns[c]])
-        for c in logged_inputs(config)
-    ]
-    fields = [*_ADDED_FIELDS, *inputs, *_OUTPUT_FIELDS]
-    names = [f.name for f in fields]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise ConfigError(
-            "serving.inference_log: column name(s) used twice (entity key, request feature, stored feature or "
-            f"one of {', '.join(sorted(_ADDED | {SCORE, LABEL, DEFAULTED, VIOLATIONS}))}): {', '.join(clashes)}"
-        )
-    return pa.schema(fields)
-
-
-def logged_inputs(config: Config) -> list[str]:
-    """The model-side columns of a row: entity keys, request features, stored features (in that order)."""
-    features = config.features
-    return [*config.source.entity_keys, *features.request_features, *features.feature_names()]
-
-
-def log_prefix(config: Config) -> str:
-    """Storage prefix of one model's log (without a trailing slash)."""
-    return f"{config.serving.inference_log.prefix.strip('/')}/{config.training.model_name}"
 
 
 def _snapshot(name: str, values: Any) -> list:
@@ -303,21 +262,27 @@ class InferenceLog:
             with self._lock:
                 batch, self._records = self._records, []
                 self._pending_rows = 0
-            if batch:
-                self._encode(batch)
+            start = 0
+            while start < len(batch):  # in chunks of at most ENCODE_MAX_ROWS (at least one request each)
+                end, rows = start + 1, batch[start][0]
+                while end < len(batch) and rows + batch[end][0] <= ENCODE_MAX_ROWS:
+                    rows, end = rows + batch[end][0], end + 1
+                self._encode(batch[start:end], batch[end:])
+                start = end
             while self._files:
                 self._store(self._files[0])
                 self._files.popleft()
 
-    def _encode(self, batch: list[tuple[int, bytes]]) -> None:
-        """The batch → files (in the encoder process: this thread waits without the GIL)."""
+    def _encode(self, batch: list[tuple[int, bytes]], rest: list[tuple[int, bytes]]) -> None:
+        """The batch → files (in the encoder process: this thread waits without the GIL); on failure the
+        batch and the ``rest`` not encoded yet go back to the buffer."""
         remaining = self._deadline - time.monotonic()
         try:
             days, rejected = self._encoder.encode([data for _, data in batch], min(ENCODE_TIMEOUT, remaining))
         except EncoderError as err:
             with self._lock:  # put the batch back, oldest first, ahead of rows appended meanwhile
-                self._records[:0] = batch
-                self._pending_rows += sum(rows for rows, _ in batch)
+                self._records[:0] = batch + rest
+                self._pending_rows += sum(rows for rows, _ in batch + rest)
                 self._oldest = time.monotonic()
                 self._retry_at = time.monotonic() + self._settings.flush_seconds
             self._errors.inc()
@@ -385,56 +350,3 @@ class InferenceLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _partition_date(key: str) -> date | None:
-    for part in key.split("/"):
-        if part.startswith("date="):
-            try:
-                return date.fromisoformat(part.removeprefix("date="))
-            except ValueError:
-                return None
-    return None
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A file written under an older config: current columns, missing ones null, dropped ones left out."""
-    arrays = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def read_inference_log(
-    storage: Storage, config: Config, *, since: datetime | None = None, until: datetime | None = None
-) -> pa.Table:
-    """Every logged row with ``since <= timestamp < until`` (naive datetimes are UTC), oldest first.
-
-    Date partitions outside the window are not read. The result has :func:`inference_log_schema`'s
-    schema, also when nothing was logged.
-    """
-    schema = inference_log_schema(config)
-    since, until = (None if t is None else _utc(t) for t in (since, until))
-    tables = []
-    for key in storage.list(log_prefix(config) + "/"):
-        day = _partition_date(key)
-        if not key.endswith(".parquet") or day is None:
-            continue
-        if (since and day < since.date()) or (until and day > until.date()):
-            continue
-        path = storage.local_path(key)
-        source = str(path) if path is not None else pa.BufferReader(storage.read_bytes(key))
-        tables.append(_conform(pq.read_table(source), schema))
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    ts = table.column(TIMESTAMP)
-    if since is not None:
-        table = table.filter(pc.greater_equal(ts, pa.scalar(since, ts.type)))
-        ts = table.column(TIMESTAMP)
-    if until is not None:
-        table = table.filter(pc.less(ts, pa.scalar(until, ts.type)))
-    return table.sort_by(TIMESTAMP)

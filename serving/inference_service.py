@@ -82,6 +82,22 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 STORAGE_URI_ANNOTATION = "kfloop.io/storage-uri"
 SPEC_HASH_ANNOTATION = "kfloop.io/spec-hash"
 #: Metadata the API server sets on a stored object: never part of what kfloop renders.
+#: Knative's default revision timeout, which is the pod's terminationGracePeriodSeconds in KServe's default
+#: mode (KServe refuses the field itself there), and its default maximum for one.
+KNATIVE_TIMEOUT, KNATIVE_MAX_TIMEOUT = 300, 600
+#: Before the transformer gets SIGTERM, queue-proxy drains; after, the servers stop; then the log's last flush.
+SHUTDOWN_MARGIN = 60
+
+
+def transformer_timeout(serving: ServingConfig) -> int | None:
+    """The transformer's revision timeout (its grace period) when Knative's default would cut the inference
+    log's last flush short; None (the default) otherwise, so the rendered spec does not change."""
+    if serving.inference_log.sink_url or not serving.inference_log.enabled:
+        return None  # the log sink writes the log, not the transformer
+    needed = -(-serving.inference_log.shutdown_timeout_seconds // 1) + SHUTDOWN_MARGIN
+    return int(needed) if needed > KNATIVE_TIMEOUT else None
+
+
 _RUNTIME_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
@@ -173,6 +189,7 @@ def _transformer(config: Config) -> V1beta1TransformerSpec:
         containers=[container],
         # on the transformer: its request has the entity keys, its response the version and `defaulted`
         logger=V1beta1LoggerSpec(mode="all", url=sink) if sink else None,
+        timeout=transformer_timeout(serving),  # the grace period covers the log's last flush
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         scale_metric=scaling.scale_metric,

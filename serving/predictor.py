@@ -141,5 +141,5 @@ class Predictor(Model):
         if asked and asked != version:
             raise protocol.UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
         scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
-        outputs = protocol.requested_outputs(payload)
+        outputs = protocol.requested_outputs(payload, (protocol.SCORE, protocol.LABEL, protocol.DEFAULTED))
         return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None), outputs)

@@ -131,8 +131,15 @@ def _kind(column_type: ColumnType) -> Kind:
 
 
 # --- decoding -------------------------------------------------------------------------------------
-def requested_outputs(payload: Any) -> list[str]:
-    return [o.name for o in getattr(payload, "request_outputs", None) or ()]
+def requested_outputs(payload: Any, available: Sequence[str] = OUTPUTS) -> list[str]:
+    """The V2 outputs the client asked for (empty: all); one this endpoint does not serve is a 400."""
+    asked = [o.name for o in getattr(payload, "request_outputs", None) or ()]
+    bad = [o for o in asked if o not in available]
+    if bad:
+        raise RequestError(
+            f"unknown output(s) {', '.join(repr(o) for o in bad)}: the outputs are {', '.join(available)}"
+        )
+    return asked
 
 
 def protocol_of(payload: Any) -> Protocol:

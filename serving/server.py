@@ -233,12 +233,17 @@ def check_ports(http_port: int, grpc_port: int) -> None:
                 raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from None
 
 
+#: Answered with their reason and logged once where the state changes (a refusal, the store going down or
+#: up): KServe's traceback for every request or readiness probe meanwhile would flood the log.
+_QUIET = (InvalidInput, ModelNotFound, protocol.NotReadyError, protocol.OnlineStoreUnavailableError)
+
+
 def _per_request_lines(record: logging.LogRecord) -> bool:
-    """Drop KServe's per-call lines (gRPC method names; client-mistake tracebacks) when access_log is off."""
+    """Drop KServe's per-call lines (gRPC method names; tracebacks of client mistakes and of answers while
+    not ready) when access_log is off."""
     if record.levelno <= logging.INFO and str(record.msg).startswith("grpc method:"):
         return False
-    # a client's mistake was already answered with its 4xx: no traceback for it
-    return not (record.exc_info and isinstance(record.exc_info[1], (InvalidInput, ModelNotFound)))
+    return not (record.exc_info and isinstance(record.exc_info[1], _QUIET))
 
 
 def run_server(

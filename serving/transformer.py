@@ -85,6 +85,7 @@ class Transformer(Model):
         self.max_rows = config.serving.max_batch_rows
         self.reject_unknown = config.serving.unknown_entity == "reject"
         self.categories = CategoryGuard(config, self.specs)
+        self.outputs = [o["name"] for o in protocol.output_metadata(violations=self.categories.flag)]
         self.store_error: str | None = None
         self._lookup_errors_seen: set[str] = set()  # probe failures already logged (one line each)
         self.lookup_timeout = config.serving.lookup_timeout_seconds
@@ -127,6 +128,7 @@ class Transformer(Model):
                 log.error("online store probe failed (the store answered, so it stays up): %s", text, exc_info=err)
             return self.store_error is None
         if self.store_error:
+            log.warning("online store reachable again (was: %s): ready", self.store_error)
             self.store_error = None
             STORE_UP.labels(self.name).set(1)
         return True
@@ -140,6 +142,8 @@ class Transformer(Model):
             return False
 
     def _store_down(self, err: Exception) -> None:
+        if self.store_error is None:  # one line per outage (requests meanwhile answer 503 with the reason)
+            log.error("online store unreachable (%s: %s): not ready until a probe answers", type(err).__name__, err)
         self.store_error = f"{type(err).__name__}: {err}"
         STORE_UP.labels(self.name).set(0)
 
@@ -167,6 +171,7 @@ class Transformer(Model):
     # --- the request path ----------------------------------------------------------------------------
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         columns, n = protocol.decode(payload, self.specs, self.max_rows)
+        outputs = protocol.requested_outputs(payload, self.outputs)  # 'violations' only with flag
         kind = protocol.protocol_of(payload)
         violations = self.categories.violations(columns, n, kind)  # reject mode: the 400 is raised here
         start = time.perf_counter()
@@ -188,7 +193,6 @@ class Transformer(Model):
         for name in self.categorical:
             inputs[name] = columns[name] if name in columns else np.array(features[name], dtype=object)
         request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
-        outputs = protocol.requested_outputs(payload)
         version = getattr(payload, "model_version", None) or ""
         return Batch(kind, request_id, columns, inputs, n, defaulted, outputs, version, violations)
 

@@ -28,9 +28,11 @@ class InferenceLogConfig(Section):
     shutdown_timeout_seconds: float = Field(
         20.0,
         gt=0,
-        le=600,
+        le=540,
         description="On SIGTERM / Ctrl-C the last flush gets this long; rows still unwritten then (storage down or "
-        "hung) are counted as dropped and logged as lost. The pod's terminationGracePeriodSeconds covers it.",
+        "hung) are counted as dropped and logged as lost. The pod's grace period covers it: beyond 240 s the "
+        "transformer's Knative revision timeout (its grace period) is raised to this + 60 s (Knative's maximum "
+        "is 600 s); in RawDeployment mode the grace period is Kubernetes' 30 s.",
     )
     sink_url: str | None = Field(
         None, description="Cluster: where KServe's request logger sends CloudEvents (the InferenceService logger)."

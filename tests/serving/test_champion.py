@@ -26,7 +26,8 @@ from kfloop.serving import protocol
 from kfloop.serving.champion import ChampionWatch, input_mismatch
 from kfloop.serving.predictor import Predictor
 from kfloop.serving.request_contract import CategoryGuard
-from kfloop.serving.transformer import store_unreachable
+from kfloop.serving.server import _per_request_lines
+from kfloop.serving.transformer import Transformer, store_unreachable
 from kfloop.storage import LocalStorage
 from tests.serving.conftest import Trained
 
@@ -197,6 +198,42 @@ def test_only_unreachable_store_errors_mark_the_store_down() -> None:
     ]
     assert all(store_unreachable(e) for e in unreachable)
     assert not any(store_unreachable(e) for e in answered)
+
+
+class _Lookup:
+    """A lookup whose store refuses connections while ``error`` is set."""
+
+    join_keys = ("customer_id",)
+
+    def __init__(self) -> None:
+        self.error: Exception | None = ConnectionRefusedError(111, "refused")
+
+    def get(self, keys: dict) -> dict:
+        if self.error is not None:
+            raise self.error
+        return {}
+
+
+def test_an_outage_is_logged_once_and_answers_meanwhile_leave_no_tracebacks(
+    trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KServe logs a traceback for every 503 (each request, each readiness probe) during an outage or while
+    not ready: the log says it once when the store goes down and once when it is back."""
+    lookup = _Lookup()
+    transformer = Transformer(trained.config, lookup, predictor=None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO):
+        assert not any(transformer.probe_store() for _ in range(3))
+        lookup.error = None
+        assert transformer.probe_store()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("online store unreachable (ConnectionRefusedError" in m for m in messages) == 1, messages
+    assert sum("online store reachable again" in m for m in messages) == 1, messages
+    for err in (protocol.NotReadyError("m", "refused"), protocol.OnlineStoreUnavailableError("down")):
+        record = logging.LogRecord("kserve", logging.ERROR, __file__, 1, "Exception:", (), (type(err), err, None))
+        assert not _per_request_lines(record)
+    internal = RuntimeError("a bug")
+    record = logging.LogRecord("kserve", logging.ERROR, __file__, 1, "Exception:", (), (RuntimeError, internal, None))
+    assert _per_request_lines(record)
 
 
 def test_the_contracts_allowed_values_reject_or_flag_request_rows(trained: Trained) -> None:

@@ -517,3 +517,72 @@ def test_a_dead_encoder_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
         log.append(rows(3, "b"), model_version="1", request_id="b", protocol="v1")
         log.flush()
     assert read_inference_log(storage, config).column("request_id").to_pylist() == ["a"] * 2 + ["b"] * 3
+
+
+_HALF_ANSWER = """
+import os, sys
+def read(n):
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+for _ in range(2):  # the schema, then one batch
+    read(int.from_bytes(read(8), "big"))
+os.write(1, (100).to_bytes(8, "big"))  # the answer's header, then the process dies
+"""
+
+
+def test_an_encoder_dying_inside_its_answer_keeps_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between an answer's header and its payload (``kill -9`` mid-traffic), the encoder used to
+    hand back an empty answer: the batch vanished uncounted and its rows stayed "held" forever."""
+    from kfloop.serving import _log_encoder
+
+    fake = tmp_path / "half_answer.py"
+    fake.write_text(_HALF_ANSWER)
+    monkeypatch.setattr(_log_encoder, "__file__", str(fake))
+    config = log_config(tmp_path, flush_seconds=3600)
+    storage = LocalStorage(tmp_path)
+    with InferenceLog(storage, config) as log:
+        log.append(rows(4, "a"), model_version="1", request_id="a", protocol="v1")
+        with pytest.raises(StorageError, match="inside a frame"):
+            log.flush()
+        assert log.buffered_rows == 4
+        monkeypatch.undo()  # the real encoder from the next start on
+        log.flush()
+        assert log.buffered_rows == 0
+    assert read_inference_log(storage, config).column("request_id").to_pylist() == ["a"] * 4
+
+
+def test_a_backlog_is_encoded_in_bounded_chunks_and_a_failed_chunk_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog went to the encoder process as one batch: 200k one-row requests (max_buffer_rows) took it
+    to 1 GB, beside the server in the transformer's 1 GiB container. Now chunks of ENCODE_MAX_ROWS rows."""
+    from kfloop.serving._log_encoder import Encoder, EncoderError
+
+    monkeypatch.setattr(inference_log, "ENCODE_MAX_ROWS", 10)
+    sizes: list[int] = []
+    real = Encoder.encode
+
+    def encode(self: Encoder, batch: list[bytes], timeout: float) -> object:
+        sizes.append(len(batch))
+        if len(sizes) == 2:
+            raise EncoderError("killed (test)")
+        return real(self, batch, timeout)
+
+    monkeypatch.setattr(Encoder, "encode", encode)
+    config = log_config(tmp_path, flush_seconds=3600)
+    storage = LocalStorage(tmp_path)
+    with InferenceLog(storage, config) as log:
+        for i in range(7):  # 7 requests of 4 rows: chunks of 2 requests (8 rows ≤ 10)
+            log.append(rows(4, str(i)), model_version="1", request_id=str(i), protocol="v1")
+        with pytest.raises(StorageError):
+            log.flush()  # the first chunk is encoded, the second fails: it and the rest go back
+        assert sizes == [2, 2] and log.buffered_rows == 28
+        log.flush()
+        assert sizes == [2, 2, 2, 2, 1] and log.buffered_rows == 0
+    ids = read_inference_log(storage, config).column("request_id").to_pylist()
+    assert sorted(Counter(ids).items()) == [(str(i), 4) for i in range(7)]

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from kfloop.cli import app
 from kfloop.config import Config, config_from_json, load_config, parse_config
+from kfloop.errors import ConfigError
 from kfloop.registry import ModelRegistry
 from kfloop.serving.inference_service import (
     SPEC_HASH_ANNOTATION,
@@ -198,6 +199,19 @@ def test_logger_only_with_a_sink_url() -> None:
     assert m["spec"]["transformer"]["logger"] == {"mode": "all", "url": sink}
     assert "logger" not in m["spec"]["predictor"]
     assert "logger" not in build(cluster_config())["spec"]["transformer"]
+
+
+def test_the_transformers_grace_period_covers_the_inference_logs_last_flush() -> None:
+    """Knative makes the revision timeout the pod's grace period (300 s by default): a longer shutdown bound
+    for the log's last flush was cut short by SIGKILL. Now the transformer's timeout covers it, and a bound
+    beyond Knative's maximum is refused when the config is read."""
+    assert "timeout" not in build(cluster_config())["spec"]["transformer"]  # default 20 s: spec unchanged
+    long = {"shutdown_timeout_seconds": 400.5}
+    assert build(cluster_config(inference_log=long))["spec"]["transformer"]["timeout"] == 461
+    sink = {**long, "sink_url": "http://sink.kubeflow.svc.cluster.local"}  # the sink writes the log
+    assert "timeout" not in build(cluster_config(inference_log=sink))["spec"]["transformer"]
+    with pytest.raises(ConfigError, match="shutdown_timeout_seconds"):
+        cluster_config(inference_log={"shutdown_timeout_seconds": 600})
 
 
 @pytest.mark.parametrize(

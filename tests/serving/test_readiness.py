@@ -70,7 +70,9 @@ def test_a_champion_whose_inputs_do_not_match_the_config_is_not_ready_with_the_r
     row = {k: v for k, v in trained.request_rows(1)[0].items() if k != "channel"}
     scored = httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": [row]})
     assert scored.status_code == 503 and "channel" in scored.json()["error"]
-    assert f"refused {name} version {trained.champion} (inputs)" in server.log_path.read_text()
+    output = server.log_path.read_text()
+    assert f"refused {name} version {trained.champion} (inputs)" in output
+    assert "NotReadyError" not in output  # said once above, not as a traceback per probe and request
     metrics = httpx.get(f"{server.url}/metrics").text
     refused = f'kfloop_model_refused_total{{model="{name}-predictor",reason="inputs",version="{trained.champion}"}} 1.0'
     assert refused in metrics

@@ -335,6 +335,9 @@ def test_requested_outputs_and_the_served_version_url(trained: Trained, server: 
     inputs = v2_inputs(trained.request_rows(2), request_specs(trained.config))
     body = _v2(server, name, {"inputs": inputs, "outputs": [{"name": "score"}]}).json()
     assert [o["name"] for o in body["outputs"]] == ["score"]
+    # 'violations' is an output only with unknown_category: flag; asking for it otherwise was a 200 without it
+    refused = _v2(server, name, {"inputs": inputs, "outputs": [{"name": "violations"}]})
+    assert refused.status_code == 400 and "'violations'" in refused.json()["error"], refused.text
     versioned = _v2(server, f"{name}/versions/{trained.champion}", {"inputs": inputs})
     assert versioned.status_code == 200 and versioned.json()["model_version"] == trained.champion
     with grpc.insecure_channel(server.grpc_target) as channel:
