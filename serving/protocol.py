@@ -256,6 +256,13 @@ def _decode_v2(request: InferRequest, specs: Sequence[ColumnSpec]) -> dict[str, 
     return out
 
 
+def _null_if_empty(value: Any, spec: ColumnSpec) -> Any:
+    """A BYTES tensor cannot hold a null: in a nullable string column an empty element is the null (what
+    ``kfloop.serving.client`` sends for None), as a missing value was at ingest, not a category "" that the
+    contract would refuse."""
+    return None if value == "" and spec.nullable else value
+
+
 def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
     name, datatype, shape = spec.name, tensor.datatype, list(tensor.shape)
     if spec.kind == "string" and datatype != "BYTES":
@@ -269,7 +276,8 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
         try:
             values = tensor.as_numpy().reshape(-1)
             if spec.kind == "string":
-                return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+                decoded = (v.decode() if isinstance(v, bytes) else v for v in values)
+                return np.array([_null_if_empty(v, spec) for v in decoded], dtype=object)
         except (ValueError, InvalidInput, struct.error, UnicodeDecodeError) as err:
             raise RequestError(f"input {name!r}: raw data does not match {datatype} {shape} ({err})") from None
         return _finite(values.astype(np.float64), spec)
@@ -292,7 +300,7 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
                 continue
             if not isinstance(v, str):
                 raise RequestError(f"input {name!r}[{i}]: expected a string, got {type(v).__name__} {v!r}")
-            out.append(v)
+            out.append(_null_if_empty(v, spec))
         return np.array(out, dtype=object)
     integers = datatype in _INT_TYPES
     for i, v in enumerate(data):

@@ -27,6 +27,7 @@ from kfloop.config import Config
 from kfloop.demo import DemoSpec, generate, write_frame
 from kfloop.errors import LeaseBusyError
 from kfloop.storage import LocalStorage, S3Storage, Storage
+from kfloop.storage._process import host_identity
 from kfloop.storage.lease import lease
 from tests.conftest import S3_CREDS, demo_config
 
@@ -355,7 +356,7 @@ def test_a_live_run_on_another_machine_with_the_same_hostname_is_spared(tmp_path
     exited = SPAWN.Process(target=time.sleep, args=(0,))
     exited.start()
     exited.join()
-    for run, host, pid in ((twin, twin_host, 4_000_000), (dead, lake_commit._host(), exited.pid)):
+    for run, host, pid in ((twin, twin_host, 4_000_000), (dead, host_identity(), exited.pid)):
         body = {"run_id": run, "host": host, "pid": pid, "at": lake.now_iso()}
         storage.write_text(lake_commit.active_key(DATASET, run), json.dumps(body))
         storage.write_bytes(lake.part_key(DATASET, "2026-01-01", run, 0), b"staged")

@@ -262,6 +262,9 @@ def test_grpc_mistakes_get_invalid_argument_or_not_found(trained: Trained, serve
         assert code(grpc_request("no-such-model", [row], specs))[0] == grpc.StatusCode.NOT_FOUND
         # a nullable field may be NaN (imputed like a missing value)
         assert code(grpc_request(name, [{**row, "distance_from_home_km": math.nan}], specs))[0] == grpc.StatusCode.OK
+        # BYTES has no null: an empty element of a nullable string column is the null, not a refused category
+        assert code(grpc_request(name, [{**row, "channel": None}], specs))[0] == grpc.StatusCode.OK
+        assert code(grpc_request(name, [{**row, "channel": ""}], specs))[0] == grpc.StatusCode.OK
 
 
 def test_prometheus_metrics_count_requests_by_protocol_and_status(trained: Trained, server: Server) -> None:
