@@ -11,7 +11,8 @@ DEMO_SOURCE ?= .kfloop/source/transactions.csv
 # a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
 DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001
 
-# System packages (Debian/Ubuntu; each package installs a binary of the same name on PATH)
+# System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
+# use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
 TEST_PACKAGES := redis-server chromium
 BENCH_PACKAGES := redis-server wrk
 
@@ -20,7 +21,7 @@ BENCH_PACKAGES := redis-server wrk
 
 # $(call ensure_packages,PKG...): install the missing ones with apt-get when root, else name the command and stop
 define ensure_packages
-	@missing=""; for p in $(1); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(1); do [ -x /usr/bin/$$p ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system packages:$$missing"; \

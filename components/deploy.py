@@ -4,8 +4,9 @@ Locally (a workspace directory) nothing is deployed: a running ``kfloop serve`` 
 switches to a new champion by itself. On a cluster (S3 workspace) the step creates the InferenceService,
 updates it when it serves another version (as a canary when ``serving.canary_traffic_percent`` is set and
 the version is newer), replaces it when it serves the champion with another rendered spec (image,
-resources, autoscaling, config: its ``kfloop.io/spec-hash`` annotation differs; no canary, the version is
-the same), and leaves it alone when both version and spec hash match. The registry is read again rather
+resources, autoscaling, config: its ``kfloop.io/spec-hash`` annotation differs; no new canary, the version
+is the same, but one still in progress keeps its share), and leaves it alone when both version and spec
+hash match. The registry is read again rather
 than trusting the evaluate step's answer, so a promotion or rollback by hand in between wins.
 """
 
@@ -107,9 +108,14 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
                 "or choose another training.model_name"
             )
         served = labels.get(VERSION_LABEL)
-        # a rollback goes to the old version at once, never as a canary; nor does a new spec of the same one
-        canary = served != version and _newer(version, served)
+        # a rollback goes to the old version at once, never as a canary; nor does a new spec of the same one,
+        # unless that version is still a canary: its share stays, else the spec change would end the canary
+        live_share = ((existing.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        keep_share = served == version and live_share is not None and config.serving.canary_traffic_percent
+        canary = bool(keep_share) or (served != version and _newer(version, served))
         body = inference_service_manifest(build_inference_service(config, version, uri, canary=canary))
+        if keep_share:  # the share in force (perhaps raised by hand), not the configured starting share
+            body["spec"]["predictor"]["canaryTrafficPercent"] = live_share
         live_hash = (meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
         wanted_hash = result["spec_hash"] = body["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
         if served == version and live_hash == wanted_hash:
@@ -118,6 +124,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
             result["reason"] = (
                 f"serves {version} already with another spec ({SPEC_HASH_ANNOTATION} {_short(live_hash)} → "
                 f"{_short(wanted_hash)}): image, resources, autoscaling or config changed"
+                + (f"; still a canary at {live_share} %" if keep_share else "")
             )
         # A full update (PUT at the version we read), not a merge patch: a merge patch would leave behind a
         # canaryTrafficPercent or logger the config no longer has. Labels and annotations others set stay.
@@ -127,7 +134,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
         api.replace_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body)
     except (ApiException, HTTPError, OSError) as err:
         raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from None
-    percent = config.serving.canary_traffic_percent if canary else None
+    percent = (live_share if keep_share else config.serving.canary_traffic_percent) if canary else None
     return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
 
 

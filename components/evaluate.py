@@ -19,6 +19,7 @@ from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 
 from kfloop.components.train import latest_training_set, load_split
 from kfloop.config import Config
+from kfloop.errors import KfloopError
 from kfloop.registry import ModelRegistry, ModelVersion
 from kfloop.registry.store import CorruptModelError
 from kfloop.storage import Storage
@@ -84,15 +85,24 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     current = registry.champion()
     if current is not None and current.version == version:  # a reused model that is champion already
         recorded = _recorded_decision(storage, registry, version)
-        if recorded is not None and recorded.get("promoted"):
+        if recorded is not None and recorded.get("promoted") is True:
             return {**recorded, "champion_after": version, "reused": True}
     manifest = latest_training_set(config, storage)
     test = load_split(storage, manifest, "test")
     label = config.source.label_column
     candidate = registry.get(version)
+    by_hand = current is not None and current.version == version
+    if not by_hand and test[label].nunique() < 2:  # ROC/PR AUC undefined: a gate on NaN would archive it
+        only = f"only label {int(test[label].iloc[0])}" if len(test) else "no rows"
+        raise KfloopError(
+            f"test split of training set {manifest['run_id']} has {only} in its {len(test):,} rows: ROC AUC and "
+            f"PR AUC need both classes, so {version} cannot be judged (more labelled data, or other "
+            "features.splits); it stays a candidate"
+        )
     cand_metrics, p = _score(registry, candidate, test, label)
-    if current is not None and current.version == version:  # promoted by hand: nothing to gate
-        return _champion_by_hand(registry, candidate, cand_metrics, manifest, test[label].to_numpy(), p)
+    if by_hand:  # promoted by hand: nothing to gate
+        rejected = recorded is not None and recorded.get("promoted") is False
+        return _champion_by_hand(registry, candidate, cand_metrics, manifest, test[label].to_numpy(), p, rejected)
     champ_metrics, notes = _champion_metrics(registry, current, manifest, test, label)
     promote, reasons = gate(config, cand_metrics, champ_metrics)
     reasons = notes + reasons
@@ -118,13 +128,20 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
 def _recorded_decision(storage: Storage, registry: ModelRegistry, version: str) -> dict | None:
     """The gate decision recorded beside ``version``, or None (promoted by hand, or unreadable)."""
     try:
-        return json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
+        recorded = json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
     except (FileNotFoundError, ValueError):
         return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _champion_by_hand(
-    registry: ModelRegistry, champion: ModelVersion, metrics: dict, manifest: dict, y: np.ndarray, p: np.ndarray
+    registry: ModelRegistry,
+    champion: ModelVersion,
+    metrics: dict,
+    manifest: dict,
+    y: np.ndarray,
+    p: np.ndarray,
+    rejected: bool = False,
 ) -> dict:
     """The outcome for a reused champion that no gate promoted: its test metrics, and why it was not gated.
 
@@ -141,8 +158,9 @@ def _champion_by_hand(
         "version": version,
         "promoted": True,
         "reasons": [
-            f"{version} is the champion already without a gate decision{note}, e.g. by `kfloop models promote`: "
-            "scored on the newest test split, not gated again"
+            f"{version} is the champion already "
+            + ("although the gate did not promote it" if rejected else "without a gate decision")
+            + f"{note}, e.g. by `kfloop models promote`: scored on the newest test split, not gated again"
         ],
         "candidate": metrics,
         "champion": None,

@@ -108,6 +108,11 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
     va = _split(config, preprocessor, validation, "validation")
     if tr.y.min() == tr.y.max():
         raise KfloopError(f"train split has only label {int(tr.y[0])}: a classifier needs both classes")
+    if va.y.min() == va.y.max():  # the threshold and the validation metrics would be made up
+        raise KfloopError(
+            f"validation split has only label {int(va.y[0])} in its {len(va.y):,} rows: the threshold and the "
+            "validation metrics need both classes (more labelled data, or other features.splits)"
+        )
     pos_weight = positive_weight(tr.y) if config.training.class_weight == "balanced" else 1.0
 
     if framework == "pytorch":

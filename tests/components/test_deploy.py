@@ -268,6 +268,31 @@ def test_cluster_keeps_a_canary_in_progress_when_nothing_changed(
 
 
 @pytest.mark.s3
+def test_a_spec_change_during_a_canary_keeps_the_canary_share(
+    cluster: Any, s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    """A new image (or any config) while v2 is still a canary: replacing it without the share would hand v2
+    all the traffic at once; the share in force (here raised by hand) stays, KServe splits with v1 as before."""
+    api = FakeCustomObjects()
+    add_version(s3_storage, tmp_path, promote=True)
+    cluster(api, canary_traffic_percent=25)
+    add_version(s3_storage, tmp_path, promote=True)
+    cluster(api, canary_traffic_percent=25)
+    predictor(api.served())["canaryTrafficPercent"] = 40  # the operator moved the canary on
+    result = cluster(api, image="ghcr.io/kfloop/kfloop:0.1.1", canary_traffic_percent=25)
+    assert (result["action"], result["version"], result["previous"]) == ("updated", "v2", "v2")
+    assert result["canary_traffic_percent"] == 40 and "still a canary at 40 %" in result["reason"]
+    body = api.served()
+    assert predictor(body)["canaryTrafficPercent"] == 40
+    assert predictor(body)["containers"][0]["image"] == "ghcr.io/kfloop/kfloop:0.1.1"
+    assert body["metadata"]["annotations"][SPEC_HASH] == result["spec_hash"]
+    again = cluster(api, image="ghcr.io/kfloop/kfloop:0.1.1", canary_traffic_percent=25)
+    assert again["action"] == "unchanged" and predictor(api.served())["canaryTrafficPercent"] == 40
+    ended = cluster(api, image="ghcr.io/kfloop/kfloop:0.1.2")  # canary no longer configured: all traffic to v2
+    assert ended["canary_traffic_percent"] is None and "canaryTrafficPercent" not in predictor(api.served())
+
+
+@pytest.mark.s3
 def test_cluster_replaces_a_service_deployed_without_a_spec_hash(
     cluster: Any, s3_storage: S3Storage, tmp_path: Path
 ) -> None:

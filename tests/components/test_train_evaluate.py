@@ -6,11 +6,14 @@ labels arrive late: those rows never reach training."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from kfloop import lake
@@ -19,6 +22,7 @@ from kfloop.components.train import latest_training_set, load_split, train_and_r
 from kfloop.components.training_set import SPLITS
 from kfloop.components.validate import clean_dataset
 from kfloop.demo import DemoSpec, generate
+from kfloop.errors import KfloopError
 from kfloop.registry import ModelRegistry
 from kfloop.registry.store import CorruptModelError
 from kfloop.training.trainer import export, train
@@ -187,6 +191,52 @@ def test_a_champion_promoted_by_hand_without_a_decision_is_evaluated(loop: Loop)
         assert len(decision["curves"]["fpr"]) == len(decision["curves"]["tpr"]) > 1
         assert reg.champion().version == by_hand  # type: ignore[union-attr]
         assert decision_markdown(decision).startswith(f"# Model {by_hand}: **promoted to champion**")
+    finally:
+        if before is not None:
+            reg.promote(before.version, "restore the module's champion")
+
+
+def test_a_split_with_one_class_fails_clearly_instead_of_judging_on_nan(loop: Loop) -> None:
+    """Few labelled rows can leave a split with one class: the threshold, ROC AUC and PR AUC are then undefined.
+    Training says so for the validation split; evaluate says so for the test split and leaves the candidate a
+    candidate, rather than archiving it for a "ROC AUC nan below the minimum"."""
+    cfg, storage = loop.config, loop.storage
+    manifest = latest_training_set(cfg, storage)
+    tr, va = load_split(storage, manifest, "train"), load_split(storage, manifest, "validation")
+    with pytest.raises(KfloopError, match=r"validation split has only label 0 in its [\d,]+ rows: the threshold"):
+        train(cfg, tr, va[va["is_fraud"] == 0])
+    reg = ModelRegistry(storage, cfg.training.model_name)
+    candidate = _register_shuffled(loop)
+    key = f"training_sets/{manifest['feature_service']}/{manifest['run_id']}/test.parquet"
+    original = storage.read_bytes(key)
+    test = load_split(storage, manifest, "test")
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(test[test["is_fraud"] == 0], preserve_index=False), buf)
+    storage.write_bytes(key, buf.getvalue())
+    try:
+        with pytest.raises(KfloopError, match=rf"test split of training set {manifest['run_id']} has only label 0"):
+            evaluate_and_gate(cfg, storage, candidate)
+        assert reg.get(candidate).stage == "candidate"
+        assert not storage.exists(f"registry/{reg.model}/{candidate}/decision.json")
+    finally:
+        storage.write_bytes(key, original)
+
+
+def test_a_version_the_gate_rejected_then_promoted_by_hand_stays_champion(loop: Loop) -> None:
+    """Its decision.json says "not promoted": evaluating it again (training reused it) must report the champion
+    it is, not replay the old rejection, and say that the gate had rejected it."""
+    reg = ModelRegistry(loop.storage, loop.config.training.model_name)
+    before = reg.champion()
+    rejected = _register_shuffled(loop)
+    assert not evaluate_and_gate(loop.config, loop.storage, rejected)["promoted"]
+    reg.promote(rejected, "overruled the gate")
+    try:
+        decision = evaluate_and_gate(loop.config, loop.storage, rejected)
+        assert (decision["promoted"], decision["champion_after"], decision["reused"]) == (True, rejected, True)
+        assert decision["reasons"][0].startswith(
+            f"{rejected} is the champion already although the gate did not promote it (promoted: 'overruled the gate')"
+        )
+        assert reg.champion().version == rejected  # type: ignore[union-attr]
     finally:
         if before is not None:
             reg.promote(before.version, "restore the module's champion")
