@@ -89,5 +89,5 @@ check-compiled: $(STAMP) ## Fail if pipelines/compiled/training.yaml is stale
 	diff -q pipelines/compiled/training.yaml .kfloop/check/training.yaml || \
 		(echo "pipelines/compiled/training.yaml is stale: run make compile" && exit 1)
 
-clean: ## Remove the local workspace and build outputs (keeps .venv)
-	rm -rf .kfloop build dist *.egg-info .pytest_cache .ruff_cache
+clean: ## Remove the local workspace, build outputs and the benchmarks' venvs (keeps .venv)
+	rm -rf .kfloop .bench build dist *.egg-info .pytest_cache .ruff_cache
