@@ -17,8 +17,8 @@ both frameworks the table's "of floor" column mixes them: the per-framework ours
 printed after the table (from each case's median time).
 
 TensorFlow op determinism, which ours turns on process-wide and which cannot be turned off, is enabled
-before any case runs so ours and floor always train under the same setting. Each framework is warmed up
-(untimed) first, so no case pays the process's first-run costs.
+by the floor too, before it builds its model, so ours and floor always train under the same setting.
+Each framework is warmed up (untimed) first, so no case pays the process's first-run costs.
 
 Data: the demo rows, each joined per feature view with its entity's newest feature row strictly before
 the row's event time (``compute_view`` + ``merge_asof``, as the trainer tests build it without Feast),
@@ -51,6 +51,7 @@ from kfloop.config import Config, load_config, parse_config
 from kfloop.config.contract import parse_duration
 from kfloop.demo import DemoSpec, generate
 from kfloop.files import atomic_write
+from kfloop.training.base import FRAMEWORKS, trainer_for
 from kfloop.training.preprocess import Preprocessor, feature_columns
 from kfloop.training.trainer import positive_weight, train
 
@@ -60,7 +61,6 @@ EPOCHS = 2
 TRAIN_FRACTION, VALIDATION_FRACTION = 0.70, 0.15
 WARMUP_ROWS = 4096
 CONFIG_PATH = ROOT / "examples" / "fraud" / "kfloop.yaml"
-FRAMEWORKS = ("pytorch", "tensorflow")
 
 
 # --- data: a point-in-time training set without Feast (cached) ------------------------------------
@@ -195,10 +195,12 @@ def run_torch_floor(config: Config, a: Arrays) -> None:
 def run_tf_floor(config: Config, a: Arrays) -> None:
     """``model.fit`` of the same Keras model on numpy arrays, same class weights; no validation."""
     import keras
+    import tensorflow as tf
 
     from kfloop.training.tf_trainer import build_model
 
     t = config.training
+    tf.config.experimental.enable_op_determinism()  # as ours does (process-wide; a no-op once on)
     keras.utils.set_random_seed(t.seed)
     model = build_model(a.x_num.shape[1], a.cardinalities, t.embedding_dim, t.hidden_units)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss="binary_crossentropy")
@@ -257,19 +259,6 @@ def selected_frameworks() -> tuple[str, ...]:
     return chosen
 
 
-def _prepare(framework: str) -> dict[str, str]:
-    """Import the framework, pin TF op determinism (see the module docstring); return its versions."""
-    if framework == "pytorch":
-        import torch
-
-        return {"torch": torch.__version__}
-    import keras
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
-    return {"tensorflow": tf.__version__, "keras": keras.__version__}
-
-
 def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEED) -> Benchmark:
     """Build (cached) and split the training set, pre-make the floor's arrays, warm up, then the cases."""
     n = rows or ROWS
@@ -283,7 +272,7 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     floors = {"pytorch": run_torch_floor, "tensorflow": run_tf_floor}
     versions: dict[str, str] = {}
     for fw in frameworks:  # untimed warm-up: imports, kernels, first-trace costs
-        versions.update(_prepare(fw))
+        versions.update(trainer_for(fw).versions())
         tiny = bench_config(fw, epochs=1)
         run_ours(tiny, train_frame.iloc[:WARMUP_ROWS], validation.iloc[:WARMUP_ROWS])
         floors[fw](tiny, arrays.head(WARMUP_ROWS))

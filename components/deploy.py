@@ -10,7 +10,6 @@ hash match. The registry is read again rather
 than trusting the evaluate step's answer, so a promotion or rollback by hand in between wins.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import json
 from typing import Any, Protocol
 
@@ -176,12 +175,3 @@ def run_deploy_step(config_json: str, evaluated: str = "", api: CustomObjectsApi
 
     config, storage = open_step(config_json)
     return {**deploy_champion(config, storage, api), "evaluated": evaluated or None}
-
-
-def deploy_component(config_json: str, champion: str) -> str:
-    """KFP step: serve the registry's champion (KServe on a cluster; a no-op that a local server follows)."""
-    import json
-
-    from kfloop.components.deploy import run_deploy_step
-
-    return json.dumps(run_deploy_step(config_json, champion))

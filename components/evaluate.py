@@ -9,13 +9,11 @@ such a version (same data, same settings), it is scored on the newest test split
 champion it is, without being gated again.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 
 from kfloop.components.train import latest_training_set, load_split
 from kfloop.config import Config
@@ -188,25 +186,3 @@ def run_evaluate_step(config_json: str, version: str) -> dict:
 
     config, storage = open_step(config_json)
     return evaluate_and_gate(config, storage, version)
-
-
-def evaluate_component(
-    config_json: str,
-    version: str,
-    metrics: Output[Metrics],
-    classification: Output[ClassificationMetrics],
-    decision: Output[Markdown],
-) -> str:
-    """KFP step: test metrics, ROC curve and confusion matrix, champion comparison and promotion."""
-    from kfloop.components.evaluate import decision_markdown, run_evaluate_step
-
-    d = run_evaluate_step(config_json, version)
-    for key, value in d["candidate"].items():
-        metrics.log_metric(f"test_{key}", value)
-    metrics.log_metric("promoted", 1 if d["promoted"] else 0)
-    c = d["curves"]
-    classification.log_roc_curve(c["fpr"], c["tpr"], c["thresholds"])
-    classification.log_confusion_matrix(["legit", "fraud"], c["confusion_matrix"])
-    with open(decision.path, "w") as fh:
-        fh.write(decision_markdown(d))
-    return d["champion_after"] or ""

@@ -10,7 +10,6 @@ view definition rebuilds that view from scratch. Each table is replaced atomical
 a half-written file, and a per-view lease keeps overlapping runs from interleaving table and state.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import hashlib
 import io
 import logging
@@ -21,7 +20,6 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from kfp.dsl import Metrics, Output
 
 from kfloop import lake
 from kfloop.aggregates import compute_view
@@ -29,6 +27,7 @@ from kfloop.components.ingest import new_run_id
 from kfloop.components.validate import clean_dataset
 from kfloop.config import Config, FeatureViewSpec
 from kfloop.config.contract import parse_duration
+from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS
 from kfloop.errors import SourceError
 from kfloop.feature_repo import fingerprints
 from kfloop.feature_repo.paths import offline_key, stale_key
@@ -148,25 +147,25 @@ def _mark_stale(storage: Storage, view: str, entities: pa.ChunkedArray | pa.Arra
 def _fill_time_since_previous(added: pa.Table, previous: pa.Table, entity: str) -> pa.Table:
     """An entity's previous event may be older than the look-back read this run; the offline table
     still has it (one row per event), so a gap left null is filled from there."""
-    col = added.column("seconds_since_previous")
+    col = added.column(TIME_SINCE_PREVIOUS)
     if col.null_count == 0 or previous.num_rows == 0:
         return added
-    last = previous.group_by(entity).aggregate([("event_timestamp", "max")]).to_pandas()
-    last_seen = dict(zip(last[entity], last["event_timestamp_max"], strict=True))
-    frame = added.select([entity, "event_timestamp"]).to_pandas()
+    last = previous.group_by(entity).aggregate([(FEATURE_TIMESTAMP, "max")]).to_pandas()
+    last_seen = dict(zip(last[entity], last[f"{FEATURE_TIMESTAMP}_max"], strict=True))
+    frame = added.select([entity, FEATURE_TIMESTAMP]).to_pandas()
     gaps = col.to_pandas()
     before = frame[entity].map(last_seen)
-    fill = (frame["event_timestamp"] - before).dt.total_seconds()
+    fill = (frame[FEATURE_TIMESTAMP] - before).dt.total_seconds()
     gaps = gaps.where(gaps.notna() | before.isna(), fill)
-    index = added.schema.get_field_index("seconds_since_previous")
-    return added.set_column(index, "seconds_since_previous", pa.array(gaps, pa.float64(), from_pandas=True))
+    index = added.schema.get_field_index(TIME_SINCE_PREVIOUS)
+    return added.set_column(index, TIME_SINCE_PREVIOUS, pa.array(gaps, pa.float64(), from_pandas=True))
 
 
 def _split(table: pa.Table | None, since: datetime | None) -> tuple[pa.Table | None, pa.Table | None]:
     """(rows at or before ``since``: kept, rows after it: replaced by this run)."""
     if table is None or since is None:
         return None, table
-    ts = table.column("event_timestamp")
+    ts = table.column(FEATURE_TIMESTAMP)
     after = pc.greater(ts, pa.scalar(since, ts.type))
     return table.filter(pc.invert(after)), table.filter(after)
 
@@ -239,7 +238,7 @@ def _update_view(
     rows_removed = dropped.num_rows if dropped is not None else 0
     parts = [t for t in (kept, added) if t is not None and t.num_rows]
     table = pa.concat_tables(parts) if parts else (added if added is not None else kept)
-    newest = pc.max(table.column("event_timestamp")).as_py() if table is not None and table.num_rows else None
+    newest = pc.max(table.column(FEATURE_TIMESTAMP)).as_py() if table is not None and table.num_rows else None
     prints = _fingerprints(clean, dates, ts, newest, changes.unchanged if changes else {})
     if table is not None and (rows_added or rows_removed or rebuilt):
         held.check()
@@ -293,17 +292,3 @@ def run_features_step(config_json: str) -> list[dict]:
 
     config, storage = open_step(config_json)
     return [asdict(u) for u in compute_features(config, storage)]
-
-
-def features_component(config_json: str, metrics: Output[Metrics]) -> str:
-    """KFP step: compute the offline feature tables (Feast sources) from the clean dataset."""
-    import json
-
-    from kfloop.components.features import run_features_step
-
-    updates = run_features_step(config_json)
-    for u in updates:
-        metrics.log_metric(f"{u['view']}_rows_added", u["rows_added"])
-        metrics.log_metric(f"{u['view']}_rows_removed", u["rows_removed"])
-        metrics.log_metric(f"{u['view']}_offline_rows", u["offline_rows"])
-    return json.dumps(updates)

@@ -1,9 +1,9 @@
 """Ingest stage: a source file → the lake (partitioned Parquet), incremental, idempotent, atomic.
 
-Pure core :func:`ingest` (unit tests call it), plus :func:`ingest_step`, the body of the KFP component.
+Pure core :func:`ingest` (unit tests call it), plus :func:`run_ingest_step`, the pipeline step's entrypoint
+(its KFP wrapper is in ``kfloop.pipelines.components``; nothing here imports kfp).
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signature at decoration time.
 import functools
 import secrets
 import tempfile
@@ -16,7 +16,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from kfp.dsl import Dataset, Metrics, Output
 from minio import Minio
 
 from kfloop import lake, lake_commit
@@ -313,29 +312,3 @@ def run_ingest_step(config_json: str, source_uri: str, run_manifest_path: str, q
     else:
         pq.write_table(full_quarantine_schema(arrow_schema(config.source)).empty_table(), quarantine_path)
     return result
-
-
-def ingest_component(
-    config_json: str,
-    source_uri: str,
-    run_manifest: Output[Dataset],
-    quarantine: Output[Dataset],
-    metrics: Output[Metrics],
-):
-    """KFP step: ingest the source into the lake (body runs in the project image; see ``run_ingest_step``)."""
-    from kfloop.components.ingest import run_ingest_step
-
-    result = run_ingest_step(config_json, source_uri, run_manifest.path, quarantine.path)
-    for key in ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "dataset_rows", "files"):
-        metrics.log_metric(key, getattr(result, key))
-    run_manifest.metadata.update(
-        {
-            "dataset": result.dataset,
-            "watermark": result.watermark_after or "",
-            "rows": result.dataset_rows,
-            "content_hash": result.content_hash,
-            "schema_hash": result.schema_hash,
-            "manifest": result.manifest_uri,
-        }
-    )
-    quarantine.metadata["rows"] = result.rows_quarantined

@@ -12,7 +12,6 @@ values always equal a fresh full computation + materialization. Each view is mat
 lease, so a feature run cannot replace the table or state in between.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,10 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.utils import _convert_arrow_to_proto
-from kfp.dsl import Metrics, Output
 
 from kfloop.components.ingest import new_run_id
 from kfloop.config import Config, FeatureViewSpec
+from kfloop.config.features import FEATURE_TIMESTAMP
 from kfloop.errors import StorageError
 from kfloop.feature_repo.online_delete import delete_online
 from kfloop.feature_repo.paths import offline_key, stale_key
@@ -80,7 +79,7 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
 
 def _newer_mask(table: pa.Table, since: str | None) -> pa.ChunkedArray:
     """Rows after ``since`` (every row for None)."""
-    ts = table.column("event_timestamp")
+    ts = table.column(FEATURE_TIMESTAMP)
     if since is None:
         return pc.is_valid(ts)
     return pc.greater(ts, pa.scalar(datetime.fromisoformat(since), ts.type))
@@ -168,7 +167,7 @@ def _materialize_view(
             start = (
                 datetime.fromisoformat(state.materialized_until)
                 if state.materialized_until
-                else pc.min(table.column("event_timestamp")).as_py()
+                else pc.min(table.column(FEATURE_TIMESTAMP)).as_py()
             )
             end = datetime.fromisoformat(state.computed_until)
             store.registry.apply_materialization(view, store.project, start, end, commit=True)
@@ -197,18 +196,3 @@ def run_materialize_step(config_json: str) -> list[dict]:
     for r in out:  # JSON has no infinity: -1 means "never materialized"
         r["lag_seconds"] = r["lag_seconds"] if r["lag_seconds"] != float("inf") else -1.0
     return out
-
-
-def materialize_component(config_json: str, metrics: Output[Metrics]) -> str:
-    """KFP step: feast apply + incremental materialization; rows written, duration and lag as Metrics."""
-    import json
-
-    from kfloop.components.materialize import run_materialize_step
-
-    results = run_materialize_step(config_json)
-    for r in results:
-        metrics.log_metric(f"{r['view']}_rows_written", r["rows_written"])
-        metrics.log_metric(f"{r['view']}_rows_deleted", r["rows_deleted"])
-        metrics.log_metric(f"{r['view']}_seconds", r["seconds"])
-        metrics.log_metric(f"{r['view']}_lag_seconds", r["lag_seconds"])
-    return json.dumps(results)

@@ -8,7 +8,6 @@ that produced the data it was trained on (``reports/<dataset>/quality/<run_id>.j
 ``schema_hash`` of the clean data).
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import hashlib
 import io
 import json
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from kfp.dsl import Metrics, Model, Output
 
 import kfloop
 from kfloop import lake
@@ -50,19 +48,6 @@ def load_split(storage: Storage, manifest: dict, split: str) -> pd.DataFrame:
 
 def training_set_prefix_from(manifest: dict) -> str:
     return f"training_sets/{manifest['feature_service']}/{manifest['run_id']}"
-
-
-def _framework_versions(framework: str) -> dict[str, str]:
-    versions = {"kfloop": kfloop.__version__, "python": platform.python_version()}
-    if framework == "pytorch":
-        import torch
-
-        versions["torch"] = torch.__version__
-    else:
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    return versions
 
 
 def contract_hash(config: Config) -> str:
@@ -109,7 +94,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     model = train(config, splits["train"], splits["validation"])
     card = {
         "framework": config.training.framework,
-        "versions": _framework_versions(config.training.framework),
+        "versions": {"kfloop": kfloop.__version__, "python": platform.python_version(), **model.versions},
         "hyperparameters": hyperparameters,
         "threshold": model.threshold,
         "threshold_rule": threshold_rule,
@@ -137,19 +122,3 @@ def run_train_step(config_json: str, pipeline_run: str) -> dict:
 
     config, storage = open_step(config_json)
     return train_and_register(config, storage, pipeline_run)
-
-
-def train_component(config_json: str, pipeline_run: str, model: Output[Model], metrics: Output[Metrics]) -> str:
-    """KFP step: train (PyTorch or TensorFlow per config), export, register a candidate version."""
-    import json
-
-    from kfloop.components.train import run_train_step
-
-    card = run_train_step(config_json, pipeline_run)
-    with open(model.path, "w") as fh:
-        json.dump(card, fh, indent=2, default=str)
-    model.metadata.update({"version": card["version"], "framework": card["framework"], "model": card["model"]})
-    for key, value in card["metrics"]["validation"].items():
-        if isinstance(value, int | float):
-            metrics.log_metric(f"validation_{key}", value)
-    return card["version"]

@@ -9,7 +9,6 @@ counted (a nullable label column is normal: labels often arrive late), and a val
 use (anything but 0/1 or true/false) fails the step at once, naming the column and the values.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import hashlib
 import io
 import json
@@ -22,7 +21,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
-from kfp.dsl import Dataset, Metrics, Output
 
 from kfloop import lake
 from kfloop.components.ingest import new_run_id
@@ -182,19 +180,3 @@ def run_training_set_step(config_json: str) -> dict:
 
     config, storage = open_step(config_json)
     return asdict(build_training_set(config, storage, os.environ))
-
-
-def training_set_component(config_json: str, training_set: Output[Dataset], metrics: Output[Metrics]) -> None:
-    """KFP step: point-in-time-correct training set with train/validation/test splits."""
-    import json
-
-    from kfloop.components.training_set import run_training_set_step
-
-    result = run_training_set_step(config_json)
-    with open(training_set.path, "w") as fh:
-        json.dump(result, fh, indent=2)
-    for key in ("prefix", "feature_service", "feature_service_version", "content_hash"):
-        training_set.metadata[key] = result[key]
-    for name, n in result["rows"].items():
-        metrics.log_metric(f"{name}_rows", n)
-    metrics.log_metric("unlabeled_rows_dropped", result["unlabeled_rows_dropped"])

@@ -5,18 +5,15 @@ The clean dataset is only replaced when the gate passes, so training never sees 
 contract. A re-run on unchanged input and contract reuses the last result, re-judging freshness.
 """
 
-# No `from __future__ import annotations` here: kfp reads the component signatures at decoration time.
 import dataclasses
 import hashlib
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from kfloop import lake, lake_commit
 from kfloop.components.ingest import new_run_id
@@ -262,42 +259,3 @@ def run_validate_step(config_json: str, report_json_path: str, quarantine_path: 
     else:
         pq.write_table(pa.table({REASONS_COLUMN: pa.array([], pa.string())}), quarantine_path)
     return result
-
-
-def validate_component(
-    config_json: str,
-    ingest_manifest: Input[Dataset],
-    report: Output[Artifact],
-    report_html: Output[HTML],
-    report_md: Output[Markdown],
-    clean: Output[Dataset],
-    quarantine: Output[Dataset],
-    metrics: Output[Metrics],
-) -> NamedTuple("GateDecision", [("passed", bool), ("message", str)]):
-    """KFP step: enforce the data contract; the quality report shows in the Kubeflow UI."""
-    from collections import namedtuple
-
-    from kfloop.components.validate import run_validate_step
-
-    result = run_validate_step(config_json, report.path, quarantine.path, clean.path)
-    rep = result.report
-    with open(report_html.path, "w") as fh:
-        fh.write(result.html)
-    with open(report_md.path, "w") as fh:
-        fh.write(result.markdown)
-    metrics.log_metric("quality_score", rep.quality_score)
-    metrics.log_metric("completeness", round(1.0 - rep.metric("completeness"), 6))
-    metrics.log_metric("duplicate_rate", round(rep.metric("duplicates"), 6))
-    metrics.log_metric("rows_in", rep.rows_in)
-    metrics.log_metric("rows_out", rep.rows_clean)
-    metrics.log_metric("rows_quarantined", rep.rows_quarantined)
-    clean.metadata.update({"rows": rep.rows_clean, "manifest": result.clean_manifest_uri or ""})
-    quarantine.metadata["rows"] = rep.rows_quarantined
-    return namedtuple("GateDecision", ["passed", "message"])(rep.gate_passed, rep.gate_message())
-
-
-def gate_component(passed: bool, message: str):
-    """KFP step: stop the pipeline before any training when an `error` check failed."""
-    if not passed:
-        raise RuntimeError("data contract gate failed:\n" + message)
-    print("data contract gate passed")

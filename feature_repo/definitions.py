@@ -13,6 +13,7 @@ from feast.types import Float64, Int64, PrimitiveFeastType, String
 
 from kfloop.config import ColumnType, Config, FeatureViewSpec
 from kfloop.config.contract import parse_duration
+from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS, feature_name
 
 _VALUE_TYPES = {ColumnType.STRING: ValueType.STRING, ColumnType.INT64: ValueType.INT64}
 _FEAST_TYPES: dict[ColumnType, PrimitiveFeastType] = {ColumnType.STRING: String, ColumnType.INT64: Int64}
@@ -46,10 +47,10 @@ def _schema(view: FeatureViewSpec, config: Config) -> list[Field]:
     for agg in view.aggregates:
         for fn in agg.functions:
             fields += [
-                Field(name=f"{agg.column}_{fn}_{w}", dtype=_FUNCTION_TYPES.get(fn, Float64)) for w in agg.windows
+                Field(name=feature_name(agg.column, fn, w), dtype=_FUNCTION_TYPES.get(fn, Float64)) for w in agg.windows
             ]
     if view.time_since_previous:
-        fields.append(Field(name="seconds_since_previous", dtype=Float64))
+        fields.append(Field(name=TIME_SINCE_PREVIOUS, dtype=Float64))
     return fields
 
 
@@ -74,7 +75,7 @@ def build_objects(config: Config, source_uri: dict[str, str], s3_endpoint: str |
             source=FileSource(
                 name=f"{view.name}_source",
                 path=source_uri[view.name],
-                timestamp_field="event_timestamp",
+                timestamp_field=FEATURE_TIMESTAMP,
                 s3_endpoint_override=s3_endpoint,
             ),
             online=True,

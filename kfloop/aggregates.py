@@ -18,7 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfloop.config.contract import parse_duration
-from kfloop.config.features import Aggregate, FeatureViewSpec
+from kfloop.config.features import (
+    FEATURE_TIMESTAMP,
+    TIME_SINCE_PREVIOUS,
+    Aggregate,
+    FeatureViewSpec,
+    feature_name,
+)
 
 __all__ = ["TIMESTAMP_TYPE", "compute_view"]
 
@@ -165,7 +171,7 @@ def _aggregate(
             count = n_valid[hi] - n_valid[lo]
             empty = count == 0
         for fn in agg.functions:
-            name = f"{agg.column}_{fn}_{window}"
+            name = feature_name(agg.column, fn, window)
             if fn == "count":
                 out[name] = pa.array(hi - lo, pa.int64())
             elif fn == "count_distinct":
@@ -225,17 +231,17 @@ def compute_view(
             column = pc.take(table.column(agg.column).combine_chunks(), pa.array(order))
             features.update(_aggregate(agg, column, group, ts_s, index, q, label_delay // _US))
     if view.time_since_previous:
-        features["seconds_since_previous"] = pa.array(gap[selected], pa.float64(), mask=~prev_same[selected])
+        features[TIME_SINCE_PREVIOUS] = pa.array(gap[selected], pa.float64(), mask=~prev_same[selected])
 
     out_order = np.lexsort((group[q], ts_s[q]))  # by (event_timestamp, entity)
     columns = {
         view.entity: pc.take(entity, pa.array(order[q][out_order])),
-        "event_timestamp": pa.array(ts_s[q][out_order], pa.int64()).cast(TIMESTAMP_TYPE),
+        FEATURE_TIMESTAMP: pa.array(ts_s[q][out_order], pa.int64()).cast(TIMESTAMP_TYPE),
     }
     for agg in view.aggregates if not len(q) else ():  # no rows: typed empty columns
         for fn in agg.functions:
             for w in agg.windows:
-                features[f"{agg.column}_{fn}_{w}"] = pa.array([], pa.int64() if "count" in fn else pa.float64())
+                features[feature_name(agg.column, fn, w)] = pa.array([], pa.int64() if "count" in fn else pa.float64())
     for name in view.feature_names():
         columns[name] = pc.take(features[name], pa.array(out_order))
     return pa.table(columns)

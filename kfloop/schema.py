@@ -1,12 +1,18 @@
-"""Logical column types → Arrow types, and the schema hash recorded in manifests."""
+"""Logical column types → Arrow types, and the schema hash recorded in manifests.
+
+Below the config: it needs only the column types (``kfloop.column_types``) and anything with typed
+``columns`` (a ``SourceConfig``), so ``kfloop.config`` can use it without an import cycle.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Protocol
 
 import pyarrow as pa
 
-from kfloop.config import ColumnType, SourceConfig
+from kfloop.column_types import ColumnType
 
 #: Partition column added to every lake dataset (Hive style: ``event_date=YYYY-MM-DD``).
 PARTITION_COLUMN = "event_date"
@@ -20,7 +26,14 @@ ARROW_TYPES: dict[ColumnType, pa.DataType] = {
 }
 
 
-def arrow_schema(source: SourceConfig) -> pa.Schema:
+class TypedColumns(Protocol):
+    """What ``arrow_schema`` reads of a source: ``kfloop.config.SourceConfig`` is one."""
+
+    @property
+    def columns(self) -> Mapping[str, ColumnType]: ...
+
+
+def arrow_schema(source: TypedColumns) -> pa.Schema:
     """The lake schema of a source, in config column order (timestamps are UTC, microseconds)."""
     return pa.schema([pa.field(name, ARROW_TYPES[typ]) for name, typ in source.columns.items()])
 

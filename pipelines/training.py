@@ -13,16 +13,19 @@ from collections.abc import Callable
 from kfp import dsl, kubernetes
 
 from kfloop.cluster_env import plain_env, secret_env_refs
-from kfloop.components.deploy import deploy_component
-from kfloop.components.evaluate import evaluate_component
-from kfloop.components.features import features_component
-from kfloop.components.ingest import ingest_component
-from kfloop.components.materialize import materialize_component
-from kfloop.components.train import train_component
-from kfloop.components.training_set import training_set_component
-from kfloop.components.validate import gate_component, validate_component
 from kfloop.config import Config, Resources, config_to_json
 from kfloop.config.cluster import StepName
+from kfloop.pipelines.components import (
+    deploy_component,
+    evaluate_component,
+    features_component,
+    gate_component,
+    ingest_component,
+    materialize_component,
+    train_component,
+    training_set_component,
+    validate_component,
+)
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2

@@ -21,7 +21,8 @@ TableSeverity = Literal["error", "warn"]
 DuplicateMode = Literal["drop", "keep_latest", "fail"]
 SchemaAction = Literal["error", "warn"]
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION_PATTERN = r"^(\d+)([smhd])$"  # the one duration grammar of the config: windows, TTLs, max ages
+_DURATION = re.compile(DURATION_PATTERN)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 

@@ -13,11 +13,22 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kfloop.config._base import Section
-from kfloop.config.contract import parse_duration
+from kfloop.config.contract import DURATION_PATTERN, parse_duration
 from kfloop.config.storage import SecretRef
 
 Function = Literal["count", "sum", "mean", "min", "max", "count_distinct"]
-Window = Annotated[str, Field(pattern=r"^\d+[smhd]$")]
+Window = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+#: Columns of every offline feature table besides the entity key and the features (the Feast source's
+#: timestamp field, and the optional gap since the entity's previous event).
+FEATURE_TIMESTAMP = "event_timestamp"
+TIME_SINCE_PREVIOUS = "seconds_since_previous"
+
+
+def feature_name(column: str, function: str, window: str) -> str:
+    """The stored name of one aggregate, e.g. ``amount_mean_24h``: the one formula config, the aggregation
+    engine and the Feast definitions share."""
+    return f"{column}_{function}_{window}"
 
 
 class Aggregate(Section):
@@ -31,7 +42,7 @@ class Aggregate(Section):
     )
 
     def names(self) -> list[str]:
-        return [f"{self.column}_{fn}_{w}" for fn in self.functions for w in self.windows]
+        return [feature_name(self.column, fn, w) for fn in self.functions for w in self.windows]
 
 
 class FeatureViewSpec(Section):
@@ -51,7 +62,7 @@ class FeatureViewSpec(Section):
 
     def feature_names(self) -> list[str]:
         names = [n for agg in self.aggregates for n in agg.names()]
-        return [*names, "seconds_since_previous"] if self.time_since_previous else names
+        return [*names, TIME_SINCE_PREVIOUS] if self.time_since_previous else names
 
 
 class SqliteStore(Section):

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from kfloop.column_types import ColumnType
 from kfloop.config._base import Section
+from kfloop.formats import FileFormat
 
-
-class ColumnType(StrEnum):
-    """Logical column types; each maps to one Arrow type in the lake (see ``kfloop.schema``)."""
-
-    INT64 = "int64"
-    FLOAT64 = "float64"
-    STRING = "string"
-    BOOL = "bool"
-    TIMESTAMP = "timestamp"
-
-
-SourceFormat = Literal["auto", "csv", "parquet", "jsonl", "avro"]
+SourceFormat = Literal["auto", FileFormat]
 
 
 class SourceConfig(Section):

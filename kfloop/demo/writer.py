@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import fastavro
 import numpy as np
@@ -18,26 +18,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop.files import atomic_write
+from kfloop.formats import FORMAT_BY_SUFFIX, FORMATS, FileFormat, format_of
 
-FileFormat = Literal["csv", "parquet", "jsonl", "avro"]
-FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl", "avro")
-_SUFFIXES: dict[str, FileFormat] = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".avro": "avro",
-}
 _AVRO_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def format_from_path(path: str | Path) -> FileFormat:
-    """Pick the file format from the suffix (.csv, .parquet/.pq, .jsonl/.ndjson, .avro)."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise ValueError(f"{path}: cannot tell the format from suffix {suffix!r} (known: {', '.join(_SUFFIXES)})")
-    return _SUFFIXES[suffix]
+    """Pick the file format from the suffix (the same suffixes ingestion reads, ``kfloop.formats``)."""
+    fmt = format_of(path)
+    if fmt is None:
+        suffix = Path(path).suffix.lower()
+        raise ValueError(
+            f"{path}: cannot tell the format from suffix {suffix!r} (known: {', '.join(FORMAT_BY_SUFFIX)})"
+        )
+    return fmt
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: FileFormat) -> None:

@@ -22,17 +22,7 @@ from fastavro import reader as avro_reader
 
 from kfloop.config import SourceConfig
 from kfloop.errors import SourceError
-
-FORMAT_BY_SUFFIX = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".avro": "avro",
-}
-
+from kfloop.formats import format_of
 
 #: Only these CSV fields mean "no value"; anything else ("n/a", "NA", "-") is data, and is quarantined
 #: with a reason if it does not parse as the column's type (pyarrow's default list is much wider).
@@ -61,7 +51,7 @@ def detect_format(path: Path, declared: str, display: str | None = None) -> str:
     """The declared format, or the one the file extension names."""
     if declared != "auto":
         return declared
-    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    fmt = format_of(path)
     if fmt is None:
         raise SourceError(f"{display or path}: cannot tell the format from the extension; set source.format")
     return fmt

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from kfloop.config import TrainingConfig
 from kfloop.training import model_io
+from kfloop.training.base import Fit, Split
 from kfloop.training.preprocess import Preprocessor
-from kfloop.training.trainer import Fit, Split
 
 DROPOUT = 0.1
 
@@ -85,8 +85,7 @@ def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: S
         for i, (t, v) in enumerate(zip(losses, val_losses, strict=True))
     ]
     best_epoch = int(np.argmin(val_losses)) + 1
-    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    return Fit(model, _predictor(model), history, best_epoch, versions)
+    return Fit(model, _predictor(model), history, best_epoch, versions())
 
 
 class _Serving(tf.Module):
@@ -113,3 +112,12 @@ def export(model: keras.Model, preprocessor: Preprocessor, directory: Path) -> P
     root = _Serving(model, len(preprocessor.numeric), len(preprocessor.categorical))
     tf.saved_model.save(root, str(path), signatures={"serving_default": root.serve})
     return path
+
+
+def load(directory: Path) -> model_io.ArrayPredictor:
+    """The SavedModel's ``serving_default`` signature that ``export`` wrote into ``directory``."""
+    return model_io.load_saved_model(directory / model_io.SAVED_MODEL_DIR)
+
+
+def versions() -> dict[str, str]:
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from kfloop.config import TrainingConfig
 from kfloop.files import atomic_write
 from kfloop.training import model_io
+from kfloop.training.base import Fit, Split
 from kfloop.training.preprocess import Preprocessor
-from kfloop.training.trainer import Fit, Split
 
 DROPOUT = 0.1
 #: Intra-op threads while training. The model is small (batch x ~30 -> 64 -> 32): one thread measured
@@ -127,13 +127,22 @@ def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: S
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
-    return Fit(net, _predictor(net), history, best_epoch, {"torch": torch.__version__})
+    return Fit(net, _predictor(net), history, best_epoch, versions())
 
 
-def export(net: TabularNet, directory: Path) -> Path:
-    """TorchScript of ``Serving(net)`` at ``directory/model.pt``."""
+def export(net: TabularNet, preprocessor: Preprocessor, directory: Path) -> Path:
+    """TorchScript of ``Serving(net)`` at ``directory/model.pt`` (its input widths come from ``net``)."""
     net.eval()
     scripted = torch.jit.script(Serving(net).eval())
     path = directory / model_io.TORCHSCRIPT_FILE
     atomic_write(path, lambda fh: torch.jit.save(scripted, fh))
     return path
+
+
+def load(directory: Path) -> model_io.ArrayPredictor:
+    """The TorchScript module ``export`` wrote into ``directory``."""
+    return model_io.load_torchscript(directory / model_io.TORCHSCRIPT_FILE)
+
+
+def versions() -> dict[str, str]:
+    return {"torch": torch.__version__}

@@ -1,9 +1,9 @@
 """The framework-neutral trainer: one interface over the PyTorch and TensorFlow models.
 
-``train`` fits the preprocessor on the training split only, hands arrays to the configured framework
-(imported lazily, so importing kfloop never loads both), then picks the decision threshold and scores
-on validation. ``export`` writes the self-contained serving artifact plus ``preprocess.json``;
-``load_exported`` reloads it without any training code.
+``train`` fits the preprocessor on the training split only, hands arrays to the configured framework's
+module (``base.trainer_for``: imported on first use, so importing kfloop never loads either framework),
+then picks the decision threshold and scores on validation. ``export`` writes the self-contained serving
+artifact plus ``preprocess.json``; ``load_exported`` reloads it without any training code.
 """
 
 from __future__ import annotations
@@ -19,30 +19,9 @@ import pandas as pd
 from kfloop.config import Config, TrainingConfig
 from kfloop.errors import ConfigError, KfloopError, StorageError
 from kfloop.training import model_io
+from kfloop.training.base import FRAMEWORKS, Split, check_framework, trainer_for
 from kfloop.training.metrics import choose_threshold, evaluate
 from kfloop.training.preprocess import Preprocessor, feature_columns
-
-FRAMEWORKS = ("pytorch", "tensorflow")
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split as model inputs: standardized numbers, category indices and 0/1 labels."""
-
-    x_num: np.ndarray  # float32 [n, k]
-    x_cat: np.ndarray  # int64 [n, m]
-    y: np.ndarray  # float32 [n]
-
-
-@dataclass
-class Fit:
-    """What a framework trainer returns: the network with its best weights and how it got there."""
-
-    network: Any
-    predict: model_io.ArrayPredictor  # (x_num, x_cat) -> probabilities [n]
-    history: list[dict[str, float]]
-    best_epoch: int
-    versions: dict[str, str]
 
 
 @dataclass
@@ -92,8 +71,7 @@ def hyperparameters(training: TrainingConfig) -> dict[str, Any]:
 def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> TrainedModel:
     """Fit ``config.training.framework``'s model on ``train``, early-stopped and thresholded on ``validation``."""
     framework = config.training.framework
-    if framework not in FRAMEWORKS:
-        raise ConfigError(f"training.framework {framework!r} is not one of {', '.join(FRAMEWORKS)}")
+    check_framework(framework)  # before any data work; the framework itself is imported only to fit
     numeric, categorical = feature_columns(config)
     for name, frame in (("train", train), ("validation", validation)):
         missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
@@ -115,15 +93,7 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
         )
     pos_weight = positive_weight(tr.y) if config.training.class_weight == "balanced" else 1.0
 
-    if framework == "pytorch":
-        from kfloop.training import torch_trainer
-
-        fit = torch_trainer.fit(config.training, preprocessor, tr, va, pos_weight)
-    else:
-        from kfloop.training import tf_trainer
-
-        fit = tf_trainer.fit(config.training, preprocessor, tr, va, pos_weight)
-
+    fit = trainer_for(framework).fit(config.training, preprocessor, tr, va, pos_weight)
     p_val = fit.predict(va.x_num, va.x_cat)
     threshold = choose_threshold(va.y, p_val, config.training.threshold)
 
@@ -147,20 +117,13 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
 def export(model: TrainedModel, directory: Path) -> dict[str, str]:
     """Write the serving artifact (``model.pt`` or ``saved_model/``) and ``preprocess.json`` into
     ``directory`` (new or empty); returns {relative file path: sha256} of every file written."""
+    if model.framework not in FRAMEWORKS:
+        raise ConfigError(f"cannot export a model of framework {model.framework!r}")
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise StorageError(f"export directory {directory} is not empty")
     directory.mkdir(parents=True, exist_ok=True)
-    if model.framework == "pytorch":
-        from kfloop.training import torch_trainer
-
-        artifact = torch_trainer.export(model.network, directory)
-    elif model.framework == "tensorflow":
-        from kfloop.training import tf_trainer
-
-        artifact = tf_trainer.export(model.network, model.preprocessor, directory)
-    else:
-        raise ConfigError(f"cannot export a model of framework {model.framework!r}")
+    artifact = trainer_for(model.framework).export(model.network, model.preprocessor, directory)
     return model_io.checksums(directory, [artifact, model_io.write_preprocessor(model.preprocessor, directory)])
 
 

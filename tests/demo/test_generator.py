@@ -300,7 +300,7 @@ def test_defect_rates_exceeding_the_rows_are_rejected() -> None:
 @pytest.mark.parametrize(
     ("name", "fmt"),
     [("a.csv", "csv"), ("a.parquet", "parquet"), ("a.PQ", "parquet"), ("a.jsonl", "jsonl"),
-     ("a.ndjson", "jsonl"), ("dir/a.avro", "avro")],
+     ("a.ndjson", "jsonl"), ("a.json", "jsonl"), ("dir/a.avro", "avro")],
 )  # fmt: skip
 def test_format_from_path(name: str, fmt: str) -> None:
     assert format_from_path(Path(name)) == fmt
