@@ -1,8 +1,11 @@
-"""Feast object definitions for the ``feast`` CLI (``cd feature_repo && feast apply`` / ``feast ui``).
+"""Feast object definitions for the ``feast`` CLI (``feast apply`` / ``feast ui`` in a Feast repo folder).
 
-Feast collects objects from module globals, so this one module builds them at import from the kfloop
-config (``$KFLOOP_CONFIG``, default: the demo config beside this repository). kfloop's own code never
-imports it; it uses ``kfloop.feature_repo.store.objects_for`` with an explicit config instead.
+In this source tree, ``cd feature_repo && feast apply``. With an installed kfloop, any folder with a
+rendered ``feature_store.yaml`` (``kfloop features repo --out DIR/feature_store.yaml``) and a Python file
+holding ``from kfloop.feature_repo.repo import *`` is such a repo. The config and workspace are found as
+``kfloop.feature_repo.feast_cli`` says (``$KFLOOP_CONFIG``, or ``kfloop.yaml`` beside the repo). kfloop's
+own code never imports this module; it uses ``kfloop.feature_repo.store.objects_for`` with an explicit
+config instead.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kfloop.config import load_config
+from kfloop.feature_repo.feast_cli import repo_workspace
+from kfloop.feature_repo.paths import FEAST_DIR
 from kfloop.feature_repo.store import objects_for
-from kfloop.storage import LocalStorage
 
-_ROOT = Path(__file__).resolve().parents[1]
-_CONFIG = load_config(os.environ.get("KFLOOP_CONFIG", str(_ROOT / "examples" / "fraud" / "kfloop.yaml")))
-_STORAGE = LocalStorage(_ROOT / _CONFIG.storage.root) if _CONFIG.storage.type == "local" else None
-if _STORAGE is None:
-    raise RuntimeError("feature_repo/repo.py serves the embedded (local) workspace; on a cluster kfloop applies")
-(_ROOT / _CONFIG.storage.root / "feast").mkdir(parents=True, exist_ok=True)  # Feast's registry goes here
-globals().update({obj.name: obj for obj in objects_for(_CONFIG, _STORAGE).all})
+# Forced by Feast, which collects a repo's objects from module globals at import (after changing into the
+# repo folder): the objects are built here, and Feast's folder is created here because its file registry
+# and SQLite store create only the last folder of their paths.
+_config, _storage = repo_workspace(Path.cwd(), os.environ)
+(_storage.root / FEAST_DIR).mkdir(parents=True, exist_ok=True)
+_objects = {obj.name: obj for obj in objects_for(_config, _storage).all}
+globals().update(_objects)
+__all__ = sorted(_objects)  # noqa: PLE0605  (names known only once the config is read)

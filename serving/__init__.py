@@ -1,19 +1,7 @@
 """kfloop.serving — KServe model classes (predictor, Feast transformer), the local server, the inference
 log and the InferenceService builder.
 
-``kserve.model_server`` parses ``sys.argv`` when it is first imported (its module-level argparse), and
-``--config`` would be taken as an abbreviation of its ``--configure_logging``. Every kfloop module that
-uses KServe imports it through this package, which does that first import with a neutral argv; the
-serving entry points parse KServe's flags themselves (``kserve.model_server.parser``).
+Importing this package has no side effects. KServe parses ``sys.argv`` when first imported, so the entry
+points (``python -m kfloop.serving``, the ``kfloop`` CLI) import it through
+:func:`kfloop.serving._kserve.import_kserve` (or with a neutral ``sys.argv``) first.
 """
-
-from __future__ import annotations
-
-import sys
-
-_argv, sys.argv = sys.argv, sys.argv[:1]
-try:
-    import kserve  # noqa: F401  (the guarded first import)
-finally:
-    sys.argv = _argv
-del _argv

@@ -26,6 +26,12 @@ def _config(path: str | None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from kfloop._prometheus import drop_inherited_feast_dir
+    from kfloop.serving._kserve import import_kserve
+
+    drop_inherited_feast_dir()
+    argv = sys.argv[1:] if argv is None else argv
+    import_kserve()  # before any kserve import: KServe parses sys.argv at its first import
     import kserve.model_server as kserve_server
     from kserve.logging import logger as log
 
@@ -35,7 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     from kfloop.serving.transformer import Transformer
     from kfloop.storage import open_storage, resolve_credentials
 
-    argv = sys.argv[1:] if argv is None else argv
     ours = argparse.ArgumentParser(prog="python -m kfloop.serving", add_help=True)
     ours.add_argument("role", choices=["transformer", "predictor", "log-sink"])
     ours.add_argument("--config", default=None, help="kfloop.yaml (default: $KFLOOP_CONFIG_JSON)")

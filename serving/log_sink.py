@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
+from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.config import Config, S3StorageConfig, config_from_json, load_config
 from kfloop.errors import KfloopError
 from kfloop.serving.inference_log import (
@@ -276,6 +277,7 @@ def _load(path: Path | None, environ: Mapping[str, str]) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entrypoint: read the config, open the workspace storage and serve until SIGTERM."""
+    drop_inherited_feast_dir()
     parser = argparse.ArgumentParser(prog="python -m kfloop.serving.log_sink", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help=f"kfloop.yaml (default: JSON in ${CONFIG_ENV})")
     parser.add_argument("--host", default="0.0.0.0")

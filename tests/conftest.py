@@ -17,11 +17,14 @@ import pytest
 from minio import Minio
 
 from kfloop.config import Config, load_config, parse_config
+from kfloop.serving._kserve import import_kserve
 from kfloop.storage import S3Credentials, S3Storage
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "examples" / "fraud" / "kfloop.yaml"
 S3_CREDS = S3Credentials("testing-key", "testing-secret")
+
+import_kserve()  # KServe parses sys.argv at its first import: pytest's flags are not its flags
 
 
 def free_port() -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
 from kfloop import __version__
+from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.cli import config_cmd, data_cmd, features_cmd, models_cmd, pipeline_cmd, serve_cmd, serving_manifest_cmd
 from kfloop.cli._common import State
 
@@ -48,8 +50,15 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entrypoint."""
-    app()
+    """Console-script entrypoint. Commands run with a bare ``sys.argv`` (click gets the arguments directly):
+    KServe parses ``sys.argv`` when a serving command first imports it, and our flags are not its flags."""
+    drop_inherited_feast_dir()
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        app(args=argv[1:])
+    finally:
+        sys.argv = argv
 
 
 __all__ = ["app", "main"]

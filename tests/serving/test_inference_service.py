@@ -52,7 +52,7 @@ def cluster_config(**serving: Any) -> Config:
 def from_manifest(data: Any, type_name: str) -> Any:
     """Build SDK objects from a manifest dict like ``kserve.ApiClient`` does (which cannot resolve the
     Kubernetes core types itself), failing on any key or value type the schema does not allow."""
-    import kserve.models as kserve_models  # after kfloop.serving, which imports kserve with a neutral argv
+    import kserve.models as kserve_models  # tests/conftest.py imports kserve first, with a neutral argv
 
     if type_name.startswith("list["):
         assert isinstance(data, list), type_name
