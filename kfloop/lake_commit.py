@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from kfloop import lake
 from kfloop.errors import StorageError
 from kfloop.storage import Storage
-from kfloop.storage._process import host_identity, pid_exited
+from kfloop.storage._process import host_identity, writer_exited
 from kfloop.storage.lease import lease
 
 __all__ = ["CommitPolicy", "Transaction", "appended", "replaced", "transaction"]
@@ -201,7 +201,6 @@ class Transaction:
     def _live_runs(self, now: datetime) -> set[str]:
         """Runs whose heartbeat is fresh at ``now`` (by the storage's clock); dead runs' heartbeats go."""
         live = set()
-        here = host_identity()
         slack = self.storage.mtime_resolution_s
         for key in self.storage.list(f"{lake.dataset_prefix(self.dataset)}/_active/"):
             run = key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -215,7 +214,7 @@ class Transaction:
             except ValueError:
                 body = None
             body = body if isinstance(body, dict) else {}  # unreadable: alive until it ages out
-            exited = bool(here) and body.get("host") == here and pid_exited(body.get("pid"))
+            exited = writer_exited(body, host_key="host")
             if run == self.run_id or (age <= self.policy.stale_after_s and not exited):
                 live.add(run)
             else:

@@ -37,9 +37,10 @@ def pid_exited(pid: object) -> bool:
     return False
 
 
-def writer_exited(body: dict | None) -> bool:
-    """Whether the writer that recorded ``host_id``/``pid`` in ``body`` ran on this host and has exited."""
+def writer_exited(body: dict | None, host_key: str = "host_id") -> bool:
+    """Whether the writer that recorded its :func:`host_identity` under ``host_key`` and its ``pid`` in
+    ``body`` ran on this host and has exited."""
     if not body:
         return False
     here = host_identity()
-    return bool(here) and body.get("host_id") == here and pid_exited(body.get("pid"))
+    return bool(here) and body.get(host_key) == here and pid_exited(body.get("pid"))
