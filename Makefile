@@ -17,7 +17,7 @@ TEST_PACKAGES := redis-server chromium
 BENCH_PACKAGES := redis-server wrk
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-test system-bench run test test-fast lint format bench compile check-compiled clean
+.PHONY: help setup system-test system-bench run test test-fast lint format bench compile check-compiled docs clean
 
 # $(call ensure_packages,PKG...): install the missing ones with apt-get when root, else name the command and stop
 define ensure_packages
@@ -88,6 +88,9 @@ check-compiled: $(STAMP) ## Fail if pipelines/compiled/training.yaml is stale
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null
 	diff -q pipelines/compiled/training.yaml .kfloop/check/training.yaml || \
 		(echo "pipelines/compiled/training.yaml is stale: run make compile" && exit 1)
+
+docs: $(STAMP) ## Regenerate README.md's generated blocks (config reference, error statuses) from the code
+	$(BIN)/python -m kfloop.docs README.md
 
 clean: ## Remove the local workspace, build outputs and the benchmarks' venvs (keeps .venv)
 	rm -rf .kfloop .bench build dist *.egg-info .pytest_cache .ruff_cache

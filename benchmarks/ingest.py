@@ -27,7 +27,8 @@ from benchmarks.harness import Benchmark, Case
 from kfloop.components.ingest import ingest
 from kfloop.config import Config, load_config
 from kfloop.demo import DemoSpec, generate, write_frame
-from kfloop.schema import PARTITION_COLUMN, arrow_schema
+from kfloop.layout import PARTITION_COLUMN
+from kfloop.schema import arrow_schema
 from kfloop.storage import LocalStorage
 
 ROWS = 1_000_000

@@ -53,9 +53,9 @@ from benchmarks.redis_server import REDIS_SERVER, RedisServer, start_redis
 from kfloop.components.materialize import materialize
 from kfloop.config import Config, FeatureViewSpec, load_config, parse_config
 from kfloop.demo import DEFAULT_START
-from kfloop.feature_repo.paths import FEAST_DIR, feast_project, offline_key
 from kfloop.feature_repo.state import ViewState
 from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.layout import FEAST_DIR, feast_project, offline_key
 from kfloop.storage import LocalStorage
 
 ROWS = 1_000_000

@@ -57,12 +57,12 @@ from kfloop import lake
 from kfloop.components.features import compute_features
 from kfloop.components.ingest import ingest
 from kfloop.components.materialize import materialize
-from kfloop.components.validate import clean_dataset, validate
+from kfloop.components.validate import validate
 from kfloop.config import Config
 from kfloop.demo import DEFAULT_START
 from kfloop.feature_repo.online import ServingLookup
-from kfloop.feature_repo.paths import FEAST_DIR, feast_project
 from kfloop.feature_repo.store import open_store
+from kfloop.layout import FEAST_DIR, clean_dataset, feast_project
 from kfloop.storage import LocalStorage
 
 DEMO_ROWS = 100_000  # the demo generator gives rows/50 customers and rows/200 merchants

@@ -36,7 +36,7 @@ import pyarrow as pa
 from benchmarks import ROOT
 from benchmarks.harness import Benchmark, Case
 from benchmarks.ingest import _demo_version
-from kfloop import lake
+from kfloop import layout
 from kfloop.components.ingest import ingest
 from kfloop.components.validate import validate
 from kfloop.config import ColumnType, Config, load_config, parse_config
@@ -155,7 +155,7 @@ def _cleanup(path: Path) -> None:
 
 
 def _lake_data(config: Config, work: Path) -> Path:
-    return work / lake.dataset_prefix(config.source.dataset) / "data"
+    return work / layout.data_prefix(config.source.dataset)
 
 
 def _check(name: str, got: int, expected: int) -> None:

@@ -14,18 +14,11 @@ import json
 from typing import Any, Protocol
 
 from kfloop.config import Config
-from kfloop.errors import KfloopError
+from kfloop.errors import DeployError
 from kfloop.registry import ModelRegistry
 from kfloop.storage import Storage
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-
-
-class DeployError(KfloopError):
-    """The Kubernetes API is unreachable or refused an InferenceService operation (the message names the
-    service and the namespace)."""
-
-    http_status = 502
 
 
 class CustomObjectsApi(Protocol):
@@ -67,7 +60,7 @@ def _in_cluster_api() -> CustomObjectsApi:
             raise DeployError(
                 f"cannot deploy to KServe: no in-cluster service account and no kubeconfig ({err}); the deploy "
                 "step runs inside the cluster, or use a local workspace (storage.type: local) off the cluster"
-            ) from None
+            ) from err
     return client.CustomObjectsApi()
 
 
@@ -132,7 +125,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
         body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
         api.replace_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body)
     except (ApiException, HTTPError, OSError) as err:
-        raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from None
+        raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from err
     percent = (live_share if keep_share else config.serving.canary_traffic_percent) if canary else None
     return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kfloop.components.train import latest_training_set, load_split
+from kfloop import layout
 from kfloop.config import Config
-from kfloop.errors import KfloopError
+from kfloop.errors import CorruptModelError, KfloopError
 from kfloop.registry import ModelRegistry, ModelVersion
-from kfloop.registry.store import CorruptModelError
 from kfloop.storage import Storage
 from kfloop.training.metrics import curves, evaluate
+from kfloop.training.sets import latest_training_set, load_split
 
 
 def _score(registry: ModelRegistry, mv: ModelVersion, test, label: str) -> tuple[dict, np.ndarray]:
@@ -113,7 +113,7 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
         "test_split": {"training_set": manifest["run_id"], "rows": len(test)},
         "curves": curves(test[label].to_numpy(), p, float(candidate.card["threshold"])),
     }
-    storage.write_text(f"{registry.prefix}/{version}/decision.json", json.dumps(decision, indent=2))
+    storage.write_text(layout.decision_key(registry.model, version), json.dumps(decision, indent=2))
     if promote and (current is None or current.version != version):
         registry.promote(version, "; ".join(reasons))
     elif not promote:
@@ -126,7 +126,7 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
 def _recorded_decision(storage: Storage, registry: ModelRegistry, version: str) -> dict | None:
     """The gate decision recorded beside ``version``, or None (promoted by hand, or unreadable)."""
     try:
-        recorded = json.loads(storage.read_text(f"{registry.prefix}/{version}/decision.json"))
+        recorded = json.loads(storage.read_text(layout.decision_key(registry.model, version)))
     except (FileNotFoundError, ValueError):
         return None
     return recorded if isinstance(recorded, dict) else None

@@ -23,16 +23,15 @@ import pyarrow.parquet as pq
 
 from kfloop import lake
 from kfloop.aggregates import compute_view
-from kfloop.components.ingest import new_run_id
-from kfloop.components.validate import clean_dataset
 from kfloop.config import Config, FeatureViewSpec
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS
 from kfloop.errors import SourceError
 from kfloop.feature_repo import fingerprints
-from kfloop.feature_repo.paths import offline_key, stale_key
 from kfloop.feature_repo.state import ViewState, load_state, view_lease
+from kfloop.layout import clean_dataset, offline_key, stale_key
 from kfloop.schema import arrow_schema
+from kfloop.step import new_run_id
 from kfloop.storage import Storage
 from kfloop.storage.lease import Lease
 
@@ -100,7 +99,7 @@ class _CleanRows:
                 raise _CleanFilesGoneError(
                     f"clean dataset {m.dataset!r}: a file of the manifest this run read is gone ({err}): it was "
                     "replaced by a newer validation and removed after its grace period while this run still read it"
-                ) from None
+                ) from err
             self._read[date] = pa.concat_tables(tables) if tables else self.empty
         return self._read[date]
 
@@ -204,7 +203,7 @@ def update_view(storage: Storage, config: Config, view: FeatureViewSpec, *, run_
                 return _update_view(storage, _clean_manifest(storage, config), config, view, held)
             except _CleanFilesGoneError as err:
                 if attempt + 1 == _READ_ATTEMPTS:
-                    raise SourceError(f"feature view {view.name}: {err}; re-run the feature stage") from None
+                    raise SourceError(f"feature view {view.name}: {err}; re-run the feature stage") from err
                 log.warning("feature view %s: %s; reading the clean dataset again", view.name, err)
         raise AssertionError("unreachable")
 

@@ -5,7 +5,6 @@ Pure core :func:`ingest` (unit tests call it), plus :func:`run_ingest_step`, the
 """
 
 import functools
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from minio import Minio
 
-from kfloop import lake, lake_commit
+from kfloop import lake, lake_commit, layout
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
 from kfloop.config import Config
 from kfloop.contract.report import SchemaChange
@@ -28,6 +27,7 @@ from kfloop.files import file_sha256
 from kfloop.schema import arrow_schema
 from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
 from kfloop.sources.observe import observe
+from kfloop.step import new_run_id
 from kfloop.storage import Storage
 
 RAW_COLUMN = "_raw"
@@ -59,15 +59,6 @@ class IngestResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def new_run_id() -> str:
-    """Sortable, unique run id: UTC time plus randomness."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def quarantine_key(dataset: str, run_id: str) -> str:
-    return f"quarantine/{dataset}/{run_id}.parquet"
 
 
 def _quarantine_table(bad: pa.Table, rejects: list[Reject], schema: pa.Schema, source: str) -> pa.Table | None:
@@ -126,7 +117,7 @@ def ingest(
     manifest = lake.read_manifest(storage, src.dataset) or lake.new_manifest(src.dataset, schema)
     _check_schema(manifest, schema)
     watermark_before = manifest.watermark
-    side = {f"quarantine/{src.dataset}/": _committed_quarantine}
+    side = {layout.quarantine_prefix(src.dataset) + "/": _committed_quarantine}
 
     with (
         lake_commit.transaction(storage, src.dataset, run_id, policy=policy, side=side) as txn,
@@ -157,7 +148,7 @@ def ingest(
             "rows_quarantined": counts["quarantined"],
             "rows_skipped": counts["skipped"],
             "files": [f.key for f in files],
-            "quarantine": quarantine_key(src.dataset, run_id) if quarantine_uri else None,
+            "quarantine": layout.quarantine_key(src.dataset, run_id) if quarantine_uri else None,
             "watermark_before": watermark_before,
             "source_columns": observed,
             "schema_changes": [asdict(c) for c in schema_changes],
@@ -227,9 +218,9 @@ def _load(
         if qwriter is None:
             return counts, files, None
         qwriter.close()
-        txn.stage(quarantine_key(src.dataset, run_id))
-        storage.upload_file(qpath, quarantine_key(src.dataset, run_id))
-        return counts, files, storage.uri(quarantine_key(src.dataset, run_id))
+        txn.stage(layout.quarantine_key(src.dataset, run_id))
+        storage.upload_file(qpath, layout.quarantine_key(src.dataset, run_id))
+        return counts, files, storage.uri(layout.quarantine_key(src.dataset, run_id))
     finally:
         writer.close()
 
@@ -284,7 +275,7 @@ def _result(
         schema_hash=manifest.schema_hash,
         content_hash=manifest.content_hash,
         quarantine_uri=quarantine_uri,
-        manifest_uri=storage.uri(lake.manifest_key(manifest.dataset)),
+        manifest_uri=storage.uri(layout.manifest_key(manifest.dataset)),
         started=started,
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -308,7 +299,7 @@ def run_ingest_step(config_json: str, source_uri: str, run_manifest_path: str, q
     result = ingest(config, storage, source_uri=source_uri or None, s3=s3)
     Path(run_manifest_path).write_text(json.dumps(result.to_dict(), indent=2))
     if result.quarantine_uri:
-        storage.download_file(quarantine_key(result.dataset, result.run_id), Path(quarantine_path))
+        storage.download_file(layout.quarantine_key(result.dataset, result.run_id), Path(quarantine_path))
     else:
         pq.write_table(full_quarantine_schema(arrow_schema(config.source)).empty_table(), quarantine_path)
     return result

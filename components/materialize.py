@@ -24,14 +24,14 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.utils import _convert_arrow_to_proto
 
-from kfloop.components.ingest import new_run_id
 from kfloop.config import Config, FeatureViewSpec
 from kfloop.config.features import FEATURE_TIMESTAMP
 from kfloop.errors import StorageError
 from kfloop.feature_repo.online_delete import delete_online
-from kfloop.feature_repo.paths import offline_key, stale_key
 from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.layout import offline_key, stale_key
+from kfloop.step import new_run_id
 from kfloop.storage import Storage
 from kfloop.storage.lease import Lease
 
@@ -73,7 +73,7 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     except Exception as err:  # redis/sqlite client errors have no common base
         raise StorageError(
             f"online store ({store.config.online_store.type}) write failed for {view.name}: {type(err).__name__}: {err}"
-        ) from None
+        ) from err
     return table.num_rows
 
 
@@ -112,7 +112,7 @@ def materialize(
         raise StorageError(
             f"online store ({config.features.online_store.type}) at {where}: cannot apply the "
             f"feature views (registry {store.config.registry.path}, online store): {type(err).__name__}: {err}"
-        ) from None
+        ) from err
     run_id = new_run_id()
     out = []
     for spec in config.features.views:
@@ -135,7 +135,7 @@ def _delete_online(store: FeatureStore, view: FeatureView, entity: str, values: 
         raise StorageError(
             f"online store ({store.config.online_store.type}) delete failed for {view.name}: "
             f"{type(err).__name__}: {err}"
-        ) from None
+        ) from err
 
 
 def _materialize_view(

@@ -9,45 +9,18 @@ that produced the data it was trained on (``reports/<dataset>/quality/<run_id>.j
 """
 
 import hashlib
-import io
 import json
 import platform
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
-
 import kfloop
-from kfloop import lake
-from kfloop.components.training_set import SPLITS
-from kfloop.components.validate import clean_dataset
+from kfloop import lake, layout
 from kfloop.config import Config
-from kfloop.errors import SourceError
-from kfloop.feature_repo.paths import training_set_prefix
 from kfloop.registry import ModelRegistry
 from kfloop.storage import Storage
-
-
-def latest_training_set(config: Config, storage: Storage) -> dict:
-    """The manifest of the newest training set of the config's feature service."""
-    try:
-        return json.loads(storage.read_text(f"{training_set_prefix(config)}/latest.json"))
-    except FileNotFoundError:
-        raise SourceError(
-            f"no training set for {config.features.service!r}: run the training-set stage first"
-        ) from None
-
-
-def load_split(storage: Storage, manifest: dict, split: str) -> pd.DataFrame:
-    """One split of a training set, as pandas."""
-    key = f"{training_set_prefix_from(manifest)}/{split}.parquet"
-    return pq.read_table(io.BytesIO(storage.read_bytes(key))).to_pandas()
-
-
-def training_set_prefix_from(manifest: dict) -> str:
-    return f"training_sets/{manifest['feature_service']}/{manifest['run_id']}"
+from kfloop.training.sets import latest_training_set, load_split
 
 
 def contract_hash(config: Config) -> str:
@@ -64,7 +37,7 @@ def _lineage(config: Config, storage: Storage, manifest: dict) -> dict:
     """
     report, schema_hash = manifest.get("quality_report"), manifest.get("schema_hash")
     if report is None:
-        clean = lake.read_manifest(storage, clean_dataset(config.source.dataset))
+        clean = lake.read_manifest(storage, layout.clean_dataset(config.source.dataset))
         if clean is not None and clean.runs and clean.content_hash == manifest.get("input_content_hash"):
             report, schema_hash = clean.runs[-1].get("report"), clean.schema_hash
     checks = None
@@ -90,7 +63,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
         same_settings = previous.card["hyperparameters"] == hyperparameters
         if same_data and same_settings and previous.card.get("threshold_rule") == threshold_rule:
             return {**previous.card, "reused": True}
-    splits = {name: load_split(storage, manifest, name) for name in SPLITS[:2]}
+    splits = {name: load_split(storage, manifest, name) for name in layout.SPLITS[:2]}
     model = train(config, splits["train"], splits["validation"])
     card = {
         "framework": config.training.framework,

@@ -22,16 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from kfloop import lake
-from kfloop.components.ingest import new_run_id
-from kfloop.components.validate import clean_dataset
+from kfloop import lake, layout
 from kfloop.config import Config
 from kfloop.errors import SourceError
-from kfloop.feature_repo.paths import training_set_prefix
 from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.step import new_run_id
 from kfloop.storage import Storage
 
-SPLITS = ("train", "validation", "test")
 #: Features are read as of just before the event, so the row's own transaction is not in its features.
 AS_OF_OFFSET = timedelta(microseconds=1)
 
@@ -123,9 +120,9 @@ def build_training_set(
     src = config.source
     if src.label_column is None:
         raise SourceError("source.label_column is not set: a training set needs labels")
-    manifest = lake.read_manifest(storage, clean_dataset(src.dataset))
+    manifest = lake.read_manifest(storage, layout.clean_dataset(src.dataset))
     if manifest is None or not manifest.files:
-        raise SourceError(f"clean dataset {clean_dataset(src.dataset)!r} is empty: run validation first")
+        raise SourceError(f"clean dataset {layout.clean_dataset(src.dataset)!r} is empty: run validation first")
     store = store or open_store(config, storage, environ)
     store.apply(objects_for(config, storage).all)
     labels, unlabeled = _binary_labels(_labelled_rows(storage, manifest, config), src.label_column, src.dataset)
@@ -139,20 +136,20 @@ def build_training_set(
     joined = joined[list(dict.fromkeys(ordered))]
     parts = split_by_time(joined, src.timestamp_column, config.features.splits)
     run_id = new_run_id()
-    prefix = f"{training_set_prefix(config)}/{run_id}"
+    service = config.features.service
     digest = hashlib.sha256()
     rows, ranges = {}, {}
-    for name in SPLITS:
+    for name in layout.SPLITS:
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pandas(parts[name], preserve_index=False), buf, compression="zstd")
-        storage.write_bytes(f"{prefix}/{name}.parquet", buf.getvalue())
+        storage.write_bytes(layout.split_key(service, run_id, name), buf.getvalue())
         digest.update(buf.getvalue())
         rows[name] = len(parts[name])
         col = parts[name][src.timestamp_column]
         ranges[name] = [col.min().isoformat(), col.max().isoformat()] if len(col) else []
     result = TrainingSet(
         run_id=run_id,
-        prefix=storage.uri(prefix),
+        prefix=storage.uri(layout.training_set_run_prefix(service, run_id)),
         feature_service=config.features.service,
         feature_service_version=service_version(config),
         features=features,
@@ -167,8 +164,8 @@ def build_training_set(
         schema_hash=manifest.schema_hash,
     )
     body = json.dumps({**asdict(result), "created": datetime.now(UTC).isoformat()}, indent=2)
-    storage.write_text(f"{prefix}/manifest.json", body)
-    storage.write_text(f"{training_set_prefix(config)}/latest.json", body)
+    storage.write_text(layout.training_set_manifest_key(service, run_id), body)
+    storage.write_text(layout.latest_key(layout.training_set_prefix(service)), body)
     return result
 
 

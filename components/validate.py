@@ -15,8 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfloop import lake, lake_commit
-from kfloop.components.ingest import new_run_id
+from kfloop import lake, lake_commit, layout
 from kfloop.config import Config
 from kfloop.contract import table_checks
 from kfloop.contract.checks import check_rules_compile, row_checks
@@ -24,20 +23,8 @@ from kfloop.contract.engine import REASONS_COLUMN, enforce, scan
 from kfloop.contract.report import QualityReport, report_from_json
 from kfloop.errors import SourceError
 from kfloop.schema import arrow_schema
+from kfloop.step import new_run_id
 from kfloop.storage import Storage
-
-
-def clean_dataset(dataset: str) -> str:
-    """Name of the clean dataset derived from a lake dataset."""
-    return f"{dataset}_clean"
-
-
-def report_prefix(dataset: str) -> str:
-    return f"reports/{dataset}/quality"
-
-
-def contract_quarantine_key(dataset: str, run_id: str) -> str:
-    return f"quarantine/{dataset}_contract/{run_id}.parquet"
 
 
 @dataclass(frozen=True)
@@ -83,7 +70,7 @@ def validate(
         raise SourceError(f"lake dataset {src.dataset!r} is empty: run ingestion first")
     schema = arrow_schema(src)
     check_rules_compile(config.contract, schema)
-    clean_name = clean_dataset(src.dataset)
+    clean_name = layout.clean_dataset(src.dataset)
     fingerprint = _fingerprint(manifest, config)
     previous = lake.read_manifest(storage, clean_name)
     if previous and previous.runs and previous.runs[-1].get("fingerprint") == fingerprint:
@@ -98,10 +85,10 @@ def validate(
             done = enforce(storage, manifest, config, checks, scanned, writer, qpath)
             report = _report(config, storage, manifest, run_id, now, checks, scanned, done)
             # the report goes first: every stored quarantine file then belongs to a published run
-            html, markdown, prefix = _publish(storage, report)
+            html, markdown, keys = _publish(storage, report)
             quarantine_uri = quarantine_key = None
             if qpath.exists():
-                quarantine_key = contract_quarantine_key(src.dataset, run_id)
+                quarantine_key = layout.contract_quarantine_key(src.dataset, run_id)
                 storage.move_file(qpath, quarantine_key)
                 quarantine_uri = storage.uri(quarantine_key)
             clean_uri = None
@@ -111,12 +98,12 @@ def validate(
                     "fingerprint": fingerprint,
                     "input_content_hash": manifest.content_hash,
                     "input_commits": len(manifest.runs),
-                    "report": f"{prefix}.json",
+                    "report": keys["json"],
                     "quarantine": quarantine_key,
                     "rows": done.rows_clean,
                 }
                 _replace_clean(storage, src.dataset, schema, writer, run, policy)
-                clean_uri = storage.uri(lake.manifest_key(clean_name))
+                clean_uri = storage.uri(layout.manifest_key(clean_name))
         finally:
             writer.close()
     return ValidateResult(
@@ -124,8 +111,8 @@ def validate(
         clean_uri,
         quarantine_uri,
         quarantine_key,
-        storage.uri(f"{prefix}.json"),
-        storage.uri(f"{prefix}.html"),
+        storage.uri(keys["json"]),
+        storage.uri(keys["html"]),
         html,
         markdown,
     )
@@ -142,7 +129,7 @@ def _replace_clean(
     """Store the clean files and make them the whole clean dataset, under its lease. A concurrent run that
     already committed the same fingerprint (same snapshot, same contract), or a newer snapshot of the lake
     (more ingest commits), wins; ours are discarded, so a slow run never rolls the clean data back."""
-    clean_name = clean_dataset(dataset)
+    clean_name = layout.clean_dataset(dataset)
     with lake_commit.transaction(storage, clean_name, run["run_id"], policy=policy) as txn:
         files = writer.store(storage)
         txn.stage(*(f.key for f in files))
@@ -198,17 +185,17 @@ def _report(config, storage, manifest, run_id, now, checks, scanned, done) -> Qu
     )
 
 
-def _publish(storage: Storage, report: QualityReport) -> tuple[str, str, str]:
+def _publish(storage: Storage, report: QualityReport) -> tuple[str, str, dict[str, str]]:
     """Render and store the report as JSON, HTML and Markdown under the run id, and as latest.json."""
     from kfloop.contract.render import render_html, render_markdown
 
     html, markdown = render_html(report), render_markdown(report)
-    prefix = f"{report_prefix(report.dataset)}/{report.run_id}"
-    storage.write_text(f"{prefix}.html", html)
-    storage.write_text(f"{prefix}.md", markdown)
-    storage.write_text(f"{prefix}.json", report.to_json())
-    storage.write_text(f"{report_prefix(report.dataset)}/latest.json", report.to_json())
-    return html, markdown, prefix
+    keys = {ext: layout.report_key(report.dataset, report.run_id, ext) for ext in ("html", "md", "json")}
+    storage.write_text(keys["html"], html)
+    storage.write_text(keys["md"], markdown)
+    storage.write_text(keys["json"], report.to_json())
+    storage.write_text(layout.latest_key(layout.report_prefix(report.dataset)), report.to_json())
+    return html, markdown, keys
 
 
 def _previous_result(
@@ -229,15 +216,16 @@ def _previous_result(
         checks=checks,
         schema_changes=old.schema_changes,
     )
-    html, markdown, prefix = _publish(storage, report)
-    clean = storage.uri(lake.manifest_key(clean_dataset(config.source.dataset))) if report.gate_passed else None
+    html, markdown, keys = _publish(storage, report)
+    clean_key = layout.manifest_key(layout.clean_dataset(config.source.dataset))
+    clean = storage.uri(clean_key) if report.gate_passed else None
     return ValidateResult(
         report,
         clean,
         storage.uri(run["quarantine"]) if run.get("quarantine") else None,
         run.get("quarantine"),
-        storage.uri(f"{prefix}.json"),
-        storage.uri(f"{prefix}.html"),
+        storage.uri(keys["json"]),
+        storage.uri(keys["html"]),
         html,
         markdown,
         already_validated=True,

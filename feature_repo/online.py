@@ -119,7 +119,7 @@ class ServingLookup:
                 protos[jk] = [EntityKeyProto(join_keys=[jk], entity_values=[make(v)]) for v in keys[jk]]
             except (TypeError, ValueError, OverflowError) as err:
                 row = next(i for i, v in enumerate(keys[jk]) if not _converts(make, v))
-                raise ValueError(f"{jk}[{row}]: {keys[jk][row]!r} is not a valid {jk} ({err})") from None
+                raise ValueError(f"{jk}[{row}]: {keys[jk][row]!r} is not a valid {jk} ({err})") from err
         return protos
 
     def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:

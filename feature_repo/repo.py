@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from kfloop.feature_repo.feast_cli import repo_workspace
-from kfloop.feature_repo.paths import FEAST_DIR
 from kfloop.feature_repo.store import objects_for
+from kfloop.layout import FEAST_DIR
 
 # Forced by Feast, which collects a repo's objects from module globals at import (after changing into the
 # repo folder): the objects are built here, and Feast's folder is created here because its file registry

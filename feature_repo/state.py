@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 from kfloop.feature_repo.fingerprints import Fingerprint
-from kfloop.feature_repo.paths import lease_key, state_key
+from kfloop.layout import state_key, view_lease_key
 from kfloop.storage import Storage
 from kfloop.storage.lease import Lease, lease
 
@@ -22,7 +22,7 @@ def view_lease(storage: Storage, view: str, run_id: str) -> AbstractContextManag
     feature and materialize runs cannot interleave."""
     return lease(
         storage,
-        lease_key(view),
+        view_lease_key(view),
         name=f"feature view {view}",
         owner=run_id,
         timeout_s=LEASE_TIMEOUT_S,

@@ -16,7 +16,7 @@ from feast.repo_config import RepoConfig
 from kfloop.config import Config, S3StorageConfig
 from kfloop.errors import ConfigError
 from kfloop.feature_repo.definitions import FeastObjects, build_objects
-from kfloop.feature_repo.paths import FEAST_DIR, feast_project, offline_key
+from kfloop.layout import FEAST_DIR, FEAST_REGISTRY_FILE, FEAST_SQLITE_FILE, feast_project, offline_key
 from kfloop.storage import Storage
 
 
@@ -42,9 +42,9 @@ def repo_settings(config: Config, root: str, environ: Mapping[str, str] | None =
     """Feast repo settings as a plain mapping (what feature_store.yaml holds), with Feast's files under
     ``root``. With ``environ`` None, ``${VAR}`` placeholders stay for Feast to expand when it reads YAML."""
     feats = config.features
-    registry = feats.registry or f"{root}/registry.db"
+    registry = feats.registry or f"{root}/{FEAST_REGISTRY_FILE}"
     if feats.online_store.type == "sqlite":
-        online: dict = {"type": "sqlite", "path": f"{root}/online.db"}
+        online: dict = {"type": "sqlite", "path": f"{root}/{FEAST_SQLITE_FILE}"}
     else:
         conn = feats.online_store.connection_string
         online = {

@@ -34,20 +34,54 @@ class CastResult:
     bad: pa.Table  # raw columns as strings + _row + _reason
 
 
+#: An explicit UTC offset (or ``Z``) at the end of an ISO 8601 time: such values are parsed apart from naive ones,
+#: which are UTC (pandas would otherwise carry one value's offset over to the naive values after it).
+_OFFSET = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def _parse_int(text: str | None, lo: int, hi: int) -> int | None:
+    """An integer written as digits, or as a float with no fraction (``5.0``, ``1e3``); exact beyond 2**53."""
+    if text is None:
+        return None
+    t = text.strip()
+    if not t.isascii() or "_" in t:  # Python's int() also takes "1_000" and non-ASCII digits; Arrow does not
+        return None
+    try:
+        n = int(t)
+    except ValueError:
+        try:
+            f = float(t)
+        except ValueError:
+            return None
+        if not np.isfinite(f) or not f.is_integer():
+            return None
+        n = int(f)
+    return n if lo <= n <= hi else None
+
+
 def _slow_parse(arr: pa.Array, target: pa.DataType) -> pa.Array:
     """Per-row parse of a string array; unparsable values become null."""
-    s = pd.Series(arr.to_pandas(), dtype="object")
     if pa.types.is_timestamp(target):
-        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+        text = pc.utf8_trim_whitespace(arr)
+        offset = pc.fill_null(pc.match_substring_regex(text, _OFFSET), False).to_numpy(zero_copy_only=False)
+        s = pd.Series(text.to_pandas(), dtype="object")
+        parsed = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+        for part in (offset, ~offset):
+            if part.any():
+                parsed[part] = pd.to_datetime(s[part], utc=True, errors="coerce", format="ISO8601")
         return pa.array(parsed, type=target, from_pandas=True)
+    s = pd.Series(arr.to_pandas(), dtype="object")
     if pa.types.is_boolean(target):
         low = s.str.strip().str.lower()
         out = pd.Series(np.where(low.isin(_TRUE), True, np.where(low.isin(_FALSE), False, None)), dtype="object")
         return pa.array(out, type=target, from_pandas=True)
-    nums = pd.to_numeric(s.str.strip(), errors="coerce")
     if pa.types.is_integer(target):
-        ok = nums.notna() & np.isfinite(nums) & (nums == np.round(nums))
-        return pa.array(nums.where(ok).astype("Int64"), type=target, from_pandas=True)
+        bits = target.bit_width
+        lo, hi = (
+            (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if pa.types.is_signed_integer(target) else (0, (1 << bits) - 1)
+        )
+        return pa.array([_parse_int(v, lo, hi) for v in arr.to_pylist()], type=target)
+    nums = pd.to_numeric(s.str.strip(), errors="coerce")
     keep_nan = s.str.strip().str.lower().isin(["nan", "+nan", "-nan"])
     values = np.where(keep_nan, np.nan, nums.to_numpy(dtype="float64", na_value=np.nan))
     mask = (nums.isna() & ~keep_nan).to_numpy()

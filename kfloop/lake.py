@@ -30,32 +30,11 @@ import pyarrow.parquet as pq
 
 from kfloop.errors import StorageError
 from kfloop.files import file_sha256
-from kfloop.schema import PARTITION_COLUMN, schema_hash
+from kfloop.layout import manifest_key, part_key
+from kfloop.schema import schema_hash
 from kfloop.storage import Storage
 
 FORMAT_VERSION = 1
-
-
-def dataset_prefix(dataset: str) -> str:
-    return f"lake/{dataset}"
-
-
-def manifest_key(dataset: str) -> str:
-    return f"{dataset_prefix(dataset)}/_manifest.json"
-
-
-def part_key(dataset: str, date: str, run_id: str, n: int) -> str:
-    """Where a run stores a data file; the run id in the name lets cleanup tell whose file it is."""
-    return f"{dataset_prefix(dataset)}/data/{PARTITION_COLUMN}={date}/part-{run_id}-{n:05d}.parquet"
-
-
-def part_run_id(key: str) -> str | None:
-    """The run that wrote a data file (see :func:`part_key`); None for a name no run of ours gives."""
-    name = key.rsplit("/", 1)[-1]
-    if not (name.startswith("part-") and name.endswith(".parquet")):
-        return None
-    run, _, n = name[len("part-") : -len(".parquet")].rpartition("-")
-    return run if run and n.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -147,7 +126,7 @@ def read_manifest(storage: Storage, dataset: str) -> Manifest | None:
     try:
         return Manifest.from_json(text)
     except (ValueError, KeyError, TypeError) as err:
-        raise StorageError(f"{storage.uri(manifest_key(dataset))}: corrupt manifest: {err}") from None
+        raise StorageError(f"{storage.uri(manifest_key(dataset))}: corrupt manifest: {err}") from err
 
 
 def schema_types(schema: pa.Schema) -> dict[str, str]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kfloop import lake
+from kfloop import lake, layout
 from kfloop.errors import StorageError
 from kfloop.storage import Storage
 from kfloop.storage._process import host_identity, writer_exited
@@ -52,14 +52,6 @@ class CommitPolicy:
     @property
     def heartbeat_s(self) -> float:
         return self.stale_after_s / 4
-
-
-def lock_key(dataset: str) -> str:
-    return f"{lake.dataset_prefix(dataset)}/_lock"
-
-
-def active_key(dataset: str, run_id: str) -> str:
-    return f"{lake.dataset_prefix(dataset)}/_active/{run_id}.json"
 
 
 def appended(current: lake.Manifest, files: list[lake.DataFile], run: dict) -> lake.Manifest:
@@ -101,7 +93,7 @@ class Transaction:
 
     def _write_heartbeat(self) -> None:
         body = {"run_id": self.run_id, "host": host_identity(), "pid": os.getpid(), "at": lake.now_iso()}
-        self.storage.write_text(active_key(self.dataset, self.run_id), json.dumps(body))
+        self.storage.write_text(layout.active_key(self.dataset, self.run_id), json.dumps(body))
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.policy.heartbeat_s):
@@ -125,7 +117,7 @@ class Transaction:
         with contextlib.suppress(StorageError, OSError):
             if not self.committed:
                 self._discard()
-            self.storage.delete(active_key(self.dataset, self.run_id))
+            self.storage.delete(layout.active_key(self.dataset, self.run_id))
 
     # --- staging and commit -----------------------------------------------------------------------------
 
@@ -146,7 +138,7 @@ class Transaction:
         name = f"dataset {self.dataset}"
         with lease(
             self.storage,
-            lock_key(self.dataset),
+            layout.lake_lock_key(self.dataset),
             name=name,
             owner=self.run_id,
             timeout_s=self.policy.timeout_s,
@@ -154,7 +146,7 @@ class Transaction:
         ) as held:
             current = lake.read_manifest(self.storage, self.dataset) or empty
             updated = update(current)
-            present = set(self.storage.list(f"{lake.dataset_prefix(self.dataset)}/data/"))
+            present = set(self.storage.list(layout.data_prefix(self.dataset) + "/"))
             if updated is None:
                 self._discard()
                 return current
@@ -162,13 +154,13 @@ class Transaction:
             updated = self._expire_retired(updated)
             stamped = {**updated.runs[-1], "lease_token": held.token}  # which lease generation committed it
             updated = dataclasses.replace(updated, runs=[*updated.runs[:-1], stamped])
-            run_key = f"{lake.dataset_prefix(self.dataset)}/_runs/{self.run_id}.json"
+            run_key = layout.run_record_key(self.dataset, self.run_id)
             held.check()  # a run record only for a run still holding the lease (a later sweep takes a stray one)
             self.storage.write_text(run_key, json.dumps(updated.runs[-1], indent=2))
             clock = self.storage.modified(run_key)  # the storage's own "now": heartbeat ages free of clock skew
             held.check()  # fencing: a holder taken over as stale must not overwrite its successor's commit
             self.committed = True
-            self.storage.write_text(lake.manifest_key(self.dataset), updated.to_json())
+            self.storage.write_text(layout.manifest_key(self.dataset), updated.to_json())
             self._staged.clear()
             try:  # committed: a failing cleanup must not report the run as failed (the next commit sweeps)
                 self._sweep(updated, present, clock)
@@ -177,7 +169,7 @@ class Transaction:
             return updated
 
     def _check_staged(self, present: set[str]) -> None:
-        data = f"{lake.dataset_prefix(self.dataset)}/data/"
+        data = layout.data_prefix(self.dataset) + "/"
         missing = [k for k in self._staged if (k not in present if k.startswith(data) else not self.storage.exists(k))]
         if missing:
             raise StorageError(
@@ -202,7 +194,7 @@ class Transaction:
         """Runs whose heartbeat is fresh at ``now`` (by the storage's clock); dead runs' heartbeats go."""
         live = set()
         slack = self.storage.mtime_resolution_s
-        for key in self.storage.list(f"{lake.dataset_prefix(self.dataset)}/_active/"):
+        for key in self.storage.list(layout.active_prefix(self.dataset) + "/"):
             run = key.rsplit("/", 1)[-1].removesuffix(".json")
             try:
                 age = (now - self.storage.modified(key)).total_seconds() - slack
@@ -225,12 +217,11 @@ class Transaction:
         """Delete files (and run records) of runs that neither committed them nor are alive, and expired
         retired files. Every candidate is listed before the live runs are: a run announces itself before it
         stores anything, so a file listed here belongs to a run whose heartbeat the later listing sees."""
-        prefix = lake.dataset_prefix(self.dataset)
         side = [key for p in self.side for key in self.storage.list(p)]
-        records = self.storage.list(f"{prefix}/_runs/")
+        records = self.storage.list(layout.run_records_prefix(self.dataset) + "/")
         live = self._live_runs(now)
         keep = {f.key for f in manifest.files} | {r.key for r in manifest.retired}
-        doomed = [k for k in present if k not in keep and lake.part_run_id(k) not in live]
+        doomed = [k for k in present if k not in keep and layout.part_run_id(k) not in live]
         needed = set().union(*(referenced(manifest) for referenced in self.side.values()))
         for key in side:
             run = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]

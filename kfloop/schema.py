@@ -14,9 +14,6 @@ import pyarrow as pa
 
 from kfloop.column_types import ColumnType
 
-#: Partition column added to every lake dataset (Hive style: ``event_date=YYYY-MM-DD``).
-PARTITION_COLUMN = "event_date"
-
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     ColumnType.INT64: pa.int64(),
     ColumnType.FLOAT64: pa.float64(),

@@ -18,6 +18,7 @@ from kfp import local
 
 from kfloop.config import Config
 from kfloop.errors import PipelineError
+from kfloop.layout import PIPELINE_ROOT, RUN_LOG
 from kfloop.pipelines.training import build_training_pipeline
 
 
@@ -53,9 +54,9 @@ def _returned(task_dir: Path) -> list:
 
 def run_local(config: Config, workdir: Path, source_uri: str | None = None) -> LocalRun:
     """Execute the pipeline function with kfp.local; raises PipelineError with the log tail on failure."""
-    root = (workdir / "pipeline_root").resolve()
+    root = (workdir / PIPELINE_ROOT).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "last-run.log"
+    log_path = workdir / RUN_LOG
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_training_pipeline(config, retries=0)
     kwargs = {"source_uri": source_uri} if source_uri else {}

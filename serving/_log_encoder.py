@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["EPOCH", "MICROSECOND", "EncodedDay", "Encoder", "EncoderError", "Rejected", "encode", "record"]
+__all__ = ["EPOCH", "MICROSECOND", "EncodedDay", "Encoder", "Rejected", "encode", "record"]
 
 #: A record: (timestamp, request_id, model_version, protocol, rows, columns), the timestamp in microseconds
 #: since the epoch (a datetime costs 4x more to pickle), columns in schema order after the per-request
@@ -45,10 +45,6 @@ _ROWS, _COLUMNS = 4, 5
 #: What converting values to Arrow may raise (ArrowInvalid is a ValueError, ArrowTypeError a TypeError).
 CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 _HEADER = 8
-
-
-class EncoderError(RuntimeError):
-    """The encoder process failed or did not answer in time; the batch is intact and can be retried."""
 
 
 class EncodedDay(NamedTuple):
@@ -211,6 +207,8 @@ class Encoder:
 
     def encode(self, batch: list[bytes], timeout: float) -> tuple[list[EncodedDay], list[Rejected]]:
         """Encode in the child, waiting at most ``timeout`` seconds (the GIL is free meanwhile)."""
+        from kfloop.errors import EncoderError  # here, not at the top: the child runs this file stdlib-only
+
         deadline = time.monotonic() + timeout
         try:
             self.start()

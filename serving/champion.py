@@ -23,20 +23,14 @@ from pathlib import Path
 from kserve.logging import logger as log
 
 from kfloop.config import Config
-from kfloop.errors import KfloopError, StorageError
+from kfloop.errors import CorruptModelError, KfloopError, NoChampionError, StorageError
+from kfloop.layout import CARD_FILE
 from kfloop.registry import ModelRegistry
-from kfloop.registry.store import CorruptModelError
 from kfloop.serving.metrics import MODEL_REFUSED, RELOAD_ERRORS, set_model_version
-from kfloop.serving.predictor import CARD_FILE, LoadedModel, Predictor, load_model_dir
+from kfloop.serving.predictor import LoadedModel, Predictor, load_model_dir
 from kfloop.training.preprocess import feature_columns
 
-__all__ = ["ChampionWatch", "NoChampionError", "input_mismatch"]
-
-
-class NoChampionError(KfloopError):
-    """Nothing to serve: the registry has no champion (and no --version was given)."""
-
-    exit_code = 2
+__all__ = ["ChampionWatch", "input_mismatch"]
 
 
 class _RefusedError(Exception):
@@ -151,15 +145,15 @@ class ChampionWatch:
         try:
             directory = self._fetch(version)
         except CorruptModelError as err:
-            raise _RefusedError("corrupt", str(err)) from None
+            raise _RefusedError("corrupt", str(err)) from err
         try:
             loaded = load_model_dir(directory)
         except StorageError as err:  # a file of the verified version is not what the loader expects
-            raise _RefusedError("unloadable", str(err)) from None
+            raise _RefusedError("unloadable", str(err)) from err
         except OSError:
             raise  # the local copy could not be read: transient
         except Exception as err:
-            raise _RefusedError("unloadable", f"{type(err).__name__}: {err}") from None
+            raise _RefusedError("unloadable", f"{type(err).__name__}: {err}") from err
         finally:
             shutil.rmtree(self.workdir / version, ignore_errors=True)  # loaded into memory (or refused)
         mismatch = input_mismatch(self.config, loaded)

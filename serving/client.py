@@ -15,17 +15,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from kfloop.config import Config
-from kfloop.errors import KfloopError
+from kfloop.errors import ServingRequestError
 from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, VIOLATIONS, ColumnSpec, request_specs
-
-
-class ServingRequestError(KfloopError):
-    """The server refused the request (the message is the server's, with the status)."""
-
-    def __init__(self, status: int | str, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
 
 
 def v2_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> list[dict[str, Any]]:
@@ -111,7 +102,7 @@ class ServingClient:
         try:
             response = stub.ModelInfer(grpc_request(self.model, rows, self.specs), timeout=self.timeout)
         except grpc.RpcError as err:
-            raise ServingRequestError(err.code().name, err.details() or "") from None
+            raise ServingRequestError(err.code().name, err.details() or "") from err
         outputs = {}
         for i, out in enumerate(response.outputs):
             if out.datatype == "BYTES":

@@ -28,8 +28,8 @@ import pyarrow as pa
 from prometheus_client import REGISTRY, Counter
 
 from kfloop.config import Config
-from kfloop.errors import StorageError
-from kfloop.serving._log_encoder import EPOCH, MICROSECOND, PER_REQUEST, Encoder, EncoderError, record
+from kfloop.errors import EncoderError, StorageError
+from kfloop.serving._log_encoder import EPOCH, MICROSECOND, PER_REQUEST, Encoder, record
 from kfloop.serving.log_table import (  # re-exported: the log's public API stays here
     _ADDED,
     _ADDED_FIELDS,

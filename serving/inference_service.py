@@ -54,7 +54,7 @@ from kubernetes.client import (
 
 from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, Resources, ServingConfig, config_to_json
-from kfloop.registry import ModelRegistry
+from kfloop.layout import model_version_prefix
 from kfloop.storage import Storage
 
 __all__ = [
@@ -108,7 +108,7 @@ def storage_uri_for(storage: Storage, config: Config, version: str) -> str:
     URI's path, so ``.../v1`` would also pull ``v10/``. A local workspace gives a ``file://`` URI (useful
     for reading a manifest; a cluster cannot download it).
     """
-    uri = storage.uri(f"{ModelRegistry(storage, config.training.model_name).prefix}/{version}")
+    uri = storage.uri(model_version_prefix(config.training.model_name, version))
     if "://" not in uri:
         uri = Path(uri).resolve().as_uri()
     return uri.rstrip("/") + "/"

@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 
 from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.config import Config, S3StorageConfig, config_from_json, load_config
-from kfloop.errors import KfloopError
+from kfloop.errors import BadEventError, KfloopError, status_of
 from kfloop.serving.inference_log import (
     DEFAULTED,
     LABEL,
@@ -44,19 +44,13 @@ from kfloop.serving.inference_log import (
 )
 from kfloop.storage import open_storage, resolve_credentials
 
-__all__ = ["PROTOCOL", "REQUEST_TYPE", "RESPONSE_TYPE", "BadEventError", "create_app", "main"]
+__all__ = ["PROTOCOL", "REQUEST_TYPE", "RESPONSE_TYPE", "create_app", "main"]
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 #: The ``protocol`` value of rows this sink writes.
 PROTOCOL = "kserve-logger"
 CONFIG_ENV = "KFLOOP_CONFIG_JSON"
-
-
-class BadEventError(KfloopError):
-    """An event this sink cannot use (missing attributes, bad JSON, unknown type, unexpected body)."""
-
-    http_status = 400
 
 
 UNPAIRED = counter_once(
@@ -104,7 +98,7 @@ def _json(raw: bytes, what: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
-        raise BadEventError(f"{what} is not valid JSON: {err}") from None
+        raise BadEventError(f"{what} is not valid JSON: {err}") from err
 
 
 def _flatten(data: Any) -> list:
@@ -228,9 +222,10 @@ def create_app(config: Config, log: InferenceLog, *, pending_ttl: float = 60.0, 
 
     app = FastAPI(title="kfloop inference log sink", lifespan=lifespan)
 
-    @app.exception_handler(BadEventError)
-    async def _bad_event(_: Request, err: BadEventError) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=err.http_status)
+    @app.exception_handler(KfloopError)
+    async def _error(_: Request, err: KfloopError) -> JSONResponse:
+        """The status from kfloop.errors' mapping (a BadEventError is a 400), as the model server answers."""
+        return JSONResponse({"error": str(err)}, status_code=status_of(err).http)
 
     @app.post("/")
     async def receive(request: Request) -> dict[str, Any]:
@@ -243,7 +238,7 @@ def create_app(config: Config, log: InferenceLog, *, pending_ttl: float = 60.0, 
             else:
                 columns, rows, version = decode_response(data)
         except (TypeError, ValueError, RecursionError) as err:  # a body shape no check foresaw: still a bad event
-            raise BadEventError(f"undecodable event: {type(err).__name__}: {err}") from None
+            raise BadEventError(f"undecodable event: {type(err).__name__}: {err}") from err
         half = _Half(event_type, columns, rows, version, time.monotonic())
         other = pairs.match(event_id, half)
         if other is None:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from kfloop.config import Config
 from kfloop.errors import ConfigError
+from kfloop.layout import inference_log_prefix
 from kfloop.schema import ARROW_TYPES
 from kfloop.storage import Storage
 
@@ -70,7 +71,7 @@ def logged_inputs(config: Config) -> list[str]:
 
 def log_prefix(config: Config) -> str:
     """Storage prefix of one model's log (without a trailing slash)."""
-    return f"{config.serving.inference_log.prefix.strip('/')}/{config.training.model_name}"
+    return inference_log_prefix(config.serving.inference_log.prefix, config.training.model_name)
 
 
 def _utc(value: datetime) -> datetime:

@@ -19,6 +19,8 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferRequest
 from prometheus_client import Counter, Gauge, Histogram
 
+from kfloop.errors import KfloopError, status_of
+
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 REQUESTS = Counter("kfloop_requests", "Inference requests by protocol and status.", ["model", "protocol", "status"])
@@ -142,9 +144,12 @@ async def _reply(send: Send, status: int, error: str) -> None:
 
 
 def grpc_status(err: BaseException | None) -> str:
-    """The status KServe's gRPC interceptor answers for ``err`` (our errors subclass KServe's)."""
+    """The status the gRPC server answers for ``err``: ours from kfloop.errors' mapping, KServe's errors
+    as KServe's interceptor answers them."""
     if err is None:
         return grpc.StatusCode.OK.name
+    if isinstance(err, KfloopError):
+        return status_of(err).grpc
     if isinstance(err, (InvalidInput, InferenceError)):
         return grpc.StatusCode.INVALID_ARGUMENT.name
     if isinstance(err, ModelNotFound):

@@ -17,14 +17,14 @@ import numpy as np
 from kserve import Model
 from kserve.model import InferenceVerb
 
-from kfloop.errors import StorageError
+from kfloop.errors import NotReadyError, StorageError, UnknownEntityError
+from kfloop.layout import CARD_FILE
 from kfloop.serving import protocol
 from kfloop.serving.metrics import observe_grpc
 from kfloop.training import model_io
 from kfloop.training.preprocess import Preprocessor
 
 #: The card the registry stores beside the files (threshold, version, framework).
-CARD_FILE = "model.json"
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ def load_model_dir(directory: Path) -> LoadedModel:
     directory = Path(directory)
     try:
         card = json.loads((directory / CARD_FILE).read_text())
-    except FileNotFoundError:
-        raise StorageError(f"model directory {directory}: {CARD_FILE} is missing") from None
+    except FileNotFoundError as err:
+        raise StorageError(f"model directory {directory}: {CARD_FILE} is missing") from err
     except ValueError as err:
-        raise StorageError(f"model directory {directory}: {CARD_FILE} is not valid JSON ({err})") from None
+        raise StorageError(f"model directory {directory}: {CARD_FILE} is not valid JSON ({err})") from err
     preprocessor = model_io.read_preprocessor(directory)
     arrays = model_io.load_arrays(directory)
     return LoadedModel(
@@ -100,7 +100,7 @@ class Predictor(Model):
 
     async def healthy(self) -> bool:
         if self.model is None:
-            raise protocol.NotReadyError(self.name, self.not_ready_reason)
+            raise NotReadyError(self.name, self.not_ready_reason)
         return self.ready
 
     @property
@@ -130,7 +130,7 @@ class Predictor(Model):
         """(scores, labels, version) from one consistent model (a hot switch cannot split a batch)."""
         model = self.model
         if model is None:
-            raise protocol.NotReadyError(self.name, self.not_ready_reason)
+            raise NotReadyError(self.name, self.not_ready_reason)
         score, label = model.score(columns, n)
         return score, label, model.version
 
@@ -139,7 +139,7 @@ class Predictor(Model):
         score, label, version = self.score_columns(columns, n)
         asked = getattr(payload, "model_version", None)
         if asked and asked != version:
-            raise protocol.UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
+            raise UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
         scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
         outputs = protocol.requested_outputs(payload, (protocol.SCORE, protocol.LABEL, protocol.DEFAULTED))
         return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None), outputs)

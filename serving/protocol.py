@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kfloop.config import ColumnType, Config
+from kfloop.errors import PayloadTooLargeError, RequestError
 
 Kind = Literal["string", "number"]
 Protocol = Literal["v1", "v2", "grpc"]
@@ -32,57 +33,6 @@ _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "U
 _NUMERIC_TYPES = _INT_TYPES | {"FP16", "FP32", "FP64"}
 OUTPUTS = (SCORE, LABEL, DEFAULTED, VIOLATIONS)
 _V2_TYPE = {"string": "BYTES", "number": "FP64"}
-
-
-class RequestError(InvalidInput):
-    """A client mistake: 400 over REST, INVALID_ARGUMENT over gRPC; the message names the field."""
-
-
-class PayloadTooLargeError(RequestError):
-    """More rows than ``serving.max_batch_rows`` (413 over REST)."""
-
-    http_status = 413
-
-
-class UnknownEntityError(ModelNotFound):
-    """An entity not in the online store while ``serving.unknown_entity: reject``, or a model version that
-    is not served (404 / NOT_FOUND)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class OnlineStoreUnavailableError(ServerNotReady):
-    """The online store cannot be read: 503 / UNAVAILABLE, readiness false until it answers again."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = self.error_msg
-
-
-class NotReadyError(ModelNotReady):
-    """The model cannot serve now (503 / UNAVAILABLE); ``reason`` is what KServe's gRPC interceptor sends."""
-
-    def __init__(self, model_name: str, detail: str) -> None:
-        super().__init__(model_name, detail)
-        self.reason = self.error_msg
-
-
-class FeatureLookupError(RuntimeError):
-    """The feature lookup failed for another reason than an unreachable store (a bug, a corrupt value):
-    500 / INTERNAL for this request, with the traceback logged; the store stays marked up."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = detail
-
-
-class PredictorUnavailableError(ServerNotReady):
-    """The separate predictor cannot be reached or failed (503 / UNAVAILABLE)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = self.error_msg
 
 
 @dataclass(frozen=True)
@@ -154,7 +104,7 @@ def decode(payload: Any, specs: Sequence[ColumnSpec], max_rows: int) -> tuple[di
         try:
             payload = orjson.loads(payload)
         except orjson.JSONDecodeError as err:
-            raise RequestError(f"the request body is not valid JSON: {err}") from None
+            raise RequestError(f"the request body is not valid JSON: {err}") from err
     if isinstance(payload, InferRequest):
         columns = _decode_v2(payload, specs)
     elif isinstance(payload, Mapping):
@@ -201,8 +151,8 @@ def _check_value(value: Any, spec: ColumnSpec, where: str) -> Any:
         raise RequestError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
     try:
         number = float(value)
-    except OverflowError:
-        raise RequestError(f"{where}: {value} is too large for a number") from None
+    except OverflowError as err:
+        raise RequestError(f"{where}: {value} is too large for a number") from err
     if not math.isfinite(number):
         if math.isnan(number) and spec.nullable:
             return None
@@ -279,7 +229,7 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
                 decoded = (v.decode() if isinstance(v, bytes) else v for v in values)
                 return np.array([_null_if_empty(v, spec) for v in decoded], dtype=object)
         except (ValueError, InvalidInput, struct.error, UnicodeDecodeError) as err:
-            raise RequestError(f"input {name!r}: raw data does not match {datatype} {shape} ({err})") from None
+            raise RequestError(f"input {name!r}: raw data does not match {datatype} {shape} ({err})") from err
         return _finite(values.astype(np.float64), spec)
     data = tensor.data
     data = list(data) if not isinstance(data, list) else data
@@ -293,8 +243,8 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
         for i, item in enumerate(data):
             try:
                 v = item.decode("utf-8") if isinstance(item, bytes) else item
-            except UnicodeDecodeError:
-                raise RequestError(f"input {name!r}[{i}]: not valid UTF-8") from None
+            except UnicodeDecodeError as err:
+                raise RequestError(f"input {name!r}[{i}]: not valid UTF-8") from err
             if v is None and spec.nullable:  # JSON null in a nullable string column, as V1 allows
                 out.append(None)
                 continue
@@ -312,8 +262,8 @@ def _tensor_column(tensor: Any, spec: ColumnSpec) -> np.ndarray:
             raise RequestError(f"input {name!r}[{i}]: {datatype} needs whole numbers, got {v!r}")
     try:
         values = np.array([np.nan if v is None else v for v in data], dtype=np.float64)
-    except OverflowError:
-        raise RequestError(f"input {name!r}: a value is too large for a number") from None
+    except OverflowError as err:
+        raise RequestError(f"input {name!r}: a value is too large for a number") from err
     return _finite(values, spec)
 
 

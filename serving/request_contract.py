@@ -17,6 +17,7 @@ import numpy as np
 
 from kfloop.config import Config
 from kfloop.contract.checks import row_checks
+from kfloop.errors import RequestError
 from kfloop.serving import protocol
 from kfloop.serving.metrics import CONTRACT_VIOLATIONS
 
@@ -76,7 +77,7 @@ class CategoryGuard:
                 row = int(np.argmax(bad))
                 value = columns[check.column][row]
                 allowed = ", ".join(repr(v) for v in check.allowed)
-                raise protocol.RequestError(
+                raise RequestError(
                     f"{_where(proto, check.column, row)}: {value!r} is not allowed by the data contract "
                     f"({check.check}: one of {allowed}; serving.unknown_category is 'reject')"
                 )

@@ -33,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from kfloop.config import Config
-from kfloop.errors import KfloopError
+from kfloop.errors import KfloopError, PortInUseError, RequestError, UnknownEntityError
 from kfloop.registry import ModelRegistry
-from kfloop.serving import protocol
+from kfloop.serving._status import QUIET, GrpcServer, http_error
 from kfloop.serving.champion import ChampionWatch
 from kfloop.serving.metrics import RestGuard
 from kfloop.serving.predictor import Predictor
@@ -46,27 +46,6 @@ log = kserve_logger  # configured by KServe: our lines land beside the server's
 
 #: The in-process predictor is also served on its own, taking the model's input columns directly.
 PREDICTOR_SUFFIX = "-predictor"
-
-
-async def _too_large(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=413, content={"error": str(exc)})
-
-
-async def _client_error(_: Request, exc: Exception) -> JSONResponse:
-    """A client mistake: 400 with the message, without KServe's ERROR traceback per bad request."""
-    return JSONResponse(status_code=400, content={"error": str(exc)})
-
-
-async def _internal(_: Request, exc: Exception) -> JSONResponse:
-    """Our 500 (e.g. a feature lookup that failed for another reason than the store being down): the
-    traceback in the log, the message in the answer. Handled here, not by Starlette's last-resort handler,
-    which re-raises into the ASGI server (and resets the connection)."""
-    log.error("%s", exc, exc_info=exc)
-    return JSONResponse(status_code=500, content={"error": str(exc)})
-
-
-async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"error": str(exc)})
 
 
 async def _malformed(_: Request, exc: Exception) -> JSONResponse:
@@ -97,11 +76,9 @@ class KfloopModelServer(ModelServer):
             self._add_ready_reason(app, not_ready)
         models = self.registered_models
         app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=lambda m: models.get_model(m) is not None)
-        app.add_exception_handler(protocol.PayloadTooLargeError, _too_large)
         app.add_exception_handler(RequestValidationError, _malformed)
-        app.add_exception_handler(protocol.RequestError, _client_error)
-        app.add_exception_handler(protocol.UnknownEntityError, _not_found)
-        app.add_exception_handler(protocol.FeatureLookupError, _internal)
+        app.add_exception_handler(KfloopError, http_error)  # gRPC: GrpcServer, started in _serve
+        self._with_grpc, self.enable_grpc = self.enable_grpc, False
         self._add_versioned_infer(app)
         self._wrap_decode()
         self._add_versions_to_metadata()
@@ -152,7 +129,7 @@ class KfloopModelServer(ModelServer):
             model = models.get_model(model_name)
             served = getattr(model, "served_version", None)
             if model is not None and served and model_version != served:
-                raise protocol.UnknownEntityError(
+                raise UnknownEntityError(
                     f"model {model_name!r} version {model_version!r} is not served (serving {served!r})"
                 )
             return await endpoints.infer(raw_request, raw_response, model_name, request_body)
@@ -170,11 +147,20 @@ class KfloopModelServer(ModelServer):
             except InvalidInput:
                 raise
             except (ValueError, TypeError, struct.error, InferenceError, UnicodeDecodeError) as err:
-                raise protocol.RequestError(f"undecodable request body: {type(err).__name__}: {err}") from None
+                raise RequestError(f"undecodable request body: {type(err).__name__}: {err}") from err
 
         self.dataplane.decode = guarded
 
     async def _serve(self) -> None:
+        if self._with_grpc:  # KServe's own gRPC server would answer our errors INTERNAL
+            self._grpc_server = GrpcServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(kserve_server.args),
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
         tasks = [asyncio.create_task(job()) for job in self._background]
         try:
             await asyncio.gather(*self.servers)
@@ -218,10 +204,6 @@ def open_inference_log(config: Config, storage: Storage) -> Any:
     return InferenceLog(storage, config)
 
 
-class PortInUseError(KfloopError):
-    """A serving port is taken (another server running?)."""
-
-
 def check_ports(http_port: int, grpc_port: int) -> None:
     """Fail with one clear line before KServe starts (its own bind error is a traceback after startup)."""
     for port, what in ((http_port, "HTTP (serving.http_port, --http-port)"), (grpc_port, "gRPC (serving.grpc_port)")):
@@ -230,12 +212,12 @@ def check_ports(http_port: int, grpc_port: int) -> None:
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError as err:
-                raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from None
+                raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from err
 
 
 #: Answered with their reason and logged once where the state changes (a refusal, the store going down or
 #: up): KServe's traceback for every request or readiness probe meanwhile would flood the log.
-_QUIET = (InvalidInput, ModelNotFound, protocol.NotReadyError, protocol.OnlineStoreUnavailableError)
+_QUIET = (InvalidInput, ModelNotFound, *QUIET)
 
 
 def _per_request_lines(record: logging.LogRecord) -> bool:

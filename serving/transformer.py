@@ -28,6 +28,15 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from kfloop.config import Config
+from kfloop.errors import (
+    FeatureLookupError,
+    KfloopError,
+    NotReadyError,
+    OnlineStoreUnavailableError,
+    PredictorUnavailableError,
+    RequestError,
+    UnknownEntityError,
+)
 from kfloop.feature_repo.online import ServingLookup
 from kfloop.serving import protocol
 from kfloop.serving.metrics import LOOKUP, STORE_UP, observe_grpc
@@ -110,7 +119,7 @@ class Transformer(Model):
         """Ready only with a loaded model and a reachable online store (the message says which is not)."""
         reason = self.not_ready_reason()
         if reason:
-            raise protocol.NotReadyError(self.name, reason)
+            raise NotReadyError(self.name, reason)
         return self.ready
 
     def probe_store(self) -> bool:
@@ -180,7 +189,7 @@ class Transformer(Model):
         if self.reject_unknown and missing:
             key, row = next(iter(missing.items()))
             i = int(np.argmax(row))
-            raise protocol.UnknownEntityError(
+            raise UnknownEntityError(
                 f"unknown entity {key}={columns[key][i]!r} (row {i}): not in the online store "
                 "(serving.unknown_entity is 'reject')"
             )
@@ -203,20 +212,22 @@ class Transformer(Model):
         try:
             protos = self.lookup.key_protos({k: columns[k].tolist() for k in self.lookup.join_keys})
         except ValueError as err:
-            raise protocol.RequestError(f"entity key {err}") from None
+            raise RequestError(f"entity key {err}") from err
         try:
             if not self.offload:
                 return self.lookup.read_batch(protos)
             return await asyncio.wait_for(asyncio.to_thread(self.lookup.read_batch, protos), self.lookup_timeout)
-        except TimeoutError:
+        except KfloopError:
+            raise  # the lookup said what failed (a StorageError: 503 / UNAVAILABLE)
+        except TimeoutError as err:
             self._store_down(TimeoutError(f"no answer within {self.lookup_timeout:g} s"))
-            raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
+            raise OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from err
         except Exception as err:
             if store_unreachable(err):  # 503, readiness false until a probe succeeds
                 self._store_down(err)
-                raise protocol.OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from None
-            # this read failed, the store answered: a 500 for this request (KServe logs the traceback)
-            raise protocol.FeatureLookupError(f"feature lookup failed: {type(err).__name__}: {err}") from err
+                raise OnlineStoreUnavailableError(f"online store unreachable: {self.store_error}") from err
+            # this read failed, the store answered: a 500 for this request (its traceback is logged)
+            raise FeatureLookupError(f"feature lookup failed: {type(err).__name__}: {err}") from err
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> tuple[Batch, protocol.Scores]:
         if self.predictor is not None:
@@ -257,19 +268,19 @@ class Transformer(Model):
         except httpx.HTTPStatusError as err:
             status, text = err.response.status_code, err.response.text
             if 400 <= status < 500:
-                raise protocol.RequestError(f"predictor refused the request ({status}): {text}") from None
-            raise protocol.PredictorUnavailableError(f"predictor answered {status}: {text}") from None
+                raise RequestError(f"predictor refused the request ({status}): {text}") from err
+            raise PredictorUnavailableError(f"predictor answered {status}: {text}") from err
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise protocol.RequestError(f"predictor refused the request: {err.details()}") from None
-            raise protocol.PredictorUnavailableError(f"predictor: {err.code().name}: {err.details()}") from None
+                raise RequestError(f"predictor refused the request: {err.details()}") from err
+            raise PredictorUnavailableError(f"predictor: {err.code().name}: {err.details()}") from err
         except httpx.TransportError as err:
-            raise protocol.PredictorUnavailableError(f"predictor unreachable: {type(err).__name__}: {err}") from None
+            raise PredictorUnavailableError(f"predictor unreachable: {type(err).__name__}: {err}") from err
 
     def postprocess(self, result: tuple[Batch, protocol.Scores], headers: dict[str, str] | None = None) -> Any:
         batch, scores = result
         if batch.version and batch.version != scores.model_version:
-            raise protocol.UnknownEntityError(
+            raise UnknownEntityError(
                 f"model {self.name!r} version {batch.version!r} is not served (serving {scores.model_version!r})"
             )
         if self.log is not None:

@@ -14,7 +14,7 @@ from kfloop.cli._common import State
 
 app = typer.Typer(
     name="kfloop",
-    help="The ML loop on Kubernetes: ingest → validate → features → train → serve → monitor.",
+    help="The ML loop on Kubernetes: ingest → validate → features → train → evaluate → deploy → serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,7 +38,8 @@ class State:
 
 
 def handle_errors(func: F) -> F:
-    """Known errors → one line on stderr and their exit code; a traceback only with ``--debug``."""
+    """Known errors → one line on stderr and their exit code (kfloop.errors' mapping); with ``--debug`` the
+    traceback instead, chained causes included, and the same exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -47,8 +49,9 @@ def handle_errors(func: F) -> F:
             raise  # usage errors: click prints them and exits 2
         except KfloopError as err:
             if State.debug:
-                raise
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+                traceback.print_exception(err, file=sys.stderr)
+            else:
+                err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -47,7 +47,7 @@ def demo_data(
         )
         file_format = fmt or format_from_path(out)
     except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise typer.BadParameter(str(err)) from err
     with spinner() as progress:
         progress.add_task(f"generating {rows:,} rows", total=None)
         data = generate(spec)
@@ -103,8 +103,9 @@ def validate(
 ) -> None:
     """Run the data contract outside the pipeline; exits 1 when an `error` check fails."""
     from kfloop.components.ingest import ingest as run_ingest
-    from kfloop.components.ingest import new_run_id
     from kfloop.components.validate import validate as run_validate
+    from kfloop.layout import adhoc_prefix, local_workdir
+    from kfloop.step import new_run_id
     from kfloop.storage import LocalStorage
 
     cfg = load(config)
@@ -114,7 +115,7 @@ def validate(
         ingested = None
         if input_uri:
             s3 = storage.client if isinstance(storage, S3Storage) else None
-            root = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop") / "adhoc" / new_run_id()
+            root = local_workdir(cfg.storage.type, cfg.storage.root) / adhoc_prefix(new_run_id())
             storage = LocalStorage(root)
             ingested = run_ingest(cfg, storage, source_uri=input_uri, s3=s3)
         result = run_validate(cfg, storage)

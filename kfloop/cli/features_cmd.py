@@ -37,8 +37,8 @@ def status(
     check: bool = typer.Option(False, "--check", help="Exit 1 when any view is stale (for cron / probes)."),
 ) -> None:
     """Per feature view: newest event offline and online, materialization lag, rows, SLA."""
-    from kfloop.components.validate import clean_dataset
     from kfloop.feature_repo.status import feature_status
+    from kfloop.layout import clean_dataset
 
     cfg = load(config)
     rows = feature_status(cfg, workspace(cfg), clean_dataset(cfg.source.dataset))

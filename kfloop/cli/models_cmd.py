@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
+from kfloop.layout import decision_key
 
 app = typer.Typer(help="Model registry: versions, stages, promotion and rollback.", no_args_is_help=True)
 ModelOption = typer.Option("", "--model", help="Model name; default: training.model_name.")
@@ -56,7 +57,7 @@ def show(version: str, config: ConfigOption = DEFAULT_CONFIG, model: str = Model
     mv = reg.get(version)
     body = {**mv.card, "stage": mv.stage}
     try:
-        body["decision"] = json.loads(reg.storage.read_text(f"{reg.prefix}/{version}/decision.json"))
+        body["decision"] = json.loads(reg.storage.read_text(decision_key(reg.model, version)))
         body["decision"].pop("curves", None)
     except FileNotFoundError:
         body["decision"] = None

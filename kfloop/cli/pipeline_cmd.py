@@ -19,14 +19,15 @@ def run(
     source: Annotated[str, typer.Option(help="Source URI for this run; default: source.uri.")] = "",
 ) -> None:
     """Run the training pipeline locally with kfp.local and print a summary."""
+    from kfloop.layout import RUN_LOG, local_workdir
     from kfloop.pipelines.local import project_python_on_path, run_local
 
     cfg = load(config)
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
-    workdir = Path(cfg.storage.root if cfg.storage.type == "local" else ".kfloop")
+    workdir = local_workdir(cfg.storage.type, cfg.storage.root)
     with spinner() as progress:
-        progress.add_task(f"running pipeline (task logs: {workdir / 'last-run.log'})", total=None)
+        progress.add_task(f"running pipeline (task logs: {workdir / RUN_LOG})", total=None)
         result = run_local(cfg, workdir, source_uri=source or None)
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
@@ -43,11 +44,12 @@ def _decision(cfg, version: str) -> tuple[dict | None, str | None]:
     import json
 
     from kfloop.cli._common import workspace
+    from kfloop.layout import decision_key
     from kfloop.registry import ModelRegistry
 
     reg = ModelRegistry(workspace(cfg), cfg.training.model_name)
     try:
-        decision = json.loads(reg.storage.read_text(f"{reg.prefix}/{version}/decision.json"))
+        decision = json.loads(reg.storage.read_text(decision_key(reg.model, version)))
     except FileNotFoundError:
         decision = None
     champion = reg.champion()

@@ -11,11 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
-from kfloop.errors import KfloopError
-
-
-class PredictError(KfloopError):
-    """The server answered with an error (or could not be reached)."""
+from kfloop.errors import PredictError
 
 
 @handle_errors
@@ -61,7 +57,7 @@ def _rows(data: str, file: Path | None) -> list[dict[str, Any]]:
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError as err:
-        raise PredictError(f"{file or 'input'}: not JSON rows ({err})") from None
+        raise PredictError(f"{file or 'input'}: not JSON rows ({err})") from err
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise PredictError(f"{file or 'input'}: expected JSON objects (one per row)")
     return rows
@@ -89,7 +85,7 @@ def predict(
     try:
         result = client.predict(rows, protocol)
     except (OSError, RuntimeError) as err:
-        raise PredictError(f"{client.describe(protocol)}: {err}") from None
+        raise PredictError(f"{client.describe(protocol)}: {err}") from err
     console.print_json(json.dumps(result))
 
 
@@ -103,8 +99,8 @@ def serve_check(
     cfg = load(config)
     storage = workspace(cfg)
     from kfloop.cli.summary import serving_table
-    from kfloop.components.train import latest_training_set, load_split
     from kfloop.serving.check import serve_check as check
+    from kfloop.training.sets import latest_training_set, load_split
 
     test = load_split(storage, latest_training_set(cfg, storage), "test")
     columns = [*cfg.source.entity_keys, *cfg.features.request_features]

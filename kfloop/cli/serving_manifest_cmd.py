@@ -27,10 +27,9 @@ def inference_service(
     ] = None,
 ) -> None:
     """Print the InferenceService (transformer + predictor) that serves a registry version."""
-    from kfloop.errors import ConfigError
+    from kfloop.errors import ConfigError, ModelNotFoundError
     from kfloop.files import atomic_write
     from kfloop.registry import ModelRegistry
-    from kfloop.registry.store import ModelNotFoundError
     from kfloop.serving.inference_service import build_inference_service, render_yaml, storage_uri_for
 
     cfg = load(config)

@@ -53,14 +53,20 @@ class Config(Section):
     """The whole of ``kfloop.yaml``."""
 
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Project name (a DNS label).")
-    storage: StorageConfig = LocalStorageConfig()
-    source: SourceConfig
-    contract: ContractConfig = ContractConfig()
-    features: FeaturesConfig = FeaturesConfig()
-    training: TrainingConfig = TrainingConfig()
-    serving: ServingConfig = ServingConfig()
-    monitoring: MonitoringConfig = MonitoringConfig()
-    cluster: ClusterConfig = ClusterConfig()
+    storage: StorageConfig = Field(
+        LocalStorageConfig(), description="The workspace: a local directory or an S3 bucket (picked by `type`)."
+    )
+    source: SourceConfig = Field(description="The raw input file and its typed columns.")
+    contract: ContractConfig = Field(ContractConfig(), description="The data contract the validate stage enforces.")
+    features: FeaturesConfig = Field(
+        FeaturesConfig(), description="Feast: feature views, online store, training splits."
+    )
+    training: TrainingConfig = Field(TrainingConfig(), description="Trainer, threshold choice and promotion gate.")
+    serving: ServingConfig = Field(ServingConfig(), description="The KServe endpoint, locally and on a cluster.")
+    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="Accepts no keys (see below).")
+    cluster: ClusterConfig = Field(
+        ClusterConfig(), description="Kubeflow Pipelines and Kubernetes settings of compiled pipelines."
+    )
 
     @model_validator(mode="after")
     def _contract_names_known_columns(self) -> Config:
@@ -99,7 +105,7 @@ class Config(Section):
             try:
                 check_rules_compile(self.contract, arrow_schema(self.source))
             except ConfigError as err:
-                raise ValueError(str(err)) from None
+                raise ValueError(str(err)) from err
         reserved = {self.source.timestamp_column, self.source.label_column, *self.source.entity_keys}
         leaking = [c for c in self.features.request_features if c in reserved]
         if leaking:
@@ -140,7 +146,7 @@ def parse_config(data: Any, origin: str = "<config>") -> Config:
     try:
         return Config.model_validate_json(json.dumps(data, default=str))
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, origin)) from None
+        raise ConfigError(_format_errors(err, origin)) from err
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -167,11 +173,11 @@ def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from err
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
 
 
 def _merge(base: dict, overlay: dict) -> dict:
@@ -218,7 +224,7 @@ def config_from_json(text: str) -> Config:
     try:
         return Config.model_validate_json(text)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, "<pipeline config parameter>")) from None
+        raise ConfigError(_format_errors(err, "<pipeline config parameter>")) from err
 
 
 def config_schema() -> dict[str, Any]:

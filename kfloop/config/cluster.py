@@ -13,12 +13,13 @@ _MEMORY = r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 
 
 class Resources(Section):
-    """CPU/memory requests and limits of one pipeline step, in Kubernetes quantity syntax."""
+    """CPU/memory requests and limits of one container (a pipeline step or a serving component), in
+    Kubernetes quantity syntax."""
 
-    cpu_request: str = Field("500m", pattern=_CPU)
-    cpu_limit: str = Field("2", pattern=_CPU)
-    memory_request: str = Field("1Gi", pattern=_MEMORY)
-    memory_limit: str = Field("4Gi", pattern=_MEMORY)
+    cpu_request: str = Field("500m", pattern=_CPU, description="CPU request, e.g. 500m or 2.")
+    cpu_limit: str = Field("2", pattern=_CPU, description="CPU limit.")
+    memory_request: str = Field("1Gi", pattern=_MEMORY, description="Memory request, e.g. 512Mi or 1Gi.")
+    memory_limit: str = Field("4Gi", pattern=_MEMORY, description="Memory limit.")
 
 
 #: Pipeline steps that take resource settings (a dict, so later steps add a name here only).
@@ -28,13 +29,26 @@ StepName = Literal["ingest", "validate", "features", "materialize", "training_se
 class ClusterConfig(Section):
     """Kubeflow Pipelines settings; the image has kfloop preinstalled (no pip installs at run time)."""
 
-    image: str = Field("ghcr.io/kfloop/kfloop:0.1.0", min_length=1, description="Project image for every step.")
-    namespace: str = Field(
-        "kubeflow", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Namespace of runs and deployments."
+    image: str = Field(
+        "ghcr.io/kfloop/kfloop:0.1.0",
+        min_length=1,
+        description="Image with kfloop installed: every pipeline step and serving component runs it. "
+        "The repository builds no image: set one you built and pushed.",
     )
-    kfp_host: str | None = Field(None, description="KFP API endpoint for `kfloop submit`.")
+    namespace: str = Field(
+        "kubeflow",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of the InferenceService the deploy step manages.",
+    )
+    kfp_host: str | None = Field(
+        None, description="Kubeflow Pipelines API endpoint; no command reads it (runs start from the compiled YAML)."
+    )
     pipeline_root: str | None = Field(None, description="Artifact root, e.g. s3://bucket/pipeline-root.")
-    service_account: str | None = None
+    service_account: str | None = Field(
+        None,
+        description="ServiceAccount of the InferenceService components; its Secret gives KServe's storage "
+        "initializer the S3 keys to download the model.",
+    )
     resources: dict[StepName, Resources] = Field(
         default_factory=dict, description="CPU/memory per step; a step not named gets the defaults."
     )

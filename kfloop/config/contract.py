@@ -37,13 +37,13 @@ def parse_duration(text: str) -> timedelta:
 class ColumnRule(Section):
     """Checks on one column; each is skipped when unset."""
 
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
+    nullable: bool = Field(True, description="false: a null value fails the check.")
+    min: float | None = Field(None, description="Smallest allowed value (inclusive; numeric columns).")
+    max: float | None = Field(None, description="Largest allowed value (inclusive; numeric columns).")
     allowed: tuple[str, ...] | None = Field(None, min_length=1, description="Allowed values (categoricals).")
     regex: str | None = Field(None, description="Full-match pattern for strings.")
-    max_length: int | None = Field(None, ge=1)
-    severity: Severity = "quarantine"
+    max_length: int | None = Field(None, ge=1, description="Longest allowed string, in characters.")
+    severity: Severity = Field("quarantine", description="What a failing row does: error, warn or quarantine.")
 
     @field_validator("regex")
     @classmethod
@@ -52,14 +52,14 @@ class ColumnRule(Section):
             try:
                 re.compile(value)
             except re.error as err:
-                raise ValueError(f"invalid regex: {err}") from None
+                raise ValueError(f"invalid regex: {err}") from err
             import pyarrow as pa
             import pyarrow.compute as pc
 
             try:  # checks run on Arrow's RE2 engine, which lacks look-arounds and back-references
                 pc.match_substring_regex(pa.array([""], pa.string()), f"^(?:{value})$")
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                raise ValueError(f"regex not supported by RE2 (no look-arounds or back-references): {err}") from None
+                raise ValueError(f"regex not supported by RE2 (no look-arounds or back-references): {err}") from err
         return value
 
     @model_validator(mode="after")
@@ -72,29 +72,29 @@ class ColumnRule(Section):
 class RowRule(Section):
     """A business rule as a row expression over columns, e.g. ``amount >= 0``."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Check id in reports and quarantine reasons.")
     expr: str = Field(min_length=1, description="Boolean expression (pandas eval syntax) true for good rows.")
-    severity: Severity = "quarantine"
+    severity: Severity = Field("quarantine", description="What a failing row does: error, warn or quarantine.")
 
 
 class Completeness(Section):
     """Share of records with every required column present."""
 
-    min_ratio: float = Field(0.95, ge=0, le=1)
+    min_ratio: float = Field(0.95, ge=0, le=1, description="Smallest share of rows with every required column present.")
     columns: tuple[str, ...] | None = Field(None, description="Required columns; default: keys, time, label.")
-    severity: TableSeverity = "error"
+    severity: TableSeverity = Field("error", description="error fails the gate; warn only reports.")
 
 
 class MinRows(Section):
-    value: int = Field(1, ge=0)
-    severity: TableSeverity = "error"
+    value: int = Field(1, ge=0, description="Clean rows needed (after quarantine and duplicates).")
+    severity: TableSeverity = Field("error", description="error fails the gate; warn only reports.")
 
 
 class Freshness(Section):
     """The newest event must be no older than ``max_age`` at validation time."""
 
-    max_age: str = "7d"
-    severity: TableSeverity = "warn"
+    max_age: str = Field("7d", description="A duration: a number and s, m, h or d (90s, 15m, 24h, 7d).")
+    severity: TableSeverity = Field("warn", description="error fails the gate; warn only reports.")
 
     @field_validator("max_age")
     @classmethod
@@ -106,25 +106,28 @@ class Freshness(Section):
 class Duplicates(Section):
     """Exact duplicates and key duplicates (same key, different values)."""
 
-    keys: tuple[str, ...] = Field(min_length=1)
-    mode: DuplicateMode = "keep_latest"
+    keys: tuple[str, ...] = Field(min_length=1, description="Columns that identify a record.")
+    mode: DuplicateMode = Field(
+        "keep_latest",
+        description="drop keeps the first row per key, keep_latest the newest by event time; fail fails the gate.",
+    )
 
 
 class SchemaPolicy(Section):
     """What a schema change against the contract / last accepted schema does."""
 
-    new_column: SchemaAction = "warn"
-    missing_column: SchemaAction = "error"
-    retyped_column: SchemaAction = "error"
+    new_column: SchemaAction = Field("warn", description="A column the contract does not know.")
+    missing_column: SchemaAction = Field("error", description="A declared column absent from the source.")
+    retyped_column: SchemaAction = Field("error", description="A column whose type changed (typed formats).")
 
 
 class ContractConfig(Section):
     """The data contract; an empty contract checks only the schema and the default completeness."""
 
-    columns: dict[str, ColumnRule] = Field(default_factory=dict)
-    rules: tuple[RowRule, ...] = ()
-    completeness: Completeness = Completeness()
-    min_rows: MinRows = MinRows()
-    freshness: Freshness | None = None
-    duplicates: Duplicates | None = None
-    schema_changes: SchemaPolicy = SchemaPolicy()
+    columns: dict[str, ColumnRule] = Field(default_factory=dict, description="Checks per column of source.columns.")
+    rules: tuple[RowRule, ...] = Field((), description="Business rules as row expressions.")
+    completeness: Completeness = Field(Completeness(), description="Share of rows with the required columns.")
+    min_rows: MinRows = Field(MinRows(), description="Clean rows needed for training.")
+    freshness: Freshness | None = Field(None, description="Age limit of the newest event; null: not checked.")
+    duplicates: Duplicates | None = Field(None, description="Duplicate handling by key; null: not checked.")
+    schema_changes: SchemaPolicy = Field(SchemaPolicy(), description="What each kind of schema change does.")

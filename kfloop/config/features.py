@@ -34,9 +34,11 @@ def feature_name(column: str, function: str, window: str) -> str:
 class Aggregate(Section):
     """Rolling aggregates of one column over trailing windows ``(t - window, t]`` per entity."""
 
-    column: str
-    functions: tuple[Function, ...] = Field(min_length=1)
-    windows: tuple[Window, ...] = Field(min_length=1)
+    column: str = Field(description="Source column aggregated.")
+    functions: tuple[Function, ...] = Field(
+        min_length=1, description="Aggregations, one feature per function and window."
+    )
+    windows: tuple[Window, ...] = Field(min_length=1, description="Trailing windows as durations (1h, 24h, 7d).")
     label_delay: bool = Field(
         False, description="The column is a label known only after features.label_delay: use it only then."
     )
@@ -48,11 +50,13 @@ class Aggregate(Section):
 class FeatureViewSpec(Section):
     """One Feast feature view: aggregates keyed by one entity column, materialized online."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature view name.")
     entity: str = Field(description="Entity join-key column, e.g. customer_id.")
     ttl: str = Field("30d", description="How old a feature row may be and still be served / joined.")
-    aggregates: tuple[Aggregate, ...] = Field(min_length=1)
-    time_since_previous: bool = False
+    aggregates: tuple[Aggregate, ...] = Field(min_length=1, description="The view's rolling aggregates.")
+    time_since_previous: bool = Field(
+        False, description="Add seconds_since_previous: the gap to the entity's previous event."
+    )
 
     @field_validator("ttl")
     @classmethod
@@ -66,13 +70,13 @@ class FeatureViewSpec(Section):
 
 
 class SqliteStore(Section):
-    type: Literal["sqlite"] = "sqlite"
+    type: Literal["sqlite"] = Field("sqlite", description="Embedded SQLite file in the workspace (feast/online.db).")
 
 
 class RedisStore(Section):
     """Redis online store; the connection string usually comes from a secret via ``${VAR}``."""
 
-    type: Literal["redis"]
+    type: Literal["redis"] = Field(description="Redis (a cluster's online store).")
     connection_string: str = Field("${REDIS_CONNECTION_STRING}", description="host:port[,password=...]")
     secret: SecretRef | None = Field(
         SecretRef(env="REDIS_CONNECTION_STRING", secret_name="kfloop-redis", secret_key="connection-string"),
@@ -84,9 +88,11 @@ class FeaturesConfig(Section):
     """Feast feature store settings and feature definitions."""
 
     feast_project: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$", description="Default: project name.")
-    online_store: Annotated[SqliteStore | RedisStore, Field(discriminator="type")] = SqliteStore()
-    registry: str | None = Field(None, description="Registry path/URI; default: <workspace>/feast/registry.db.")
-    views: tuple[FeatureViewSpec, ...] = ()
+    online_store: Annotated[SqliteStore | RedisStore, Field(discriminator="type")] = Field(
+        SqliteStore(), description="Where serving reads features: sqlite or redis (picked by `type`)."
+    )
+    registry: str | None = Field(None, description="Registry path/URI; default: `<workspace>/feast/registry.db`.")
+    views: tuple[FeatureViewSpec, ...] = Field((), description="Feature views, each keyed by one entity column.")
     request_features: tuple[str, ...] = Field((), description="Columns sent with each request (not stored).")
     service: str = Field("model_features", pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature service.")
     label_delay: str = Field("7d", description="How long after an event its label becomes known.")

@@ -1,4 +1,4 @@
-"""Sections that later stages fill in. They are typed and closed now, so a typo fails at load."""
+"""Sections without keys. They are typed and closed, so a key put there fails at load instead of being ignored."""
 
 from __future__ import annotations
 
@@ -6,4 +6,4 @@ from kfloop.config._base import Section
 
 
 class MonitoringConfig(Section):
-    """Evidently drift monitoring settings."""
+    """Accepts no keys: leave it out or write ``monitoring: {}``; any key here fails at load."""

@@ -18,8 +18,8 @@ class InferenceLogConfig(Section):
     """Every request's features, prediction, model version and time, buffered off the request path and
     written as Parquet batches under ``<workspace>/<prefix>/``."""
 
-    enabled: bool = True
-    prefix: str = Field("inference-log", pattern=r"^[a-z0-9][a-z0-9_./-]*$")
+    enabled: bool = Field(True, description="false: nothing is logged.")
+    prefix: str = Field("inference-log", pattern=r"^[a-z0-9][a-z0-9_./-]*$", description="Workspace folder of the log.")
     flush_rows: int = Field(5000, ge=1, description="Write a Parquet file once this many rows are buffered.")
     flush_seconds: float = Field(10.0, gt=0, description="...or once the oldest buffered row is this old.")
     max_buffer_rows: int = Field(
@@ -49,9 +49,11 @@ class Autoscaling(Section):
     """KServe (Knative) autoscaling of each component."""
 
     min_replicas: int = Field(1, ge=0, description="0 lets Knative scale to zero.")
-    max_replicas: int = Field(3, ge=1)
-    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
-    scale_target: int = Field(10, ge=1)
+    max_replicas: int = Field(3, ge=1, description="Upper bound of replicas per component.")
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = Field(
+        "concurrency", description="The metric KServe scales on."
+    )
+    scale_target: int = Field(10, ge=1, description="Target value of scale_metric per replica.")
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:
@@ -64,8 +66,8 @@ class ServingConfig(Section):
     """How the champion is served: ports, request limits, unknown entities, the inference log, and the
     cluster's InferenceService (autoscaling, canary, resources)."""
 
-    http_port: int = Field(8080, ge=1, le=65535)
-    grpc_port: int = Field(8081, ge=1, le=65535)
+    http_port: int = Field(8080, ge=1, le=65535, description="REST port (V1 and V2, metrics, health).")
+    grpc_port: int = Field(8081, ge=1, le=65535, description="V2 gRPC port.")
     unknown_entity: Literal["default", "reject"] = Field(
         "default",
         description="An entity missing from the online store: 'default' scores with default feature values and "
@@ -94,17 +96,21 @@ class ServingConfig(Section):
     predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field(
         "v2", description="Cluster: how the transformer calls the predictor."
     )
-    autoscaling: Autoscaling = Autoscaling()
+    autoscaling: Autoscaling = Field(Autoscaling(), description="Cluster: replicas and the scaling metric.")
     canary_traffic_percent: int | None = Field(
         None, ge=0, le=100, description="Traffic share of a newly deployed version until it is promoted fully."
     )
-    transformer_resources: Resources = Resources(
-        cpu_request="500m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi"
+    transformer_resources: Resources = Field(
+        Resources(cpu_request="500m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi"),
+        description="Cluster: CPU/memory of the transformer container.",
     )
-    predictor_resources: Resources = Resources(
-        cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"
+    predictor_resources: Resources = Field(
+        Resources(cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"),
+        description="Cluster: CPU/memory of the predictor container.",
     )
-    inference_log: InferenceLogConfig = InferenceLogConfig()
+    inference_log: InferenceLogConfig = Field(
+        InferenceLogConfig(), description="What is logged per scored row, and when it is written."
+    )
 
     @model_validator(mode="after")
     def _ports(self) -> ServingConfig:

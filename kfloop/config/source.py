@@ -24,7 +24,7 @@ class SourceConfig(Section):
     label_column: str | None = Field(None, description="Training label column, if the source carries labels.")
     columns: dict[str, ColumnType] = Field(min_length=1, description="Every column kept, with its type.")
     batch_rows: int = Field(100_000, ge=1_000, le=10_000_000, description="Rows per streamed batch.")
-    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    csv_delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator of CSV sources.")
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceConfig:

@@ -23,21 +23,27 @@ class SecretRef(Section):
 class LocalStorageConfig(Section):
     """Embedded default: a directory on this machine."""
 
-    type: Literal["local"] = "local"
+    type: Literal["local"] = Field("local", description="A directory on this machine.")
     root: str = Field(".kfloop", min_length=1, description="Workspace directory (relative to the CWD).")
 
 
 class S3StorageConfig(Section):
     """Any S3 API endpoint (MinIO, SeaweedFS, AWS S3, ...), spoken through the minio client."""
 
-    type: Literal["s3"]
+    type: Literal["s3"] = Field(description="An S3 API endpoint.")
     endpoint: str = Field(min_length=1, description="host:port of the S3 endpoint, without scheme.")
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", description="Bucket of the workspace.")
     prefix: str = Field("kfloop", description="Key prefix of the workspace inside the bucket.")
     secure: bool = Field(True, description="Use TLS.")
-    region: str | None = None
-    access_key: SecretRef = SecretRef(env="AWS_ACCESS_KEY_ID", secret_name="kfloop-s3", secret_key="accesskey")
-    secret_key: SecretRef = SecretRef(env="AWS_SECRET_ACCESS_KEY", secret_name="kfloop-s3", secret_key="secretkey")
+    region: str | None = Field(None, description="Bucket region, when the endpoint needs one.")
+    access_key: SecretRef = Field(
+        SecretRef(env="AWS_ACCESS_KEY_ID", secret_name="kfloop-s3", secret_key="accesskey"),
+        description="Where the access key comes from.",
+    )
+    secret_key: SecretRef = Field(
+        SecretRef(env="AWS_SECRET_ACCESS_KEY", secret_name="kfloop-s3", secret_key="secretkey"),
+        description="Where the secret key comes from.",
+    )
 
 
 StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="type")]

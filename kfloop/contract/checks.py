@@ -78,7 +78,7 @@ def check_rules_compile(contract: ContractConfig, schema: pa.Schema) -> None:
         try:
             out = empty.eval(rule.expr)
         except Exception as err:
-            raise ConfigError(f"contract.rules.{i} ({rule.name}): cannot evaluate {rule.expr!r}: {err}") from None
+            raise ConfigError(f"contract.rules.{i} ({rule.name}): cannot evaluate {rule.expr!r}: {err}") from err
         if not isinstance(out, pd.Series):
             raise ConfigError(f"contract.rules.{i} ({rule.name}): {rule.expr!r} is not a per-row expression")
 

@@ -64,8 +64,8 @@ class DefectSpec:
                 raise ValueError(f"defects {text!r}: defect {name!r} given twice")
             try:
                 rates[name] = float(value)
-            except ValueError:
-                raise ValueError(f"defects {text!r}: rate {value.strip()!r} for {name!r} is not a number") from None
+            except ValueError as err:
+                raise ValueError(f"defects {text!r}: rate {value.strip()!r} for {name!r} is not a number") from err
         return cls(**rates)
 
 

@@ -90,16 +90,16 @@ class DriftSpec:
             raise ValueError(f"drift {text!r}: {usage}, e.g. 'amounts,categories,fraud@2026-03-01'")
         try:
             after = datetime.fromisoformat(when.strip())
-        except ValueError:
-            raise ValueError(f"drift {text!r}: bad date {when.strip()!r} (want ISO-8601, e.g. 2026-03-01)") from None
+        except ValueError as err:
+            raise ValueError(f"drift {text!r}: bad date {when.strip()!r} (want ISO-8601, e.g. 2026-03-01)") from err
         options: dict[str, object] = {}
         for part in (p.strip() for p in kinds.split(",")):
             name, eq, value = part.partition("=")
             if name == "amounts" and "amount_shift" not in options:
                 try:
                     options["amount_shift"] = float(value) if eq else DEFAULT_AMOUNT_SHIFT
-                except ValueError:
-                    raise ValueError(f"drift {text!r}: amount factor {value!r} is not a number") from None
+                except ValueError as err:
+                    raise ValueError(f"drift {text!r}: amount factor {value!r} is not a number") from err
             elif part == "categories" and "category_mix" not in options:
                 options["category_mix"] = True
             elif part == "fraud" and "fraud_pattern" not in options:

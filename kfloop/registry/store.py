@@ -20,22 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kfloop.errors import KfloopError, StorageError
+from kfloop import layout
+from kfloop.errors import CorruptModelError, ModelNotFoundError, StorageError
 from kfloop.files import file_sha256
 from kfloop.storage import Lease, Storage, lease
 
 STAGES = ("candidate", "champion", "archived")
 STALE_STAGING = timedelta(days=1)  # a staging prefix this old belongs to a registration that died
-
-
-class ModelNotFoundError(KfloopError):
-    """No such model or version in the registry."""
-
-    http_status = 404
-
-
-class CorruptModelError(KfloopError):
-    """A model file is missing or its checksum does not match the card."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +54,7 @@ class ModelRegistry:
         self.storage = storage
         self.model = model
         self.owner = owner  # the run id named in "busy" errors (else the card's pipeline_run)
-        self.prefix = f"registry/{model}"
+        self.prefix = layout.registry_prefix(model)
         self._card_key = re.compile(rf"^{re.escape(self.prefix)}/(v\d+)/model\.json$")
 
     @contextlib.contextmanager
@@ -75,7 +66,7 @@ class ModelRegistry:
 
     # --- reading ---------------------------------------------------------------------------------
     def _stages(self) -> dict:
-        key = f"{self.prefix}/stages.json"
+        key = layout.stages_key(self.model)
         try:
             stages = json.loads(self.storage.read_text(key))
         except FileNotFoundError:
@@ -83,7 +74,7 @@ class ModelRegistry:
         except ValueError as err:
             raise CorruptModelError(
                 f"{self.storage.uri(key)}: not valid JSON ({err}); restore it from history"
-            ) from None
+            ) from err
         if not isinstance(stages, dict) or not {"champion", "versions", "history"} <= set(stages):
             raise CorruptModelError(f"{self.storage.uri(key)}: expected keys champion, versions, history")
         return stages
@@ -105,7 +96,7 @@ class ModelRegistry:
         if version not in stages["versions"]:
             known = ", ".join(stages["versions"]) or "none"
             raise ModelNotFoundError(f"model {self.model!r} has no version {version!r} (known: {known})")
-        card = json.loads(self.storage.read_text(f"{self.prefix}/{version}/model.json"))
+        card = json.loads(self.storage.read_text(layout.model_card_key(self.model, version)))
         return ModelVersion(self.model, version, stages["versions"][version], card)
 
     def champion(self) -> ModelVersion | None:
@@ -131,11 +122,11 @@ class ModelRegistry:
                 stages = self._stages()
                 version = self._claim_version(stages, held)
                 for rel in files:
-                    self.storage.copy(f"{staging}/{rel}", f"{self.prefix}/{version}/{rel}")
+                    self.storage.copy(f"{staging}/{rel}", f"{layout.model_version_prefix(self.model, version)}/{rel}")
                 full = {**card, "model": self.model, "version": version, "files": files, "registered": _now()}
                 body = json.dumps(full, indent=2, default=str).encode()
                 held.check()
-                card_key = f"{self.prefix}/{version}/model.json"
+                card_key = layout.model_card_key(self.model, version)
                 if not self.storage.create_exclusive(card_key, body) and not self._is(card_key, body):  # the commit
                     raise StorageError(f"{self.storage.uri(self.prefix)}/{version}: exists already; immutable")
                 stages["versions"][version] = "candidate"
@@ -167,7 +158,7 @@ class ModelRegistry:
 
     def _write_stages(self, stages: dict, held: Lease) -> None:
         held.check()  # a holder that was taken over must not overwrite its successor's stages
-        self.storage.write_text(f"{self.prefix}/stages.json", json.dumps(stages, indent=2))
+        self.storage.write_text(layout.stages_key(self.model), json.dumps(stages, indent=2))
 
     def _delete_prefix(self, prefix: str) -> None:
         with contextlib.suppress(StorageError, OSError):
@@ -265,11 +256,11 @@ class ModelRegistry:
         for rel, digest in mv.card["files"].items():
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            key = f"{self.prefix}/{version}/{rel}"
+            key = f"{layout.model_version_prefix(self.model, version)}/{rel}"
             try:
                 self.storage.download_file(key, target)
             except FileNotFoundError as err:  # a StorageError (storage down) is not the version's fault
-                raise CorruptModelError(f"{self.storage.uri(key)}: missing ({err})") from None
+                raise CorruptModelError(f"{self.storage.uri(key)}: missing ({err})") from err
             if file_sha256(target) != digest:
                 raise CorruptModelError(
                     f"{self.storage.uri(key)}: checksum mismatch (expected {digest[:12]}…, "

@@ -41,15 +41,15 @@ def fetch_to_local(uri: str, workdir: Path, s3: Minio | None = None, timeout_s: 
         try:
             s3.fget_object(bucket, key, str(dest))
         except S3Error as err:
-            raise SourceError(f"{uri}: cannot download: {err.code}: {err.message}") from None
+            raise SourceError(f"{uri}: cannot download: {err.code}: {err.message}") from err
         return dest
     if scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri, timeout=timeout_s) as resp, open(dest, "wb") as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
         except urllib.error.HTTPError as err:
-            raise SourceError(f"{uri}: HTTP {err.code} {err.reason}") from None
+            raise SourceError(f"{uri}: HTTP {err.code} {err.reason}") from err
         except (urllib.error.URLError, OSError) as err:
-            raise SourceError(f"{uri}: cannot download: {getattr(err, 'reason', err)}") from None
+            raise SourceError(f"{uri}: cannot download: {getattr(err, 'reason', err)}") from err
         return dest
     raise SourceError(f"{uri}: unsupported URI scheme {scheme!r} (use a path, s3:// or http(s)://)")

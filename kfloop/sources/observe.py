@@ -87,4 +87,4 @@ def observe(path: Path, fmt: str, cfg: SourceConfig, display: str) -> Observed:
     except SourceError:
         raise
     except (OSError, ValueError, pa.ArrowInvalid, UnicodeDecodeError, EOFError) as err:
-        raise SourceError(f"{display}: cannot read as {fmt}: {err}") from None
+        raise SourceError(f"{display}: cannot read as {fmt}: {err}") from err

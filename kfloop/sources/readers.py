@@ -57,10 +57,10 @@ def detect_format(path: Path, declared: str, display: str | None = None) -> str:
     return fmt
 
 
-def _check_columns(path: Path, found: list[str], cfg: SourceConfig) -> None:
+def _check_columns(name: str, found: list[str], cfg: SourceConfig) -> None:
     missing = [c for c in cfg.columns if c not in found]
     if missing:
-        raise SourceError(f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}")
+        raise SourceError(f"{name}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}")
 
 
 def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> Iterator[RawBatch]:
@@ -69,19 +69,19 @@ def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> I
     fmt = detect_format(path, cfg.format, name)
     readers = {"csv": _iter_csv, "parquet": _iter_parquet, "jsonl": _iter_jsonl, "avro": _iter_avro}
     try:
-        yield from readers[fmt](path, cfg)
+        yield from readers[fmt](path, cfg, name)
     except SourceError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, UnicodeDecodeError, EOFError) as err:
-        raise SourceError(f"{name}: cannot read as {fmt}: {err}") from None
+        raise SourceError(f"{name}: cannot read as {fmt}: {err}") from err
 
 
-def _iter_csv(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+def _iter_csv(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     with open(path, newline="", encoding="utf-8") as fh:
         header = next(csv.reader(fh, delimiter=cfg.csv_delimiter), None)
     if header is None:
-        raise SourceError(f"{path}: empty file (no CSV header)")
-    _check_columns(path, header, cfg)
+        raise SourceError(f"{name}: empty file (no CSV header)")
+    _check_columns(name, header, cfg)
     bad_lines: list[int] = []
     rejects: list[Reject] = []
 
@@ -118,9 +118,9 @@ def _iter_csv(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
         yield RawBatch(pa.table({c: pa.array([], pa.string()) for c in cfg.columns}), pa.array([], pa.int64()), rejects)
 
 
-def _iter_parquet(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+def _iter_parquet(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     pf = pq.ParquetFile(path)
-    _check_columns(path, pf.schema_arrow.names, cfg)
+    _check_columns(name, pf.schema_arrow.names, cfg)
     start = 1
     for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=list(cfg.columns)):
         n = batch.num_rows
@@ -148,7 +148,7 @@ def _as_text(value: object) -> str | None:
     return str(value)
 
 
-def _iter_jsonl(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+def _iter_jsonl(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     records: list[dict] = []
     rows: list[int] = []
     rejects: list[Reject] = []
@@ -172,21 +172,21 @@ def _iter_jsonl(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
                 seen.update(rec)
             if len(records) >= cfg.batch_rows:
                 if not checked:
-                    _check_columns(path, sorted(seen), cfg)
+                    _check_columns(name, sorted(seen), cfg)
                     checked = True
                 yield _records_to_batch(records, rows, cfg, rejects)
                 records, rows, rejects = [], [], []
     if not checked and records:
-        _check_columns(path, sorted(seen), cfg)
+        _check_columns(name, sorted(seen), cfg)
     if records or rejects:
         yield _records_to_batch(records, rows, cfg, rejects)
 
 
-def _iter_avro(path: Path, cfg: SourceConfig) -> Iterator[RawBatch]:
+def _iter_avro(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     with open(path, "rb") as fh:
         rd = avro_reader(fh)
         fields = [f["name"] for f in (rd.writer_schema or {}).get("fields", [])]
-        _check_columns(path, fields, cfg)
+        _check_columns(name, fields, cfg)
         records: list[dict] = []
         rows: list[int] = []
         for i, rec in enumerate(rd, start=1):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 class Storage(abc.ABC):
-    """The operations stages need; both backends pass the same test suite (tests/test_storage.py)."""
+    """The operations stages need; both backends pass the same test suite (tests/kfloop/storage/test_storage.py)."""
 
     #: How coarse :meth:`modified` may be (S3 reports whole seconds); leases add it before calling a
     #: holder stale, so rounding never makes a live lease look older than it is.

@@ -22,6 +22,7 @@ from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from kfloop.errors import StorageError
+from kfloop.layout import probe_key
 from kfloop.storage.base import Storage
 
 _MISSING = ("NoSuchKey", "NoSuchObject", "NotFound")
@@ -71,7 +72,7 @@ class S3Storage(Storage):
         with _PROBED_LOCK:
             if ident in _PROBED:
                 return
-        probe = f".kfloop/conditional-write-probe/{secrets.token_hex(8)}"
+        probe = probe_key(secrets.token_hex(8))
         try:
             first = self.create_exclusive(probe, b"probe")
             second = self.create_exclusive(probe, b"probe")
@@ -93,13 +94,13 @@ class S3Storage(Storage):
             yield
         except S3Error as err:
             if err.code in _MISSING:
-                raise FileNotFoundError(uri) from None
-            raise StorageError(f"{uri}: {err.code}: {err.message}") from None
+                raise FileNotFoundError(uri) from err
+            raise StorageError(f"{uri}: {err.code}: {err.message}") from err
         except (HTTPError, MinioException, OSError) as err:
             if isinstance(err, FileNotFoundError):
                 raise
             reason = getattr(err, "reason", None) or err
-            raise StorageError(f"{uri}: S3 endpoint {self._endpoint()} unreachable or failing: {reason}") from None
+            raise StorageError(f"{uri}: S3 endpoint {self._endpoint()} unreachable or failing: {reason}") from err
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -40,10 +40,10 @@ def read_preprocessor(directory: Path) -> Preprocessor:
     path = directory / PREPROCESS_FILE
     try:
         return Preprocessor.from_json(path.read_text())
-    except FileNotFoundError:
-        raise StorageError(f"exported model {directory}: {PREPROCESS_FILE} is missing") from None
+    except FileNotFoundError as err:
+        raise StorageError(f"exported model {directory}: {PREPROCESS_FILE} is missing") from err
     except (ValueError, TypeError) as err:
-        raise StorageError(f"exported model {directory}: {PREPROCESS_FILE} is unreadable ({err})") from None
+        raise StorageError(f"exported model {directory}: {PREPROCESS_FILE} is unreadable ({err})") from err
 
 
 def checksums(directory: Path, paths: list[Path]) -> dict[str, str]:

@@ -17,8 +17,9 @@ from kfloop.components import features as features_module
 from kfloop.components.validate import validate
 from kfloop.errors import LeaseBusyError
 from kfloop.feature_repo import state as state_module
-from kfloop.feature_repo.paths import lease_key, offline_key, stale_key, state_key
 from kfloop.lake_commit import CommitPolicy
+from kfloop.layout import offline_key, stale_key, state_key
+from kfloop.layout import view_lease_key as lease_key
 from kfloop.storage.lease import lease
 from tests.components.test_features import assert_tables_match
 from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)

@@ -12,7 +12,7 @@ import pytest
 from kfloop.components.features import compute_features, definition_hash
 from kfloop.config import parse_config
 from kfloop.errors import SourceError
-from kfloop.feature_repo.paths import offline_key, state_key
+from kfloop.layout import offline_key, state_key
 from tests.feature_repo.harness import (
     CUSTOMERS,
     HAND_CUSTOMER_ROWS,

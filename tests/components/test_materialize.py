@@ -11,8 +11,8 @@ import pytest
 
 from kfloop.components import materialize as materialize_module
 from kfloop.errors import StorageError
-from kfloop.feature_repo.paths import FEAST_DIR
 from kfloop.feature_repo.store import objects_for
+from kfloop.layout import FEAST_DIR
 from tests.conftest import free_port
 from tests.feature_repo.conftest import online_backend, own_redis, redis_server  # noqa: F401 (fixtures)
 from tests.feature_repo.harness import (

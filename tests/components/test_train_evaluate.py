@@ -18,13 +18,13 @@ import pytest
 
 from kfloop import lake
 from kfloop.components.evaluate import decision_markdown, evaluate_and_gate
-from kfloop.components.train import latest_training_set, load_split, train_and_register
-from kfloop.components.training_set import SPLITS
-from kfloop.components.validate import clean_dataset
+from kfloop.components.train import train_and_register
 from kfloop.demo import DemoSpec, generate
 from kfloop.errors import KfloopError
+from kfloop.layout import SPLITS, clean_dataset
 from kfloop.registry import ModelRegistry
 from kfloop.registry.store import CorruptModelError
+from kfloop.training.sets import latest_training_set, load_split
 from kfloop.training.trainer import export, train
 from tests.feature_repo.harness import Loop, sqlite_backend
 

@@ -17,10 +17,11 @@ import pytest
 from rich.console import Console
 
 from kfloop.cli.summary import features_table
-from kfloop.components.training_set import SPLITS, service_version
+from kfloop.components.training_set import service_version
 from kfloop.config.contract import parse_duration
 from kfloop.errors import SourceError
-from kfloop.feature_repo.paths import training_set_prefix
+from kfloop.layout import SPLITS, training_set_prefix
+from kfloop.layout import latest_key as latest_key_of
 from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)
 from tests.feature_repo.harness import (
     CUSTOMERS,
@@ -181,7 +182,8 @@ def test_manifest_records_service_version_and_content_hash(loop: Loop) -> None:
     assert manifest["content_hash"] == digest.hexdigest() == result.content_hash
     assert manifest["features"] == loop.config.features.feature_names()
     assert manifest["rows"] == result.rows and manifest["label"] == "is_fraud"
-    latest = json.loads((loop.workspace / training_set_prefix(loop.config) / "latest.json").read_text())
+    latest_key = latest_key_of(training_set_prefix(loop.config.features.service))
+    latest = json.loads((loop.workspace / latest_key).read_text())
     assert latest == manifest
     # the Feast feature service the join went through serves exactly the configured views
     service = loop.store().get_feature_service("fraud_features")
@@ -277,7 +279,7 @@ def test_unusable_label_values_fail_in_the_training_set_step_naming_the_column(
     with pytest.raises(SourceError, match=r"label column 'is_fraud' of 'transactions' has ") as err:
         loop.training_set()
     assert shown in str(err.value)
-    assert not (loop.workspace / training_set_prefix(loop.config)).exists()  # nothing written
+    assert not (loop.workspace / training_set_prefix(loop.config.features.service)).exists()  # nothing written
 
 
 def test_booleans_are_labels_too(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kfloop import lake
+from kfloop import lake, layout
 from kfloop.components.ingest import ingest
 from kfloop.components.validate import ValidateResult, validate
 from kfloop.config import Config, load_config, parse_config
@@ -374,7 +374,7 @@ def test_failed_error_check_blocks_the_clean_dataset(tmp_path: Path) -> None:
     lk = make_lake(tmp_path, rows=2000, nulls=0.04)
     first = validate(lk.config(), lk.storage, now=NOW)
     assert first.report.gate_passed and first.clean_manifest_uri is not None
-    manifest_before = lk.storage.read_text(lake.manifest_key(CLEAN))
+    manifest_before = lk.storage.read_text(layout.manifest_key(CLEAN))
     files_before = lk.storage.list(f"lake/{CLEAN}/data/")
     nulls = injected_rows(lk, "nulls")
     missing_amount = int(nulls["amount"].isna().sum())
@@ -391,7 +391,7 @@ def test_failed_error_check_blocks_the_clean_dataset(tmp_path: Path) -> None:
     assert msg.startswith("table.completeness: ")
     assert f"({missing_amount:,} of {len(lk.frame):,} failing)" in msg
     assert result.clean_manifest_uri is None
-    assert lk.storage.read_text(lake.manifest_key(CLEAN)) == manifest_before
+    assert lk.storage.read_text(layout.manifest_key(CLEAN)) == manifest_before
     assert lk.storage.list(f"lake/{CLEAN}/data/") == files_before
     # the report is still written so the failure can be inspected
     assert json.loads(Path(result.report_json_uri).read_text())["gate_passed"] is False

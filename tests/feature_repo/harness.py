@@ -31,13 +31,13 @@ from kfloop import lake
 from kfloop.components.features import ViewUpdate, compute_features
 from kfloop.components.ingest import ingest
 from kfloop.components.materialize import Materialized, materialize
-from kfloop.components.training_set import SPLITS, TrainingSet, build_training_set
-from kfloop.components.validate import ValidateResult, clean_dataset, validate
+from kfloop.components.training_set import TrainingSet, build_training_set
+from kfloop.components.validate import ValidateResult, validate
 from kfloop.config import Config, FeatureViewSpec, parse_config
 from kfloop.demo import DemoSpec, generate, write_frame
-from kfloop.feature_repo.paths import FEAST_DIR, feast_project, offline_key
 from kfloop.feature_repo.state import ViewState, load_state
 from kfloop.feature_repo.store import open_store
+from kfloop.layout import FEAST_DIR, SPLITS, clean_dataset, feast_project, offline_key
 from kfloop.storage import LocalStorage
 from tests.conftest import demo_config
 

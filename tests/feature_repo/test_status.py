@@ -10,10 +10,10 @@ import pytest
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
-from kfloop.components.validate import clean_dataset
 from kfloop.config.contract import parse_duration
 from kfloop.feature_repo.definitions import entity_name
 from kfloop.feature_repo.status import ViewStatus, feature_status
+from kfloop.layout import clean_dataset
 from tests.feature_repo.harness import CUSTOMERS, MERCHANTS, Loop, OnlineBackend, demo_frames
 
 

@@ -101,6 +101,7 @@ class Server:
     grpc_port: int = field(default_factory=free_port)
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    entry: tuple[str, ...] = ("-m", "kfloop")  # what runs `kfloop` (a test may wrap it to inject a fault)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -114,7 +115,7 @@ class Server:
 
     def start(self, timeout: float = 90.0, ready: bool = True) -> Server:
         """Start and wait until ready (``ready=False``: only until live, for a server meant to be not ready)."""
-        cmd = [sys.executable, "-m", "kfloop", "serve", "-c", str(self.config_path)]
+        cmd = [sys.executable, *self.entry, "serve", "-c", str(self.config_path)]
         cmd += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.args]
         self.log_path = self.config_path.with_suffix(f".{self.http_port}.log")
         out = self.log_path.open("wb")

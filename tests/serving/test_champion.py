@@ -19,7 +19,7 @@ import redis.exceptions
 from prometheus_client import REGISTRY
 
 from kfloop.config import Config, parse_config
-from kfloop.errors import StorageError
+from kfloop.errors import NotReadyError, OnlineStoreUnavailableError, StorageError
 from kfloop.registry import ModelRegistry
 from kfloop.serving import champion as champion_module
 from kfloop.serving import protocol
@@ -167,7 +167,7 @@ def test_inputs_that_do_not_match_the_config_are_refused_and_explained(trained: 
     assert watch.predictor.model is None
     reason = watch.predictor.not_ready_reason
     assert "inputs do not match the config" in reason and "channel" in reason and "refused (inputs)" in reason
-    with pytest.raises(protocol.NotReadyError, match="channel"):
+    with pytest.raises(NotReadyError, match="channel"):
         asyncio.run(watch.predictor.healthy())
 
     # at a switch: the served version stays, the other one is refused
@@ -228,7 +228,7 @@ def test_an_outage_is_logged_once_and_answers_meanwhile_leave_no_tracebacks(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("online store unreachable (ConnectionRefusedError" in m for m in messages) == 1, messages
     assert sum("online store reachable again" in m for m in messages) == 1, messages
-    for err in (protocol.NotReadyError("m", "refused"), protocol.OnlineStoreUnavailableError("down")):
+    for err in (NotReadyError("m", "refused"), OnlineStoreUnavailableError("down")):
         record = logging.LogRecord("kserve", logging.ERROR, __file__, 1, "Exception:", (), (type(err), err, None))
         assert not _per_request_lines(record)
     internal = RuntimeError("a bug")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kfloop.config import config_to_json
+from kfloop.layout import CARD_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.serving.client import ServingClient, ServingRequestError
-from kfloop.serving.predictor import CARD_FILE
 from tests.conftest import free_port
 from tests.serving.conftest import ROOT, Server, Trained, wait_ready
 

@@ -561,7 +561,8 @@ def test_a_backlog_is_encoded_in_bounded_chunks_and_a_failed_chunk_keeps_the_res
 ) -> None:
     """A backlog went to the encoder process as one batch: 200k one-row requests (max_buffer_rows) took it
     to 1 GB, beside the server in the transformer's 1 GiB container. Now chunks of ENCODE_MAX_ROWS rows."""
-    from kfloop.serving._log_encoder import Encoder, EncoderError
+    from kfloop.errors import EncoderError
+    from kfloop.serving._log_encoder import Encoder
 
     monkeypatch.setattr(inference_log, "ENCODE_MAX_ROWS", 10)
     sizes: list[int] = []

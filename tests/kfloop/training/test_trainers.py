@@ -26,7 +26,7 @@ from kfloop.files import file_sha256
 from kfloop.training.preprocess import UNKNOWN, Preprocessor, feature_columns
 from kfloop.training.trainer import TrainedModel, export, load_exported, train
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_CONFIG = REPO / "examples" / "fraud" / "kfloop.yaml"
 ROWS, DATA_SEED = 20_000, 2026
 MIN_TEST_AUC = 0.85

@@ -33,7 +33,7 @@ from kfloop.demo import (
     write_frame,
 )
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "kfloop.yaml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "fraud" / "kfloop.yaml"
 AFTER = datetime(2026, 3, 1, tzinfo=UTC)
 ALL_DEFECTS = DefectSpec(nulls=0.01, duplicates=0.01, wrong_types=0.01, out_of_range=0.01, unknown_categories=0.01)
 

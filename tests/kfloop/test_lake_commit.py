@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kfloop import lake, lake_commit
+from kfloop import lake, lake_commit, layout
 from kfloop.components.ingest import ingest
-from kfloop.components.validate import clean_dataset, validate
+from kfloop.components.validate import validate
 from kfloop.config import Config
 from kfloop.demo import DemoSpec, generate, write_frame
 from kfloop.errors import LeaseBusyError
+from kfloop.layout import clean_dataset
 from kfloop.storage import LocalStorage, S3Storage, Storage
 from kfloop.storage._process import host_identity
 from kfloop.storage.lease import lease
@@ -233,7 +234,7 @@ def _kill_while_committing(tmp_path: Path, policy: lake_commit.CommitPolicy, els
     ws = tmp_path / "ws"
     storage, cfg = LocalStorage(ws), demo_config(ws, uri=str(early))
     ingest(cfg, storage)
-    before = storage.read_text(lake.manifest_key(DATASET))
+    before = storage.read_text(layout.manifest_key(DATASET))
     stalled, out = SPAWN.Event(), SPAWN.Queue()
     args = (cfg, spec_of(storage), str(late), policy, out, None, stalled, elsewhere)
     child = SPAWN.Process(target=_ingest_child, args=args)
@@ -242,7 +243,7 @@ def _kill_while_committing(tmp_path: Path, policy: lake_commit.CommitPolicy, els
     assert storage.list(f"lake/{DATASET}/_lock/")  # it holds the lease, with files staged
     os.kill(child.pid, signal.SIGKILL)
     child.join()
-    assert storage.read_text(lake.manifest_key(DATASET)) == before  # killed mid-commit: nothing visible
+    assert storage.read_text(layout.manifest_key(DATASET)) == before  # killed mid-commit: nothing visible
     return storage, cfg, late, frame
 
 
@@ -275,9 +276,9 @@ def test_cleanup_spares_a_live_run_and_sweeps_it_once_silent(tmp_path: Path) -> 
     ingest(cfg, storage, policy=policy)
     # a run on another host: heartbeat written, a file staged, not committed yet
     other = "20260101T000000Z-other1"
-    staged = lake.part_key(DATASET, "2026-01-01", other, 0)
+    staged = layout.part_key(DATASET, "2026-01-01", other, 0)
     quarantined = f"quarantine/{DATASET}/{other}.parquet"
-    heartbeat = lake_commit.active_key(DATASET, other)
+    heartbeat = layout.active_key(DATASET, other)
     storage.write_text(heartbeat, json.dumps({"run_id": other, "host": "elsewhere", "pid": 1}))
     storage.write_bytes(staged, b"not yet committed")
     storage.write_bytes(quarantined, b"not yet committed")
@@ -358,11 +359,11 @@ def test_a_live_run_on_another_machine_with_the_same_hostname_is_spared(tmp_path
     exited.join()
     for run, host, pid in ((twin, twin_host, 4_000_000), (dead, host_identity(), exited.pid)):
         body = {"run_id": run, "host": host, "pid": pid, "at": lake.now_iso()}
-        storage.write_text(lake_commit.active_key(DATASET, run), json.dumps(body))
-        storage.write_bytes(lake.part_key(DATASET, "2026-01-01", run, 0), b"staged")
+        storage.write_text(layout.active_key(DATASET, run), json.dumps(body))
+        storage.write_bytes(layout.part_key(DATASET, "2026-01-01", run, 0), b"staged")
     ingest(cfg, storage, source_uri=str(second))
-    assert storage.exists(lake.part_key(DATASET, "2026-01-01", twin, 0))
-    assert not storage.exists(lake.part_key(DATASET, "2026-01-01", dead, 0))
+    assert storage.exists(layout.part_key(DATASET, "2026-01-01", twin, 0))
+    assert not storage.exists(layout.part_key(DATASET, "2026-01-01", dead, 0))
 
 
 def test_a_run_killed_between_its_run_record_and_the_manifest_leaves_no_record(tmp_path: Path) -> None:
@@ -411,7 +412,7 @@ def test_a_run_starting_during_the_sweep_keeps_its_quarantine_file(
     def then_a_run_starts(self: lake_commit.Transaction, now: Any) -> set[str]:
         live = real(self, now)
         body = {"run_id": newcomer, "host": "elsewhere", "pid": 1, "at": lake.now_iso()}
-        storage.write_text(lake_commit.active_key(DATASET, newcomer), json.dumps(body))
+        storage.write_text(layout.active_key(DATASET, newcomer), json.dumps(body))
         storage.write_bytes(quarantined, b"staged by the newcomer")
         return live
 
@@ -449,7 +450,7 @@ def test_an_ingest_into_a_busy_dataset_says_who_holds_it_and_leaves_nothing(
     holder = "20260101T000000Z-hold01"
     with (
         caplog.at_level(logging.WARNING),
-        lease(storage, lake_commit.lock_key(DATASET), name=f"dataset {DATASET}", owner=holder),
+        lease(storage, layout.lake_lock_key(DATASET), name=f"dataset {DATASET}", owner=holder),
         pytest.raises(LeaseBusyError, match=f"dataset {DATASET} is busy: held by run {holder}"),
     ):
         ingest(cfg, storage, policy=lake_commit.CommitPolicy(timeout_s=3))

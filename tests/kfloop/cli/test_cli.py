@@ -66,6 +66,18 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+def test_an_error_is_one_line_and_debug_adds_its_chained_cause(tmp_path: Path) -> None:
+    """The cause stays chained (``raise … from err``): ``--debug`` shows it; without, one line. The exit code
+    is the error's (kfloop.errors' mapping: ConfigError → 2) either way."""
+    plain = kfloop("config", "validate", "--config", str(tmp_path))  # a directory: reading it fails
+    assert plain.returncode == 2
+    assert plain.stderr.strip().splitlines() == [f"error: {tmp_path}: cannot read config: Is a directory"]
+    debug = kfloop("--debug", "config", "validate", "--config", str(tmp_path))
+    assert debug.returncode == 2
+    assert "IsADirectoryError" in debug.stderr and "The above exception was the direct cause" in debug.stderr
+    assert f"ConfigError: {tmp_path}: cannot read config: Is a directory" in debug.stderr
+
+
 def test_demo_data_then_ingest_via_cli(tmp_path: Path) -> None:
     cfg = tmp_path / "kfloop.yaml"
     cfg.write_text(

@@ -146,28 +146,3 @@ def test_unreachable_s3_endpoint_is_a_storage_error_naming_it() -> None:
     client = Minio(f"127.0.0.1:{port}", "a", "b", secure=False, region="us-east-1", http_client=http)
     with pytest.raises(StorageError, match=rf"s3://bkt: S3 endpoint 127.0.0.1:{port} unreachable"):
         S3Storage(client, "bkt")
-
-
-def test_partition_writer_keeps_few_files_open_and_loses_no_rows(tmp_path: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from kfloop.lake import PartitionWriter
-
-    schema = pa.schema([pa.field("ts", pa.timestamp("us", tz="UTC")), pa.field("v", pa.int64())])
-    start = datetime(2020, 1, 1, tzinfo=UTC)
-    writer = PartitionWriter("d", schema, "ts", "run", max_buffered_rows=10_000, max_open=4)
-    for rnd in range(3):  # 40 dates, revisited three times, with only 4 files open at once
-        times = [start + timedelta(days=d, hours=rnd) for d in range(40)]
-        writer.add(pa.table({"ts": pa.array(times, schema.field("ts").type), "v": list(range(40))}, schema=schema))
-        for date in list(writer._buffers):
-            writer._flush(date)
-        assert len(writer._writers) <= 4
-    storage = LocalStorage(tmp_path)
-    files = writer.store(storage)
-    writer.close()
-    assert sum(f.rows for f in files) == 120
-    assert {f.event_date for f in files} == {(start + timedelta(days=d)).date().isoformat() for d in range(40)}
-    assert sum(pq.read_metadata(storage.local_path(f.key)).num_rows for f in files) == 120

@@ -1,0 +1,251 @@
+"""Every location in the workspace, named once.
+
+The workspace is one storage root (a local directory or an S3 bucket + prefix) shared by every step, command
+and server. Each key below is built here and nowhere else, so two stages agree on where a thing lives without
+importing each other, and a change of layout is one edit. Keys are relative to the storage root, with ``/``
+separators; a prefix has no trailing slash.
+
+    lake/<dataset>/                      raw and clean Parquet datasets (+ _manifest.json, _lock, _active/)
+    quarantine/<dataset>/<run>.parquet   rows ingest could not read, with the reason
+    quarantine/<dataset>_contract/...    rows the data contract quarantined
+    reports/<dataset>/quality/           data-quality reports (<run>.json/.html/.md, latest.json)
+    features/<view>.*                    Feast offline source, progress state, stale entities, lease
+    feast/                               Feast registry and the SQLite online store (embedded default)
+    training_sets/<service>/<run>/       point-in-time training sets (<split>.parquet, manifest), latest.json
+    registry/<model>/                    model versions (<vN>/model.json, files, decision.json), stages.json
+    <inference_log.prefix>/<model>/      the inference log (prefix from config, default inference-log)
+    monitoring/<model>/                  drift snapshots and verdicts
+    audit/                               the audit trail
+    adhoc/<run>/                         scratch workspaces of `kfloop data check --input FILE`
+    .kfloop/                             storage's own probes (e.g. the S3 conditional-write self-test)
+
+Beside a local workspace (or in ``./.kfloop`` when the workspace is S3), ``kfloop run`` keeps kfp.local's
+``pipeline_root/`` and the task log ``last-run.log``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfloop.config import Config
+
+LAKE = "lake"
+QUARANTINE = "quarantine"
+REPORTS = "reports"
+FEATURES = "features"
+FEAST_DIR = "feast"
+TRAINING_SETS = "training_sets"
+REGISTRY = "registry"
+MONITORING = "monitoring"
+AUDIT = "audit"
+ADHOC = "adhoc"
+
+#: Lake data files are partitioned Hive-style by the event date: ``<dataset>/data/event_date=YYYY-MM-DD/``.
+PARTITION_COLUMN = "event_date"
+
+#: The splits of a training set, in the order they are cut from time (oldest rows train).
+SPLITS = ("train", "validation", "test")
+#: Name of the pointer to the newest run's output, beside the runs it points into.
+LATEST = "latest.json"
+#: A model version's card, in the registry and in every directory a model is loaded from.
+CARD_FILE = "model.json"
+
+
+#: Feast's files under FEAST_DIR in the embedded default (a config may point the registry elsewhere).
+FEAST_REGISTRY_FILE = "registry.db"
+FEAST_SQLITE_FILE = "online.db"
+#: Local working directory when the workspace is not a local directory.
+LOCAL_WORKDIR = ".kfloop"
+RUN_LOG = "last-run.log"
+PIPELINE_ROOT = "pipeline_root"
+
+
+def local_workdir(storage_type: str, root: str) -> Path:
+    """Where local runs keep task logs, kfp.local outputs and scratch: the workspace itself when it is a
+    local directory, else ``./.kfloop``."""
+    return Path(root if storage_type == "local" else LOCAL_WORKDIR)
+
+
+def probe_key(token: str) -> str:
+    """A throw-away object a storage backend writes to test what the endpoint supports."""
+    return f"{LOCAL_WORKDIR}/conditional-write-probe/{token}"
+
+
+# --- lake ----------------------------------------------------------------------------------------
+def dataset_prefix(dataset: str) -> str:
+    return f"{LAKE}/{dataset}"
+
+
+def manifest_key(dataset: str) -> str:
+    """The dataset's manifest: the files that make up its current version."""
+    return f"{dataset_prefix(dataset)}/_manifest.json"
+
+
+def data_prefix(dataset: str) -> str:
+    """The dataset's Parquet files, partitioned by event date."""
+    return f"{dataset_prefix(dataset)}/data"
+
+
+def part_key(dataset: str, date: str, run_id: str, n: int) -> str:
+    """Where a run stores a data file; the run id in the name lets cleanup tell whose file it is."""
+    return f"{data_prefix(dataset)}/{PARTITION_COLUMN}={date}/part-{run_id}-{n:05d}.parquet"
+
+
+def part_run_id(key: str) -> str | None:
+    """The run that wrote a data file (see :func:`part_key`); None for a name no run of ours gives."""
+    name = key.rsplit("/", 1)[-1]
+    if not (name.startswith("part-") and name.endswith(".parquet")):
+        return None
+    run, _, n = name[len("part-") : -len(".parquet")].rpartition("-")
+    return run if run and n.isdigit() else None
+
+
+def lake_lock_key(dataset: str) -> str:
+    """The lease every commit to the dataset's manifest holds."""
+    return f"{dataset_prefix(dataset)}/_lock"
+
+
+def active_prefix(dataset: str) -> str:
+    return f"{dataset_prefix(dataset)}/_active"
+
+
+def active_key(dataset: str, run_id: str) -> str:
+    """A running writer's heartbeat: cleanup never deletes the staged files of a run that is alive."""
+    return f"{active_prefix(dataset)}/{run_id}.json"
+
+
+def run_records_prefix(dataset: str) -> str:
+    return f"{dataset_prefix(dataset)}/_runs"
+
+
+def run_record_key(dataset: str, run_id: str) -> str:
+    """What one committed run did (rows, files, lease token), written just before the manifest."""
+    return f"{run_records_prefix(dataset)}/{run_id}.json"
+
+
+def clean_dataset(dataset: str) -> str:
+    """Name of the clean dataset the validate stage derives from a lake dataset."""
+    return f"{dataset}_clean"
+
+
+# --- quarantine and reports ----------------------------------------------------------------------
+def quarantine_prefix(dataset: str) -> str:
+    return f"{QUARANTINE}/{dataset}"
+
+
+def quarantine_key(dataset: str, run_id: str) -> str:
+    """Rows one ingest run could not read or cast, with the reason and the raw record."""
+    return f"{quarantine_prefix(dataset)}/{run_id}.parquet"
+
+
+def contract_quarantine_key(dataset: str, run_id: str) -> str:
+    """Rows one validate run quarantined under the data contract."""
+    return f"{quarantine_prefix(dataset + '_contract')}/{run_id}.parquet"
+
+
+def report_prefix(dataset: str) -> str:
+    """Data-quality reports of a dataset: ``<run>.{json,html,md}`` and ``latest.json``."""
+    return f"{REPORTS}/{dataset}/quality"
+
+
+def report_key(dataset: str, run_id: str, ext: str) -> str:
+    """One run's report in one format: ``json`` (the record), ``html`` (the page), ``md`` (the step's summary)."""
+    return f"{report_prefix(dataset)}/{run_id}.{ext}"
+
+
+# --- features and Feast --------------------------------------------------------------------------
+def offline_key(view: str) -> str:
+    """The Feast offline source of a view: one Parquet file, replaced atomically on each update."""
+    return f"{FEATURES}/{view}.parquet"
+
+
+def state_key(view: str) -> str:
+    """Per-view progress: newest event computed, newest materialized, row counts."""
+    return f"{FEATURES}/{view}.state.json"
+
+
+def stale_key(view: str) -> str:
+    """Entities whose online values the feature stage invalidated (rows recomputed or gone), until the
+    next materialization rewrites or deletes them: one Parquet column of entity keys."""
+    return f"{FEATURES}/{view}.stale.parquet"
+
+
+def view_lease_key(view: str) -> str:
+    """The lease one feature or materialize run holds while it changes the view's table, state and online rows."""
+    return f"{FEATURES}/{view}.lease"
+
+
+def feast_project(config: Config) -> str:
+    """The Feast project (it prefixes every online-store key and table): the kfloop project with dashes as
+    underscores, since Feast project names are identifiers."""
+    return config.features.feast_project or config.project.replace("-", "_")
+
+
+# --- training sets -------------------------------------------------------------------------------
+def training_set_prefix(service: str) -> str:
+    """All training sets of a Feast feature service, and ``latest.json`` pointing at the newest."""
+    return f"{TRAINING_SETS}/{service}"
+
+
+def training_set_run_prefix(service: str, run_id: str) -> str:
+    return f"{training_set_prefix(service)}/{run_id}"
+
+
+def split_key(service: str, run_id: str, split: str) -> str:
+    return f"{training_set_run_prefix(service, run_id)}/{split}.parquet"
+
+
+def training_set_manifest_key(service: str, run_id: str) -> str:
+    """What a training set is: features, label, rows and time range per split, content hash, lineage."""
+    return f"{training_set_run_prefix(service, run_id)}/manifest.json"
+
+
+def latest_key(prefix: str) -> str:
+    """The ``latest.json`` pointer under a prefix of runs (training sets, quality reports)."""
+    return f"{prefix}/{LATEST}"
+
+
+# --- model registry ------------------------------------------------------------------------------
+def registry_prefix(model: str) -> str:
+    return f"{REGISTRY}/{model}"
+
+
+def model_version_prefix(model: str, version: str) -> str:
+    return f"{registry_prefix(model)}/{version}"
+
+
+def model_card_key(model: str, version: str) -> str:
+    """The version's card (metrics, lineage, file checksums); its presence is what makes a version exist."""
+    return f"{model_version_prefix(model, version)}/{CARD_FILE}"
+
+
+def decision_key(model: str, version: str) -> str:
+    """The evaluation gate's decision on a version: the record of why it was or was not promoted."""
+    return f"{model_version_prefix(model, version)}/decision.json"
+
+
+def stages_key(model: str) -> str:
+    """Which version is champion, every version's stage, and the promotion history."""
+    return f"{registry_prefix(model)}/stages.json"
+
+
+# --- serving and monitoring ----------------------------------------------------------------------
+def inference_log_prefix(log_prefix: str, model: str) -> str:
+    """One model's inference log under the configured log prefix."""
+    return f"{log_prefix.strip('/')}/{model}"
+
+
+def monitoring_prefix(model: str) -> str:
+    """Drift snapshots, reports and verdicts of one model."""
+    return f"{MONITORING}/{model}"
+
+
+def audit_prefix() -> str:
+    return AUDIT
+
+
+def adhoc_prefix(run_id: str) -> str:
+    """The scratch workspace of one ``kfloop data check --input FILE`` (its own lake, kept for review)."""
+    return f"{ADHOC}/{run_id}"
