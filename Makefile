@@ -10,6 +10,9 @@ DEMO_ROWS ?= 200000
 DEMO_SOURCE ?= .kfloop/source/transactions.csv
 # a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
 DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001
+# the demo data's end (90 days from 2026-01-01): serve-check answers as of it, a replay; on the wall clock the
+# demo's rows are older than their feature views' ttls and every row would be scored on default features
+DEMO_AS_OF ?= 2026-04-01T00:00:00+00:00
 
 # System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
 # use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
@@ -60,7 +63,7 @@ system-bench: ## Install the system packages the benchmarks need (redis-server, 
 run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a summary
 	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
-	$(BIN)/kfloop serve-check --config $(CONFIG)
+	KFLOOP_SERVING_AS_OF=$(DEMO_AS_OF) $(BIN)/kfloop serve-check --config $(CONFIG)
 
 test: $(STAMP) system-test ## Run the test suite (installs missing system packages first)
 	$(BIN)/pytest -q

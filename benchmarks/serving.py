@@ -52,6 +52,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ from benchmarks.serving_report import (
 from benchmarks.serving_search import find_max_rate
 from benchmarks.serving_targets import ServerProcess, ensure_mlserver_venv
 from kfloop.config import ColumnType, Config, load_config, parse_config
+from kfloop.demo import DEFAULT_START
+from kfloop.serving.clock import AS_OF_ENV, serving_clock
 from kfloop.storage import LocalStorage
 
 CONFIG_PATH = ROOT / "examples" / "fraud" / "kfloop.yaml"
@@ -99,6 +102,9 @@ SEED = 42
 DISTINCT_REQUESTS = 128  # rows cycled through by every target
 CALLS = 1_000  # requests per harness run (at 50 % of the target's max rate)
 LOOKUP_CALLS = 2_000
+#: The end of `kfloop demo-data`'s 90 days: every server answers as of it (a replay; on the wall clock the
+#: demo's rows are older than their views' ttls and every row would be scored on default features).
+DEMO_END = DEFAULT_START + timedelta(days=90)
 
 
 # --- the workspace ------------------------------------------------------------------------------------
@@ -353,6 +359,7 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     """Workspace, servers, checks and the max-rate searches (all untimed), then one case per target."""
     del data_dir  # nothing to cache: the workspace is rebuilt each run (~40 s)
     echo = _say
+    os.environ.setdefault(AS_OF_ENV, DEMO_END.isoformat())  # inherited by the servers started below
     if os.environ.get("KFLOOP_BENCH_SERVING") == "log":
         from benchmarks.serving_log import build_log_only
 
@@ -368,7 +375,7 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     from kfloop.feature_repo.store import open_store
 
     store = open_store(ws.config, LocalStorage(work / "ws"), os.environ)
-    lookup = ServingLookup(store, ws.config.features.service)
+    lookup = ServingLookup(store, ws.config.features.service, clock=serving_clock(os.environ))
     req = request_rows(ws, lookup, DISTINCT_REQUESTS, seed)
     lookup_times = time_lookup(lookup, req.full, ws.config.source.entity_keys, LOOKUP_CALLS)
 

@@ -132,13 +132,15 @@ def build_log_only(rows: int, seed: int, echo: Callable[[str], None]) -> Benchma
     from benchmarks.redis_server import free_port
     from kfloop.feature_repo.online import ServingLookup
     from kfloop.feature_repo.store import open_store
+    from kfloop.serving.clock import serving_clock
     from kfloop.storage import LocalStorage
 
     work = Path(tempfile.mkdtemp(prefix="kfloop-bench-serving-log-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     echo(f"  workspace {work}: demo data + kfloop run ({rows:,} rows)")
     ws = full.prepare_workspace(rows, seed, work)
-    lookup = ServingLookup(open_store(ws.config, LocalStorage(work / "ws"), os.environ), ws.config.features.service)
+    store = open_store(ws.config, LocalStorage(work / "ws"), os.environ)
+    lookup = ServingLookup(store, ws.config.features.service, clock=serving_clock(os.environ))  # build() pins it
     req = full.request_rows(ws, lookup, full.DISTINCT_REQUESTS, seed)
     (on_http, on_grpc), (off_http, off_grpc) = (free_port(), free_port()), (free_port(), free_port())
     procs = [

@@ -6,7 +6,9 @@ champion by more than the tolerance. The decision and its reasons are recorded b
 
 A champion need not have a decision: ``kfloop models promote`` makes one by hand. When training reused
 such a version (same data, same settings), it is scored on the newest test split and reported as the
-champion it is, without being gated again.
+champion it is, without being gated again. A reused version the gate rejected is not judged again while
+nothing the judgement rests on changed (test split content, gate, champion): its recorded decision is
+returned, marked ``reused``, and the registry is left as it is.
 """
 
 import json
@@ -81,16 +83,18 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     """Score candidate and champion on the newest test split, decide, promote if the gate passes."""
     registry = ModelRegistry(storage, config.training.model_name)
     current = registry.champion()
-    if current is not None and current.version == version:  # a reused model that is champion already
-        recorded = _recorded_decision(storage, registry, version)
-        if recorded is not None and recorded.get("promoted") is True:
-            return {**recorded, "champion_after": version, "reused": True}
+    recorded = _recorded_decision(storage, registry, version)
+    champion_now = current is not None and current.version == version  # a reused model that is champion already
+    if champion_now and recorded is not None and recorded.get("promoted") is True:
+        return {**recorded, "champion_after": version, "reused": True}
     manifest = latest_training_set(config, storage)
+    if recorded is not None and _replayable(config, recorded, manifest, current):
+        return {**recorded, "champion_after": current.version if current else None, "reused": True}
     test = load_split(storage, manifest, "test")
     label = config.source.label_column
     candidate = registry.get(version)
-    by_hand = current is not None and current.version == version
-    if not by_hand and test[label].nunique() < 2:  # ROC/PR AUC undefined: a gate on NaN would archive it
+    by_hand = champion_now
+    if not by_hand and test[label].nunique() < 2:  # ROC/PR AUC undefined: a gate on NaN would reject it
         only = f"only label {int(test[label].iloc[0])}" if len(test) else "no rows"
         raise KfloopError(
             f"test split of training set {manifest['run_id']} has {only} in its {len(test):,} rows: ROC AUC and "
@@ -110,17 +114,35 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
         "reasons": reasons,
         "candidate": cand_metrics,
         "champion": {"version": current.version, **champ_metrics} if current and champ_metrics else None,
-        "test_split": {"training_set": manifest["run_id"], "rows": len(test)},
+        "test_split": {"training_set": manifest["run_id"], "rows": len(test), "content_hash": manifest["content_hash"]},
         "curves": curves(test[label].to_numpy(), p, float(candidate.card["threshold"])),
+        "gate": config.training.gate.model_dump(mode="json"),
+        "champion_before": current.version if current else None,
     }
     storage.write_text(layout.decision_key(registry.model, version), json.dumps(decision, indent=2))
     if promote and (current is None or current.version != version):
         registry.promote(version, "; ".join(reasons))
     elif not promote:
-        registry.archive(version, "; ".join(reasons))
+        registry.reject(version, "; ".join(reasons))
     champion = registry.champion()
     decision["champion_after"] = champion.version if champion else None
     return decision
+
+
+def _replayable(config: Config, recorded: dict, manifest: dict, current: ModelVersion | None) -> bool:
+    """Whether ``recorded`` rejected this version by the same gate, on a test split of the same content,
+    against the same champion: scoring is deterministic, so judging again would give the same answer.
+
+    A promotion is never replayed: a promoted version that is not champion now was replaced or rolled back
+    since, and is judged again like any candidate."""
+    champion = current.version if current else None
+    return (
+        recorded.get("promoted") is False
+        and champion != recorded.get("version")  # rejected, then promoted by hand: reported as the champion
+        and recorded.get("champion_before", "") == champion
+        and recorded.get("gate") == config.training.gate.model_dump(mode="json")
+        and recorded.get("test_split", {}).get("content_hash") == manifest["content_hash"]
+    )
 
 
 def _recorded_decision(storage: Storage, registry: ModelRegistry, version: str) -> dict | None:

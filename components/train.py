@@ -6,6 +6,11 @@ feature service and its version, the pipeline run, and ``lineage``: the quality 
 that produced the data it was trained on (``reports/<dataset>/quality/<run_id>.json``, never the moving
 ``latest.json``) and the contract as an object (``hash`` of its canonical JSON, ``checks`` run,
 ``schema_hash`` of the clean data).
+
+Training the same thing twice is not done: ``identity`` (on the card) is a key over the training set's
+content hash, the label, the model inputs, every training setting that shapes the model, and the code
+versions. Training is seeded and deterministic on CPU, so an equal key would train an equal model: the
+version that has it is returned instead, marked ``reused``.
 """
 
 import hashlib
@@ -20,6 +25,8 @@ from kfloop import lake, layout
 from kfloop.config import Config
 from kfloop.registry import ModelRegistry
 from kfloop.storage import Storage
+from kfloop.training.base import package_versions
+from kfloop.training.preprocess import feature_columns
 from kfloop.training.sets import latest_training_set, load_split
 
 
@@ -50,18 +57,34 @@ def _lineage(config: Config, storage: Storage, manifest: dict) -> dict:
     return {"quality_report": report, "contract": contract}
 
 
+def training_identity(config: Config, manifest: dict) -> dict:
+    """``{"key": sha256, "code": versions}``: equal keys, equal models. The gate is left out (it judges a model,
+    it does not make one); the framework's versions are read without importing it."""
+    numeric, categorical = feature_columns(config)
+    code = {"kfloop": kfloop.__version__, **package_versions(config.training.framework)}
+    parts = {
+        "training_set": manifest["content_hash"],
+        "label": config.source.label_column,
+        "inputs": {"numeric": numeric, "categorical": categorical},
+        "training": config.training.model_dump(mode="json", exclude={"gate"}),
+        "code": code,
+    }
+    body = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return {"key": hashlib.sha256(body.encode()).hexdigest(), "code": code}
+
+
 def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
-    """Train on the latest training set, export, register a candidate; returns its card."""
+    """Train on the latest training set, export, register a candidate; returns its card (or the card of the
+    version with the same identity, with ``reused: True``)."""
     from kfloop.training.trainer import export, train
 
     manifest = latest_training_set(config, storage)
     registry = ModelRegistry(storage, config.training.model_name)
     hyperparameters = config.training.model_dump(mode="json", exclude={"gate", "threshold"})
     threshold_rule = config.training.threshold.model_dump()
-    for previous in reversed(registry.list()):  # same data, same settings: the same model again (idempotent)
-        same_data = previous.card["training_set"]["content_hash"] == manifest["content_hash"]
-        same_settings = previous.card["hyperparameters"] == hyperparameters
-        if same_data and same_settings and previous.card.get("threshold_rule") == threshold_rule:
+    identity = training_identity(config, manifest)
+    for previous in reversed(registry.list()):  # same identity: the same model again (idempotent)
+        if previous.card.get("identity", {}).get("key") == identity["key"]:
             return {**previous.card, "reused": True}
     splits = {name: load_split(storage, manifest, name) for name in layout.SPLITS[:2]}
     model = train(config, splits["train"], splits["validation"])
@@ -71,6 +94,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
         "hyperparameters": hyperparameters,
         "threshold": model.threshold,
         "threshold_rule": threshold_rule,
+        "identity": identity,
         "metrics": {"validation": model.metrics},
         "history": model.history,
         "features": {"numeric": model.preprocessor.numeric, "categorical": model.preprocessor.categorical},

@@ -12,9 +12,9 @@ use (anything but 0/1 or true/false) fails the step at once, naming the column a
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -24,13 +24,11 @@ from feast import FeatureStore
 
 from kfloop import lake, layout
 from kfloop.config import Config
+from kfloop.config.features import AS_OF_OFFSET
 from kfloop.errors import SourceError
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.step import new_run_id
 from kfloop.storage import Storage
-
-#: Features are read as of just before the event, so the row's own transaction is not in its features.
-AS_OF_OFFSET = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -104,9 +102,16 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def split_by_time(frame: pd.DataFrame, ts: str, fractions: tuple[float, float, float]) -> dict[str, pd.DataFrame]:
-    """Train on the past, validate and test on the future: cut at time quantiles, no row in two splits."""
-    ordered = frame.sort_values(ts, kind="stable").reset_index(drop=True)
+def split_by_time(
+    frame: pd.DataFrame, ts: str, fractions: tuple[float, float, float], keys: Sequence[str] = ()
+) -> dict[str, pd.DataFrame]:
+    """Train on the past, validate and test on the future: cut at time quantiles, no row in two splits.
+
+    The rows are first put in one total order: time, then ``keys``, then every other column. The join
+    returns rows that share a time in no fixed order, so without it the same rows gave other split bytes
+    (another content hash, a model trained again) and ties at a cut fell into either split."""
+    by = list(dict.fromkeys([ts, *keys, *frame.columns]))
+    ordered = frame.sort_values(by, na_position="last").reset_index(drop=True)
     n = len(ordered)
     a = int(n * fractions[0])
     b = a + int(n * fractions[1])
@@ -134,7 +139,7 @@ def build_training_set(
     features = config.features.feature_names()
     ordered = [*src.entity_keys, src.timestamp_column, *config.features.request_features, *features, src.label_column]
     joined = joined[list(dict.fromkeys(ordered))]
-    parts = split_by_time(joined, src.timestamp_column, config.features.splits)
+    parts = split_by_time(joined, src.timestamp_column, config.features.splits, src.entity_keys)
     run_id = new_run_id()
     service = config.features.service
     digest = hashlib.sha256()

@@ -4,12 +4,18 @@ The Feast SDK's ``get_online_features`` re-resolves the feature service, validat
 call; serving prepares that once (views, join keys, entity-key makers) and per request only builds the
 entity keys, reads each view through the online store and converts the values. Same data format, same
 store interface, a fraction of the per-call work. Build a new lookup after ``feast apply`` changes views.
+
+A view's TTL holds here as in the training set's point-in-time join (Feast keeps a feature row while
+``feature_ts >= as_of - ttl``, with ``as_of = t - 1 µs``): a stored row older than that at request time is
+missing, like an entity that is not in the store. The SDK's ``get_online_features`` ignores TTLs; the row's
+event timestamp comes back from the same ``online_read``, so honouring them costs no extra round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,8 @@ from feast.type_map import (
     feast_value_type_to_python_type,
     python_values_to_proto_values,
 )
+
+from kfloop.config.features import AS_OF_OFFSET
 
 _SCALAR_KINDS = frozenset({"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"})
 
@@ -55,11 +63,26 @@ def _absent(row: Mapping[str, ValueProto] | None) -> bool:
     return row is None or not any(v.WhichOneof("val") for v in row.values())
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class _ViewRead:
     view: FeatureView
     join_key: str
     features: tuple[str, ...]
+    max_age: timedelta | None  # ttl + AS_OF_OFFSET; None: the view never expires (Feast's ttl 0 / unset)
+
+    def cutoff(self, now: datetime) -> datetime | None:
+        """Rows with an event timestamp before this are expired at ``now``."""
+        return None if self.max_age is None else now - self.max_age
+
+
+def _missing(row: tuple[datetime | None, Mapping[str, ValueProto] | None], cutoff: datetime | None) -> bool:
+    """Absent, or stored with an event time older than the view's TTL allows."""
+    ts, values = row
+    return _absent(values) or (cutoff is not None and (ts is None or ts < cutoff))
 
 
 class ServingLookup:
@@ -69,10 +92,14 @@ class ServingLookup:
     view's join key, the entity value → ``ValueProto`` conversion (Feast's scalar type map) and the
     feature names. Per request: one ``EntityKeyProto`` per join key, one ``provider.online_read`` per
     view (Feast's store interface and data format), values converted as Feast's type map does.
-    Unknown entities give ``None`` values. Rebuild it after ``feast apply`` changes the service.
+    Unknown entities, and rows older than their view's TTL at ``clock()`` (the request time: the wall
+    clock, or a pinned time to replay history), give ``None`` values. Rebuild it after ``feast apply``
+    changes the service.
     """
 
-    def __init__(self, store: FeatureStore, service: str | FeatureService) -> None:
+    def __init__(
+        self, store: FeatureStore, service: str | FeatureService, *, clock: Callable[[], datetime] = _wall_clock
+    ) -> None:
         svc = store.get_feature_service(service) if isinstance(service, str) else service
         entities = {e.name: e for e in store.list_entities()}
         reads, makers = [], {}
@@ -82,11 +109,13 @@ class ServingLookup:
                 raise ValueError(f"feature view {view.name} has {len(view.entities)} entities, expected 1")
             entity = entities[view.entities[0]]
             makers[entity.join_key] = _entity_value_maker(entity.value_type)
-            reads.append(_ViewRead(view, entity.join_key, tuple(f.name for f in projection.features)))
+            max_age = view.ttl + AS_OF_OFFSET if view.ttl else None  # a zero ttl never expires, as in Feast
+            reads.append(_ViewRead(view, entity.join_key, tuple(f.name for f in projection.features), max_age))
         self._config = store.config
         self._provider = store._get_provider()
         self._reads = tuple(reads)
         self._makers = makers
+        self._clock = clock
         self.join_keys = tuple(makers)
         self.feature_names = tuple(name for r in reads for name in r.features)
 
@@ -96,13 +125,14 @@ class ServingLookup:
         return {jk: EntityKeyProto(join_keys=[jk], entity_values=[make(entity_row[jk])]) for jk, make in makers.items()}
 
     def get(self, entity_row: Mapping[str, Any]) -> dict[str, Any]:
-        """Feature name → Python value (None when missing) for one entity row (join key → value)."""
+        """Feature name → Python value (None when missing or expired) for one entity row (join key → value)."""
         keys = self.entity_keys(entity_row)
+        now = self._clock()
         out: dict[str, Any] = {}
         for r in self._reads:
             # a fresh list: the Redis store appends its timestamp field to requested_features
-            ((_, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
-            if _absent(row):
+            ((ts, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
+            if _missing((ts, row), r.cutoff(now)):
                 out.update(dict.fromkeys(r.features))
                 continue
             for name in r.features:
@@ -124,19 +154,23 @@ class ServingLookup:
 
     def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
         """Many rows in one ``online_read`` per view: ({feature: values per row}, {join key: bool [n] —
-        the entity had no row in some view of that key}). Only join keys with a miss appear in the second."""
+        the entity had no row, or only an expired one, in some view of that key}). Only join keys with a
+        miss appear in the second; a missed view's values are None."""
         return self.read_batch(self.key_protos(keys))
 
     def read_batch(self, protos: Mapping[str, list[EntityKeyProto]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
         """``get_batch`` over keys already converted by ``key_protos`` (the part that reads the store)."""
         n = len(next(iter(protos.values()))) if protos else 0
+        now = self._clock()
         out: dict[str, list] = {}
         missing: dict[str, np.ndarray] = {}
         for r in self._reads:
             rows = self._provider.online_read(self._config, r.view, protos[r.join_key], list(r.features))
-            absent = np.fromiter((_absent(row) for _, row in rows), dtype=bool, count=n)
+            cutoff = r.cutoff(now)
+            absent = np.fromiter((_missing(row, cutoff) for row in rows), dtype=bool, count=n)
             if absent.any():
                 missing[r.join_key] = missing.get(r.join_key, np.zeros(n, dtype=bool)) | absent
+                rows = [(None, None) if gone else row for row, gone in zip(rows, absent.tolist(), strict=True)]
             for name in r.features:
                 out[name] = [None if row is None or row.get(name) is None else _to_python(row[name]) for _, row in rows]
         return out, missing

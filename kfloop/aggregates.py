@@ -211,7 +211,11 @@ def compute_view(
     codes, ent_valid = _numpy(encoded.indices, 0)
     keep = np.flatnonzero(ts_valid & ent_valid)
     codes = rank[codes]
-    order = keep[np.lexsort((ts[keep], codes[keep]))]
+    # Rows sharing (entity, time) are ordered by the values they add up: a float sum depends on the order
+    # of its terms, so the same rows in another input order gave sums a few ulps apart.
+    summed = {a.column for a in view.aggregates if {"sum", "mean"} & set(a.functions)}
+    ties = [_numpy(pc.cast(table.column(c).combine_chunks(), pa.float64()), np.nan)[0][keep] for c in sorted(summed)]
+    order = keep[np.lexsort((*ties, ts[keep], codes[keep]))]
     ts_s, codes_s = ts[order], codes[order]
     new_group = np.concatenate([[len(order) > 0], codes_s[1:] != codes_s[:-1]])
     group = np.cumsum(new_group) - 1  # dense, in entity value order

@@ -7,6 +7,8 @@ so the caller can quarantine them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,9 @@ ROW_COLUMN = "_row"
 SOURCE_COLUMN = "_source"
 
 LOGICAL_NAMES = {arrow: logical.value for logical, arrow in ARROW_TYPES.items()}
+#: The two per-column reasons ``cast_batch`` writes (``<column>: <why>``); :func:`reason_causes` reads them back.
+MISSING = "missing value (required)"
+NOT_VALID = "is not a valid "
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -122,12 +127,12 @@ def cast_batch(table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tup
         nulls = np.asarray(cast.is_null())
         failed = nulls & np.asarray(raw.is_valid())
         if failed.any():
-            per_column.append((field.name, failed, f"is not a valid {LOGICAL_NAMES.get(field.type, field.type)}"))
+            per_column.append((field.name, failed, f"{NOT_VALID}{LOGICAL_NAMES.get(field.type, field.type)}"))
             fail_any |= failed
         if field.name in required:
             missing = nulls & ~failed
             if missing.any():
-                per_column.append((field.name, missing, "missing value (required)"))
+                per_column.append((field.name, missing, MISSING))
                 fail_any |= missing
     typed = pa.Table.from_arrays(columns, schema=schema)
     if not fail_any.any():
@@ -145,6 +150,26 @@ def cast_batch(table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tup
     bad = bad.append_column(REASON_COLUMN, pa.array(["; ".join(r) for r in reasons], pa.string()))
     good = typed.filter(pa.array(~fail_any))
     return CastResult(good, bad)
+
+
+def reason_causes(reason: str, columns: Iterable[str]) -> list[str]:
+    """The causes in one ``_reason``, short enough to count rows by: ``<column> missing`` (a required value),
+    ``<column> not a valid <type>``, or what a record-level reject says first (``malformed CSV row``). Read
+    here, where the text is written, so a report never mistakes a missing key for an unparsable value."""
+    names = "|".join(re.escape(c) for c in sorted(columns, key=len, reverse=True)) or "(?!)"
+    part = re.compile(
+        rf"(?P<column>{names}): (?:(?P<missing>{re.escape(MISSING)})|.*?{re.escape(' ' + NOT_VALID)}(?P<type>.+?))"
+        r"(?:; |$)"
+    )
+    causes, pos = [], 0
+    while pos < len(reason):
+        m = part.match(reason, pos)
+        if m is None:  # a record-level reject: what it is comes before the first colon
+            causes.append(reason[pos:].split(":", 1)[0])
+            break
+        causes.append(f"{m['column']} missing" if m["missing"] else f"{m['column']} not a valid {m['type']}")
+        pos = m.end()
+    return list(dict.fromkeys(causes))
 
 
 def stringify(table: pa.Table) -> pa.Table:

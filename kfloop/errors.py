@@ -98,8 +98,8 @@ class BadEventError(RequestError):
 
 
 class UnknownEntityError(KfloopError):
-    """An entity not in the online store while ``serving.unknown_entity: reject``, or a model version that
-    is not served (404 / NOT_FOUND)."""
+    """An entity not in the online store (or whose features are older than their view's TTL) while
+    ``serving.unknown_entity: reject``, or a model version that is not served (404 / NOT_FOUND)."""
 
 
 class FeatureLookupError(KfloopError):

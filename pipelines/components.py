@@ -144,7 +144,10 @@ def train_component(config_json: str, pipeline_run: str, model: Output[Model], m
     card = run_train_step(config_json, pipeline_run)
     with open(model.path, "w") as fh:
         json.dump(card, fh, indent=2, default=str)
-    model.metadata.update({"version": card["version"], "framework": card["framework"], "model": card["model"]})
+    reused = bool(card.get("reused"))  # same identity as a registered version: returned, not trained again
+    model.metadata.update(
+        {"version": card["version"], "framework": card["framework"], "model": card["model"], "reused": reused}
+    )
     for key, value in card["metrics"]["validation"].items():
         if isinstance(value, int | float):
             metrics.log_metric(f"validation_{key}", value)

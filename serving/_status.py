@@ -59,9 +59,20 @@ class StatusInterceptor(ExceptionToStatusInterceptor):
         raise ex  # not reached: KServe's handler aborts every call it sees
 
 
+def grpc_address(host: str, port: int) -> str:
+    """gRPC's listen address: every interface as ``[::]`` (IPv4 too, as KServe listens), else ``host``."""
+    if host in ("0.0.0.0", "::", ""):
+        return f"[::]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class GrpcServer(GRPCServer):
-    """KServe's gRPC server with :class:`StatusInterceptor`. KServe builds its interceptors inside
-    ``start``, so this ``start`` is KServe 0.21's with ours in place of KServe's exception interceptor."""
+    """KServe's gRPC server with :class:`StatusInterceptor`, on ``host``. KServe builds its interceptors and
+    listen address inside ``start``, so this ``start`` is KServe 0.21's with ours in their place."""
+
+    def __init__(self, *args: Any, host: str = "0.0.0.0", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.address = grpc_address(host, self._port)
 
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
@@ -74,7 +85,7 @@ class GrpcServer(GRPCServer):
         )
         servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        self._server.add_insecure_port(f"[::]:{self._port}")
-        log.info("Starting gRPC server on [::]:%s (%d workers)", self._port, max_workers)
+        self._server.add_insecure_port(self.address)
+        log.info("Starting gRPC server on %s (%d workers)", self.address, max_workers)
         await self._server.start()
         await self._server.wait_for_termination()

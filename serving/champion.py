@@ -30,7 +30,17 @@ from kfloop.serving.metrics import MODEL_REFUSED, RELOAD_ERRORS, set_model_versi
 from kfloop.serving.predictor import LoadedModel, Predictor, load_model_dir
 from kfloop.training.preprocess import feature_columns
 
-__all__ = ["ChampionWatch", "input_mismatch"]
+__all__ = ["ChampionWatch", "input_mismatch", "no_champion"]
+
+
+def no_champion(registry: ModelRegistry) -> NoChampionError:
+    """The error for a registry without a champion, suggesting only what works: ``--version`` (which
+    ``kfloop serve`` and ``kfloop serve-check`` both take) only when there is a version to pin."""
+    versions = [mv.version for mv in registry.list()]
+    hint = "run the training loop first (`kfloop run`)"
+    if versions:
+        hint += f", promote a version (`kfloop models promote VERSION`), or pass --version {' | '.join(versions)}"
+    return NoChampionError(f"model {registry.model!r} has no champion yet: {hint}")
 
 
 class _RefusedError(Exception):
@@ -89,10 +99,7 @@ class ChampionWatch:
             return self.pinned
         champion = self.registry.champion()
         if champion is None:
-            raise NoChampionError(
-                f"model {self.registry.model!r} has no champion yet: run the training loop first "
-                "(`kfloop run`), or pass --version"
-            )
+            raise no_champion(self.registry)
         return champion.version
 
     def start(self) -> None:

@@ -49,11 +49,13 @@ def serve_check(
     *,
     requests: int = 50,
     timeout: float = 120.0,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """Serve, send ``requests`` single-row requests per protocol plus one batch, stop; the findings."""
+    """Serve (the champion, or ``version`` pinned), send ``requests`` single-row requests per protocol plus
+    one batch, stop; the findings."""
     http, grpc_port = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "kfloop", "serve", "-c", str(config_path), "--http-port", str(http)]
-    cmd += ["--grpc-port", str(grpc_port)]
+    cmd += ["--grpc-port", str(grpc_port), *(["--version", version] if version else [])]
     logged_before = _log_rows(config, storage)
     server_log = tempfile.NamedTemporaryFile(prefix="kfloop-serve-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=dict(environ), stdout=server_log, stderr=subprocess.STDOUT)

@@ -15,7 +15,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from kfloop.config import Config
-from kfloop.errors import ServingRequestError
+from kfloop.errors import RequestError, ServingRequestError
 from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, VIOLATIONS, ColumnSpec, request_specs
 
 
@@ -30,6 +30,8 @@ def v2_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> li
 
 
 def grpc_request(model: str, rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> pb.ModelInferRequest:
+    """The V2 gRPC request; a value its typed tensor cannot carry is a ``RequestError`` naming the input and
+    the row, worded as the server words it for V2 REST (which sends the value as given and lets it judge)."""
     tensors = []
     for spec in specs:
         values = [row.get(spec.name) for row in rows]
@@ -39,9 +41,21 @@ def grpc_request(model: str, rows: Sequence[dict[str, Any]], specs: Sequence[Col
             tensor.contents.bytes_contents.extend(b"" if v is None else str(v).encode() for v in values)
         else:
             tensor.datatype = "FP64"
-            tensor.contents.fp64_contents.extend(np.nan if v is None else float(v) for v in values)
+            tensor.contents.fp64_contents.extend(_fp64(spec.name, i, v) for i, v in enumerate(values))
         tensors.append(tensor)
     return pb.ModelInferRequest(model_name=model, inputs=tensors)
+
+
+def _fp64(name: str, row: int, value: Any) -> float:
+    """One FP64 tensor element (null → NaN, which the server reads as null)."""
+    if value is None:
+        return np.nan
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise RequestError(f"input {name!r}[{row}]: expected a number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError as err:
+        raise RequestError(f"input {name!r}[{row}]: {value} is too large for a number") from err
 
 
 @dataclass

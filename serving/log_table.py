@@ -66,7 +66,7 @@ def inference_log_schema(config: Config) -> pa.Schema:
 def logged_inputs(config: Config) -> list[str]:
     """The model-side columns of a row: entity keys, request features, stored features (in that order)."""
     features = config.features
-    return [*config.source.entity_keys, *features.request_features, *features.feature_names()]
+    return list(dict.fromkeys([*config.source.entity_keys, *features.request_features, *features.feature_names()]))
 
 
 def log_prefix(config: Config) -> str:

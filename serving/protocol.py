@@ -54,6 +54,8 @@ def request_specs(config: Config) -> tuple[ColumnSpec, ...]:
     features with the data contract's nullability."""
     specs = [ColumnSpec(key, _kind(config.source.columns[key]), nullable=False) for key in config.source.entity_keys]
     for col in config.features.request_features:
+        if col in config.source.entity_keys:
+            continue  # sent once, as a key; the model takes it as an input too
         rule = config.contract.columns.get(col)
         nullable = rule is None or rule.nullable is not False
         low, high = (rule.min, rule.max) if rule is not None else (None, None)

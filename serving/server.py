@@ -10,6 +10,7 @@ Readiness carries its reason: ``/v2/health/ready`` answers 503 with it, model re
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import shutil
@@ -33,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from kfloop.config import Config
-from kfloop.errors import KfloopError, PortInUseError, RequestError, UnknownEntityError
+from kfloop.errors import ConfigError, KfloopError, PortInUseError, RequestError, UnknownEntityError
 from kfloop.registry import ModelRegistry
 from kfloop.serving._status import QUIET, GrpcServer, http_error
 from kfloop.serving.champion import ChampionWatch
@@ -46,6 +47,9 @@ log = kserve_logger  # configured by KServe: our lines land beside the server's
 
 #: The in-process predictor is also served on its own, taking the model's input columns directly.
 PREDICTOR_SUFFIX = "-predictor"
+#: The cluster components listen on every interface (the kubelet's probes and Knative's queue proxy reach the
+#: pod's address); ``kfloop serve`` on this machine only, unless its ``--host`` says otherwise.
+ALL_INTERFACES, LOCAL_HOST = "0.0.0.0", "127.0.0.1"
 
 
 async def _malformed(_: Request, exc: Exception) -> JSONResponse:
@@ -66,9 +70,11 @@ class KfloopModelServer(ModelServer):
         background: list[Callable[[], Awaitable[None]]],
         on_stop: Callable[[], None],
         not_ready: Callable[[], str | None] | None = None,
+        host: str = ALL_INTERFACES,
         **kwargs: Any,
     ) -> None:
         super().__init__(enable_latency_logging=False, **kwargs)
+        self._host = host
         self._background = background
         self._on_stop = on_stop
         app = kserve_server.app
@@ -152,6 +158,8 @@ class KfloopModelServer(ModelServer):
         self.dataplane.decode = guarded
 
     async def _serve(self) -> None:
+        if self._rest_server is not None:  # KServe hard-codes 0.0.0.0; uvicorn reads the host when it binds
+            self._rest_server.config.host = self._host
         if self._with_grpc:  # KServe's own gRPC server would answer our errors INTERNAL
             self._grpc_server = GrpcServer(
                 self.grpc_port,
@@ -159,6 +167,7 @@ class KfloopModelServer(ModelServer):
                 self.model_repository_extension,
                 kwargs=vars(kserve_server.args),
                 grace_period=self.grace_period,
+                host=self._host,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         tasks = [asyncio.create_task(job()) for job in self._background]
@@ -186,14 +195,16 @@ async def every(seconds: float, job: Callable[[], Any]) -> None:
 def open_lookup(config: Config, storage: Storage, environ: Mapping[str, str]) -> Any:
     from kfloop.feature_repo.online import ServingLookup
     from kfloop.feature_repo.store import open_store
+    from kfloop.serving.clock import serving_clock
 
+    clock = serving_clock(environ)  # TTLs count back from it: the wall clock unless pinned for a replay
     store = open_store(config, storage, environ)
     online = store.config.online_store
     if getattr(online, "type", "") == "redis" and "socket_timeout" not in online.connection_string:
         # redis-py waits forever on a hung server by default; serving must not
         t = config.serving.lookup_timeout_seconds
         online.connection_string += f",socket_timeout={t},socket_connect_timeout={t}"
-    return ServingLookup(store, config.features.service)
+    return ServingLookup(store, config.features.service, clock=clock)
 
 
 def open_inference_log(config: Config, storage: Storage) -> Any:
@@ -204,14 +215,16 @@ def open_inference_log(config: Config, storage: Storage) -> Any:
     return InferenceLog(storage, config)
 
 
-def check_ports(http_port: int, grpc_port: int) -> None:
+def check_ports(http_port: int, grpc_port: int, host: str = ALL_INTERFACES) -> None:
     """Fail with one clear line before KServe starts (its own bind error is a traceback after startup)."""
     for port, what in ((http_port, "HTTP (serving.http_port, --http-port)"), (grpc_port, "gRPC (serving.grpc_port)")):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("0.0.0.0", port))
+                sock.bind((host, port))
             except OSError as err:
+                if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+                    raise ConfigError(f"--host {host!r} is not an address of this machine ({err.strerror})") from err
                 raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from err
 
 
@@ -238,11 +251,13 @@ def run_server(
     on_stop: Callable[[], None],
     not_ready: Callable[[], str | None] | None = None,
     predictor_config: PredictorConfig | None = None,
+    host: str = ALL_INTERFACES,
 ) -> None:
-    """Run KServe's REST and gRPC servers for ``models`` until SIGINT/SIGTERM; ``on_stop`` always runs.
-    ``not_ready`` says why the server is not ready (None when it is)."""
-    check_ports(http_port, grpc_port)
+    """Run KServe's REST and gRPC servers for ``models`` on ``host`` until SIGINT/SIGTERM; ``on_stop`` always
+    runs. ``not_ready`` says why the server is not ready (None when it is)."""
+    check_ports(http_port, grpc_port, host)
     server = KfloopModelServer(
+        host=host,
         http_port=http_port,
         grpc_port=grpc_port,
         max_body_bytes=config.serving.max_body_bytes,
@@ -274,13 +289,15 @@ def serve_local(
     http_port: int | None = None,
     grpc_port: int | None = None,
     on_ready: Callable[[str], None] | None = None,
+    host: str = LOCAL_HOST,
 ) -> None:
-    """Serve the champion (or ``version``) with the Feast transformer in this process until SIGINT/SIGTERM;
-    buffered inference-log rows are written before it returns."""
+    """Serve the champion (or ``version``) with the Feast transformer in this process until SIGINT/SIGTERM,
+    on ``host`` (this machine only by default, as local dev servers do); buffered inference-log rows are
+    written before it returns."""
     name = config.training.model_name
     http_port = http_port or config.serving.http_port
     grpc_port = grpc_port or config.serving.grpc_port
-    check_ports(http_port, grpc_port)  # before loading anything: fail in a second, not after the model load
+    check_ports(http_port, grpc_port, host)  # before loading anything: fail in a second, not after the model load
     workdir = Path(tempfile.mkdtemp(prefix="kfloop-serve-"))
     predictor = Predictor(name + PREDICTOR_SUFFIX, workdir / "pending", max_rows=config.serving.max_batch_rows)
     watch = ChampionWatch(config, ModelRegistry(storage, name), predictor, workdir, version)
@@ -314,4 +331,5 @@ def serve_local(
         ],
         on_stop=stop,
         not_ready=transformer.not_ready_reason,
+        host=host,
     )

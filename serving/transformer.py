@@ -13,6 +13,7 @@ alone, its traceback logged, and an entity key its type cannot hold is the clien
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 import uuid
@@ -42,7 +43,7 @@ from kfloop.serving import protocol
 from kfloop.serving.metrics import LOOKUP, STORE_UP, observe_grpc
 from kfloop.serving.predictor import Predictor
 from kfloop.serving.request_contract import CategoryGuard
-from kfloop.training.preprocess import feature_columns
+from kfloop.training.preprocess import category_text, feature_columns
 
 try:  # the Redis client's own connection errors do not subclass the builtin ones
     from redis.exceptions import ConnectionError as _RedisConnectionError
@@ -73,7 +74,7 @@ class Batch:
     request: dict[str, np.ndarray]  # entity keys + request features, as sent
     inputs: dict[str, np.ndarray]  # the model's input columns
     n: int
-    defaulted: np.ndarray  # bool [n]: some view had no row for this entity
+    defaulted: np.ndarray  # bool [n]: some view had no row for this entity, or one older than its ttl
     outputs: list[str]  # V2 outputs the client asked for (all when empty)
     version: str  # the model version the client asked for ("" = whatever is served)
     violations: np.ndarray | None = None  # str [n]: failed contract checks per row (flag mode only)
@@ -190,8 +191,8 @@ class Transformer(Model):
             key, row = next(iter(missing.items()))
             i = int(np.argmax(row))
             raise UnknownEntityError(
-                f"unknown entity {key}={columns[key][i]!r} (row {i}): not in the online store "
-                "(serving.unknown_entity is 'reject')"
+                f"unknown entity {key}={columns[key][i]!r} (row {i}): not in the online store, or its features "
+                "are older than their view's ttl (serving.unknown_entity is 'reject')"
             )
         defaulted = np.zeros(n, dtype=bool)
         for row in missing.values():
@@ -200,7 +201,7 @@ class Transformer(Model):
         for name in self.numeric:
             inputs[name] = columns[name] if name in columns else _numbers(features[name])
         for name in self.categorical:
-            inputs[name] = columns[name] if name in columns else np.array(features[name], dtype=object)
+            inputs[name] = _categories(columns[name]) if name in columns else np.array(features[name], dtype=object)
         request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         version = getattr(payload, "model_version", None) or ""
         return Batch(kind, request_id, columns, inputs, n, defaulted, outputs, version, violations)
@@ -298,6 +299,16 @@ class Transformer(Model):
                 protocol=batch.protocol,
             )
         return protocol.encode(scores, batch.protocol, batch.request_id, batch.outputs)
+
+
+def _categories(values: np.ndarray) -> np.ndarray:
+    """A request column the model takes as categories: integer codes sent as numbers become their text, the
+    way the vocabulary spells them, so the predictor (in process or across the network) sees strings."""
+    if values.dtype.kind in "iu":
+        return np.array([str(v) for v in values.tolist()], dtype=object)
+    if values.dtype.kind == "f":
+        return np.array([None if math.isnan(v) else category_text(v) for v in values.tolist()], dtype=object)
+    return values
 
 
 def _numbers(values: list) -> np.ndarray:

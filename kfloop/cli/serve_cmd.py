@@ -20,11 +20,16 @@ def serve(
     version: Annotated[str, typer.Option("--version", help="Serve this version (pinned); default: the champion.")] = "",
     http_port: Annotated[int, typer.Option("--http-port", help="Default: serving.http_port.")] = 0,
     grpc_port: Annotated[int, typer.Option("--grpc-port", help="Default: serving.grpc_port.")] = 0,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address to listen on: this machine only by default; 0.0.0.0 for every interface."),
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the model with Feast online features over KServe V1/V2 REST and gRPC, until Ctrl-C.
 
     Without --version it follows the registry's champion: a promotion switches the model in place,
-    without dropping requests."""
+    without dropping requests. It listens on 127.0.0.1 unless --host says otherwise (the cluster's
+    components, `python -m kfloop.serving`, listen on every interface)."""
     cfg = load(config)
     storage = workspace(cfg)
     from kfloop.serving.server import PREDICTOR_SUFFIX, serve_local
@@ -32,29 +37,34 @@ def serve(
     name = cfg.training.model_name
     http = http_port or cfg.serving.http_port
     grpc = grpc_port or cfg.serving.grpc_port
+    every = host in ("0.0.0.0", "::")
+    shown = "127.0.0.1" if every else (f"[{host}]" if ":" in host else host)
 
     def announce(loaded: str) -> None:
-        base = f"http://127.0.0.1:{http}"
+        base = f"http://{shown}:{http}"
         pinned = "pinned" if version else "follows the champion"
         console.print(f"serving [bold]{name}[/] {loaded} ({pinned})", highlight=False)
+        where = "every interface" if every else "this address only; --host 0.0.0.0 for every interface"
+        console.print(f"  listening on {host} ({where})", highlight=False, soft_wrap=True)
         console.print(f"  V1 REST  {base}/v1/models/{name}:predict", highlight=False)
         console.print(f"  V2 REST  {base}/v2/models/{name}/infer", highlight=False)
-        console.print(f"  gRPC     127.0.0.1:{grpc} (inference.GRPCInferenceService/ModelInfer)", highlight=False)
+        console.print(f"  gRPC     {shown}:{grpc} (inference.GRPCInferenceService/ModelInfer)", highlight=False)
         console.print(f"  model only {base}/v2/models/{name}{PREDICTOR_SUFFIX}/infer", highlight=False)
         console.print(f"  health   {base}/v2/health/ready   metrics {base}/metrics", highlight=False)
 
-    serve_local(cfg, storage, os.environ, version=version or None, http_port=http, grpc_port=grpc, on_ready=announce)
+    serve_local(
+        cfg, storage, os.environ, version=version or None, http_port=http, grpc_port=grpc, on_ready=announce, host=host
+    )
 
 
 def _rows(data: str, file: Path | None) -> list[dict[str, Any]]:
     text = file.read_text() if file else (data or sys.stdin.read())
     text = text.strip()
     try:
-        if text.startswith("["):
-            rows = json.loads(text)
-        elif text.startswith("{") and "\n" not in text:
-            rows = [json.loads(text)]
-        else:
+        try:  # one JSON document (an object or an array of objects), over as many lines as it likes
+            whole = json.loads(text)
+            rows = whole if isinstance(whole, list) else [whole]
+        except json.JSONDecodeError:  # else JSON Lines: one object per line
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError as err:
         raise PredictError(f"{file or 'input'}: not JSON rows ({err})") from err
@@ -93,17 +103,27 @@ def predict(
 def serve_check(
     config: ConfigOption = DEFAULT_CONFIG,
     rows: Annotated[int, typer.Option("--rows", help="Test-split rows to score as one batch.")] = 200,
+    version: Annotated[
+        str, typer.Option("--version", help="Check this version (as `kfloop serve --version`); default: the champion.")
+    ] = "",
 ) -> None:
-    """Start `kfloop serve` on the champion, score test-split rows over V1, V2 and gRPC, stop it cleanly,
-    and print what an application sees (latency, flagged rows, inference-log rows)."""
+    """Start `kfloop serve` on the champion (or --version), score test-split rows over V1, V2 and gRPC, stop it
+    cleanly, and print what an application sees (latency, flagged rows, inference-log rows)."""
     cfg = load(config)
     storage = workspace(cfg)
     from kfloop.cli.summary import serving_table
+    from kfloop.registry import ModelRegistry
+    from kfloop.serving.champion import no_champion
     from kfloop.serving.check import serve_check as check
     from kfloop.training.sets import latest_training_set, load_split
 
+    registry = ModelRegistry(storage, cfg.training.model_name)  # fail before a server starts, with what works
+    if version:
+        registry.get(version)  # ModelNotFoundError names the known versions
+    elif registry.champion() is None:
+        raise no_champion(registry)
     test = load_split(storage, latest_training_set(cfg, storage), "test")
-    columns = [*cfg.source.entity_keys, *cfg.features.request_features]
+    columns = list(dict.fromkeys([*cfg.source.entity_keys, *cfg.features.request_features]))
     sample = test[columns].head(rows).astype(object).where(test[columns].head(rows).notna(), None)
-    result = check(cfg, config, storage, sample.to_dict("records"), os.environ)
+    result = check(cfg, config, storage, sample.to_dict("records"), os.environ, version=version or None)
     console.print(serving_table(result))

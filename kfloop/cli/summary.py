@@ -75,6 +75,9 @@ def model_table(card: dict, decision: dict | None, champion: str | None) -> Tabl
     """The training part of a summary: test metrics of candidate vs champion, the gate, the champion."""
     t = _table(f"train + evaluate → registry/{card.get('model', '?')}")
     t.add_row("candidate", escape(f"{card['version']} ({card['framework']}), threshold {card['threshold']:.4f}"))
+    if card.get("reused"):
+        key = card.get("identity", {}).get("key", "")[:12]
+        t.add_row("reused", escape(f"not trained again: same training set, settings and code (identity {key})"))
     if decision:
         cand, champ = decision["candidate"], decision.get("champion")
         for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"):

@@ -106,13 +106,21 @@ class Config(Section):
                 check_rules_compile(self.contract, arrow_schema(self.source))
             except ConfigError as err:
                 raise ValueError(str(err)) from err
-        reserved = {self.source.timestamp_column, self.source.label_column, *self.source.entity_keys}
+        reserved = {self.source.timestamp_column, self.source.label_column}
         leaking = [c for c in self.features.request_features if c in reserved]
         if leaking:
             raise ValueError(
                 f"features.request_features: {', '.join(leaking)} cannot be a model input "
-                "(label, event time and entity keys are not request features)"
+                "(the label and the event time are not request features)"
             )
+        for col in self.features.categorical:
+            if col not in self.features.request_features:
+                raise ValueError(f"features.categorical: {col!r} is not one of features.request_features")
+            if known.get(col) not in (ColumnType.INT64, ColumnType.STRING):
+                kind = known[col].value if col in known else "unknown"
+                raise ValueError(
+                    f"features.categorical: {col!r} is {kind}; only int64 or string columns are categories"
+                )
         for i, view in enumerate(self.features.views):
             for agg in view.aggregates:
                 numeric_fns = [f for f in agg.functions if f in ("sum", "mean", "min", "max")]

@@ -81,7 +81,9 @@ class Completeness(Section):
     """Share of records with every required column present."""
 
     min_ratio: float = Field(0.95, ge=0, le=1, description="Smallest share of rows with every required column present.")
-    columns: tuple[str, ...] | None = Field(None, description="Required columns; default: keys, time, label.")
+    columns: tuple[str, ...] | None = Field(
+        None, description="Required columns; default: entity keys and event time (not the label)."
+    )
     severity: TableSeverity = Field("error", description="error fails the gate; warn only reports.")
 
 

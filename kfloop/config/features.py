@@ -8,6 +8,7 @@ when ``time_since_previous`` is on.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +24,10 @@ Window = Annotated[str, Field(pattern=DURATION_PATTERN)]
 #: timestamp field, and the optional gap since the entity's previous event).
 FEATURE_TIMESTAMP = "event_timestamp"
 TIME_SINCE_PREVIOUS = "seconds_since_previous"
+
+#: Features are read as of just before the event (``t - 1 µs``): the training set's point-in-time join asks
+#: Feast for them at that time, and serving counts a view's TTL back from it, so both drop the same values.
+AS_OF_OFFSET = timedelta(microseconds=1)
 
 
 def feature_name(column: str, function: str, window: str) -> str:
@@ -93,7 +98,16 @@ class FeaturesConfig(Section):
     )
     registry: str | None = Field(None, description="Registry path/URI; default: `<workspace>/feast/registry.db`.")
     views: tuple[FeatureViewSpec, ...] = Field((), description="Feature views, each keyed by one entity column.")
-    request_features: tuple[str, ...] = Field((), description="Columns sent with each request (not stored).")
+    request_features: tuple[str, ...] = Field(
+        (),
+        description="Columns sent with each request (not stored) that the model takes as inputs; entity keys may "
+        "be listed too, to use them as categorical inputs.",
+    )
+    categorical: tuple[str, ...] = Field(
+        (),
+        description="Integer request features to treat as categories (codes such as month, day of week or hour) "
+        "rather than numbers; string request features are always categorical.",
+    )
     service: str = Field("model_features", pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature service.")
     label_delay: str = Field("7d", description="How long after an event its label becomes known.")
     freshness_sla: str = Field("15m", description="Max materialization lag before features count as stale.")

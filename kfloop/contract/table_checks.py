@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop import lake
+from kfloop.cast import reason_causes
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
 from kfloop.contract.duplicates import DuplicateOutcome
@@ -18,12 +19,14 @@ from kfloop.storage import Storage
 
 
 def required_columns(config: Config) -> list[str]:
-    """Columns completeness counts: the configured ones, else entity keys, event time and label."""
+    """Columns completeness counts: the configured ones, else entity keys and event time. Not the label by
+    default: labels often arrive late, and an unlabeled row still belongs in the feature history (the
+    training-set stage leaves it out and counts it)."""
     src = config.source
     cols = config.contract.completeness.columns
     if cols:
         return list(cols)
-    return [*src.entity_keys, src.timestamp_column, *([src.label_column] if src.label_column else [])]
+    return [*src.entity_keys, src.timestamp_column]
 
 
 def completeness(config: Config, rows_in: int, complete: int, examples: list[dict]) -> CheckResult:
@@ -113,8 +116,9 @@ def schema(changes: list[SchemaChange]) -> CheckResult:
 
 
 def ingest_rejects(storage: Storage, manifest: lake.Manifest) -> tuple[int, CheckResult]:
-    """Rows ingestion quarantined (unparsable values, missing keys, malformed records), from its
-    quarantine files: they belong in the quality picture even though they never reached the lake."""
+    """Rows ingestion quarantined (unparsable values, missing keys or event times, malformed records), from
+    its quarantine files: they belong in the quality picture even though they never reached the lake. The
+    message counts rows per cause (a row failing two ways counts under both)."""
     per_cause: dict[str, int] = {}
     examples: list[dict] = []
     total = 0
@@ -125,8 +129,8 @@ def ingest_rejects(storage: Storage, manifest: lake.Manifest) -> tuple[int, Chec
         table = pq.read_table(pa.BufferReader(storage.read_bytes(key)), columns=["_row", "_reason", "_source"])
         total += table.num_rows
         for reason in table.column("_reason").to_pylist():
-            cause = reason.split(":", 1)[0] if reason else "unknown"
-            per_cause[cause] = per_cause.get(cause, 0) + 1
+            for cause in reason_causes(reason, manifest.schema) if reason else ["unknown"]:
+                per_cause[cause] = per_cause.get(cause, 0) + 1
         if len(examples) < MAX_EXAMPLES:
             examples.extend(table.slice(0, MAX_EXAMPLES - len(examples)).to_pylist())
     breakdown = ", ".join(f"{cause} {n:,}" for cause, n in sorted(per_cause.items(), key=lambda kv: -kv[1]))
@@ -138,8 +142,8 @@ def ingest_rejects(storage: Storage, manifest: lake.Manifest) -> tuple[int, Chec
         passed=total == 0,
         failed=total,
         total=total,  # replaced by the caller once rows in are known
-        message="every value parses as its declared type; every record is well-formed"
-        + (f" (failing: {breakdown})" if breakdown else ""),
+        message="required values (event time, entity keys) present, every value parses as its declared type, every "
+        "record well-formed" + (f"; rows failing: {breakdown}" if breakdown else ""),
         examples=examples,
     )
     return total, result

@@ -25,7 +25,8 @@ from kfloop.errors import CorruptModelError, ModelNotFoundError, StorageError
 from kfloop.files import file_sha256
 from kfloop.storage import Lease, Storage, lease
 
-STAGES = ("candidate", "champion", "archived")
+#: ``rejected``: the gate turned the candidate down and it never served; ``archived``: a former champion.
+STAGES = ("candidate", "champion", "rejected", "archived")
 STALE_STAGING = timedelta(days=1)  # a staging prefix this old belongs to a registration that died
 
 
@@ -202,14 +203,16 @@ class ModelRegistry:
             self._write_stages(stages, held)
         return self.get(version)
 
-    def archive(self, version: str, reason: str) -> None:
-        """Retire a candidate the gate rejected (a champion is only replaced by promote/rollback)."""
+    def reject(self, version: str, reason: str) -> None:
+        """Mark a candidate the gate turned down ``rejected``, not ``archived``: it never served, so it is no
+        rollback target (a champion is only replaced by promote/rollback; a rejected version can still be
+        promoted by hand)."""
         with self._lease() as held:
             stages = self._stages()
             self.get(version, stages)
             if stages["versions"][version] != "candidate":
                 return
-            stages["versions"][version] = "archived"
+            stages["versions"][version] = "rejected"
             stages["history"].append({"at": _now(), "version": version, "event": "rejected", "reason": reason})
             self._write_stages(stages, held)
 

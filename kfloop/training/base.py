@@ -12,6 +12,7 @@ Serving does not come through here: ``model_io.load_arrays`` picks the loader fr
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -29,6 +30,8 @@ TRAINERS: dict[str, str] = {
     "tensorflow": "kfloop.training.tf_trainer",
 }
 FRAMEWORKS = tuple(TRAINERS)
+#: framework -> the import packages whose versions can change what training makes of the same data.
+PACKAGES: dict[str, tuple[str, ...]] = {"pytorch": ("torch",), "tensorflow": ("tensorflow", "keras")}
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,18 @@ def check_framework(framework: str) -> str:
         return TRAINERS[framework]
     except KeyError:
         raise ConfigError(f"training.framework {framework!r} is not one of {', '.join(FRAMEWORKS)}") from None
+
+
+def package_versions(framework: str) -> dict[str, str]:
+    """Installed versions of ``framework``'s packages, from package metadata: nothing is imported (deciding to
+    reuse a version must not load torch or TensorFlow), and a distribution may be named unlike its import
+    (``tensorflow-cpu``)."""
+    check_framework(framework)
+    dists = importlib.metadata.packages_distributions()
+    return {
+        name: ",".join(sorted({importlib.metadata.version(d) for d in dists.get(name, [])})) or "not installed"
+        for name in PACKAGES[framework]
+    }
 
 
 def trainer_for(framework: str) -> Trainer:

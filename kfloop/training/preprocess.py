@@ -23,15 +23,24 @@ _Z_LIMIT = 1e6
 
 
 def feature_columns(config: Config) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) model inputs in a fixed order: stored features, then request features."""
+    """(numeric, categorical) model inputs in a fixed order: stored features, then request features (entity
+    keys among them are categories like any string column; ``features.categorical`` makes integers ones)."""
     numeric = list(config.features.feature_names())
     categorical = []
     for col in config.features.request_features:
-        if config.source.columns[col] is ColumnType.STRING:
+        if config.source.columns[col] is ColumnType.STRING or col in config.features.categorical:
             categorical.append(col)
         else:
             numeric.append(col)
     return numeric, categorical
+
+
+def category_text(value: object) -> str:
+    """A category as the vocabulary spells it: integer codes the same whether they arrive as ``3`` (V1 JSON,
+    an int64 column) or ``3.0`` (a V2 FP64 tensor, or an int column with nulls read through pandas)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _missing(value: object) -> bool:
@@ -64,7 +73,7 @@ class Preprocessor:
             std = float(np.sqrt(((values - mean) ** 2).mean())) if len(values) else 0.0
             means.append(mean)
             stds.append(std if std > 0 and np.isfinite(std) else 1.0)
-        vocab = {c: [UNKNOWN, *sorted(str(v) for v in pd.unique(train[c].dropna()))] for c in categorical}
+        vocab = {c: [UNKNOWN, *sorted({category_text(v) for v in pd.unique(train[c].dropna())})] for c in categorical}
         return cls(numeric, categorical, means, stds, vocab)
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +100,11 @@ class Preprocessor:
         for j, c in enumerate(self.categorical):
             if n <= _SMALL:  # a request's few rows: a dict lookup beats building pandas objects
                 codes = self._codes(c)
-                cats[:, j] = [0 if _missing(v) else codes.get(str(v), 0) for v in columns[c]]
+                cats[:, j] = [0 if _missing(v) else codes.get(category_text(v), 0) for v in columns[c]]
                 continue
             col = pd.Series(columns[c], dtype=object)
             present = col.notna().to_numpy()
-            found = pd.Index(self.vocabularies[c]).get_indexer(col[present].astype(str))
+            found = pd.Index(self.vocabularies[c]).get_indexer(col[present].map(category_text))
             cats[present, j] = np.maximum(found, 0)  # -1 (unseen) → 0 (unknown)
         return num, cats
 

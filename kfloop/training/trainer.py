@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kfloop.config import Config, TrainingConfig
-from kfloop.errors import ConfigError, KfloopError, StorageError
+from kfloop.errors import ConfigError, KfloopError, SourceError, StorageError
 from kfloop.training import model_io
 from kfloop.training.base import FRAMEWORKS, Split, check_framework, trainer_for
 from kfloop.training.metrics import choose_threshold, evaluate
@@ -50,6 +50,13 @@ def _labels(config: Config, frame: pd.DataFrame, name: str) -> np.ndarray:
     label = config.source.label_column
     if label not in frame.columns:
         raise KfloopError(f"{name} split has no label column {label!r}")
+    missing = int(frame[label].isna().sum())
+    if missing:  # the training-set stage drops unlabeled rows: a split holding some was not made by it
+        raise SourceError(
+            f"{name} split: label column {label!r} is null in {missing:,} of {len(frame):,} rows; unlabeled rows "
+            "belong in the feature history, not in training (build the split with the training-set stage, "
+            "which leaves them out)"
+        )
     values = pd.to_numeric(frame[label], errors="coerce")
     bad = ~values.isin([0, 1])
     if bad.any():

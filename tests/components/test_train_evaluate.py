@@ -91,7 +91,7 @@ def test_gate_promotes_better_and_rejects_worse_on_the_same_test_split(loop: Loo
     assert reg.champion().version == good  # type: ignore[union-attr]
     recorded = json.loads(loop.storage.read_text(f"registry/{reg.model}/{worse}/decision.json"))
     assert recorded["reasons"] == decision["reasons"]
-    assert reg.get(worse).stage == "archived"  # rejected candidates do not linger as candidates
+    assert reg.get(worse).stage == "rejected"  # rejected candidates do not linger as candidates, nor pass as archived
     assert reg.history()[-1]["event"] == "rejected"
 
 

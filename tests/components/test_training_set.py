@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from kfloop.cli.summary import features_table
+from kfloop.cli.summary import features_table, quality_table
 from kfloop.components.training_set import service_version
+from kfloop.components.validate import validate
 from kfloop.config.contract import parse_duration
 from kfloop.errors import SourceError
 from kfloop.layout import SPLITS, training_set_prefix
@@ -32,6 +33,7 @@ from tests.feature_repo.harness import (
     HAND_TIME,
     HAND_TRAINING,
     MERCHANTS,
+    NOW,
     US,
     Loop,
     OnlineBackend,
@@ -297,3 +299,40 @@ def test_a_dataset_without_any_label_says_so(tmp_path: Path) -> None:
     loop.load(write_csv(tmp_path / "none.csv", hand_rows_with_labels({tx: "" for tx in HAND_TIME})))
     with pytest.raises(SourceError, match=r"label column 'is_fraud' is empty in all 8 rows of 'transactions'"):
         loop.training_set()
+
+
+def test_unlabeled_rows_pass_the_shipped_contract_feed_the_features_and_stay_out_of_training(tmp_path: Path) -> None:
+    """The demo contract as shipped: a null label is no contract failure (labels arrive late). Such rows stay in the
+    clean data and the feature history; the training set leaves them out and says how many, down to the summary
+    `kfloop run` prints. A `nullable: false` the user writes on the label is honoured as written."""
+    loop = Loop.create(tmp_path / "ws", sqlite_backend())
+    unlabeled = {"tx-3": "", "tx-7": ""}  # m-1 rows outside any label window the hand values read: they still hold
+    loop.ingest(write_csv(tmp_path / "late.csv", hand_rows_with_labels(unlabeled)))
+    report = loop.validate().report  # the gate passes
+    assert (report.rows_quarantined, report.rows_clean) == (0, len(HAND_ROWS))
+    completeness = next(c for c in report.checks if c.check == "table.completeness")
+    assert completeness.passed and completeness.failed == 0 and "is_fraud" not in completeness.message
+    assert loop.clean()["is_fraud"].isna().sum() == 2
+    loop.features()
+    for view, expected in ((CUSTOMERS, HAND_CUSTOMER_ROWS), (MERCHANTS, HAND_MERCHANT_ROWS)):
+        spec = loop.spec(view)  # every row computed as with labels: tx-4's 7d count of 4 includes tx-3
+        by_key = {(r[spec.entity], r["event_timestamp"]): r for r in loop.offline(view).to_dict("records")}
+        for tx, customer, merchant, *_ in HAND_ROWS:
+            row = by_key[(customer if view == CUSTOMERS else merchant, HAND_TIME[tx])]
+            assert_values(row, expected[tx], spec.feature_names(), f"{view} row of {tx}")
+    result = loop.training_set()
+    rows = all_rows(loop, result)
+    assert result.unlabeled_rows_dropped == 2 and len(rows) == len(HAND_ROWS) - 2
+    assert rows["is_fraud"].dtype == "int64" and set(rows["is_fraud"]) == {0, 1}
+    tx4 = rows[rows["event_timestamp"] == HAND_TIME["tx-4"]].iloc[0].to_dict()
+    names = loop.spec(CUSTOMERS).feature_names()
+    assert_values(tx4, HAND_CUSTOMER_ROWS["tx-3"], names, "tx-4 reads the state after the unlabeled tx-3")
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(quality_table(report.to_dict()))
+    console.print(features_table([], [], loop.manifest(result)))
+    text = console.export_text()
+    assert "2 unlabeled rows dropped" in text and "completeness" not in text and "is_fraud" not in text
+
+    loop.reconfigure(lambda d: d["contract"]["columns"]["is_fraud"].update(nullable=False))
+    strict = validate(loop.config, loop.storage, now=NOW).report
+    assert [c.check for c in strict.failed_errors] == ["is_fraud.nullable"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Callable
@@ -13,8 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
 from kfloop import lake, layout
+from kfloop.cli.summary import quality_table
 from kfloop.components.ingest import ingest
 from kfloop.components.validate import ValidateResult, validate
 from kfloop.config import Config, load_config, parse_config
@@ -206,7 +209,7 @@ def test_nulls_are_caught_where_the_contract_requires_values(defective) -> None:
     other_nulls = set(nulls["transaction_id"]) - amount_null_ids
     assert not other_nulls & set(q.index)
     assert other_nulls <= set(read_clean(lk.storage)["transaction_id"])
-    # default completeness columns (keys, time, label) are never nulled by the generator
+    # default completeness columns (entity keys, event time) are never nulled by the generator
     assert checks["table.completeness"].passed and checks["table.completeness"].failed == 0
 
 
@@ -580,3 +583,32 @@ def test_rows_rejected_at_ingestion_are_in_the_report(tmp_path: Path) -> None:
     assert report.rows_in == len(data.frame)
     assert report.rows_in == report.rows_clean + report.rows_quarantined + report.rows_dropped_duplicates
     assert report.quality_score < 100
+
+
+def test_ingest_rejects_are_counted_by_their_real_cause(tmp_path: Path) -> None:
+    """A null key is missing, not unparsable: the report and the run summary say so, cause by cause."""
+    src = tmp_path / "src.csv"
+    src.write_text(
+        HEADER + "t1,c1,m1,2026-01-01T01:00:00Z,1,grocery,pos,1,1,0\n"
+        "t2,,m1,2026-01-01T02:00:00Z,1,grocery,pos,1,2,0\n"  # no customer: a required key
+        "t3,,m1,2026-01-01T03:00:00Z,x,grocery,pos,1,3,0\n"  # no customer and an unparsable amount
+        "t4,c1,m1,yesterday,1,grocery,pos,1,4,0\n"
+        "t5,c1,m1\n"  # too few fields
+    )
+    storage = LocalStorage(tmp_path / "ws")
+    cfg = make_config(tmp_path / "ws", src)
+    ingest(cfg, storage)
+    parse = by_id(validate(cfg, storage, now=NOW))["ingest.parse"]
+    assert parse.failed == 4
+    rows_failing = parse.message.split("; rows failing: ")[1]
+    assert rows_failing.split(", ") == [
+        "customer_id missing 2",
+        "amount not a valid float64 1",
+        "event_timestamp not a valid timestamp 1",
+        "malformed CSV row 1",
+    ]
+    assert parse.message.startswith("required values (event time, entity keys) present")
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(quality_table(validate(cfg, storage, now=NOW).report.to_dict()))
+    text = console.export_text()
+    assert "4 failing: required values" in text and "customer_id missing 2" in text

@@ -103,6 +103,17 @@ def test_output_sorted_by_time_then_entity() -> None:
     assert keys == sorted({(t, e) for e, t, *_ in FIXTURE})
 
 
+def test_rows_sharing_an_instant_give_the_same_bits_in_any_input_order() -> None:
+    """A float sum depends on the order of its terms: rows sharing an entity and an instant are summed in value
+    order, so the same rows in any order give the same table, bit for bit (the training set's hash rests on it)."""
+    same = [("A", at(1), v, f"m{i}") for i, v in enumerate([0.1, 0.2, 0.3, 1e-3, 7.7])]
+    rows = [("A", at(0), 1.0, "m0"), *same, ("A", at(2), 2.0, None), ("B", at(1), 0.3, "m1")]
+    orders = [rows, rows[::-1], [rows[i] for i in (3, 1, 5, 7, 2, 0, 6, 4)]]
+    assert 1.0 + 0.1 + 0.2 + 0.3 + 1e-3 + 7.7 != 1.0 + 7.7 + 1e-3 + 0.3 + 0.2 + 0.1  # the order of terms matters
+    tables = [compute_view(table(order), FULL, "ts", DELAY) for order in orders]
+    assert all(t.equals(tables[0]) for t in tables[1:])
+
+
 def test_same_instant_rows_collapse_to_one_row_with_all_of_them() -> None:
     rows = [("A", at(0), 10.0, "m1"), ("A", at(1), 20.0, "m1"), ("A", at(1), 30.0, "m2"), ("A", at(1), None, "m3")]
     out = compute_view(table(rows), FULL, "ts", DELAY)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from kfloop.cast import REASON_COLUMN, ROW_COLUMN, CastResult, cast_batch, quarantine_schema
+from kfloop.cast import REASON_COLUMN, ROW_COLUMN, CastResult, cast_batch, quarantine_schema, reason_causes
 from kfloop.column_types import ColumnType
 from kfloop.schema import ARROW_TYPES
 
@@ -164,3 +164,14 @@ def test_large_integers_survive_a_bad_neighbour() -> None:
 def test_a_naive_timestamp_after_an_offset_one_is_still_taken_as_utc() -> None:
     result = cast(["2024-03-01T12:00:00+02:00", "2024-03-01T12:00:00", "x"], ColumnType.TIMESTAMP)
     assert good(result) == [datetime(2024, 3, 1, 10, tzinfo=UTC), datetime(2024, 3, 1, 12, tzinfo=UTC)]
+
+
+def test_reasons_read_back_as_causes_a_report_can_count() -> None:
+    """A missing key is "missing", not "unparsable"; values holding separators do not split a reason."""
+    result = cast([None, "x; c: y"], ColumnType.INT64, required=True)
+    reasons = [reason for *_, reason in bad(result)]
+    assert [reason_causes(r, ["c"]) for r in reasons] == [["c missing"], ["c not a valid int64"]]
+    two = "id: 'x' is not a valid int64; ok: missing value (required)"
+    assert reason_causes(two, ["id", "ok"]) == ["id not a valid int64", "ok missing"]
+    assert reason_causes("malformed CSV row: expected 10 fields, got 3", ["id"]) == ["malformed CSV row"]
+    assert reason_causes("not a JSON object", ["id"]) == ["not a JSON object"]

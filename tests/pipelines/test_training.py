@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import components
+from rich.console import Console
 
+from kfloop.cli.summary import features_table
 from kfloop.config import load_config, parse_config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
@@ -19,6 +22,7 @@ from kfloop.storage import LocalStorage
 from tests.conftest import REPO, demo_config
 
 CLUSTER_CONFIG = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
+UNLABELED = 120  # rows of the end-to-end run whose label is not known yet
 GOLDEN = REPO / "pipelines" / "compiled" / "training.yaml"
 
 
@@ -27,6 +31,9 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     project_python_on_path()
     data = generate(DemoSpec(rows=3000, seed=11, defects=DefectSpec(wrong_types=0.01)))
+    parsable = data.frame[~data.frame["transaction_id"].isin(data.injected["wrong_types"])]
+    late = parsable.sample(n=UNLABELED, random_state=5).index  # labels arrive late: not known for these yet
+    data.frame["is_fraud"] = data.frame["is_fraud"].astype("Int64").mask(data.frame.index.isin(late))
     write_frame(data.frame, tmp_path / "src.csv", "csv")
     cfg = demo_config(Path("ws"), uri="src.csv")
     run = run_local(cfg, Path("ws"))
@@ -40,12 +47,23 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert run.quality["gate_passed"] and run.quality["rows_in"] == 3000  # ingest rejects count too
     q = run.quality
     assert q["rows_clean"] + q["rows_quarantined"] + q["rows_dropped_duplicates"] == q["rows_in"]
+    # unlabeled rows pass the contract and feed the features; the training set leaves them out and says so
+    assert all(u["offline_rows"] == q["rows_clean"] for u in run.features)
+    assert run.training_set["unlabeled_rows_dropped"] == UNLABELED
+    assert sum(run.training_set["rows"].values()) == q["rows_clean"] - UNLABELED
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(features_table(run.features, run.materialized, run.training_set))  # as `kfloop run` prints it
+    assert f"{UNLABELED} unlabeled rows dropped" in console.export_text()
     champion = ModelRegistry(LocalStorage("ws"), cfg.training.model_name).champion()
     # deploy ran last: locally a no-op that names the version a running `kfloop serve` switches to
     assert run.deploy["action"] == ("hot-switch" if champion else "none")
     assert run.deploy["version"] == (champion.version if champion else None)
     again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
     assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
+    # reproducible: the same training-set bytes, and the version trained from them reused with its metrics
+    assert again.training_set["content_hash"] == run.training_set["content_hash"]
+    assert again.model["reused"] and again.model["version"] == run.model["version"]
+    assert again.model["metrics"] == run.model["metrics"] and "reused" not in run.model
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -17,13 +18,25 @@ import pytest
 
 from kfloop.components.train import train_and_register
 from kfloop.config import Config, config_to_json, parse_config
-from kfloop.demo import DemoSpec, generate
+from kfloop.demo import DEFAULT_START, DemoSpec, generate
 from kfloop.registry import ModelRegistry
+from kfloop.serving.clock import AS_OF_ENV
 from tests.conftest import free_port
 from tests.feature_repo.conftest import own_redis  # noqa: F401 (a fixture for the Redis tests)
 from tests.feature_repo.harness import Loop, sqlite_backend
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The end of the demo data the servers here serve (generated from DEFAULT_START over DemoSpec's days).
+DEMO_END = DEFAULT_START + timedelta(days=DemoSpec(rows=1).days)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def serving_clock_at_demo_end() -> Iterator[None]:
+    """Every server started here answers as of the demo data's end (a replay of its months): on the wall
+    clock its rows are older than the views' ttls, so every entity would be defaulted (test_ttl.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(AS_OF_ENV, DEMO_END.isoformat())
+        yield
 
 
 def relaxed(data: dict) -> None:
@@ -52,7 +65,7 @@ class Trained:
 
     def request_rows(self, n: int, start: int = 0) -> list[dict]:
         """Rows as an application sends them: entity keys + request features of real transactions."""
-        cols = [*self.config.source.entity_keys, *self.config.features.request_features]
+        cols = list(dict.fromkeys([*self.config.source.entity_keys, *self.config.features.request_features]))
         rows = self.frame[cols].iloc[start : start + n].to_dict("records")
         return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -87,6 +88,10 @@ def test_separate_components_score_like_the_one_process_server(
                 [p["score"] for p in got["predictions"]], [p["score"] for p in expected["predictions"]], rtol=1e-6
             )
             assert [p["defaulted"] for p in got["predictions"]] == [i == 3 for i in range(25)]
+    # unlike a local `kfloop serve`, the pod's components listen on every interface (127.0.0.2 reaches them)
+    for component in (predictor, via_rest, via_grpc):
+        for port in (component.http_port, component.grpc_port):
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
 
     predictor.stop()
     for transformer in (via_rest, via_grpc):

@@ -70,6 +70,22 @@ def test_rollback_restores_the_previous_champion(storage: Storage, tmp_path: Pat
         reg.rollback("nothing left")
 
 
+def test_a_rejected_candidate_is_rejected_and_a_replaced_champion_archived(storage: Storage, tmp_path: Path) -> None:
+    reg = ModelRegistry(storage, "fraud")
+    v1, v2, v3 = (_register(reg, tmp_path, n) for n in (1, 2, 3))
+    reg.promote(v1, "first")
+    reg.reject(v2, "worse than the champion")
+    assert {m.version: m.stage for m in reg.list()} == {v1: "champion", v2: "rejected", v3: "candidate"}
+    assert reg.history()[-1] == {**reg.history()[-1], "version": v2, "event": "rejected"}
+    reg.reject(v1, "a champion is not rejected")  # only candidates are
+    reg.promote(v3, "better")
+    assert {m.version: m.stage for m in reg.list()} == {v1: "archived", v2: "rejected", v3: "champion"}
+    assert reg.rollback("v3 misbehaves").version == v1  # never to the rejected one
+    reg.promote(v2, "overruled by hand")  # a rejected version can still be promoted
+    reg.promote(v3, "back")
+    assert {m.version: m.stage for m in reg.list()} == {v1: "archived", v2: "archived", v3: "champion"}
+
+
 def test_racing_promotions_leave_exactly_one_champion(storage: Storage, tmp_path: Path) -> None:
     reg = ModelRegistry(storage, "fraud")
     versions = [_register(reg, tmp_path, n) for n in range(1, 7)]

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.train import training_set
 from kfloop.config import Config, load_config, parse_config
-from kfloop.errors import KfloopError, StorageError
+from kfloop.errors import KfloopError, SourceError, StorageError
 from kfloop.files import file_sha256
 from kfloop.training.preprocess import UNKNOWN, Preprocessor, feature_columns
 from kfloop.training.trainer import TrainedModel, export, load_exported, train
@@ -258,6 +258,20 @@ def test_unusable_training_sets_are_refused(splits: Splits) -> None:
         train(config, train_.drop(columns="amount_count_1h"), val)
     with pytest.raises(KfloopError, match="must be 0 or 1"):
         train(config, train_.assign(is_fraud=2), val)
+
+
+def test_a_null_label_never_reaches_the_framework(splits: Splits) -> None:
+    """The training-set stage leaves unlabeled rows out; a split that still holds some fails at once, naming
+    the column and the count (it used to crash the fit after the whole run)."""
+    config = config_with()
+    train_, val, _ = splits
+    unlabeled = train_.assign(is_fraud=train_["is_fraud"].astype("Float64"))
+    unlabeled.loc[unlabeled.index[:3], "is_fraud"] = pd.NA
+    expected = rf"train split: label column 'is_fraud' is null in 3 of {len(train_):,} rows"
+    with pytest.raises(SourceError, match=expected):
+        train(config, unlabeled, val)
+    with pytest.raises(SourceError, match=r"validation split: label column 'is_fraud' is null in 1 of "):
+        train(config, train_, val.assign(is_fraud=[None, *val["is_fraud"].iloc[1:]]))
 
 
 def test_history_and_metrics_are_json_ready(splits: Splits) -> None:
