@@ -142,9 +142,12 @@ def _timed(call: Any, requests: Sequence[Any]) -> list[float]:
     return out
 
 
-def sdk_read(store: FeatureStore, service: FeatureService) -> Any:
+def sdk_read(store: FeatureStore, service: FeatureService, full_feature_names: bool = False) -> Any:
     def call(row: Mapping[str, Any]) -> dict[str, list[Any]]:
-        return store.get_online_features(features=service, entity_rows=[dict(row)]).to_dict()
+        rows = [dict(row)]
+        return store.get_online_features(
+            features=service, entity_rows=rows, full_feature_names=full_feature_names
+        ).to_dict()
 
     return call
 
@@ -203,9 +206,9 @@ def _decode_raw(p: Prepared, lookup: ServingLookup, got: list[Any]) -> dict[str,
         by_name = (
             {name: stored.get(_mmh3(f"{r.view.name}:{name}")) for name in r.features} if p.server else dict(stored)
         )
-        for name in r.features:
+        for name, to in zip(r.features, r.outputs, strict=True):
             blob = by_name.get(name)
-            out[name] = None if blob is None else feast_value_type_to_python_type(ValueProto.FromString(blob))
+            out[to] = None if blob is None else feast_value_type_to_python_type(ValueProto.FromString(blob))
     return out
 
 
@@ -238,8 +241,9 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     store_type = selected_store()
     n = rows or DEMO_ROWS
     p = prepare(store_type, n, seed, data_dir or ROOT / ".kfloop" / "bench" / "data")
-    lookup = ServingLookup(p.store, p.service, clock=lambda: AS_OF)
-    sdk = sdk_read(p.store, p.service)
+    full = p.config.features.naming == "full"  # both name features as the model does
+    lookup = ServingLookup(p.store, p.service, clock=lambda: AS_OF, full_feature_names=full)
+    sdk = sdk_read(p.store, p.service, full)
     raw = redis_raw(p) if p.server else sqlite_raw(p, lookup)
     keys = raw_keys(p, lookup)
     for row, k in zip(p.requests[:WARMUP], keys[:WARMUP], strict=True):

@@ -375,7 +375,12 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     from kfloop.feature_repo.store import open_store
 
     store = open_store(ws.config, LocalStorage(work / "ws"), os.environ)
-    lookup = ServingLookup(store, ws.config.features.service, clock=serving_clock(os.environ))
+    lookup = ServingLookup(
+        store,
+        ws.config.features.service,
+        clock=serving_clock(os.environ),
+        full_feature_names=ws.config.features.naming == "full",
+    )
     req = request_rows(ws, lookup, DISTINCT_REQUESTS, seed)
     lookup_times = time_lookup(lookup, req.full, ws.config.source.entity_keys, LOOKUP_CALLS)
 

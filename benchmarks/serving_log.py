@@ -140,7 +140,12 @@ def build_log_only(rows: int, seed: int, echo: Callable[[str], None]) -> Benchma
     echo(f"  workspace {work}: demo data + kfloop run ({rows:,} rows)")
     ws = full.prepare_workspace(rows, seed, work)
     store = open_store(ws.config, LocalStorage(work / "ws"), os.environ)
-    lookup = ServingLookup(store, ws.config.features.service, clock=serving_clock(os.environ))  # build() pins it
+    lookup = ServingLookup(
+        store,
+        ws.config.features.service,
+        clock=serving_clock(os.environ),  # build() pins it
+        full_feature_names=ws.config.features.naming == "full",
+    )
     req = full.request_rows(ws, lookup, full.DISTINCT_REQUESTS, seed)
     (on_http, on_grpc), (off_http, off_grpc) = (free_port(), free_port()), (free_port(), free_port())
     procs = [

@@ -13,17 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from minio import Minio
 
 from kfloop import lake, lake_commit, layout
-from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, cast_batch, quarantine_schema
+from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, quarantine_schema
 from kfloop.config import Config
 from kfloop.contract.report import SchemaChange
 from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
+from kfloop.derive import cast_and_derive
 from kfloop.errors import ConfigError, SchemaChangeError
 from kfloop.files import file_sha256
+from kfloop.late_rows import LakeRows, SideRows
 from kfloop.schema import arrow_schema
 from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
 from kfloop.sources.observe import observe
@@ -44,7 +45,7 @@ class IngestResult:
     rows_read: int
     rows_written: int
     rows_quarantined: int
-    rows_skipped: int  # at or before the watermark: already ingested
+    rows_skipped: int  # equal to a row already in the lake or in a committed quarantine or too-late file
     already_ingested: bool  # the same source bytes were ingested by an earlier run
     files: int
     watermark_before: str | None
@@ -56,6 +57,9 @@ class IngestResult:
     manifest_uri: str
     started: str
     seconds: float
+    rows_late: int = 0  # of rows_written: at or before the watermark, within source.allowed_lateness
+    rows_too_late: int = 0  # new rows older than the allowed lateness: kept aside, not in the lake
+    too_late_uri: str | None = None  # where those rows are, with the reason
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,10 +108,12 @@ def ingest(
 ) -> IngestResult:
     """Ingest ``source_uri`` (default: ``config.source.uri``) into the lake dataset of the config.
 
-    Only rows newer than the committed watermark are added; unparsable rows go to quarantine with
-    reasons; nothing becomes visible until the manifest commit at the end. Overlapping runs are safe:
-    each stages its files under its run id with no lock held and merges them into the current manifest
-    under the dataset's lease (``policy`` sets how long it waits and when a silent run counts as dead).
+    Rows newer than the committed watermark are added, and so are new rows up to ``source.allowed_lateness``
+    before it (late data, label updates); rows already in the lake are skipped, older new rows are kept aside
+    as too late (``kfloop.late_rows``); unparsable rows go to quarantine with reasons, once. Nothing becomes
+    visible until the manifest commit at the end. Overlapping runs are safe: each stages its files under its
+    run id with no lock held and merges them into the current manifest under the dataset's lease (``policy``
+    sets how long it waits and when a silent run counts as dead).
     """
     src = config.source
     uri = source_uri or src.uri
@@ -117,7 +123,10 @@ def ingest(
     manifest = lake.read_manifest(storage, src.dataset) or lake.new_manifest(src.dataset, schema)
     _check_schema(manifest, schema)
     watermark_before = manifest.watermark
-    side = {layout.quarantine_prefix(src.dataset) + "/": _committed_quarantine}
+    side = {
+        layout.quarantine_prefix(src.dataset) + "/": _committed_quarantine,
+        layout.too_late_prefix(src.dataset) + "/": _committed_too_late,
+    }
 
     with (
         lake_commit.transaction(storage, src.dataset, run_id, policy=policy, side=side) as txn,
@@ -131,12 +140,8 @@ def ingest(
         if _ingested(manifest, digest):
             return result(manifest=manifest, already=True)
         observed, schema_changes = _schema_changes(config, local, uri, manifest)
-        wm = (
-            pa.scalar(datetime.fromisoformat(watermark_before), schema.field(src.timestamp_column).type)
-            if watermark_before
-            else None
-        )
-        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, wm, Path(tmp), txn, on_batch)
+        late = LakeRows(storage, manifest, schema, src.timestamp_column, src.allowed_lateness)
+        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, late, Path(tmp), txn, on_batch)
         run = {
             "run_id": run_id,
             "source": uri,
@@ -147,8 +152,12 @@ def ingest(
             "rows_written": counts["written"],
             "rows_quarantined": counts["quarantined"],
             "rows_skipped": counts["skipped"],
+            "rows_late": counts["late"],
+            "rows_too_late": counts["too_late"],
             "files": [f.key for f in files],
             "quarantine": layout.quarantine_key(src.dataset, run_id) if quarantine_uri else None,
+            "too_late": layout.too_late_key(src.dataset, run_id) if counts["too_late"] else None,
+            "allowed_lateness": src.allowed_lateness,
             "watermark_before": watermark_before,
             "source_columns": observed,
             "schema_changes": [asdict(c) for c in schema_changes],
@@ -176,37 +185,53 @@ def _committed_quarantine(manifest: lake.Manifest) -> set[str]:
     return {r["quarantine"] for r in manifest.runs if r.get("quarantine")}
 
 
+def _committed_too_late(manifest: lake.Manifest) -> set[str]:
+    return {r["too_late"] for r in manifest.runs if r.get("too_late")}
+
+
 def _load(
     config: Config,
     storage: Storage,
     local: Path,
     uri: str,
     run_id: str,
-    watermark: pa.Scalar | None,
+    late: LakeRows,
     tmp: Path,
     txn: lake_commit.Transaction,
     on_batch: Callable[[int], None] | None,
 ) -> tuple[dict[str, int], list[lake.DataFile], str | None]:
-    """Stream, cast, filter by watermark and stage the rows; returns counts, stored files, quarantine URI."""
+    """Stream, cast, split by arrival (``kfloop.late_rows``) and stage the rows; returns counts, stored files,
+    quarantine URI. Too-late rows go to their own side file; bad rows a committed run quarantined are skipped."""
     src = config.source
     schema = arrow_schema(src)
     required = (src.timestamp_column, *src.entity_keys)
     writer = lake.PartitionWriter(src.dataset, schema, src.timestamp_column, run_id, src.batch_rows * 4)
     qpath = tmp / "quarantine.parquet"
     qwriter: pq.ParquetWriter | None = None
-    counts = {"read": 0, "written": 0, "quarantined": 0, "skipped": 0}
+    lpath, lwriter = tmp / "too_late.parquet", None
+    counts = {"read": 0, "written": 0, "quarantined": 0, "skipped": 0, "late": 0, "too_late": 0}
+    seen = SideRows(storage, late.manifest, "quarantine")
     try:
         for raw in iter_batches(local, src, display=uri):
-            result = cast_batch(raw.table, schema, raw.rows, required)
+            result = cast_and_derive(raw.table, src, raw.rows, required)
             good = result.good
             counts["read"] += raw.table.num_rows + len(raw.rejects)
-            if watermark is not None and good.num_rows:
-                kept = good.filter(pc.greater(good.column(src.timestamp_column), watermark))
-                counts["skipped"] += good.num_rows - kept.num_rows
-                good = kept
+            split = late.split(good)
+            good = split.keep
+            counts["skipped"] += split.skipped
+            counts["late"] += split.late
+            if split.too_late.num_rows:
+                t = late.too_late_table(split.too_late, uri)
+                lwriter = lwriter or pq.ParquetWriter(lpath, t.schema, compression="zstd")
+                lwriter.write_table(t)
+                counts["too_late"] += t.num_rows
             writer.add(good)
             counts["written"] += good.num_rows
             q = _quarantine_table(result.bad, raw.rejects, schema, uri)
+            if q is not None:
+                fresh = seen.fresh(q)
+                counts["skipped"] += q.num_rows - fresh.num_rows
+                q = fresh if fresh.num_rows else None
             if q is not None:
                 qwriter = qwriter or pq.ParquetWriter(qpath, q.schema, compression="zstd")
                 qwriter.write_table(q)
@@ -215,6 +240,10 @@ def _load(
                 on_batch(counts["read"])
         files = writer.store(storage)
         txn.stage(*(f.key for f in files))
+        if lwriter is not None:
+            lwriter.close()
+            txn.stage(layout.too_late_key(src.dataset, run_id))
+            storage.upload_file(lpath, layout.too_late_key(src.dataset, run_id))
         if qwriter is None:
             return counts, files, None
         qwriter.close()
@@ -232,7 +261,7 @@ def _schema_changes(
     last accepted source file (reported only)."""
     src = config.source
     observed = observe(local, detect_format(local, src.format, uri), src, uri)
-    declared = {c: t.value for c, t in src.columns.items()}
+    declared = {c: t.value for c, t in src.file_columns.items()}
     changes = diff_schema(observed, declared, config.contract.schema_changes)
     breaking = [c for c in changes if c.breaking]
     if breaking:
@@ -278,6 +307,9 @@ def _result(
         manifest_uri=storage.uri(layout.manifest_key(manifest.dataset)),
         started=started,
         seconds=round(time.perf_counter() - t0, 3),
+        rows_late=run.get("rows_late", 0),
+        rows_too_late=run.get("rows_too_late", 0),
+        too_late_uri=storage.uri(run["too_late"]) if run.get("too_late") else None,
     )
 
 

@@ -53,9 +53,12 @@ class TrainingSet:
 
 
 def service_version(config: Config) -> str:
-    """Hash of the feature definitions: equal versions mean equal feature semantics."""
+    """Hash of the feature definitions: equal versions mean equal feature semantics. Full names (the model's
+    input names) count too, so a champion trained under short names is not scored on a split with full ones;
+    short names add nothing, so versions from before ``features.naming`` existed stay the same."""
     body = json.dumps([v.model_dump(mode="json") for v in config.features.views], sort_keys=True)
-    return hashlib.sha256((body + config.features.label_delay).encode()).hexdigest()[:12]
+    naming = "" if config.features.naming == "short" else f"naming={config.features.naming}"
+    return hashlib.sha256((body + config.features.label_delay + naming).encode()).hexdigest()[:12]
 
 
 def _labelled_rows(storage: Storage, manifest: lake.Manifest, config: Config) -> pd.DataFrame:
@@ -134,7 +137,8 @@ def build_training_set(
     entity_df = labels.rename(columns={src.timestamp_column: "label_timestamp"})
     entity_df["event_timestamp"] = entity_df["label_timestamp"] - AS_OF_OFFSET
     service = store.get_feature_service(config.features.service)
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    full = config.features.naming == "full"  # columns <view>__<feature>, the names feature_names() gives
+    joined = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=full).to_df()
     joined = joined.drop(columns=["event_timestamp"]).rename(columns={"label_timestamp": src.timestamp_column})
     features = config.features.feature_names()
     ordered = [*src.entity_keys, src.timestamp_column, *config.features.request_features, *features, src.label_column]

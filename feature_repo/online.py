@@ -9,6 +9,9 @@ A view's TTL holds here as in the training set's point-in-time join (Feast keeps
 ``feature_ts >= as_of - ttl``, with ``as_of = t - 1 µs``): a stored row older than that at request time is
 missing, like an entity that is not in the store. The SDK's ``get_online_features`` ignores TTLs; the row's
 event timestamp comes back from the same ``online_read``, so honouring them costs no extra round trip.
+
+Values are read by the view's own (short) field names and handed back under the names the SDK gives with
+the same ``full_feature_names`` flag: ``<view>__<feature>`` when it is set, so two views may share a name.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from feast.type_map import (
     python_values_to_proto_values,
 )
 
-from kfloop.config.features import AS_OF_OFFSET
+from kfloop.config.features import AS_OF_OFFSET, FULL_NAME_SEPARATOR
 
 _SCALAR_KINDS = frozenset({"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"})
 
@@ -71,8 +74,9 @@ def _wall_clock() -> datetime:
 class _ViewRead:
     view: FeatureView
     join_key: str
-    features: tuple[str, ...]
+    features: tuple[str, ...]  # the view's field names, as the store keys them
     max_age: timedelta | None  # ttl + AS_OF_OFFSET; None: the view never expires (Feast's ttl 0 / unset)
+    outputs: tuple[str, ...]  # the names handed back, one per feature
 
     def cutoff(self, now: datetime) -> datetime | None:
         """Rows with an event timestamp before this are expired at ``now``."""
@@ -93,12 +97,17 @@ class ServingLookup:
     feature names. Per request: one ``EntityKeyProto`` per join key, one ``provider.online_read`` per
     view (Feast's store interface and data format), values converted as Feast's type map does.
     Unknown entities, and rows older than their view's TTL at ``clock()`` (the request time: the wall
-    clock, or a pinned time to replay history), give ``None`` values. Rebuild it after ``feast apply``
-    changes the service.
+    clock, or a pinned time to replay history), give ``None`` values. ``full_feature_names`` names them
+    ``<view>__<feature>``, as the SDK does. Rebuild it after ``feast apply`` changes the service.
     """
 
     def __init__(
-        self, store: FeatureStore, service: str | FeatureService, *, clock: Callable[[], datetime] = _wall_clock
+        self,
+        store: FeatureStore,
+        service: str | FeatureService,
+        *,
+        clock: Callable[[], datetime] = _wall_clock,
+        full_feature_names: bool = False,
     ) -> None:
         svc = store.get_feature_service(service) if isinstance(service, str) else service
         entities = {e.name: e for e in store.list_entities()}
@@ -110,14 +119,16 @@ class ServingLookup:
             entity = entities[view.entities[0]]
             makers[entity.join_key] = _entity_value_maker(entity.value_type)
             max_age = view.ttl + AS_OF_OFFSET if view.ttl else None  # a zero ttl never expires, as in Feast
-            reads.append(_ViewRead(view, entity.join_key, tuple(f.name for f in projection.features), max_age))
+            features = tuple(f.name for f in projection.features)
+            prefix = f"{projection.name_to_use()}{FULL_NAME_SEPARATOR}" if full_feature_names else ""
+            reads.append(_ViewRead(view, entity.join_key, features, max_age, tuple(prefix + f for f in features)))
         self._config = store.config
         self._provider = store._get_provider()
         self._reads = tuple(reads)
         self._makers = makers
         self._clock = clock
         self.join_keys = tuple(makers)
-        self.feature_names = tuple(name for r in reads for name in r.features)
+        self.feature_names = tuple(name for r in reads for name in r.outputs)
 
     def entity_keys(self, entity_row: Mapping[str, Any]) -> dict[str, EntityKeyProto]:
         """Join key → the request's ``EntityKeyProto`` (raises KeyError for a missing join key)."""
@@ -133,11 +144,11 @@ class ServingLookup:
             # a fresh list: the Redis store appends its timestamp field to requested_features
             ((ts, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
             if _missing((ts, row), r.cutoff(now)):
-                out.update(dict.fromkeys(r.features))
+                out.update(dict.fromkeys(r.outputs))
                 continue
-            for name in r.features:
+            for name, output in zip(r.features, r.outputs, strict=True):
                 proto = row.get(name)
-                out[name] = None if proto is None else _to_python(proto)
+                out[output] = None if proto is None else _to_python(proto)
         return out
 
     def key_protos(self, keys: Mapping[str, Sequence[Any]]) -> dict[str, list[EntityKeyProto]]:
@@ -171,6 +182,6 @@ class ServingLookup:
             if absent.any():
                 missing[r.join_key] = missing.get(r.join_key, np.zeros(n, dtype=bool)) | absent
                 rows = [(None, None) if gone else row for row, gone in zip(rows, absent.tolist(), strict=True)]
-            for name in r.features:
-                out[name] = [None if row is None or row.get(name) is None else _to_python(row[name]) for _, row in rows]
+            for name, to in zip(r.features, r.outputs, strict=True):
+                out[to] = [None if row is None or row.get(name) is None else _to_python(row[name]) for _, row in rows]
         return out, missing

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfloop.schema import ARROW_TYPES
+from kfloop.timezones import parse_timestamps
 
 #: Columns added to quarantined rows: why, and where in the source file.
 REASON_COLUMN = "_reason"
@@ -39,11 +40,6 @@ class CastResult:
     bad: pa.Table  # raw columns as strings + _row + _reason
 
 
-#: An explicit UTC offset (or ``Z``) at the end of an ISO 8601 time: such values are parsed apart from naive ones,
-#: which are UTC (pandas would otherwise carry one value's offset over to the naive values after it).
-_OFFSET = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
-
-
 def _parse_int(text: str | None, lo: int, hi: int) -> int | None:
     """An integer written as digits, or as a float with no fraction (``5.0``, ``1e3``); exact beyond 2**53."""
     if text is None:
@@ -64,17 +60,10 @@ def _parse_int(text: str | None, lo: int, hi: int) -> int | None:
     return n if lo <= n <= hi else None
 
 
-def _slow_parse(arr: pa.Array, target: pa.DataType) -> pa.Array:
+def _slow_parse(arr: pa.Array, target: pa.DataType, timezone: str | None = None) -> pa.Array:
     """Per-row parse of a string array; unparsable values become null."""
     if pa.types.is_timestamp(target):
-        text = pc.utf8_trim_whitespace(arr)
-        offset = pc.fill_null(pc.match_substring_regex(text, _OFFSET), False).to_numpy(zero_copy_only=False)
-        s = pd.Series(text.to_pandas(), dtype="object")
-        parsed = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
-        for part in (offset, ~offset):
-            if part.any():
-                parsed[part] = pd.to_datetime(s[part], utc=True, errors="coerce", format="ISO8601")
-        return pa.array(parsed, type=target, from_pandas=True)
+        return parse_timestamps(arr, target, timezone)[0]
     s = pd.Series(arr.to_pandas(), dtype="object")
     if pa.types.is_boolean(target):
         low = s.str.strip().str.lower()
@@ -93,22 +82,28 @@ def _slow_parse(arr: pa.Array, target: pa.DataType) -> pa.Array:
     return pa.array(values, type=target, mask=mask)
 
 
-def _cast_column(arr: pa.Array, target: pa.DataType) -> pa.Array:
-    """Cast one column; values that cannot be cast become null (the caller compares validity)."""
+def _cast_column(arr: pa.Array, target: pa.DataType, timezone: str | None = None) -> pa.Array:
+    """Cast one column; values that cannot be cast become null (the caller compares validity). Naive
+    timestamps are wall-clock time in ``timezone`` (UTC when unset)."""
     if arr.type == target:
         return arr
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target)
+    local = timezone not in (None, "UTC") and pa.types.is_timestamp(target)
+    if local and pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+        arr = pc.strftime(arr, "%Y-%m-%dT%H:%M:%S")  # naive instants from typed formats: read in the zone
     try:
         return pc.cast(arr, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
         arr = pc.cast(arr, pa.string())
-    return _slow_parse(arr, target)
+    return _slow_parse(arr, target, timezone)
 
 
-def cast_batch(table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tuple[str, ...]) -> CastResult:
+def cast_batch(
+    table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tuple[str, ...], timezone: str | None = None
+) -> CastResult:
     """Cast ``table`` (every schema column present) to ``schema``.
 
     ``rows`` gives each row's position in the source file (reported in ``_row``); ``required`` columns
@@ -120,7 +115,7 @@ def cast_batch(table: pa.Table, schema: pa.Schema, rows: pa.Array, required: tup
     columns: list[pa.Array] = []
     for field in schema:
         raw = table.column(field.name).combine_chunks()
-        cast = _cast_column(raw, field.type)
+        cast = _cast_column(raw, field.type, timezone)
         columns.append(cast)
         if not cast.null_count:
             continue

@@ -40,6 +40,11 @@ class ConfigError(KfloopError):
     """The config file is missing, unreadable or invalid (message names the key path)."""
 
 
+class ExpressionError(ConfigError):
+    """A derived column's expression does not parse, names an unknown column, or mixes types (found when the
+    config loads; the message names the key)."""
+
+
 class SourceError(KfloopError):
     """A source file cannot be fetched or parsed at all (message names the file and the reason)."""
 
@@ -216,6 +221,7 @@ __all__ = [
     "CorruptModelError",
     "DeployError",
     "EncoderError",
+    "ExpressionError",
     "FeatureLookupError",
     "GateFailedError",
     "KfloopError",

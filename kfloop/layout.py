@@ -8,6 +8,7 @@ separators; a prefix has no trailing slash.
     lake/<dataset>/                      raw and clean Parquet datasets (+ _manifest.json, _lock, _active/)
     quarantine/<dataset>/<run>.parquet   rows ingest could not read, with the reason
     quarantine/<dataset>_contract/...    rows the data contract quarantined
+    quarantine/<dataset>_too_late/...    new rows older than the allowed lateness, with the reason
     reports/<dataset>/quality/           data-quality reports (<run>.json/.html/.md, latest.json)
     features/<view>.*                    Feast offline source, progress state, stale entities, lease
     feast/                               Feast registry and the SQLite online store (embedded default)
@@ -143,6 +144,15 @@ def quarantine_key(dataset: str, run_id: str) -> str:
 def contract_quarantine_key(dataset: str, run_id: str) -> str:
     """Rows one validate run quarantined under the data contract."""
     return f"{quarantine_prefix(dataset + '_contract')}/{run_id}.parquet"
+
+
+def too_late_prefix(dataset: str) -> str:
+    return quarantine_prefix(dataset + "_too_late")
+
+
+def too_late_key(dataset: str, run_id: str) -> str:
+    """New rows one ingest run kept out of the lake as older than the allowed lateness, with the reason."""
+    return f"{too_late_prefix(dataset)}/{run_id}.parquet"
 
 
 def report_prefix(dataset: str) -> str:

@@ -36,7 +36,8 @@ def ingest_component(
     from kfloop.components.ingest import run_ingest_step
 
     result = run_ingest_step(config_json, source_uri, run_manifest.path, quarantine.path)
-    for key in ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "dataset_rows", "files"):
+    counts = ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "rows_late", "rows_too_late")
+    for key in (*counts, "dataset_rows", "files"):
         metrics.log_metric(key, getattr(result, key))
     run_manifest.metadata.update(
         {

@@ -58,6 +58,9 @@ def input_mismatch(config: Config, model: LoadedModel) -> str | None:
     ``features.request_features``); a model trained on other columns would fail every request."""
     numeric, categorical = feature_columns(config)
     pre = model.preprocessor
+    renamed = _naming_mismatch(config, pre.numeric)
+    if renamed:
+        return f"model {model.version}'s inputs do not match the config: {renamed}"
     problems = []
     service = config.features.service
     if model.feature_service and model.feature_service != service:
@@ -74,6 +77,24 @@ def input_mismatch(config: Config, model: LoadedModel) -> str | None:
     return (
         f"model {model.version}'s inputs do not match the config (features.views, features.request_features, "
         f"features.service): {'; '.join(problems)}"
+    )
+
+
+def _naming_mismatch(config: Config, trained: list[str]) -> str | None:
+    """Why a model trained under the other ``features.naming`` cannot be served (None if it was not): its
+    stored-feature inputs are exactly the config's under the other scheme, e.g. ``amount_mean_24h`` where the
+    config now gives ``customers__amount_mean_24h``."""
+    features = config.features
+    other = "short" if features.naming == "full" else "full"
+    theirs = features.model_copy(update={"naming": other}).feature_names()
+    ours = features.feature_names()
+    stored = [c for c in trained if c not in features.request_features]
+    if not theirs or theirs == ours or set(stored) != set(theirs):
+        return None
+    return (
+        f"it was trained with features.naming: {other} (inputs such as {theirs[0]}), the config has "
+        f"features.naming: {features.naming} (which names that input {ours[0]}); retrain under the config's naming "
+        f"(`kfloop run`, then promote the new version) or set features.naming: {other} to serve this model"
     )
 
 

@@ -204,7 +204,8 @@ def open_lookup(config: Config, storage: Storage, environ: Mapping[str, str]) ->
         # redis-py waits forever on a hung server by default; serving must not
         t = config.serving.lookup_timeout_seconds
         online.connection_string += f",socket_timeout={t},socket_connect_timeout={t}"
-    return ServingLookup(store, config.features.service, clock=clock)
+    full = config.features.naming == "full"  # the names the model was trained on
+    return ServingLookup(store, config.features.service, clock=clock, full_feature_names=full)
 
 
 def open_inference_log(config: Config, storage: Storage) -> Any:

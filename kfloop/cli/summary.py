@@ -25,7 +25,12 @@ def ingest_table(r: dict) -> Table:
         t.add_row("rows written", f"{r['rows_written']:,} in {r['files']} partition file(s)")
         where = f"  → {r['quarantine_uri']}" if r["quarantine_uri"] else ""
         t.add_row("rows quarantined", escape(f"{r['rows_quarantined']:,}{where}"))
-        t.add_row("rows skipped (≤ watermark)", f"{r['rows_skipped']:,}")
+        t.add_row("rows skipped (already ingested or quarantined)", f"{r['rows_skipped']:,}")
+        if r.get("rows_late"):
+            t.add_row("rows late (within allowed lateness)", f"{r['rows_late']:,}")
+        if r.get("rows_too_late"):
+            where = f"  → {r['too_late_uri']}" if r.get("too_late_uri") else ""
+            t.add_row("[bold yellow]rows too late (not ingested)[/]", escape(f"{r['rows_too_late']:,}{where}"))
     t.add_row("dataset rows", f"{r['dataset_rows']:,}")
     t.add_row("watermark", str(r["watermark_after"]))
     t.add_row("manifest", escape(r["manifest_uri"]))
@@ -64,6 +69,10 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
         rows = ", ".join(f"{k} {v:,}" for k, v in training_set["rows"].items())
         t.add_row("training set", escape(f"{rows} → {training_set['prefix']}"))
         t.add_row("labels", f"{training_set.get('unlabeled_rows_dropped', 0):,} unlabeled rows dropped")
+        if stored := training_set.get("features"):
+            extra = len(training_set.get("request_features", []))
+            inputs = f"{len(stored)} stored features ({stored[0]}, …) + {extra} request features"
+            t.add_row("model inputs", escape(inputs))
         t.add_row(
             "feature service",
             escape(f"{training_set['feature_service']} (version {training_set['feature_service_version']})"),

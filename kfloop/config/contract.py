@@ -18,7 +18,7 @@ from kfloop.config._base import Section
 Severity = Literal["error", "warn", "quarantine"]
 #: Table-level checks judge the whole dataset: there is no row to quarantine.
 TableSeverity = Literal["error", "warn"]
-DuplicateMode = Literal["drop", "keep_latest", "fail"]
+DuplicateMode = Literal["drop", "keep_latest", "keep_last_ingested", "fail"]
 SchemaAction = Literal["error", "warn"]
 
 DURATION_PATTERN = r"^(\d+)([smhd])$"  # the one duration grammar of the config: windows, TTLs, max ages
@@ -111,7 +111,8 @@ class Duplicates(Section):
     keys: tuple[str, ...] = Field(min_length=1, description="Columns that identify a record.")
     mode: DuplicateMode = Field(
         "keep_latest",
-        description="drop keeps the first row per key, keep_latest the newest by event time; fail fails the gate.",
+        description="drop keeps the first row per key, keep_latest the newest by event time (ties: the last "
+        "ingested), keep_last_ingested the last ingested whatever its event time (upserts); fail fails the gate.",
     )
 
 

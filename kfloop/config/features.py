@@ -1,9 +1,11 @@
 """The ``features`` section: every feature the loop uses, declared once.
 
 Feast objects (entities, feature views, the feature service), the feature stage's aggregations and
-the names the model sees all derive from this section. A feature is named
+the names the model sees all derive from this section. A feature is stored in its view as
 ``<column>_<function>_<window>`` (e.g. ``amount_sum_24h``); ``seconds_since_previous`` is added
-when ``time_since_previous`` is on.
+when ``time_since_previous`` is on. The model sees it under that name (``naming: short``) or as
+``<view>__<feature>`` (``naming: full``, Feast's ``full_feature_names=True``), so the same aggregate
+can exist in several views.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kfloop.config.storage import SecretRef
 
 Function = Literal["count", "sum", "mean", "min", "max", "count_distinct"]
 Window = Annotated[str, Field(pattern=DURATION_PATTERN)]
+Naming = Literal["short", "full"]
 
 #: Columns of every offline feature table besides the entity key and the features (the Feast source's
 #: timestamp field, and the optional gap since the entity's previous event).
@@ -28,6 +31,9 @@ TIME_SINCE_PREVIOUS = "seconds_since_previous"
 #: Features are read as of just before the event (``t - 1 µs``): the training set's point-in-time join asks
 #: Feast for them at that time, and serving counts a view's TTL back from it, so both drop the same values.
 AS_OF_OFFSET = timedelta(microseconds=1)
+
+#: Between the view and the feature in a full name: Feast's own separator for ``full_feature_names=True``.
+FULL_NAME_SEPARATOR = "__"
 
 
 def feature_name(column: str, function: str, window: str) -> str:
@@ -92,6 +98,13 @@ class RedisStore(Section):
 class FeaturesConfig(Section):
     """Feast feature store settings and feature definitions."""
 
+    naming: Naming = Field(
+        "short",
+        description="How the model's inputs name stored features: short `<feature>` (Feast's default, "
+        "full_feature_names=False; names must be unique across views) or full `<view>__<feature>` (Feast's "
+        "full_feature_names=True; the same aggregate may exist in several views). Changing it needs a retrain.",
+    )
+
     feast_project: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$", description="Default: project name.")
     online_store: Annotated[SqliteStore | RedisStore, Field(discriminator="type")] = Field(
         SqliteStore(), description="Where serving reads features: sqlite or redis (picked by `type`)."
@@ -123,15 +136,35 @@ class FeaturesConfig(Section):
     def _consistent(self) -> FeaturesConfig:
         if abs(sum(self.splits) - 1.0) > 1e-9 or min(self.splits) <= 0:
             raise ValueError(f"splits {self.splits} must be positive and sum to 1")
-        names = [n for v in self.views for n in v.feature_names()]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"feature names defined twice: {', '.join(dupes)}")
         views = [v.name for v in self.views]
         if len(set(views)) != len(views):
             raise ValueError("feature view names must be unique")
+        for v in self.views:
+            names = v.feature_names()
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"feature names defined twice in view {v.name}: {', '.join(dupes)}")
+        names = [n for v in self.views for n in v.feature_names()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes and self.naming == "short":
+            owners = {n: ", ".join(v.name for v in self.views if n in v.feature_names()) for n in dupes}
+            where = "; ".join(f"{n} (views {vs})" for n, vs in owners.items())
+            raise ValueError(
+                f"feature names defined twice: {where}"
+                f": set features.naming: full to name model inputs <view>{FULL_NAME_SEPARATOR}<feature>, as "
+                "Feast's full_feature_names=True does (models trained before the change must be retrained)"
+            )
         return self
 
+    def input_name(self, view: str, feature: str) -> str:
+        """The model's name for ``feature`` of ``view`` under ``naming``."""
+        return f"{view}{FULL_NAME_SEPARATOR}{feature}" if self.naming == "full" else feature
+
+    def view_features(self) -> list[tuple[FeatureViewSpec, str, str]]:
+        """(view, stored name, model input name) of every stored feature, in view order."""
+        return [(v, n, self.input_name(v.name, n)) for v in self.views for n in v.feature_names()]
+
     def feature_names(self) -> list[str]:
-        """Every stored feature, in view order: the model's input order before request features."""
-        return [n for v in self.views for n in v.feature_names()]
+        """Every stored feature as the model names it, in view order: its input order before request
+        features (and the training set's and the inference log's columns)."""
+        return [name for _, _, name in self.view_features()]

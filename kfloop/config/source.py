@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from kfloop.column_types import ColumnType
 from kfloop.config._base import Section
+from kfloop.config.contract import DURATION_PATTERN
+from kfloop.config.derived import DerivedColumn, check_derived, merge_declared
 from kfloop.formats import FileFormat
 
 SourceFormat = Literal["auto", FileFormat]
@@ -22,12 +24,61 @@ class SourceConfig(Section):
     entity_keys: tuple[str, ...] = Field(min_length=1, description="Columns identifying the entities.")
     timestamp_column: str = Field(description="Event-time column; partitions the lake and drives watermarks.")
     label_column: str | None = Field(None, description="Training label column, if the source carries labels.")
-    columns: dict[str, ColumnType] = Field(min_length=1, description="Every column kept, with its type.")
+    columns: dict[str, ColumnType] = Field(
+        min_length=1, description="Every column of the file kept, with its type (derived columns are added after)."
+    )
+    derived: dict[str, DerivedColumn] = Field(
+        default_factory=dict,
+        description="Columns computed at ingest, in order: name → {expression, type}; later ones may use earlier ones.",
+    )
+    null_values: tuple[str, ...] = Field(
+        (), description="Extra text values meaning 'no value' in every format (e.g. NA), besides '', NULL, null."
+    )
+    timezone: str | None = Field(
+        None, description="IANA zone of naive timestamps (offsets are kept); null: UTC. DST: see the README."
+    )
+    encoding: str = Field("utf-8", min_length=1, description="Text encoding of CSV and JSON Lines (a BOM is skipped).")
     batch_rows: int = Field(100_000, ge=1_000, le=10_000_000, description="Rows per streamed batch.")
     csv_delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator of CSV sources.")
+    allowed_lateness: str = Field(
+        "0s",
+        pattern=DURATION_PATTERN,
+        description="How far before the watermark a new row's event time may be and still be ingested (late data, "
+        "label updates); older new rows are kept aside as too late and reported. 0s: only rows after the watermark.",
+    )
+
+    @field_serializer("columns")
+    def _file_columns_only(self, columns: dict[str, ColumnType]) -> dict[str, ColumnType]:
+        """Dump what the user declared, so a dumped config loads again (derived ones are re-added)."""
+        return {c: t for c, t in columns.items() if c not in self.derived}
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        from kfloop.timezones import check_zone
+
+        return None if value is None else check_zone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as err:
+            raise ValueError(f"{value!r} is not a known text encoding (e.g. utf-8, latin-1, cp1252)") from err
+        return value
+
+    @property
+    def file_columns(self) -> dict[str, ColumnType]:
+        """The columns read from the file (``columns`` without the derived ones)."""
+        return {c: t for c, t in self.columns.items() if c not in self.derived}
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceConfig:
+        merge_declared(self)
+        check_derived(self.derived, self.columns)
         named = {"entity_keys": self.entity_keys, "timestamp_column": (self.timestamp_column,)}
         if self.label_column is not None:
             named["label_column"] = (self.label_column,)

@@ -87,7 +87,9 @@ class DuplicateIndex:
 
     def plan(self) -> DuplicatePlan:
         """One row kept per key: the first seen (``drop``), the latest by event time with ties to the last
-        seen (``keep_latest``), or none dropped (``fail``)."""
+        seen (``keep_latest``), the last seen whatever its event time (``keep_last_ingested``: lake rows are
+        read in ingest order, so a re-sent row with a label now known replaces the earlier one), or none
+        dropped (``fail``)."""
         keys = np.concatenate(self._keys) if self._keys else np.array([], np.uint64)
         times = np.concatenate(self._times) if self._times else np.array([], np.int64)
         n = len(keys)
@@ -99,7 +101,12 @@ class DuplicateIndex:
             keys[null_keys] = np.uint64(2**63) + pos[null_keys].astype(np.uint64)
             keys[~null_keys] %= np.uint64(2**63)
         latest = self.cfg.mode == "keep_latest"
-        order = np.lexsort((-pos, -times, keys)) if latest else np.lexsort((pos, keys))
+        if latest:
+            order = np.lexsort((-pos, -times, keys))
+        elif self.cfg.mode == "keep_last_ingested":
+            order = np.lexsort((-pos, keys))
+        else:
+            order = np.lexsort((pos, keys))
         sorted_keys = keys[order]
         first = np.ones(n, dtype=bool)
         first[1:] = sorted_keys[1:] != sorted_keys[:-1]

@@ -17,6 +17,7 @@ from fastavro import reader as avro_reader
 
 from kfloop.config import SourceConfig
 from kfloop.errors import SourceError
+from kfloop.sources.readers import text_encoding, utf8_line
 
 #: Observed column → logical type (``None`` when the format does not say).
 Observed = dict[str, str | None]
@@ -63,7 +64,7 @@ def observe(path: Path, fmt: str, cfg: SourceConfig, display: str) -> Observed:
     """Columns of the file in file order; a file that cannot be opened fails with its name."""
     try:
         if fmt == "csv":
-            with open(path, newline="", encoding="utf-8") as fh:
+            with open(path, newline="", encoding=text_encoding(cfg)) as fh:
                 header = next(csv.reader(fh, delimiter=cfg.csv_delimiter), None)
             if header is None:
                 raise SourceError(f"{display}: empty file (no CSV header)")
@@ -76,9 +77,9 @@ def observe(path: Path, fmt: str, cfg: SourceConfig, display: str) -> Observed:
             return {f["name"]: _avro_logical(f["type"]) for f in schema.get("fields", [])}
         seen: Observed = {}
         with open(path, "rb") as fh:
-            for line in islice(fh, 1000):
+            for i, line in enumerate(islice(fh, 1000)):
                 try:
-                    rec = orjson.loads(line)
+                    rec = orjson.loads(utf8_line(line, text_encoding(cfg), first=i == 0))
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(rec, dict):

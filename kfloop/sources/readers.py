@@ -7,6 +7,7 @@ all, so nothing is dropped silently.
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fastavro import reader as avro_reader
@@ -25,7 +27,8 @@ from kfloop.errors import SourceError
 from kfloop.formats import format_of
 
 #: Only these CSV fields mean "no value"; anything else ("n/a", "NA", "-") is data, and is quarantined
-#: with a reason if it does not parse as the column's type (pyarrow's default list is much wider).
+#: with a reason if it does not parse as the column's type (pyarrow's default list is much wider), unless
+#: ``source.null_values`` declares it: those tokens are nulls in the text values of every format.
 CSV_NULLS = ("", "NULL", "null")
 
 
@@ -58,7 +61,7 @@ def detect_format(path: Path, declared: str, display: str | None = None) -> str:
 
 
 def _check_columns(name: str, found: list[str], cfg: SourceConfig) -> None:
-    missing = [c for c in cfg.columns if c not in found]
+    missing = [c for c in cfg.file_columns if c not in found]
     if missing:
         raise SourceError(f"{name}: missing column(s) {', '.join(missing)}; the file has: {', '.join(found) or 'none'}")
 
@@ -69,15 +72,33 @@ def iter_batches(path: Path, cfg: SourceConfig, display: str | None = None) -> I
     fmt = detect_format(path, cfg.format, name)
     readers = {"csv": _iter_csv, "parquet": _iter_parquet, "jsonl": _iter_jsonl, "avro": _iter_avro}
     try:
-        yield from readers[fmt](path, cfg, name)
+        for batch in readers[fmt](path, cfg, name):
+            yield _null_tokens(batch, cfg.null_values)
     except SourceError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, UnicodeDecodeError, EOFError) as err:
         raise SourceError(f"{name}: cannot read as {fmt}: {err}") from err
 
 
+def _null_tokens(batch: RawBatch, tokens: tuple[str, ...]) -> RawBatch:
+    """Declared null tokens (``NA``) as nulls in every text column, whatever the format, exactly matched."""
+    if not tokens:
+        return batch
+    table = batch.table
+    for i, col in enumerate(table.columns):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            hit = pc.fill_null(pc.is_in(col, value_set=pa.array(tokens, col.type)), False)
+            table = table.set_column(i, table.field(i), pc.if_else(hit, pa.scalar(None, col.type), col))
+    return RawBatch(table, batch.rows, batch.rejects)
+
+
+def text_encoding(cfg: SourceConfig) -> str:
+    """Python's name for the source encoding; UTF-8 as ``utf-8-sig`` so a byte-order mark is not read as text."""
+    return "utf-8-sig" if codecs.lookup(cfg.encoding).name == "utf-8" else cfg.encoding
+
+
 def _iter_csv(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding=text_encoding(cfg)) as fh:
         header = next(csv.reader(fh, delimiter=cfg.csv_delimiter), None)
     if header is None:
         raise SourceError(f"{name}: empty file (no CSV header)")
@@ -94,13 +115,15 @@ def _iter_csv(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
 
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 16, cfg.batch_rows * 128)),
+        read_options=pacsv.ReadOptions(
+            use_threads=False, block_size=max(1 << 16, cfg.batch_rows * 128), encoding=cfg.encoding
+        ),  # Arrow skips a UTF-8 byte-order mark itself
         parse_options=pacsv.ParseOptions(delimiter=cfg.csv_delimiter, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in cfg.columns},
-            include_columns=list(cfg.columns),
+            column_types={c: pa.string() for c in cfg.file_columns},
+            include_columns=list(cfg.file_columns),
             strings_can_be_null=True,
-            null_values=list(CSV_NULLS),
+            null_values=[*CSV_NULLS, *cfg.null_values],
         ),
     )
     next_line = 2
@@ -115,14 +138,15 @@ def _iter_csv(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
         next_line = int(lines[-1]) + 1 if n else next_line
         yield RawBatch(pa.Table.from_batches([batch]), pa.array(lines), out)
     if rejects:
-        yield RawBatch(pa.table({c: pa.array([], pa.string()) for c in cfg.columns}), pa.array([], pa.int64()), rejects)
+        empty = pa.table({c: pa.array([], pa.string()) for c in cfg.file_columns})
+        yield RawBatch(empty, pa.array([], pa.int64()), rejects)
 
 
 def _iter_parquet(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     pf = pq.ParquetFile(path)
     _check_columns(name, pf.schema_arrow.names, cfg)
     start = 1
-    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=list(cfg.columns)):
+    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=list(cfg.file_columns)):
         n = batch.num_rows
         yield RawBatch(pa.Table.from_batches([batch]), pa.array(np.arange(start, start + n, dtype=np.int64)))
         start += n
@@ -130,7 +154,7 @@ def _iter_parquet(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch
 
 def _records_to_batch(records: list[dict], rows: list[int], cfg: SourceConfig, rejects: list[Reject]) -> RawBatch:
     cols = {}
-    for c in cfg.columns:
+    for c in cfg.file_columns:
         cols[c] = pa.array([_as_text(r.get(c)) for r in records], pa.string())
     return RawBatch(pa.table(cols), pa.array(rows, pa.int64()), rejects)
 
@@ -154,8 +178,10 @@ def _iter_jsonl(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
     rejects: list[Reject] = []
     seen: set[str] = set()
     checked = False
+    encoding = text_encoding(cfg)
     with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
+        for line_no, raw_line in enumerate(fh, start=1):
+            line = utf8_line(raw_line, encoding, first=line_no == 1)
             if not line.strip():
                 continue
             try:
@@ -180,6 +206,13 @@ def _iter_jsonl(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
         _check_columns(name, sorted(seen), cfg)
     if records or rejects:
         yield _records_to_batch(records, rows, cfg, rejects)
+
+
+def utf8_line(line: bytes, encoding: str, *, first: bool) -> bytes:
+    """One JSON Lines line as UTF-8 for orjson: transcoded from ``encoding``, a leading BOM dropped."""
+    if encoding == "utf-8-sig":
+        return line.removeprefix(codecs.BOM_UTF8) if first else line
+    return line.decode(encoding).encode("utf-8")
 
 
 def _iter_avro(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:

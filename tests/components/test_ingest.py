@@ -305,3 +305,76 @@ def test_timestamps_without_offset_are_utc(tmp_path: Path) -> None:
     ingest(demo_config(tmp_path / "ws", uri=str(src)), storage)
     got = read_lake(storage)["event_timestamp"].tolist()
     assert got == [datetime(2026, 1, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)]
+
+
+DERIVED_HEADER = (
+    "tx_no,customer_id,merchant_id,date,time,amount,merchant_category,channel,distance_from_home_km,score\n"
+)
+DERIVED_SOURCE = {
+    "columns": {
+        "tx_no": "int64",
+        "customer_id": "string",
+        "merchant_id": "string",
+        "date": "string",
+        "time": "string",
+        "amount": "float64",
+        "merchant_category": "string",
+        "channel": "string",
+        "distance_from_home_km": "float64",
+        "score": "float64",
+    },
+    "derived": {
+        "transaction_id": {"expression": "concat('tx-', tx_no)", "type": "string"},
+        "event_timestamp": {"expression": "timestamp(date, time)", "type": "timestamp"},
+        "hour_of_day": {"expression": "hour(event_timestamp)", "type": "int64"},
+        "is_fraud": {"expression": "score > 0.5", "type": "int64"},
+    },
+    "timezone": "Europe/Berlin",
+    "null_values": ["NA"],
+}
+
+
+def test_derived_columns_time_zone_and_null_tokens_land_in_the_lake(tmp_path: Path) -> None:
+    src = tmp_path / "src.csv"
+    body = (
+        "1,c1,m1,2026-01-10,08:30,12.5,grocery,pos,NA,0.9\n"
+        "2,c1,m2,2026-03-29,02:30,3,retail,online,1,0.1\n"  # skipped by the spring-forward change in Berlin
+        "3,c2,m1,2026-10-25,02:30,4,retail,pos,2,0.2\n"  # happens twice: the first (CEST) is taken
+        "4,c2,m1,2026-13-01,10:00,5,retail,pos,NA,0.2\n"  # no month 13
+        "5,c3,m3,2026-06-01,23:15,NA,retail,pos,3,NA\n"
+    )
+    src.write_bytes(b"\xef\xbb\xbf" + (DERIVED_HEADER + body).encode())  # with a UTF-8 byte-order mark
+    cfg = demo_config(tmp_path / "ws", uri=str(src), **DERIVED_SOURCE)
+    storage = LocalStorage(tmp_path / "ws")
+    result = ingest(cfg, storage)
+    assert (result.rows_read, result.rows_written, result.rows_quarantined) == (5, 3, 2)
+    got = read_lake(storage)
+    assert list(got.columns) == list(cfg.source.columns)  # file columns, then derived ones
+    assert got["transaction_id"].tolist() == ["tx-1", "tx-3", "tx-5"]
+    assert got["event_timestamp"].tolist() == [
+        datetime(2026, 1, 10, 7, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        datetime(2026, 6, 1, 21, 15, tzinfo=UTC),
+    ]
+    assert got["hour_of_day"].tolist() == [8, 2, 23]  # local hours
+    assert got["is_fraud"].tolist()[:2] == [1, 0] and pd.isna(got["is_fraud"].iloc[2])
+    assert pd.isna(got["distance_from_home_km"].iloc[0]) and pd.isna(got["amount"].iloc[2])
+    q = pq.read_table(result.quarantine_uri).to_pandas().set_index("_row")
+    assert q.loc[3, "_reason"] == (
+        "event_timestamp: '2026-03-29 02:30' is not a valid timestamp "
+        "(local time skipped by a daylight-saving change in Europe/Berlin)"
+    )
+    assert q.loc[5, "_reason"] == "event_timestamp: '2026-13-01 10:00' is not a valid timestamp"
+    assert q.loc[5, "tx_no"] == "4"
+
+
+def test_null_tokens_in_json_lines(tmp_path: Path) -> None:
+    src = tmp_path / "src.jsonl"
+    row = {"tx_no": 1, "customer_id": "c1", "merchant_id": "m1", "date": "2026-01-10", "time": "08:30"}
+    row |= {"amount": "NA", "merchant_category": "NA", "channel": "pos", "distance_from_home_km": 1, "score": 0.2}
+    src.write_text(json.dumps(row) + "\n")
+    storage = LocalStorage(tmp_path / "ws")
+    result = ingest(demo_config(tmp_path / "ws", uri=str(src), **DERIVED_SOURCE), storage)
+    assert (result.rows_written, result.rows_quarantined) == (1, 0)
+    got = read_lake(storage)
+    assert pd.isna(got["amount"].iloc[0]) and got["merchant_category"].iloc[0] is None

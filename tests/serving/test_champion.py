@@ -181,6 +181,19 @@ def test_inputs_that_do_not_match_the_config_are_refused_and_explained(trained: 
     assert input_mismatch(trained.config, watch2.predictor.model) is None
 
 
+def test_a_model_trained_under_short_names_is_refused_under_full_names(trained: Trained, tmp_path: Path) -> None:
+    data = trained.config.model_dump(mode="json")
+    data["features"]["naming"] = "full"
+    watch, _ = _watch(trained, tmp_path, parse_config(data, "test"))
+    watch.start()
+    assert watch.predictor.model is None
+    reason = watch.predictor.not_ready_reason
+    first = trained.config.features.feature_names()[0]
+    assert "trained with features.naming: short" in reason and "the config has features.naming: full" in reason
+    assert f"inputs such as {first}" in reason and f"customer_activity__{first}" in reason
+    assert "retrain" in reason and "set features.naming: short" in reason and "refused (inputs)" in reason
+
+
 def test_only_unreachable_store_errors_mark_the_store_down() -> None:
     unreachable = [
         redis.exceptions.ConnectionError("Error 111 connecting"),

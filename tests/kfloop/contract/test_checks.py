@@ -79,6 +79,13 @@ def test_duplicates_keep_latest_ties_go_to_last_seen() -> None:
     assert out.drop.tolist() == [True, True, False]
 
 
+def test_duplicates_keep_last_ingested_ignores_event_time() -> None:
+    out = index("keep_last_ingested", FIRST, SECOND).resolve()
+    assert (out.exact, out.key_conflicts) == (1, 2)
+    # key c: rows at t=2 (pos 2), t=5 (pos 4), t=3 (pos 5) -> the last seen (pos 5) survives, older event or not
+    assert out.drop.tolist() == [True, False, True, False, True, False, False]
+
+
 def test_duplicates_fail_mode_counts_but_drops_nothing() -> None:
     out = index("fail", FIRST, SECOND).resolve()
     assert (out.exact, out.key_conflicts) == (1, 2)
@@ -94,7 +101,7 @@ def test_duplicates_composite_keys_and_exact_copies_of_kept_rows() -> None:
     assert out.drop.tolist() == [False, True, True, False]
 
 
-@pytest.mark.parametrize("mode", ["drop", "keep_latest", "fail"])
+@pytest.mark.parametrize("mode", ["drop", "keep_latest", "keep_last_ingested", "fail"])
 def test_duplicates_none_and_empty(mode: str) -> None:
     out = index(mode, FIRST, batch(["d", "e"], [1, 1], [1.0, 1.0])).resolve()
     assert (out.exact, out.key_conflicts) == (0, 0) and not out.drop.any()
