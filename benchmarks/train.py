@@ -75,7 +75,8 @@ def training_set(config: Config, rows: int, seed: int) -> pd.DataFrame:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     out = frame.assign(_row=np.arange(len(frame))).sort_values(ts, kind="stable")
     for view in config.features.views:
-        feats = compute_view(table, view, ts, parse_duration(config.features.label_delay)).to_pandas()
+        delay, known = parse_duration(config.features.label_delay), config.source.available_after
+        feats = compute_view(table, view, ts, delay, available_after=known).to_pandas()
         feats = feats.rename(columns={ts: "_feature_time"})
         feats["_feature_time"] = feats["_feature_time"].astype("datetime64[us, UTC]")
         out = pd.merge_asof(

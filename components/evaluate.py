@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from kfloop import layout
-from kfloop.config import Config
+from kfloop.config import Config, PromotionGate
+from kfloop.config.training import COMPARABLE
 from kfloop.errors import CorruptModelError, KfloopError
 from kfloop.registry import ModelRegistry, ModelVersion
 from kfloop.storage import Storage
-from kfloop.training.metrics import curves, evaluate
+from kfloop.training import classes
+from kfloop.training.metrics import curves, multiclass_curves, score
 from kfloop.training.sets import latest_training_set, load_split
 
 
@@ -32,7 +34,27 @@ def _score(registry: ModelRegistry, mv: ModelVersion, test, label: str) -> tuple
     with tempfile.TemporaryDirectory(prefix="kfloop-eval-") as tmp:
         predict = load_exported(registry.fetch(mv.version, Path(tmp)))
         p = predict(test)
-    return evaluate(test[label].to_numpy(), p, float(mv.card["threshold"])), p
+    y = labels_of(mv.card, test[label])
+    return score(task_of(mv.card), y, p, float(mv.card["threshold"]), mv.card.get("classes")), p
+
+
+def labels_of(card: dict, labels) -> np.ndarray:
+    """Test labels as the model's metrics take them: class indices for a multiclass model, else as stored."""
+    vocab = card.get("classes")
+    return classes.indices(labels, vocab) if vocab else labels.to_numpy()
+
+
+def _curves(card: dict, y: np.ndarray, p: np.ndarray) -> dict | None:
+    """ROC curve and confusion matrix (binary), the confusion matrix (multiclass), none (regression)."""
+    task = task_of(card)
+    if task == "multiclass":
+        return multiclass_curves(y, p, card["classes"])
+    return curves(y, p, float(card["threshold"])) if task == "binary" else None
+
+
+def task_of(card: dict) -> str:
+    """The task a registered model was trained for (cards from before tasks are binary)."""
+    return str(card.get("task", "binary"))
 
 
 def _champion_metrics(
@@ -56,17 +78,22 @@ def _champion_metrics(
 
 def gate(config: Config, candidate: dict, champion: dict | None) -> tuple[bool, list[str]]:
     """The promotion rule; returns (promote, reasons)."""
-    g = config.training.gate
-    reasons = []
-    if not candidate["roc_auc"] >= g.min_roc_auc:
-        reasons.append(f"ROC AUC {candidate['roc_auc']:.4f} is below the minimum {g.min_roc_auc}")
-    if not candidate["pr_auc"] >= g.min_pr_auc:
-        reasons.append(f"PR AUC {candidate['pr_auc']:.4f} is below the minimum {g.min_pr_auc}")
+    g, task = config.training.gate, config.training.task
+    metric = g.compared(task)
+    reasons = _regression_limits(g, candidate) if task == "regression" else []
+    if task == "multiclass" and not candidate["macro_f1"] >= g.min_macro_f1:
+        reasons.append(f"macro-F1 {candidate['macro_f1']:.4f} is below the minimum {g.min_macro_f1}")
+    if task == "binary":
+        if not candidate["roc_auc"] >= g.min_roc_auc:
+            reasons.append(f"ROC AUC {candidate['roc_auc']:.4f} is below the minimum {g.min_roc_auc}")
+        if not candidate["pr_auc"] >= g.min_pr_auc:
+            reasons.append(f"PR AUC {candidate['pr_auc']:.4f} is below the minimum {g.min_pr_auc}")
     if champion is not None:
-        ours, theirs = candidate[g.compare_metric], champion[g.compare_metric]
-        if ours < theirs - g.tolerance:
+        ours, theirs = candidate[metric], champion[metric]
+        worse = ours > theirs + g.tolerance if not COMPARABLE[task][metric] else ours < theirs - g.tolerance
+        if worse:
             reasons.append(
-                f"{g.compare_metric} {ours:.4f} is worse than the champion's {theirs:.4f} by more than "
+                f"{metric} {ours:.4f} is worse than the champion's {theirs:.4f} by more than "
                 f"the tolerance {g.tolerance}"
             )
     if reasons:
@@ -74,9 +101,20 @@ def gate(config: Config, candidate: dict, champion: dict | None) -> tuple[bool, 
     if champion is None:
         return True, ["meets the minimums; there is no champion yet"]
     return True, [
-        f"meets the minimums and {g.compare_metric} {candidate[g.compare_metric]:.4f} is within "
-        f"{g.tolerance} of (or better than) the champion's {champion[g.compare_metric]:.4f}"
+        f"meets the minimums and {metric} {candidate[metric]:.4f} is within "
+        f"{g.tolerance} of (or better than) the champion's {champion[metric]:.4f}"
     ]
+
+
+def _regression_limits(g: PromotionGate, candidate: dict) -> list[str]:
+    """The regression gate's absolute limits (a NaN never passes)."""
+    reasons = []
+    for key, name, limit in (("rmse", "RMSE", g.max_rmse), ("mae", "MAE", g.max_mae)):
+        if limit is not None and not candidate[key] <= limit:
+            reasons.append(f"{name} {candidate[key]:.4f} is above the maximum {limit}")
+    if g.min_r2 is not None and not candidate["r2"] >= g.min_r2:
+        reasons.append(f"R² {candidate['r2']:.4f} is below the minimum {g.min_r2}")
+    return reasons
 
 
 def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
@@ -94,7 +132,8 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     label = config.source.label_column
     candidate = registry.get(version)
     by_hand = champion_now
-    if not by_hand and test[label].nunique() < 2:  # ROC/PR AUC undefined: a gate on NaN would reject it
+    binary = task_of(candidate.card) == "binary"
+    if binary and not by_hand and test[label].nunique() < 2:  # ROC/PR AUC undefined: a gate on NaN would reject it
         only = f"only label {int(test[label].iloc[0])}" if len(test) else "no rows"
         raise KfloopError(
             f"test split of training set {manifest['run_id']} has {only} in its {len(test):,} rows: ROC AUC and "
@@ -104,7 +143,8 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     cand_metrics, p = _score(registry, candidate, test, label)
     if by_hand:  # promoted by hand: nothing to gate
         rejected = recorded is not None and recorded.get("promoted") is False
-        return _champion_by_hand(registry, candidate, cand_metrics, manifest, test[label].to_numpy(), p, rejected)
+        y = labels_of(candidate.card, test[label])
+        return _champion_by_hand(registry, candidate, cand_metrics, manifest, y, p, rejected)
     champ_metrics, notes = _champion_metrics(registry, current, manifest, test, label)
     promote, reasons = gate(config, cand_metrics, champ_metrics)
     reasons = notes + reasons
@@ -115,8 +155,8 @@ def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
         "candidate": cand_metrics,
         "champion": {"version": current.version, **champ_metrics} if current and champ_metrics else None,
         "test_split": {"training_set": manifest["run_id"], "rows": len(test), "content_hash": manifest["content_hash"]},
-        "curves": curves(test[label].to_numpy(), p, float(candidate.card["threshold"])),
-        "gate": config.training.gate.model_dump(mode="json"),
+        "curves": _curves(candidate.card, labels_of(candidate.card, test[label]), p),
+        "gate": config.training.gate.record(config.training.task),
         "champion_before": current.version if current else None,
     }
     storage.write_text(layout.decision_key(registry.model, version), json.dumps(decision, indent=2))
@@ -140,7 +180,7 @@ def _replayable(config: Config, recorded: dict, manifest: dict, current: ModelVe
         recorded.get("promoted") is False
         and champion != recorded.get("version")  # rejected, then promoted by hand: reported as the champion
         and recorded.get("champion_before", "") == champion
-        and recorded.get("gate") == config.training.gate.model_dump(mode="json")
+        and recorded.get("gate") == config.training.gate.record(config.training.task)
         and recorded.get("test_split", {}).get("content_hash") == manifest["content_hash"]
     )
 
@@ -185,17 +225,26 @@ def _champion_by_hand(
         "candidate": metrics,
         "champion": None,
         "test_split": {"training_set": manifest["run_id"], "rows": len(y)},
-        "curves": curves(y, p, float(champion.card["threshold"])),
+        "curves": _curves(champion.card, y, p),
         "champion_after": version,
         "reused": True,
     }
+
+
+def metric_keys(metrics: dict) -> tuple[str, ...]:
+    """The headline metrics of a task, told apart by the metrics it has."""
+    if "rmse" in metrics:
+        return ("mae", "rmse", "r2")
+    if "macro_f1" in metrics:
+        return ("accuracy", "macro_f1", "log_loss", "roc_auc_macro")
+    return ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error")
 
 
 def decision_markdown(d: dict) -> str:
     """The gate decision for the Kubeflow UI's Markdown viewer."""
     verdict = "**promoted to champion**" if d["promoted"] else "**not promoted**"
     rows = ["| metric | candidate | champion |", "|---|---|---|"]
-    for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"):
+    for key in metric_keys(d["candidate"]):
         champ = f"{d['champion'][key]:.4f}" if d["champion"] else "-"
         rows.append(f"| {key} | {d['candidate'][key]:.4f} | {champ} |")
     reasons = "\n".join(f"- {r}" for r in d["reasons"])

@@ -1,7 +1,8 @@
 """Feature stage: the clean dataset → per-view offline feature tables (the Feast offline sources).
 
 Incremental: each view continues from its watermark (``computed_until``), reading only the clean rows
-its windows need (the longest window plus the label delay before the watermark). Features follow the
+its windows need (the longest window plus the longest delay before a value is known, before the watermark;
+all of it for a value known at another column's time). Features follow the
 clean data: when the clean rows up to the watermark changed (a contract change, re-validation, new
 quarantines, a backfill), per-date fingerprints (``feature_repo/fingerprints.py``) find the earliest
 changed event and the view is recomputed from there — older rows cannot depend on it, later ones may —
@@ -12,8 +13,10 @@ a half-written file, and a per-view lease keeps overlapping runs from interleavi
 
 import hashlib
 import io
+import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +27,7 @@ import pyarrow.parquet as pq
 from kfloop import lake
 from kfloop.aggregates import compute_view
 from kfloop.config import Config, FeatureViewSpec
+from kfloop.config.availability import Availability, KnownAt, known_after
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS
 from kfloop.errors import SourceError
@@ -58,20 +62,35 @@ class ViewUpdate:
     rehashed_dates: int = 0  # partitions whose files changed, read to compare their content
 
 
+def availability(view: FeatureViewSpec, config: Config) -> dict[str, Availability]:
+    """``source.available_after`` for the columns the view aggregates."""
+    declared = config.source.available_after
+    return {a.column: declared[a.column] for a in view.aggregates if a.column in declared}
+
+
 def definition_hash(view: FeatureViewSpec, config: Config) -> str:
     body = view.model_dump_json() + config.features.label_delay + config.source.timestamp_column
+    known = availability(view, config)
+    if known:  # a view without late-known columns keeps its hash from before available_after existed
+        body += json.dumps({c: v.model_dump() if isinstance(v, KnownAt) else v for c, v in known.items()})
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def lookback(view: FeatureViewSpec, label_delay: timedelta) -> timedelta:
-    """How much history before the watermark a view's windows need."""
+def lookback(
+    view: FeatureViewSpec, label_delay: timedelta, available_after: Mapping[str, Availability] | None = None
+) -> timedelta | None:
+    """How much history before the watermark a view's windows need; ``None``: all of it (a value known at
+    another column's time may be known any time after its event)."""
     longest = max(parse_duration(w) for agg in view.aggregates for w in agg.windows)
-    delayed = any(agg.label_delay for agg in view.aggregates)
-    return longest + (label_delay if delayed else timedelta(0)) + timedelta(seconds=1)
+    delays = [known_after(a.column, a.label_delay, label_delay, available_after or {}) for a in view.aggregates]
+    if any(isinstance(d, str) for d in delays):
+        return None
+    return longest + max((d for d in delays if isinstance(d, timedelta)), default=timedelta(0)) + timedelta(seconds=1)
 
 
 def _columns(view: FeatureViewSpec, config: Config) -> list[str]:
-    return list(dict.fromkeys([view.entity, config.source.timestamp_column, *(a.column for a in view.aggregates)]))
+    at = [v.at for v in availability(view, config).values() if isinstance(v, KnownAt)]
+    return list(dict.fromkeys([view.entity, config.source.timestamp_column, *(a.column for a in view.aggregates), *at]))
 
 
 class _CleanFilesGoneError(SourceError):
@@ -226,10 +245,11 @@ def _update_view(
         changes = fingerprints.compare(state.partitions or {}, clean.partitions, since, clean.read, ts)
         if changes.earliest is not None:
             since = min(since, changes.earliest - _US)  # rows from the first changed event on are recomputed
-    label_delay = parse_duration(config.features.label_delay)
-    dates = clean.dates_after(since - lookback(view, label_delay) if since else None)
+    label_delay, known = parse_duration(config.features.label_delay), availability(view, config)
+    back = lookback(view, label_delay, known)
+    dates = clean.dates_after(since - back if since and back is not None else None)
     history = clean.rows(dates)
-    added = compute_view(history, view, ts, label_delay, since) if history.num_rows else None
+    added = compute_view(history, view, ts, label_delay, since, known) if history.num_rows else None
     kept, dropped = _split(_read_offline(storage, view.name), since)
     if added is not None and kept is not None and view.time_since_previous:
         added = _fill_time_since_previous(added, kept, view.entity)

@@ -90,6 +90,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     model = train(config, splits["train"], splits["validation"])
     card = {
         "framework": config.training.framework,
+        "task": config.training.task,
         "versions": {"kfloop": kfloop.__version__, "python": platform.python_version(), **model.versions},
         "hyperparameters": hyperparameters,
         "threshold": model.threshold,
@@ -106,6 +107,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
         "lineage": _lineage(config, storage, manifest),
         "pipeline_run": pipeline_run,
         "created": datetime.now(UTC).isoformat(),
+        **({"classes": model.classes} if model.classes is not None else {}),  # multiclass: output k's class
     }
     with tempfile.TemporaryDirectory(prefix="kfloop-model-") as tmp:
         export(model, Path(tmp))

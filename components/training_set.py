@@ -54,10 +54,12 @@ class TrainingSet:
 
 def service_version(config: Config) -> str:
     """Hash of the feature definitions: equal versions mean equal feature semantics. Full names (the model's
-    input names) count too, so a champion trained under short names is not scored on a split with full ones;
-    short names add nothing, so versions from before ``features.naming`` existed stay the same."""
+    input names) and ``source.available_after`` count too, so a champion is not scored on a split whose
+    features mean something else; when unset they add nothing, so older versions stay the same."""
     body = json.dumps([v.model_dump(mode="json") for v in config.features.views], sort_keys=True)
     naming = "" if config.features.naming == "short" else f"naming={config.features.naming}"
+    known = config.model_dump(mode="json")["source"]["available_after"]  # when values are known: semantics too
+    body += json.dumps(known, sort_keys=True) if known else ""  # none declared: versions as before it existed
     return hashlib.sha256((body + config.features.label_delay + naming).encode()).hexdigest()[:12]
 
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop import lake, lake_commit, layout
-from kfloop.config import Config
+from kfloop.config import ColumnType, Config
 from kfloop.contract import table_checks
-from kfloop.contract.checks import check_rules_compile, row_checks
+from kfloop.contract.checks import check_rules_compile, label_checks, row_checks
 from kfloop.contract.engine import REASONS_COLUMN, enforce, scan
 from kfloop.contract.report import QualityReport, report_from_json
 from kfloop.errors import SourceError
@@ -43,8 +43,10 @@ class ValidateResult:
 
 
 def _fingerprint(manifest: lake.Manifest, config: Config) -> str:
-    """Input content + contract: equal fingerprints give equal outputs, so a re-run can skip."""
-    body = manifest.content_hash + config.contract.model_dump_json() + config.source.model_dump_json()
+    """Input content + contract (+ the task, whose label check it implies): equal fingerprints give equal
+    outputs, so a re-run can skip. A binary task adds nothing, so earlier fingerprints stay valid."""
+    task = "" if config.training.task == "binary" else config.training.task
+    body = manifest.content_hash + config.contract.model_dump_json() + config.source.model_dump_json() + task
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -76,7 +78,9 @@ def validate(
     if previous and previous.runs and previous.runs[-1].get("fingerprint") == fingerprint:
         return _previous_result(storage, config, manifest, previous.runs[-1], run_id, now)
 
-    checks = row_checks(config.contract)
+    label = src.label_column if src.label_column and src.columns[src.label_column] is not ColumnType.BOOL else None
+    integer = label is not None and src.columns[label] is ColumnType.INT64
+    checks = row_checks(config.contract) + label_checks(label, config.training.task, integer, config.contract)
     scanned = scan(storage, manifest, config)
     writer = lake.PartitionWriter(clean_name, schema, src.timestamp_column, run_id, src.batch_rows * 4)
     with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp:

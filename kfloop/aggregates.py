@@ -3,20 +3,23 @@
 Why: Feast stores and serves features but does not compute windowed aggregates over a batch. The
 feature stage computes them here once, so training rows and the online store see the same values.
 Every window is trailing and includes the row's own instant, ``(t - window, t]``, so a value never
-depends on a later event; a label column is read only ``label_delay`` after its event, when it is
-known. One sort by (entity, time), window bounds by ``np.searchsorted`` on an int64 key, per-entity prefix
-sums for count/sum/mean, a sparse table for min/max and a difference array for count_distinct keep
-the whole stage O(n log n) in numpy, exact at microsecond resolution.
+depends on a later event; a column known only after its event (``source.available_after``, or the
+label's ``label_delay``) counts from the time it is known. One sort by (entity, time), window bounds by
+``np.searchsorted`` on an int64 key, per-entity prefix sums for count/sum/mean, a sparse table for
+min/max and a difference array for count_distinct keep the whole stage O(n log n) in numpy, exact at
+microsecond resolution.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kfloop.config.availability import Availability, known_after
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import (
     FEATURE_TIMESTAMP,
@@ -142,14 +145,15 @@ def _aggregate(
     agg: Aggregate,
     column: pa.Array,
     group: np.ndarray,
-    ts: np.ndarray,
     index: _Index,
-    q: np.ndarray,
+    qgroup: np.ndarray,
+    qt: np.ndarray,
     delay_us: int,
+    own_hi: np.ndarray | None,
 ) -> dict[str, pa.Array]:
-    """All ``agg`` features for the query rows ``q`` (indices into the rows sorted by entity, time)."""
+    """All ``agg`` features at the query (entity, time) pairs, sorted by both, over rows sorted by (entity, the
+    time each value is known); ``own_hi``: the end of each query's window when that is its own row (no delay)."""
     out: dict[str, pa.Array] = {}
-    qgroup, qt = group[q], ts[q]
     first = index.start[qgroup]  # the entity's first row
     numeric = {"sum", "mean", "min", "max"} & set(agg.functions)
     if numeric:
@@ -163,10 +167,10 @@ def _aggregate(
         rows, nxt = _next_same(codes.astype(np.int64), group, index.start[1:])
     for window in agg.windows:
         w = parse_duration(window) // _US
-        if agg.label_delay:
+        if delay_us or own_hi is None:
             lo, hi = index.after(qgroup, qt - delay_us - w), index.after(qgroup, qt - delay_us)
         else:
-            lo, hi = index.after(qgroup, qt - w), q + 1
+            lo, hi = index.after(qgroup, qt - w), own_hi
         if numeric:
             count = n_valid[hi] - n_valid[lo]
             empty = count == 0
@@ -184,18 +188,37 @@ def _aggregate(
     return out
 
 
+def _known_order(
+    at: pa.ChunkedArray, order: np.ndarray, group: np.ndarray, ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted rows re-sorted by (entity, the time their value is known): the ``at`` column's time, never
+    before the row's own event. Null (not known yet) or later than every event: past every query, in no window."""
+    col = at.combine_chunks()
+    if col.type != TIMESTAMP_TYPE:
+        col = pc.cast(col, TIMESTAMP_TYPE)
+    raw, valid = _numpy(col.cast(pa.int64()), 0)
+    never = int(ts.max()) + 1
+    known = np.where(valid[order], np.minimum(np.maximum(raw[order], ts), never), never)
+    sub = np.lexsort((known, group))  # stable: rows known at one instant keep their (time, value) order
+    return sub, known[sub]
+
+
 def compute_view(
     table: pa.Table,
     view: FeatureViewSpec,
     timestamp_column: str,
     label_delay: timedelta,
     since: datetime | None = None,
+    available_after: Mapping[str, Availability] | None = None,
 ) -> pa.Table:
     """Feature rows of ``view``: one per (entity, event time) later than ``since``.
 
     ``table`` holds clean rows in any order, including enough history before ``since`` for the
-    longest window (plus ``label_delay`` for label aggregates). Rows with a null entity or time are
-    ignored. The result, sorted by (event_timestamp, entity), has columns
+    longest window (plus ``label_delay`` for label aggregates, or a column's delay in ``available_after``;
+    an ``at`` column's values may come arbitrarily late, so then the whole history). An aggregate of a
+    column in ``available_after`` counts a row when its value is known, ``(t - window, t]`` on that time
+    (``label_delay: true`` is the label's delay form); the ``at`` column must be in ``table``. Rows with a
+    null entity or time are ignored. The result, sorted by (event_timestamp, entity), has columns
     ``[view.entity, "event_timestamp", *view.feature_names()]``; count is the number of rows in the
     window, sum/mean/min/max ignore nulls and NaN (null when none), count_distinct counts non-null
     values, ``seconds_since_previous`` is the gap to the entity's previous distinct event time.
@@ -231,9 +254,18 @@ def compute_view(
     features: dict[str, pa.Array] = {}
     if len(q):
         index = _Index(group, ts_s, int(group[-1]) + 1)
+        qgroup, qt = group[q], ts_s[q]
         for agg in view.aggregates:
             column = pc.take(table.column(agg.column).combine_chunks(), pa.array(order))
-            features.update(_aggregate(agg, column, group, ts_s, index, q, label_delay // _US))
+            known = known_after(agg.column, agg.label_delay, label_delay, available_after or {})
+            if isinstance(known, str):  # known at another column's time: windows over rows sorted by that time
+                sub, known_us = _known_order(table.column(known), order, group, ts_s)
+                at_index = _Index(group[sub], known_us, index.n_groups)
+                column = pc.take(column, pa.array(sub))
+                features.update(_aggregate(agg, column, group[sub], at_index, qgroup, qt, 0, None))
+            else:
+                delay = 0 if known is None else known // _US
+                features.update(_aggregate(agg, column, group, index, qgroup, qt, delay, q + 1))
     if view.time_since_previous:
         features[TIME_SINCE_PREVIOUS] = pa.array(gap[selected], pa.float64(), mask=~prev_same[selected])
 

@@ -170,8 +170,11 @@ def evaluate_component(
         metrics.log_metric(f"test_{key}", value)
     metrics.log_metric("promoted", 1 if d["promoted"] else 0)
     c = d["curves"]
-    classification.log_roc_curve(c["fpr"], c["tpr"], c["thresholds"])
-    classification.log_confusion_matrix(["legit", "fraud"], c["confusion_matrix"])
+    if c is not None and "fpr" in c:  # binary: ROC curve and confusion matrix
+        classification.log_roc_curve(c["fpr"], c["tpr"], c["thresholds"])
+        classification.log_confusion_matrix(["legit", "fraud"], c["confusion_matrix"])
+    elif c is not None:  # multiclass: the confusion matrix over its classes; a regressor has Metrics only
+        classification.log_confusion_matrix(c["classes"], c["confusion_matrix"])
     with open(decision.path, "w") as fh:
         fh.write(decision_markdown(d))
     return d["champion_after"] or ""

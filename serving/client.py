@@ -148,9 +148,18 @@ def _raw_bytes(raw: bytes) -> list[bytes]:
 
 def _normalized(model: str, version: str | None, outputs: dict[str, list]) -> dict[str, Any]:
     """One shape for every protocol; ``violations`` only when the server flags rows (V2: comma-separated)."""
-    rows = zip(outputs[SCORE], outputs[LABEL], outputs.get(DEFAULTED, [False] * len(outputs[SCORE])), strict=True)
-    predictions = [{SCORE: float(s), LABEL: int(lab), DEFAULTED: bool(d)} for s, lab, d in rows]
+    n = len(outputs[SCORE])
+    labels = outputs.get(LABEL)  # absent for a regressor: its score is the prediction
+    rows = zip(outputs[SCORE], labels or [None] * n, outputs.get(DEFAULTED, [False] * n), strict=True)
+    predictions = [{SCORE: float(s), **_label(lab, labels is not None), DEFAULTED: bool(d)} for s, lab, d in rows]
     if VIOLATIONS in outputs:
         for prediction, violated in zip(predictions, outputs[VIOLATIONS], strict=True):
             prediction[VIOLATIONS] = violated
     return {"model_name": model, "model_version": version, "predictions": predictions}
+
+
+def _label(value: Any, present: bool) -> dict[str, Any]:
+    """A prediction's label: 0/1, a class name (multiclass), or nothing (a regressor)."""
+    if not present:
+        return {}
+    return {LABEL: value if isinstance(value, str) else int(value)}

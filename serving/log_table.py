@@ -52,7 +52,10 @@ def inference_log_schema(config: Config) -> pa.Schema:
         pa.field(c, pa.float64() if c in stored else ARROW_TYPES[config.source.columns[c]])
         for c in logged_inputs(config)
     ]
-    fields = [*_ADDED_FIELDS, *inputs, *_OUTPUT_FIELDS]
+    outputs = list(_OUTPUT_FIELDS)
+    if config.training.task == "multiclass":  # the label is a class name; regression logs it null
+        outputs[1] = pa.field(LABEL, pa.string())
+    fields = [*_ADDED_FIELDS, *inputs, *outputs]
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:

@@ -21,7 +21,8 @@ from kfloop.errors import NotReadyError, StorageError, UnknownEntityError
 from kfloop.layout import CARD_FILE
 from kfloop.serving import protocol
 from kfloop.serving.metrics import observe_grpc
-from kfloop.training import model_io
+from kfloop.training import calibration, classes, model_io
+from kfloop.training.calibration import Calibrator
 from kfloop.training.preprocess import Preprocessor
 
 #: The card the registry stores beside the files (threshold, version, framework).
@@ -37,12 +38,21 @@ class LoadedModel:
     preprocessor: Preprocessor
     predict_arrays: model_io.ArrayPredictor
     feature_service: str = ""  # the Feast feature service it was trained on (from the card)
+    task: str = "binary"  # training.task of the card (cards from before tasks are binary)
+    calibrator: Calibrator | None = None  # calibration.json of the export, applied to every score
+    classes: tuple[str, ...] | None = None  # multiclass: classes.json, the class of each output column
 
-    def score(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities float32 [n], labels int64 [n]) with the card's decision threshold."""
+    def score(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities float32 [n], labels int64 [n]) with the card's decision threshold; a regressor's
+        (predictions float32 [n], None)."""
         x_num, x_cat = self.preprocessor.transform_columns(columns, n)
-        p = np.asarray(model_io.in_batches(self.predict_arrays, x_num, x_cat), dtype=np.float32)
-        return p, (p >= self.threshold).astype(np.int64)
+        p = model_io.in_batches(self.predict_arrays, x_num, x_cat)
+        if self.classes is not None:  # the likeliest class and its probability
+            best = p.argmax(axis=1)
+            names = np.array(self.classes, dtype=object)[best]
+            return np.asarray(p[np.arange(len(p)), best], dtype=np.float32), names
+        p = np.asarray(p if self.calibrator is None else self.calibrator.apply(p), dtype=np.float32)
+        return p, None if self.task == "regression" else (p >= self.threshold).astype(np.int64)
 
 
 def load_model_dir(directory: Path) -> LoadedModel:
@@ -63,6 +73,9 @@ def load_model_dir(directory: Path) -> LoadedModel:
         preprocessor=preprocessor,
         predict_arrays=arrays,
         feature_service=str((card.get("feature_service") or {}).get("name", "")),
+        task=str(card.get("task", "binary")),
+        calibrator=calibration.read(directory),
+        classes=None if (found := classes.read(directory)) is None else tuple(found),
     )
 
 
@@ -115,7 +128,10 @@ class Predictor(Model):
         return [s.metadata() for s in self.specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return protocol.output_metadata()[:2]
+        regression = self.model is not None and self.model.task == "regression"
+        multiclass = self.model is not None and self.model.classes is not None
+        outputs = protocol.output_metadata(label=not regression, classes=multiclass)
+        return [o for o in outputs if o["name"] != protocol.DEFAULTED]
 
     def validate(self, payload: Any) -> Any:
         return payload  # decoding validates against the model's columns (protocol.decode)
@@ -126,8 +142,9 @@ class Predictor(Model):
         async with observe_grpc(self.name, body):
             return await super().__call__(body, headers, verb)
 
-    def score_columns(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """(scores, labels, version) from one consistent model (a hot switch cannot split a batch)."""
+    def score_columns(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """(scores, labels or None for a regressor, version) from one consistent model (a hot switch cannot
+        split a batch)."""
         model = self.model
         if model is None:
             raise NotReadyError(self.name, self.not_ready_reason)
@@ -141,5 +158,6 @@ class Predictor(Model):
         if asked and asked != version:
             raise UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
         scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
-        outputs = protocol.requested_outputs(payload, (protocol.SCORE, protocol.LABEL, protocol.DEFAULTED))
+        served = (protocol.SCORE, protocol.LABEL) if label is not None else (protocol.SCORE,)
+        outputs = protocol.requested_outputs(payload, (*served, protocol.DEFAULTED))
         return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None), outputs)

@@ -68,11 +68,12 @@ def model_specs(numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Col
     return tuple([ColumnSpec(c, "number") for c in numeric] + [ColumnSpec(c, "string") for c in categorical])
 
 
-def output_metadata(violations: bool = False) -> list[dict[str, Any]]:
-    """The declared outputs; ``violations`` only where rows can be flagged (``unknown_category: flag``)."""
+def output_metadata(violations: bool = False, label: bool = True, classes: bool = False) -> list[dict[str, Any]]:
+    """The declared outputs; ``violations`` only where rows can be flagged (``unknown_category: flag``), ``label``
+    only for a classifier (a regressor's ``score`` is its prediction): 0/1, or a class name (``classes``)."""
     outputs = [
         {"name": SCORE, "datatype": "FP32", "shape": [-1]},
-        {"name": LABEL, "datatype": "INT64", "shape": [-1]},
+        *([{"name": LABEL, "datatype": "BYTES" if classes else "INT64", "shape": [-1]}] if label else []),
         {"name": DEFAULTED, "datatype": "BOOL", "shape": [-1]},
     ]
     return [*outputs, {"name": VIOLATIONS, "datatype": "BYTES", "shape": [-1]}] if violations else outputs
@@ -286,8 +287,8 @@ def _finite(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
 class Scores:
     """One scored batch: what every protocol's response carries."""
 
-    score: np.ndarray  # float32 [n]
-    label: np.ndarray  # int64 [n]
+    score: np.ndarray  # float32 [n]: a probability, or a regressor's prediction
+    label: np.ndarray | None  # int64 [n], class names (object [n], multiclass), or None (a regressor)
     defaulted: np.ndarray  # bool [n]
     model_name: str
     model_version: str
@@ -299,8 +300,12 @@ def encode(
 ) -> dict | InferResponse:
     """The client's protocol; V2 returns only the requested ``outputs`` when the request names any."""
     if protocol == "v1":
-        rows = zip(scores.score.tolist(), scores.label.tolist(), scores.defaulted.tolist(), strict=True)
-        predictions = [{SCORE: s, LABEL: lab, DEFAULTED: d} for s, lab, d in rows]
+        labels = [None] * len(scores.score) if scores.label is None else scores.label.tolist()
+        rows = zip(scores.score.tolist(), labels, scores.defaulted.tolist(), strict=True)
+        predictions = [
+            {SCORE: s, LABEL: lab, DEFAULTED: d} if scores.label is not None else {SCORE: s, DEFAULTED: d}
+            for s, lab, d in rows
+        ]
         if scores.violations is not None:
             for prediction, violated in zip(predictions, scores.violations, strict=True):
                 prediction[VIOLATIONS] = violated
@@ -312,7 +317,7 @@ def encode(
     n = len(scores.score)
     tensors = [
         InferOutput(SCORE, [n], "FP32", scores.score.astype(np.float32).tolist()),
-        InferOutput(LABEL, [n], "INT64", scores.label.astype(np.int64).tolist()),
+        *([] if scores.label is None else [_label_tensor(scores.label)]),
         InferOutput(DEFAULTED, [n], "BOOL", scores.defaulted.astype(bool).tolist()),
     ]
     if scores.violations is not None:
@@ -327,3 +332,10 @@ def encode(
         # also as a parameter: KServe's REST client (transformer → predictor) drops model_version
         parameters={"model_version": scores.model_version},
     )
+
+
+def _label_tensor(label: np.ndarray) -> InferOutput:
+    """0/1 labels as INT64; class names (multiclass) as BYTES."""
+    if label.dtype == object:
+        return InferOutput(LABEL, [len(label)], "BYTES", [str(v) for v in label.tolist()])
+    return InferOutput(LABEL, [len(label)], "INT64", label.astype(np.int64).tolist())

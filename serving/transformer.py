@@ -95,7 +95,8 @@ class Transformer(Model):
         self.max_rows = config.serving.max_batch_rows
         self.reject_unknown = config.serving.unknown_entity == "reject"
         self.categories = CategoryGuard(config, self.specs)
-        self.outputs = [o["name"] for o in protocol.output_metadata(violations=self.categories.flag)]
+        self.classifier = config.training.task != "regression"  # a regressor has no label output
+        self.outputs = [o["name"] for o in self.get_output_types()]
         self.store_error: str | None = None
         self._lookup_errors_seen: set[str] = set()  # probe failures already logged (one line each)
         self.lookup_timeout = config.serving.lookup_timeout_seconds
@@ -167,7 +168,8 @@ class Transformer(Model):
         return [s.metadata() for s in self.specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return protocol.output_metadata(violations=self.categories.flag)
+        multiclass = self.config.training.task == "multiclass"
+        return protocol.output_metadata(violations=self.categories.flag, label=self.classifier, classes=multiclass)
 
     def validate(self, payload: Any) -> Any:
         return payload  # decoding validates against the request columns
@@ -237,14 +239,15 @@ class Transformer(Model):
             score, label, version = await self._remote(batch, headers)
         return batch, protocol.Scores(score, label, batch.defaulted, self.name, version, batch.violations)
 
-    async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray, str]:
+    async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
         """Call the separate predictor (KServe's client: V1, V2 REST or gRPC as configured)."""
         if self.predictor_config is not None and self.predictor_config.protocol == "v1":
             rows = [{k: _json_value(v[i]) for k, v in batch.inputs.items()} for i in range(batch.n)]
             result = await self._call_predictor({"instances": rows}, headers)
             preds = result["predictions"]
             score = np.array([p[protocol.SCORE] for p in preds], dtype=np.float32)
-            label = np.array([p[protocol.LABEL] for p in preds], dtype=np.int64)
+            has_label = bool(preds) and protocol.LABEL in preds[0]
+            label = _labels([p[protocol.LABEL] for p in preds]) if has_label else None
             return score, label, str(result.get("model_version", ""))
         tensors = []
         for name, values in batch.inputs.items():
@@ -259,8 +262,8 @@ class Transformer(Model):
         if hasattr(version, "string_param"):  # a gRPC InferParameter
             version = version.string_param
         outputs = {o.name: o.as_numpy().reshape(-1) for o in result.outputs}
-        score, label = outputs[protocol.SCORE].astype(np.float32), outputs[protocol.LABEL].astype(np.int64)
-        return score, label, str(version)
+        label = _labels(outputs[protocol.LABEL].tolist()) if protocol.LABEL in outputs else None
+        return outputs[protocol.SCORE].astype(np.float32), label, str(version)
 
     async def _call_predictor(self, payload: Any, headers: dict[str, str] | None) -> Any:
         """KServe's client call; the predictor's 4xx stays the client's 4xx, anything else is a 503."""
@@ -299,6 +302,13 @@ class Transformer(Model):
                 protocol=batch.protocol,
             )
         return protocol.encode(scores, batch.protocol, batch.request_id, batch.outputs)
+
+
+def _labels(values: list) -> np.ndarray:
+    """The predictor's labels: 0/1 as int64, class names (text or BYTES) as an object array."""
+    if values and isinstance(values[0], str | bytes):
+        return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+    return np.array(values, dtype=np.int64)
 
 
 def _categories(values: np.ndarray) -> np.ndarray:

@@ -83,13 +83,19 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
 def model_table(card: dict, decision: dict | None, champion: str | None) -> Table:
     """The training part of a summary: test metrics of candidate vs champion, the gate, the champion."""
     t = _table(f"train + evaluate → registry/{card.get('model', '?')}")
-    t.add_row("candidate", escape(f"{card['version']} ({card['framework']}), threshold {card['threshold']:.4f}"))
+    task = card.get("task", "binary")  # regression and multiclass have no threshold
+    how = f"threshold {card['threshold']:.4f}" if task == "binary" else task
+    t.add_row("candidate", escape(f"{card['version']} ({card['framework']}), {how}"))
     if card.get("reused"):
         key = card.get("identity", {}).get("key", "")[:12]
         t.add_row("reused", escape(f"not trained again: same training set, settings and code (identity {key})"))
     if decision:
         cand, champ = decision["candidate"], decision.get("champion")
-        for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"):
+        keys = {
+            "regression": ("mae", "rmse", "r2"),
+            "multiclass": ("accuracy", "macro_f1", "log_loss", "roc_auc_macro"),
+        }.get(task, ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"))
+        for key in keys:
             other = f"  (champion {champ['version']}: {champ[key]:.4f})" if champ else ""
             t.add_row(f"test {key}", f"{cand[key]:.4f}{other}")
         verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"

@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kfloop.config._base import Section
+from kfloop.config.availability import check_inputs_known
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
@@ -98,6 +99,7 @@ class Config(Section):
             for agg in view.aggregates:
                 if agg.label_delay and agg.column != self.source.label_column:
                     raise ValueError(f"features.views.{i} ({view.name}): label_delay is for the label column only")
+        check_inputs_known(self.source, self.features)
         if self.contract.rules:
             from kfloop.contract.checks import check_rules_compile
             from kfloop.schema import arrow_schema
@@ -106,6 +108,7 @@ class Config(Section):
                 check_rules_compile(self.contract, arrow_schema(self.source))
             except ConfigError as err:
                 raise ValueError(str(err)) from err
+        _check_label_type(self)
         reserved = {self.source.timestamp_column, self.source.label_column}
         leaking = [c for c in self.features.request_features if c in reserved]
         if leaking:
@@ -133,6 +136,35 @@ class Config(Section):
         if unknown_req:
             raise ValueError(f"features.request_features: not in source.columns: {', '.join(unknown_req)}")
         return self
+
+
+def _check_label_type(config: Config) -> None:
+    """The label's declared type (and contract range) must suit ``training.task``: fail at load, not in the
+    trainer ten minutes in."""
+    label = config.source.label_column
+    if label is None:
+        return
+    task, typ = config.training.task, config.source.columns[label]
+    numeric = (ColumnType.INT64, ColumnType.FLOAT64)
+    if task == "multiclass" and typ not in (ColumnType.INT64, ColumnType.STRING):
+        raise ValueError(
+            f"source.label_column: {label!r} is {typ.value}; training.task multiclass needs int64 or string classes"
+        )
+    if task == "regression" and typ not in numeric:
+        raise ValueError(
+            f"source.label_column: {label!r} is {typ.value}; training.task regression needs an int64 or float64 label"
+        )
+    if task == "binary":
+        if typ not in (*numeric, ColumnType.BOOL):
+            raise ValueError(
+                f"source.label_column: {label!r} is {typ.value}; training.task binary needs a 0/1 label "
+                "(int64, float64 or bool); for a numeric outcome set training.task: regression"
+            )
+        rule = config.contract.columns.get(label)
+        if rule is not None and ((rule.min is not None and rule.min > 0) or (rule.max is not None and rule.max < 1)):
+            raise ValueError(
+                f"contract.columns.{label}: min/max exclude 0 or 1, but training.task binary needs a 0/1 label"
+            )
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -51,7 +51,9 @@ class Aggregate(Section):
     )
     windows: tuple[Window, ...] = Field(min_length=1, description="Trailing windows as durations (1h, 24h, 7d).")
     label_delay: bool = Field(
-        False, description="The column is a label known only after features.label_delay: use it only then."
+        False,
+        description="The column is a label known only after features.label_delay: use it only then (the label's "
+        "case of source.available_after, which applies to every aggregate of a column).",
     )
 
     def names(self) -> list[str]:
@@ -122,7 +124,9 @@ class FeaturesConfig(Section):
         "rather than numbers; string request features are always categorical.",
     )
     service: str = Field("model_features", pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature service.")
-    label_delay: str = Field("7d", description="How long after an event its label becomes known.")
+    label_delay: str = Field(
+        "7d", description="How long after an event its label becomes known (for aggregates with label_delay: true)."
+    )
     freshness_sla: str = Field("15m", description="Max materialization lag before features count as stale.")
     splits: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/validation/test by time.")
 

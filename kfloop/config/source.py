@@ -8,6 +8,7 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 
 from kfloop.column_types import ColumnType
 from kfloop.config._base import Section
+from kfloop.config.availability import Availability, check_available_after
 from kfloop.config.contract import DURATION_PATTERN
 from kfloop.config.derived import DerivedColumn, check_derived, merge_declared
 from kfloop.formats import FileFormat
@@ -45,6 +46,11 @@ class SourceConfig(Section):
         pattern=DURATION_PATTERN,
         description="How far before the watermark a new row's event time may be and still be ingested (late data, "
         "label updates); older new rows are kept aside as too late and reported. 0s: only rows after the watermark.",
+    )
+    available_after: dict[str, Availability] = Field(
+        default_factory=dict,
+        description="Columns known only after their event: column → a delay (2h) or {at: timestamp_column} (null: "
+        "not known yet). Aggregates use a value only from then on; such a column cannot be a request feature.",
     )
 
     @field_serializer("columns")
@@ -88,4 +94,6 @@ class SourceConfig(Section):
                     raise ValueError(f"{field}: column {col!r} is not declared in source.columns")
         if self.columns[self.timestamp_column] is not ColumnType.TIMESTAMP:
             raise ValueError(f"timestamp_column: column {self.timestamp_column!r} must have type 'timestamp'")
+        never_late = {self.timestamp_column: "the event time"} | {k: "an entity key" for k in self.entity_keys}
+        check_available_after(self.available_after, self.columns, never_late, ColumnType.TIMESTAMP)
         return self

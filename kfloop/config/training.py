@@ -4,33 +4,84 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kfloop.config._base import Section
+
+Task = Literal["binary", "multiclass", "regression"]
+GateMetric = Literal["roc_auc", "pr_auc", "f1", "mae", "rmse", "r2", "macro_f1", "accuracy", "log_loss"]
+#: task -> the metrics a gate may compare with the champion's, and whether higher is better.
+COMPARABLE: dict[str, dict[str, bool]] = {
+    "binary": {"roc_auc": True, "pr_auc": True, "f1": True},
+    "regression": {"mae": False, "rmse": False, "r2": True},
+    "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},
+}
 
 
 class ThresholdTarget(Section):
     """Pick the decision threshold on the validation split: the highest precision whose ``metric`` meets
-    ``target`` (recall target), or the highest recall whose precision meets it (precision target)."""
+    ``target`` (recall target), or the highest recall whose precision meets it (precision target); or the best
+    F-beta (``f_beta``: beta > 1 favours recall); or the least expected cost ``cost_fp`` * false positives +
+    ``cost_fn`` * false negatives (``cost``)."""
 
-    metric: Literal["recall", "precision"] = Field("recall", description="The metric the threshold must reach.")
-    target: float = Field(0.8, gt=0, le=1, description="The value it must reach on validation.")
+    metric: Literal["recall", "precision", "f_beta", "cost"] = Field(
+        "recall", description="The metric the threshold must reach (recall, precision) or optimize (f_beta, cost)."
+    )
+    target: float = Field(0.8, gt=0, le=1, description="The value it must reach on validation (recall, precision).")
+    beta: float = Field(1.0, gt=0, le=100, description="f_beta: weight of recall relative to precision.")
+    cost_fp: float = Field(1.0, ge=0, description="cost: the cost of one false positive.")
+    cost_fn: float = Field(1.0, ge=0, description="cost: the cost of one false negative.")
+
+    @model_validator(mode="after")
+    def _some_cost(self) -> ThresholdTarget:
+        if self.metric == "cost" and self.cost_fp == 0 and self.cost_fn == 0:
+            raise ValueError("cost_fp and cost_fn are both 0: every threshold costs nothing")
+        return self
 
 
 class PromotionGate(Section):
     """A candidate becomes champion only if it meets the minimums and is not worse than the champion
-    by more than ``tolerance`` on ``compare_metric``, both scored on the same (new) test split."""
+    by more than ``tolerance`` on ``compare_metric``, both scored on the same (new) test split. The minimums
+    of binary are ``min_roc_auc`` and ``min_pr_auc``; of regression ``max_rmse``, ``max_mae`` and ``min_r2``; of
+    multiclass ``min_macro_f1``."""
 
     min_roc_auc: float = Field(0.8, ge=0, le=1, description="Smallest test ROC AUC a champion may have.")
     min_pr_auc: float = Field(0.1, ge=0, le=1, description="Smallest test PR AUC a champion may have.")
-    compare_metric: Literal["roc_auc", "pr_auc", "f1"] = Field(
-        "pr_auc", description="Metric compared with the champion's."
+    compare_metric: GateMetric | None = Field(
+        None,
+        description="Metric compared with the champion's; null: pr_auc (binary), rmse (regression), macro_f1 "
+        "(multiclass).",
     )
-    tolerance: float = Field(0.01, ge=0, le=1, description="How much worse than the champion still passes.")
+    tolerance: float = Field(
+        0.01, ge=0, description="How much worse than the champion still passes (in the metric's own units)."
+    )
+    max_rmse: float | None = Field(None, gt=0, description="Regression: largest test RMSE a champion may have.")
+    max_mae: float | None = Field(None, gt=0, description="Regression: largest test MAE a champion may have.")
+    min_r2: float | None = Field(0.0, le=1, description="Regression: smallest test R² a champion may have.")
+    min_macro_f1: float = Field(0.0, ge=0, le=1, description="Multiclass: smallest test macro-F1 a champion may have.")
+
+    def compared(self, task: str) -> str:
+        """The metric compared with the champion's for ``task``."""
+        return self.compare_metric or {"regression": "rmse", "multiclass": "macro_f1"}.get(task, "pr_auc")
+
+    def record(self, task: str) -> dict[str, object]:
+        """The settings that judge a ``task`` model, as decisions record them (a binary gate's record is the
+        same as before tasks existed, so recorded decisions stay replayable)."""
+        keys = {"regression": ("max_rmse", "max_mae", "min_r2"), "multiclass": ("min_macro_f1",)}.get(
+            task, ("min_roc_auc", "min_pr_auc")
+        )
+        dumped = self.model_dump(mode="json")
+        return {**{k: dumped[k] for k in keys}, "compare_metric": self.compared(task), "tolerance": self.tolerance}
 
 
 class TrainingConfig(Section):
-    """A tabular binary classifier over the feature service's features plus the request features."""
+    """A tabular model (binary classifier or regressor) over the feature service's and request features."""
+
+    task: Task = Field(
+        "binary",
+        description="binary: 0/1 label, score = probability; regression: numeric label, score = prediction; "
+        "multiclass: int or string classes, label = the likeliest class, score = its probability.",
+    )
 
     framework: Literal["pytorch", "tensorflow"] = Field(
         "pytorch", description="pytorch exports TorchScript, tensorflow a SavedModel."
@@ -47,6 +98,29 @@ class TrainingConfig(Section):
     class_weight: Literal["balanced", "none"] = Field(
         "balanced", description="balanced weights positives by negatives / positives."
     )
+    calibration: Literal["auto", "none", "platt", "isotonic"] = Field(
+        "none",
+        description="Binary: map scores to observed frequencies, fitted on validation (class_weight balanced "
+        "overstates the positive rate); saved with the model and applied wherever scores are produced. "
+        "auto: platt when class_weight is balanced, else none.",
+    )
     seed: int = Field(42, description="Same seed, same data: same model (on CPU).")
+
+    @property
+    def calibration_method(self) -> str:
+        """The calibration actually fitted: ``auto`` resolved by the class weighting."""
+        if self.calibration != "auto":
+            return self.calibration
+        return "platt" if self.class_weight == "balanced" else "none"
+
     threshold: ThresholdTarget = Field(ThresholdTarget(), description="How the decision threshold is chosen.")
     gate: PromotionGate = Field(PromotionGate(), description="When a candidate becomes champion.")
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> TrainingConfig:
+        metric = self.gate.compared(self.task)
+        if metric not in COMPARABLE[self.task]:
+            raise ValueError(
+                f"gate.compare_metric: {metric} is not a {self.task} metric (one of {', '.join(COMPARABLE[self.task])})"
+            )
+        return self

@@ -119,3 +119,19 @@ def row_checks(contract: ContractConfig) -> list[RowCheck]:
     for rule in contract.rules:
         checks.append(RowCheck(f"rule.{rule.name}", "rule", None, rule.severity, f"rule {rule.expr!r}", rule))
     return checks
+
+
+def label_checks(label: str | None, task: str, integer: bool, contract: ContractConfig) -> list[RowCheck]:
+    """The check ``training.task`` implies on the label: a binary label is 0 or 1 (nulls are left to
+    nullability: unlabeled rows stay in the feature history). It fails the gate (severity error), so a
+    numeric outcome meant for regression is named here rather than in the trainer. Left out when the
+    contract already says so (an integer label with min >= 0 and max <= 1)."""
+    if label is None or task != "binary":
+        return []
+    rule = contract.columns.get(label)
+    bounded = rule is not None and rule.min is not None and rule.max is not None and rule.min >= 0 and rule.max <= 1
+    if integer and bounded:
+        return []
+    implied = RowRule(name="label_binary", expr=f"{label} in [0, 1]", severity="error")
+    message = f"{label} is 0 or 1 (training.task binary; a numeric outcome needs training.task regression)"
+    return [RowCheck("label.binary", "rule", label, "error", message, implied)]

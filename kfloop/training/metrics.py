@@ -21,10 +21,16 @@ from kfloop.config import ThresholdTarget
 def choose_threshold(y: np.ndarray, p: np.ndarray, target: ThresholdTarget) -> float:
     """On validation: the threshold with the best precision whose recall meets the target (or the best
     recall whose precision meets it). Falls back to the best-F1 threshold when the target is unreachable."""
+    if target.metric == "cost":
+        return _least_cost(y, p, target.cost_fp, target.cost_fn)
     precision, recall, thresholds = precision_recall_curve(y, p)
     precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
     if len(thresholds) == 0:
         return 0.5
+    if target.metric == "f_beta":
+        b2 = target.beta**2
+        f = (1 + b2) * precision * recall / np.maximum(b2 * precision + recall, 1e-12)
+        return float(thresholds[int(np.argmax(f))])
     if target.metric == "recall":
         ok = recall >= target.target
         pick = np.argmax(np.where(ok, precision, -1.0)) if ok.any() else None
@@ -35,6 +41,17 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, target: ThresholdTarget) -> f
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         pick = int(np.argmax(f1))
     return float(thresholds[pick])
+
+
+def _least_cost(y: np.ndarray, p: np.ndarray, cost_fp: float, cost_fn: float) -> float:
+    """The threshold with the least ``cost_fp`` * FP + ``cost_fn`` * FN on validation (flagging nothing is
+    a candidate too: a threshold just above every score)."""
+    y = np.asarray(y).astype(int)
+    fpr, tpr, thresholds = roc_curve(y, p)
+    positives, negatives = int(y.sum()), len(y) - int(y.sum())
+    cost = cost_fp * fpr * negatives + cost_fn * (1 - tpr) * positives
+    pick = int(np.argmin(cost))  # first (highest threshold) on ties: fewer rows flagged
+    return float(min(thresholds[pick], np.nextafter(float(np.max(p)), np.inf)))
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -80,3 +97,63 @@ def curves(y: np.ndarray, p: np.ndarray, threshold: float, points: int = 50) -> 
         "thresholds": np.nan_to_num(thr[keep], posinf=1.0).tolist(),
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def evaluate_regression(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² of predictions ``p`` against numeric labels ``y`` (R² is NaN for a constant ``y``)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    error = p - y
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    return {
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "r2": 1.0 - float((error**2).sum()) / total if total > 0 else float("nan"),
+        "label_mean": float(y.mean()),
+        "rows": len(y),
+    }
+
+
+def evaluate_multiclass(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Accuracy, macro-F1, log loss and ROC AUC per class (one vs rest) and their macro mean, of class
+    probabilities ``p`` [n, k] against class indices ``y`` (-1: a class training never saw, always wrong;
+    left out of log loss and AUC, which need a known class)."""
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    pred = p.argmax(axis=1)
+    known = y >= 0
+    labels = list(range(len(classes)))
+    out: dict[str, float] = {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(y[known], p[known], labels=labels)) if known.any() else float("nan"),
+    }
+    aucs = []
+    for k, name in enumerate(classes):
+        hit = (y[known] == k).astype(int)
+        auc = float(roc_auc_score(hit, p[known, k])) if 0 < hit.sum() < len(hit) else float("nan")
+        out[f"roc_auc_{name}"] = auc
+        aucs.append(auc)
+    out["roc_auc_macro"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+    return {**out, "unseen_class_rows": int((~known).sum()), "rows": len(y)}
+
+
+def multiclass_curves(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
+    """The confusion matrix (rows: true class, columns: predicted) for KFP ClassificationMetrics; rows of a
+    class training never saw are left out (they have no row)."""
+    y = np.asarray(y).astype(int)
+    known = y >= 0
+    labels = list(range(len(classes)))
+    matrix = confusion_matrix(y[known], np.asarray(p)[known].argmax(axis=1), labels=labels)
+    return {"classes": list(classes), "confusion_matrix": matrix.tolist()}
+
+
+def score(
+    task: str, y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str] | None = None
+) -> dict[str, float]:
+    """The metrics of ``task``: thresholded classification metrics, regression errors, or multiclass ones
+    (``y`` as class indices of ``classes``)."""
+    if task == "multiclass":
+        return evaluate_multiclass(y, p, classes or [])
+    return evaluate_regression(y, p) if task == "regression" else evaluate(y, p, threshold)

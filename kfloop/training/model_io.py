@@ -94,3 +94,11 @@ def load_arrays(directory: Path) -> ArrayPredictor:
     if (directory / SAVED_MODEL_DIR).is_dir():
         return load_saved_model(directory / SAVED_MODEL_DIR)
     raise StorageError(f"exported model {directory}: neither {TORCHSCRIPT_FILE} nor {SAVED_MODEL_DIR}/ found")
+
+
+def label_scaling(y: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of a numeric training label: regressors learn the standardized label and export the
+    inverse, so served predictions are in the label's own units (std 1 for a constant label)."""
+    y = np.asarray(y, dtype=np.float64)
+    std = float(y.std())
+    return float(y.mean()), std if std > 0 else 1.0

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kfloop.config import TrainingConfig
-from kfloop.training import model_io
+from kfloop.training import classes, model_io
 from kfloop.training.base import Fit, Split
 from kfloop.training.preprocess import Preprocessor
 
@@ -24,7 +24,12 @@ DROPOUT = 0.1
 
 
 def build_model(
-    n_numeric: int, cardinalities: list[int], embedding_dim: int, hidden_units: tuple[int, ...]
+    n_numeric: int,
+    cardinalities: list[int],
+    embedding_dim: int,
+    hidden_units: tuple[int, ...],
+    activation: str = "sigmoid",
+    outputs: int = 1,
 ) -> keras.Model:
     """Inputs [x_num, x_cat] (always both, so every caller passes the same pair), output [n, 1] probabilities.
 
@@ -40,13 +45,25 @@ def build_model(
     for i, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
         h = keras.layers.Dropout(DROPOUT, name=f"dropout_{i}")(h)
-    out = keras.layers.Dense(1, activation="sigmoid", name=model_io.OUTPUT)(h)
+    out = keras.layers.Dense(outputs, activation=activation, name=model_io.OUTPUT)(h)
     return keras.Model(inputs=[x_num, x_cat], outputs=out, name="tabular")
 
 
+def _scaling(model: keras.Model) -> tuple[float, float]:
+    """(center, scale) turning the output into the label's units: (0, 1) for probabilities."""
+    return getattr(model, "label_scaling", (0.0, 1.0))
+
+
 def _predictor(model: keras.Model) -> model_io.ArrayPredictor:
+    center, scale = _scaling(model)
+    multiclass = getattr(model, "multiclass", False)
+
     def predict(x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
-        return np.asarray(model([tf.constant(x_num), tf.constant(x_cat)], training=False))[:, 0]
+        out = np.asarray(model([tf.constant(x_num), tf.constant(x_cat)], training=False))
+        if multiclass:
+            return out  # [n, k] class probabilities
+        out = out[:, 0]
+        return out * scale + center if scale != 1.0 or center != 0.0 else out
 
     return lambda x_num, x_cat: model_io.in_batches(predict, x_num, x_cat)
 
@@ -56,25 +73,46 @@ def _weights(y: np.ndarray, pos_weight: float) -> np.ndarray:
 
 
 def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: Split, pos_weight: float) -> Fit:
-    """Adam on binary cross-entropy with class weights {0: 1, 1: pos_weight}; validation loss is weighted
-    the same way (as in the PyTorch trainer) so early stopping compares like with like."""
+    """Adam on binary cross-entropy with class weights {0: 1, 1: pos_weight} (validation loss weighted the
+    same way, as in the PyTorch trainer, so early stopping compares like with like), or on the mean squared
+    error of the standardized label (regression)."""
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    regression, multiclass = config.task == "regression", config.task == "multiclass"
+    k = int(train.y.max()) + 1 if multiclass else 1
     model = build_model(
-        len(preprocessor.numeric), preprocessor.cardinalities(), config.embedding_dim, config.hidden_units
+        len(preprocessor.numeric),
+        preprocessor.cardinalities(),
+        config.embedding_dim,
+        config.hidden_units,
+        activation="linear" if regression else "softmax" if multiclass else "sigmoid",
+        outputs=k,
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="binary_crossentropy")
+    y_train, y_val, val_weights, class_weight = train.y, val.y, _weights(val.y, pos_weight), {0: 1.0, 1: pos_weight}
+    loss = "mean_squared_error" if regression else "binary_crossentropy"
+    if multiclass:
+        model.multiclass = True  # read by _predictor and _Serving: all k probabilities
+        weights = classes.class_weights(train.y, k, config.class_weight == "balanced")
+        y_train, y_val = train.y.astype(np.int64), val.y.astype(np.int64)
+        val_weights, class_weight = weights[y_val], {i: float(w) for i, w in enumerate(weights)}
+        loss = "sparse_categorical_crossentropy"
+    if regression:
+        center, scale = model_io.label_scaling(train.y)
+        model.label_scaling = (center, scale)  # read by _scaling: predictions and the export in label units
+        y_train, y_val = (train.y - center) / scale, (val.y - center) / scale
+        val_weights, class_weight = np.ones_like(val.y), None
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss=loss)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
     )
     result = model.fit(
         [train.x_num, train.x_cat],
-        train.y,
+        y_train,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        validation_data=([val.x_num, val.x_cat], val.y, _weights(val.y, pos_weight)),
+        validation_data=([val.x_num, val.x_cat], y_val, val_weights),
         validation_batch_size=max(config.batch_size, 16_384),  # evaluation only: big batches, fewer steps
-        class_weight={0: 1.0, 1: pos_weight},
+        class_weight=class_weight,
         shuffle=True,
         callbacks=[stop],
         verbose=0,
@@ -94,6 +132,8 @@ class _Serving(tf.Module):
     def __init__(self, model: keras.Model, n_numeric: int, n_categorical: int) -> None:
         super().__init__()
         self.model = model
+        self.center, self.scale = _scaling(model)
+        self.multiclass = bool(getattr(model, "multiclass", False))
         self.serve = tf.function(
             self._serve,
             input_signature=[
@@ -103,7 +143,13 @@ class _Serving(tf.Module):
         )
 
     def _serve(self, x_num: tf.Tensor, x_cat: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {model_io.OUTPUT: self.model([x_num, x_cat], training=False)[:, 0]}
+        out = self.model([x_num, x_cat], training=False)
+        if self.multiclass:
+            return {model_io.OUTPUT: out}  # [n, k] class probabilities
+        out = out[:, 0]
+        if self.scale != 1.0 or self.center != 0.0:  # a regressor: back to the label's units
+            out = out * self.scale + self.center
+        return {model_io.OUTPUT: out}
 
 
 def export(model: keras.Model, preprocessor: Preprocessor, directory: Path) -> Path:

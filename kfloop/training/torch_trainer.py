@@ -1,9 +1,10 @@
-"""The PyTorch tabular model: embeddings per categorical column + standardized numbers -> MLP -> one logit.
+"""The PyTorch tabular model: embeddings per categorical column + standardized numbers -> MLP -> one output
+(a logit for binary, the standardized label for regression).
 
 Training is seeded and deterministic on CPU (same seed and data -> identical weights and predictions)
 without touching the caller's global state: the torch RNG is forked, and the deterministic-algorithms
 flag and thread count are restored afterwards. Exported as TorchScript (``model.pt``) whose
-``forward(x_num, x_cat)`` returns probabilities, loadable with ``torch.jit.load`` alone.
+``forward(x_num, x_cat)`` returns probabilities (or predictions), loadable with ``torch.jit.load`` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from kfloop.config import TrainingConfig
 from kfloop.files import atomic_write
-from kfloop.training import model_io
+from kfloop.training import classes, model_io
 from kfloop.training.base import Fit, Split
 from kfloop.training.preprocess import Preprocessor
 
@@ -33,7 +34,12 @@ class TabularNet(nn.Module):
     ReLU and dropout to a single logit per row."""
 
     def __init__(
-        self, n_numeric: int, cardinalities: list[int], embedding_dim: int, hidden_units: tuple[int, ...]
+        self,
+        n_numeric: int,
+        cardinalities: list[int],
+        embedding_dim: int,
+        hidden_units: tuple[int, ...],
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         self.embeddings = nn.ModuleList([nn.Embedding(c, embedding_dim) for c in cardinalities])
@@ -42,7 +48,7 @@ class TabularNet(nn.Module):
         for units in hidden_units:
             layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(DROPOUT)]
             width = units
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, outputs))  # one logit, or one per class (squeeze(1) keeps those)
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
@@ -63,6 +69,38 @@ class Serving(nn.Module):
         return torch.sigmoid(self.net(x_num, x_cat))
 
 
+class RegressionServing(nn.Module):
+    """The exported regressor: predictions [n] in the label's units (the net learns the standardized label)."""
+
+    def __init__(self, net: TabularNet, center: float, scale: float) -> None:
+        super().__init__()
+        self.net = net
+        self.center, self.scale = center, scale
+
+    def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
+        return self.net(x_num, x_cat) * self.scale + self.center
+
+
+class MulticlassServing(nn.Module):
+    """The exported multiclass model: class probabilities [n, k] (softmax over the logits)."""
+
+    def __init__(self, net: TabularNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
+        return torch.softmax(self.net(x_num, x_cat), dim=1)
+
+
+def _output(net: TabularNet) -> nn.Module:
+    """The network as served: sigmoid probabilities, de-standardized predictions for a regressor, or
+    softmax class probabilities."""
+    scaling = getattr(net, "label_scaling", None)
+    if getattr(net, "multiclass", False):
+        return MulticlassServing(net)
+    return Serving(net) if scaling is None else RegressionServing(net, *scaling)
+
+
 @contextlib.contextmanager
 def _reproducible(seed: int) -> Iterator[None]:
     """Seeded torch RNG, deterministic kernels and THREADS threads; all restored on exit."""
@@ -81,26 +119,43 @@ def _reproducible(seed: int) -> Iterator[None]:
 
 
 def _predictor(net: TabularNet) -> model_io.ArrayPredictor:
+    output = _output(net)
+
     def predict(x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
-        net.eval()
+        output.eval()
         with torch.no_grad():
-            return torch.sigmoid(net(torch.from_numpy(x_num), torch.from_numpy(x_cat))).numpy()
+            return output(torch.from_numpy(x_num), torch.from_numpy(x_cat)).numpy()
 
     return lambda x_num, x_cat: model_io.in_batches(predict, x_num, x_cat)
 
 
 def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: Split, pos_weight: float) -> Fit:
-    """Adam on weighted BCE-with-logits in shuffled mini-batches; stop when validation loss has not
-    improved for ``early_stopping_patience`` epochs and keep the best epoch's weights."""
+    """Adam on weighted BCE-with-logits (binary) or MSE on the standardized label (regression) in shuffled
+    mini-batches; stop when validation loss has not improved for ``early_stopping_patience`` epochs and keep
+    the best epoch's weights."""
     with _reproducible(config.seed):
+        k = int(train.y.max()) + 1 if config.task == "multiclass" else 1
         net = TabularNet(
-            len(preprocessor.numeric), preprocessor.cardinalities(), config.embedding_dim, config.hidden_units
+            len(preprocessor.numeric), preprocessor.cardinalities(), config.embedding_dim, config.hidden_units, k
         )
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
+        y_train, y_val = train.y, val.y
+        loss_fn: nn.Module
+        if config.task == "multiclass":
+            net.multiclass = True  # read by _output: softmax over the class logits
+            weights = classes.class_weights(train.y, k, config.class_weight == "balanced")
+            loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
+        elif config.task == "regression":
+            center, scale = model_io.label_scaling(train.y)
+            net.label_scaling = (center, scale)  # read by _output: serving returns the label's units
+            y_train, y_val = (train.y - center) / scale, (val.y - center) / scale
+            loss_fn = nn.MSELoss()
+        else:
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         rng = np.random.default_rng(config.seed)
-        x_num, x_cat, y = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, train.y))
-        v_num, v_cat, v_y = (torch.from_numpy(a) for a in (val.x_num, val.x_cat, val.y))
+        y_type = np.int64 if config.task == "multiclass" else np.float32  # class indices, or targets
+        x_num, x_cat, y = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, y_train.astype(y_type)))
+        v_num, v_cat, v_y = (torch.from_numpy(a) for a in (val.x_num, val.x_cat, y_val.astype(y_type)))
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
         for epoch in range(1, config.epochs + 1):
@@ -133,7 +188,7 @@ def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: S
 def export(net: TabularNet, preprocessor: Preprocessor, directory: Path) -> Path:
     """TorchScript of ``Serving(net)`` at ``directory/model.pt`` (its input widths come from ``net``)."""
     net.eval()
-    scripted = torch.jit.script(Serving(net).eval())
+    scripted = torch.jit.script(_output(net).eval())
     path = directory / model_io.TORCHSCRIPT_FILE
     atomic_write(path, lambda fh: torch.jit.save(scripted, fh))
     return path

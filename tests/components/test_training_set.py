@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from kfloop import lake
 from kfloop.cli.summary import features_table, quality_table
-from kfloop.components.training_set import service_version
+from kfloop.components.training_set import _binary_labels, _labelled_rows, service_version
 from kfloop.components.validate import validate
 from kfloop.config.contract import parse_duration
-from kfloop.errors import SourceError
+from kfloop.errors import ConfigError, SourceError
 from kfloop.layout import SPLITS, training_set_prefix
 from kfloop.layout import latest_key as latest_key_of
 from tests.feature_repo.conftest import online_backend, redis_server  # noqa: F401 (fixtures)
@@ -264,24 +265,36 @@ def test_unlabeled_rows_are_dropped_and_counted(tmp_path: Path) -> None:
             {"tx-2": 0.5, "tx-8": ""},
             "1 value(s) a binary task cannot use (it needs 0/1 or true/false), e.g. 0.5",
         ),
-        (  # strings are not labels, not even "0" and "1"
-            "string",
-            {"tx-2": "yes", "tx-4": "no"},
-            "8 value(s) a binary task cannot use (it needs 0/1 or true/false), e.g. '1', 'yes', '0', 'no': "
-            "declare it int64 or bool in source.columns",
-        ),
     ],
-    ids=["int", "float", "string"],
+    ids=["int", "float"],
 )
-def test_unusable_label_values_fail_in_the_training_set_step_naming_the_column(
+def test_unusable_label_values_fail_at_validate_and_in_the_training_set_step_naming_the_column(
     tmp_path: Path, column_type: str, labels: dict[str, object], shown: str
 ) -> None:
+    """A binary task's label is checked at validate time (the gate fails, pointing at a regression task), and
+    the training-set step keeps its own guard for rows that reached it unchecked."""
     loop = Loop.create(tmp_path / "ws", sqlite_backend(), label_edit(column_type))
-    loop.load(write_csv(tmp_path / "bad.csv", hand_rows_with_labels(labels)))
+    loop.ingest(write_csv(tmp_path / "bad.csv", hand_rows_with_labels(labels)))
+    report = validate(loop.config, loop.storage, now=NOW).report
+    failed = [c for c in report.checks if not c.passed]
+    assert not report.gate_passed and [c.check for c in failed] == ["label.binary"]
+    assert failed[0].column == "is_fraud" and "training.task regression" in failed[0].message
+    raw = lake.read_manifest(loop.storage, loop.config.source.dataset)
     with pytest.raises(SourceError, match=r"label column 'is_fraud' of 'transactions' has ") as err:
-        loop.training_set()
+        _binary_labels(_labelled_rows(loop.storage, raw, loop.config), "is_fraud", "transactions")
     assert shown in str(err.value)
     assert not (loop.workspace / training_set_prefix(loop.config.features.service)).exists()  # nothing written
+
+
+def test_a_string_label_fails_at_config_load_and_in_the_training_set_step() -> None:
+    """Strings are not binary labels, not even "0" and "1": the config says so when it loads, and the
+    training-set step's own guard names the values and the fix."""
+    with pytest.raises(ConfigError, match=r"'is_fraud' is string; training.task binary needs a 0/1 label"):
+        Loop.create(Path("/nonexistent"), sqlite_backend(), label_edit("string"))
+    frame = pd.DataFrame({"is_fraud": ["1", "yes", "0", "no", None]})
+    with pytest.raises(SourceError, match=r"label column 'is_fraud' of 'transactions' has 4 value\(s\)") as err:
+        _binary_labels(frame, "is_fraud", "transactions")
+    assert "e.g. '1', 'yes', '0', 'no': declare it int64 or bool in source.columns" in str(err.value)
 
 
 def test_booleans_are_labels_too(tmp_path: Path) -> None:

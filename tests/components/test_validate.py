@@ -612,3 +612,24 @@ def test_ingest_rejects_are_counted_by_their_real_cause(tmp_path: Path) -> None:
     console.print(quality_table(validate(cfg, storage, now=NOW).report.to_dict()))
     text = console.export_text()
     assert "4 failing: required values" in text and "customer_id missing 2" in text
+
+
+def test_a_binary_label_that_is_not_0_or_1_fails_the_gate_naming_the_task(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "src.csv",
+        [
+            "tx-1,c-1,m-1,2026-01-05T01:00:00Z,10.0,grocery,pos,1.0,1,0",
+            "tx-2,c-1,m-1,2026-01-05T02:00:00Z,10.0,grocery,pos,1.0,2,7",  # a numeric outcome, not 0/1
+        ],
+    )
+
+    def unbounded_label(contract: dict) -> None:
+        min_rows_one(contract)
+        contract["columns"].pop("is_fraud")
+
+    cfg = make_config(tmp_path / "ws", src, unbounded_label)
+    storage = LocalStorage(tmp_path / "ws")
+    ingest(cfg, storage)
+    r = validate(cfg, storage, now=NOW).report
+    assert not r.gate_passed and [c.check for c in r.failed_errors] == ["label.binary"]
+    assert "training.task regression" in r.gate_message() and "(1 of 2 failing)" in r.gate_message()

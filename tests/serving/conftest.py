@@ -77,17 +77,22 @@ class Trained:
         return path
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("serving")
-    loop = Loop.create(root / "ws", sqlite_backend(), relaxed)
-    frame = generate(DemoSpec(rows=6000, seed=13)).frame
+def served_champion(root: Path, edit: Callable[[dict], None], rows: int, seed: int, run: str) -> Trained:
+    """A workspace built from ``rows`` seeded demo rows under the config ``edit``, with online features and
+    its model trained and promoted: what a serving test serves."""
+    loop = Loop.create(root / "ws", sqlite_backend(), edit)
+    frame = generate(DemoSpec(rows=rows, seed=seed)).frame
     loop.load(frame)
     loop.materialize()
     loop.training_set()
-    card = train_and_register(loop.config, loop.storage, pipeline_run="serving-tests")
-    ModelRegistry(loop.storage, loop.config.training.model_name).promote(card["version"], "serving tests")
+    card = train_and_register(loop.config, loop.storage, pipeline_run=run)
+    ModelRegistry(loop.storage, loop.config.training.model_name).promote(card["version"], run.replace("-", " "))
     return Trained(loop, frame, card["version"])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return served_champion(tmp_path_factory.mktemp("serving"), relaxed, rows=6000, seed=13, run="serving-tests")
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float, path: str = "/v2/health/ready") -> None:

@@ -11,14 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfloop.components.train import train_and_register
-from kfloop.demo import DemoSpec, generate
 from kfloop.registry import ModelRegistry
 from kfloop.serving.client import ServingClient
 from kfloop.training.model_io import PREPROCESS_FILE
 from kfloop.training.preprocess import UNKNOWN, Preprocessor, feature_columns
-from tests.feature_repo.harness import Loop, sqlite_backend
-from tests.serving.conftest import Trained, relaxed
+from tests.serving.conftest import Trained, relaxed, served_champion
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +28,7 @@ def _keys_and_codes(data: dict) -> None:
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("keyed")
-    loop = Loop.create(root / "ws", sqlite_backend(), _keys_and_codes)
-    frame = generate(DemoSpec(rows=4000, seed=29)).frame
-    loop.load(frame)
-    loop.materialize()
-    loop.training_set()
-    card = train_and_register(loop.config, loop.storage, pipeline_run="key-input-tests")
-    ModelRegistry(loop.storage, loop.config.training.model_name).promote(card["version"], "key input tests")
-    return Trained(loop, frame, card["version"])
+    return served_champion(tmp_path_factory.mktemp("keyed"), _keys_and_codes, rows=4000, seed=29, run="key-input-tests")
 
 
 def test_a_key_and_an_integer_code_are_categories_of_the_trained_model(keyed: Trained, tmp_path: Path) -> None:
