@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,25 +22,16 @@ import pyarrow.parquet as pq
 from kfloop import lake
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN
 from kfloop.config.contract import parse_duration
+from kfloop.row_hash import row_hashes
 from kfloop.storage import Storage
 
-__all__ = ["LakeRows", "LateSplit", "SideRows", "row_hashes"]
+__all__ = ["LakeRows", "LateSplit", "SideRows"]
 
 #: Reason written beside each too-late row in its side file.
 TOO_LATE_REASON = "too late: event time {ts} is before the watermark {wm} minus source.allowed_lateness {lateness}"
 
 #: Columns of a side file that say where and why, not what: a re-sent row differs in them.
 _NOT_CONTENT = frozenset({ROW_COLUMN, REASON_COLUMN, SOURCE_COLUMN})
-
-_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-
-
-def row_hashes(table: pa.Table) -> np.ndarray:
-    """One 64-bit content hash per row (all columns; nullable dtypes, so a null never changes another's hash)."""
-    if table.num_rows == 0:
-        return np.empty(0, np.uint64)
-    frame = table.to_pandas(types_mapper=_NULLABLE.get)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
 
 
 @dataclass(frozen=True)

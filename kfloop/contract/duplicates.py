@@ -10,19 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from kfloop.config.contract import Duplicates
-
-#: Nullable pandas dtypes, so a batch with a null int/bool column hashes like a batch without one
-#: (plain ``to_pandas`` turns such a column into float64/object in that batch only).
-_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-
-
-def _hash(table: pa.Table) -> np.ndarray:
-    frame = table.to_pandas(types_mapper=_NULLABLE.get)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+from kfloop.row_hash import row_hashes as _hash
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop import lake
-from kfloop.late_rows import LakeRows, SideRows, row_hashes
+from kfloop.late_rows import LakeRows, SideRows
+from kfloop.row_hash import row_hashes
 from kfloop.storage import LocalStorage
 
 SCHEMA = pa.schema([("id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("n", pa.int64())])
