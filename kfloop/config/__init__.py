@@ -18,11 +18,13 @@ from kfloop.config.sections import MonitoringConfig
 from kfloop.config.serving import Autoscaling, InferenceLogConfig, ServingConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
+from kfloop.config.tables import AttributeTable, TableSource
 from kfloop.config.training import PromotionGate, ThresholdTarget, TrainingConfig
 from kfloop.errors import ConfigError
 
 __all__ = [
     "Aggregate",
+    "AttributeTable",
     "Autoscaling",
     "ClusterConfig",
     "ColumnType",
@@ -40,6 +42,7 @@ __all__ = [
     "ServingConfig",
     "SourceConfig",
     "SourceFormat",
+    "TableSource",
     "ThresholdTarget",
     "TrainingConfig",
     "config_from_json",
@@ -69,28 +72,38 @@ class Config(Section):
         ClusterConfig(), description="Kubeflow Pipelines and Kubernetes settings of compiled pipelines."
     )
 
+    def table_config(self, name: str) -> Config:
+        """This config as attribute table ``name`` sees it: the table as the source, its contract as the
+        contract. What ingest and validate run on for a table (no label, no features of its own)."""
+        table = self.features.table(name)
+        return self.model_copy(
+            update={
+                "source": table.source_config(),
+                "contract": table.contract_config(),
+                "features": self.features.model_copy(update={"views": (), "tables": (), "request_features": ()}),
+            }
+        )
+
     @model_validator(mode="after")
     def _contract_names_known_columns(self) -> Config:
         known = self.source.columns
-        named = {f"contract.columns.{c}": c for c in self.contract.columns}
-        if self.contract.duplicates:
-            named |= {f"contract.duplicates.keys ({c})": c for c in self.contract.duplicates.keys}
-        named |= {f"contract.completeness.columns ({c})": c for c in self.contract.completeness.columns or ()}
-        unknown = [path for path, col in named.items() if col not in known]
-        if unknown:
-            raise ValueError("not a column declared in source.columns: " + ", ".join(unknown))
-        misfits = []
-        for col, rule in self.contract.columns.items():
-            typ = known[col]
-            numeric = typ in (ColumnType.INT64, ColumnType.FLOAT64)
-            for key in ("min", "max"):
-                if getattr(rule, key) is not None and not numeric:
-                    misfits.append(f"contract.columns.{col}.{key} needs a numeric column ({col} is {typ.value})")
-            for key in ("allowed", "regex", "max_length"):
-                if getattr(rule, key) is not None and typ is not ColumnType.STRING:
-                    misfits.append(f"contract.columns.{col}.{key} needs a string column ({col} is {typ.value})")
-        if misfits:
-            raise ValueError("; ".join(misfits))
+        check_contract(self.contract, self.source, "contract", "source.columns")
+        for i, table in enumerate(self.features.tables):
+            where = f"features.tables.{i} ({table.name})"
+            try:
+                check_contract(table.contract_config(), table.source_config(), "contract", "the table's columns")
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from err
+            if table.key not in self.source.entity_keys:
+                raise ValueError(
+                    f"{where}: key {table.key!r} is not one of source.entity_keys "
+                    f"({', '.join(self.source.entity_keys)}): the events must carry the key the table is joined on"
+                )
+            if table.source.columns[table.key] is not known[table.key]:
+                raise ValueError(
+                    f"{where}: key {table.key!r} is {table.source.columns[table.key].value} in the table but "
+                    f"{known[table.key].value} in source.columns; a join needs one type"
+                )
         for i, view in enumerate(self.features.views):
             cols = [view.entity, *(a.column for a in view.aggregates)]
             for col in cols:
@@ -100,14 +113,6 @@ class Config(Section):
                 if agg.label_delay and agg.column != self.source.label_column:
                     raise ValueError(f"features.views.{i} ({view.name}): label_delay is for the label column only")
         check_inputs_known(self.source, self.features)
-        if self.contract.rules:
-            from kfloop.contract.checks import check_rules_compile
-            from kfloop.schema import arrow_schema
-
-            try:
-                check_rules_compile(self.contract, arrow_schema(self.source))
-            except ConfigError as err:
-                raise ValueError(str(err)) from err
         _check_label_type(self)
         reserved = {self.source.timestamp_column, self.source.label_column}
         leaking = [c for c in self.features.request_features if c in reserved]
@@ -116,13 +121,26 @@ class Config(Section):
                 f"features.request_features: {', '.join(leaking)} cannot be a model input "
                 "(the label and the event time are not request features)"
             )
+        stored = self.features.feature_types()
+        clash = [c for c in self.features.request_features if c in stored]
+        if clash:
+            raise ValueError(
+                f"features.request_features: {', '.join(clash)} also the name of a stored feature; rename one or set "
+                "features.naming: full"
+            )
+        from_tables = {self.features.input_name(t.name, c) for t in self.features.tables for c in t.feature_names()}
         for col in self.features.categorical:
-            if col not in self.features.request_features:
-                raise ValueError(f"features.categorical: {col!r} is not one of features.request_features")
-            if known.get(col) not in (ColumnType.INT64, ColumnType.STRING):
-                kind = known[col].value if col in known else "unknown"
+            if col in self.features.request_features:
+                kind = known[col]
+            elif col in from_tables:
+                kind = stored[col]
+            else:
                 raise ValueError(
-                    f"features.categorical: {col!r} is {kind}; only int64 or string columns are categories"
+                    f"features.categorical: {col!r} is not one of features.request_features or a table's features"
+                )
+            if kind not in (ColumnType.INT64, ColumnType.STRING):
+                raise ValueError(
+                    f"features.categorical: {col!r} is {kind.value}; only int64 or string columns are categories"
                 )
         for i, view in enumerate(self.features.views):
             for agg in view.aggregates:
@@ -136,6 +154,38 @@ class Config(Section):
         if unknown_req:
             raise ValueError(f"features.request_features: not in source.columns: {', '.join(unknown_req)}")
         return self
+
+
+def check_contract(contract: ContractConfig, source: SourceConfig, prefix: str, origin: str) -> None:
+    """Every column a contract names is declared, and each rule suits its column's type."""
+    known = source.columns
+    named = {f"{prefix}.columns.{c}": c for c in contract.columns}
+    if contract.duplicates:
+        named |= {f"{prefix}.duplicates.keys ({c})": c for c in contract.duplicates.keys}
+    named |= {f"{prefix}.completeness.columns ({c})": c for c in contract.completeness.columns or ()}
+    unknown = [path for path, col in named.items() if col not in known]
+    if unknown:
+        raise ValueError(f"not a column declared in {origin}: " + ", ".join(unknown))
+    misfits = []
+    for col, rule in contract.columns.items():
+        typ = known[col]
+        numeric = typ in (ColumnType.INT64, ColumnType.FLOAT64)
+        for key in ("min", "max"):
+            if getattr(rule, key) is not None and not numeric:
+                misfits.append(f"{prefix}.columns.{col}.{key} needs a numeric column ({col} is {typ.value})")
+        for key in ("allowed", "regex", "max_length"):
+            if getattr(rule, key) is not None and typ is not ColumnType.STRING:
+                misfits.append(f"{prefix}.columns.{col}.{key} needs a string column ({col} is {typ.value})")
+    if misfits:
+        raise ValueError("; ".join(misfits))
+    if contract.rules:
+        from kfloop.contract.checks import check_rules_compile
+        from kfloop.schema import arrow_schema
+
+        try:
+            check_rules_compile(contract, arrow_schema(source))
+        except ConfigError as err:
+            raise ValueError(str(err)) from err
 
 
 def _check_label_type(config: Config) -> None:

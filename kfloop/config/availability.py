@@ -18,9 +18,9 @@ from pydantic import Field
 
 from kfloop.config._base import Section
 from kfloop.config.contract import DURATION_PATTERN, parse_duration
-from kfloop.config.features import FeaturesConfig
 
 if TYPE_CHECKING:
+    from kfloop.config.features import FeaturesConfig
     from kfloop.config.source import SourceConfig
 
 

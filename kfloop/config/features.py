@@ -15,13 +15,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from kfloop.column_types import ColumnType
 from kfloop.config._base import Section
 from kfloop.config.contract import DURATION_PATTERN, parse_duration
 from kfloop.config.storage import SecretRef
+from kfloop.config.tables import AttributeTable
 
 Function = Literal["count", "sum", "mean", "min", "max", "count_distinct"]
 Window = Annotated[str, Field(pattern=DURATION_PATTERN)]
 Naming = Literal["short", "full"]
+#: Aggregate functions whose value is an integer (the rest are float64).
+INTEGER_FUNCTIONS = ("count", "count_distinct")
 
 #: Columns of every offline feature table besides the entity key and the features (the Feast source's
 #: timestamp field, and the optional gap since the entity's previous event).
@@ -113,6 +117,11 @@ class FeaturesConfig(Section):
     )
     registry: str | None = Field(None, description="Registry path/URI; default: `<workspace>/feast/registry.db`.")
     views: tuple[FeatureViewSpec, ...] = Field((), description="Feature views, each keyed by one entity column.")
+    tables: tuple[AttributeTable, ...] = Field(
+        (),
+        description="Attribute tables: further sources keyed by an entity, each with its own contract, served as a "
+        "feature view of its columns (joined point-in-time in training, looked up online at serving).",
+    )
     request_features: tuple[str, ...] = Field(
         (),
         description="Columns sent with each request (not stored) that the model takes as inputs; entity keys may "
@@ -140,18 +149,19 @@ class FeaturesConfig(Section):
     def _consistent(self) -> FeaturesConfig:
         if abs(sum(self.splits) - 1.0) > 1e-9 or min(self.splits) <= 0:
             raise ValueError(f"splits {self.splits} must be positive and sum to 1")
-        views = [v.name for v in self.views]
+        views = [v.name for v in self.views] + [t.name for t in self.tables]
         if len(set(views)) != len(views):
-            raise ValueError("feature view names must be unique")
+            raise ValueError("feature view names must be unique (features.views and features.tables together)")
         for v in self.views:
             names = v.feature_names()
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"feature names defined twice in view {v.name}: {', '.join(dupes)}")
-        names = [n for v in self.views for n in v.feature_names()]
+        stored = self.stored_features()
+        names = [n for _, n, _ in stored]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes and self.naming == "short":
-            owners = {n: ", ".join(v.name for v in self.views if n in v.feature_names()) for n in dupes}
+            owners = {n: ", ".join(v for v, s, _ in stored if s == n) for n in dupes}
             where = "; ".join(f"{n} (views {vs})" for n, vs in owners.items())
             raise ValueError(
                 f"feature names defined twice: {where}"
@@ -164,11 +174,37 @@ class FeaturesConfig(Section):
         """The model's name for ``feature`` of ``view`` under ``naming``."""
         return f"{view}{FULL_NAME_SEPARATOR}{feature}" if self.naming == "full" else feature
 
-    def view_features(self) -> list[tuple[FeatureViewSpec, str, str]]:
-        """(view, stored name, model input name) of every stored feature, in view order."""
-        return [(v, n, self.input_name(v.name, n)) for v in self.views for n in v.feature_names()]
+    def stored_features(self) -> list[tuple[str, str, str]]:
+        """(view, stored name, model input name) of every stored feature: aggregate views, then tables."""
+        pairs = [(v.name, n) for v in self.views for n in v.feature_names()]
+        pairs += [(t.name, n) for t in self.tables for n in t.feature_names()]
+        return [(v, n, self.input_name(v, n)) for v, n in pairs]
 
     def feature_names(self) -> list[str]:
-        """Every stored feature as the model names it, in view order: its input order before request
-        features (and the training set's and the inference log's columns)."""
-        return [name for _, _, name in self.view_features()]
+        """Every stored feature as the model names it, in view order (tables last): its input order before
+        request features (and the training set's and the inference log's columns)."""
+        return [name for _, _, name in self.stored_features()]
+
+    def feature_types(self) -> dict[str, ColumnType]:
+        """Model input name → type of every stored feature: counts are int64, other aggregates and gaps
+        float64, a table's columns keep their declared type."""
+        types: dict[str, ColumnType] = {}
+        for v in self.views:
+            for agg in v.aggregates:
+                for fn in agg.functions:
+                    kind = ColumnType.INT64 if fn in INTEGER_FUNCTIONS else ColumnType.FLOAT64
+                    types |= {self.input_name(v.name, feature_name(agg.column, fn, w)): kind for w in agg.windows}
+            if v.time_since_previous:
+                types[self.input_name(v.name, TIME_SINCE_PREVIOUS)] = ColumnType.FLOAT64
+        for t in self.tables:
+            types |= {self.input_name(t.name, c): t.source.columns[c] for c in t.feature_names()}
+        return types
+
+    def table(self, name: str) -> AttributeTable:
+        """The attribute table called ``name`` (a KeyError names the known ones)."""
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(
+            f"no attribute table {name!r} in features.tables (known: {', '.join(t.name for t in self.tables)})"
+        )

@@ -16,15 +16,11 @@ from kfloop.formats import FileFormat
 SourceFormat = Literal["auto", FileFormat]
 
 
-class SourceConfig(Section):
-    """Raw input: a file URI (local path, ``s3://bucket/key`` or ``http(s)://``) and its typed columns."""
+class FileSource(Section):
+    """A file of typed rows and how to read it: what the main source and every attribute table share."""
 
     uri: str = Field(min_length=1, description="Local path, s3://bucket/key or http(s):// URL of the source file.")
     format: SourceFormat = Field("auto", description="File format; 'auto' picks it from the file extension.")
-    dataset: str = Field("transactions", pattern=r"^[a-z][a-z0-9_]*$", description="Lake dataset name.")
-    entity_keys: tuple[str, ...] = Field(min_length=1, description="Columns identifying the entities.")
-    timestamp_column: str = Field(description="Event-time column; partitions the lake and drives watermarks.")
-    label_column: str | None = Field(None, description="Training label column, if the source carries labels.")
     columns: dict[str, ColumnType] = Field(
         min_length=1, description="Every column of the file kept, with its type (derived columns are added after)."
     )
@@ -46,11 +42,6 @@ class SourceConfig(Section):
         pattern=DURATION_PATTERN,
         description="How far before the watermark a new row's event time may be and still be ingested (late data, "
         "label updates); older new rows are kept aside as too late and reported. 0s: only rows after the watermark.",
-    )
-    available_after: dict[str, Availability] = Field(
-        default_factory=dict,
-        description="Columns known only after their event: column → a delay (2h) or {at: timestamp_column} (null: "
-        "not known yet). Aggregates use a value only from then on; such a column cannot be a request feature.",
     )
 
     @field_serializer("columns")
@@ -80,6 +71,20 @@ class SourceConfig(Section):
     def file_columns(self) -> dict[str, ColumnType]:
         """The columns read from the file (``columns`` without the derived ones)."""
         return {c: t for c, t in self.columns.items() if c not in self.derived}
+
+
+class SourceConfig(FileSource):
+    """Raw input: a file URI (local path, ``s3://bucket/key`` or ``http(s)://``) and its typed columns."""
+
+    dataset: str = Field("transactions", pattern=r"^[a-z][a-z0-9_]*$", description="Lake dataset name.")
+    entity_keys: tuple[str, ...] = Field(min_length=1, description="Columns identifying the entities.")
+    timestamp_column: str = Field(description="Event-time column; partitions the lake and drives watermarks.")
+    label_column: str | None = Field(None, description="Training label column, if the source carries labels.")
+    available_after: dict[str, Availability] = Field(
+        default_factory=dict,
+        description="Columns known only after their event: column → a delay (2h) or {at: timestamp_column} (null: "
+        "not known yet). Aggregates use a value only from then on; such a column cannot be a request feature.",
+    )
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceConfig:
