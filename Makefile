@@ -13,6 +13,13 @@ DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.00
 # the demo data's end (90 days from 2026-01-01): serve-check answers as of it, a replay; on the wall clock the
 # demo's rows are older than their feature views' ttls and every row would be scored on default features
 DEMO_AS_OF ?= 2026-04-01T00:00:00+00:00
+# the second example (examples/flights): departures' arrival delay (regression), local times in a zone,
+# NA tokens, derived and late-known columns, attribute tables (airports, weather); `make run-flights`
+FLIGHTS_CONFIG ?= examples/flights/kfloop.yaml
+FLIGHTS_ROWS ?= 100000
+FLIGHTS_SOURCE ?= .kfloop/source/flights/flights.csv
+# the flights data's end (60 days from 2026-02-01: 2026-04-02 00:00 in Chicago): serve-check answers as of it
+FLIGHTS_AS_OF ?= 2026-04-02T05:00:00+00:00
 
 # System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
 # use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
@@ -20,7 +27,7 @@ TEST_PACKAGES := redis-server chromium
 BENCH_PACKAGES := redis-server wrk
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-test system-bench run test test-fast lint format bench compile check-compiled docs clean
+.PHONY: help setup system-test system-bench run run-flights test test-fast lint format bench compile check-compiled docs clean
 
 # $(call ensure_packages,PKG...): install the missing ones with apt-get when root, else name the command and stop
 define ensure_packages
@@ -65,11 +72,19 @@ run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a 
 	$(BIN)/kfloop run --config $(CONFIG)
 	KFLOOP_SERVING_AS_OF=$(DEMO_AS_OF) $(BIN)/kfloop serve-check --config $(CONFIG)
 
+run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, time zone, attribute tables)
+	$(BIN)/kfloop demo-data --example flights --rows $(FLIGHTS_ROWS) --out $(FLIGHTS_SOURCE) --skip-existing
+	$(BIN)/kfloop run --config $(FLIGHTS_CONFIG)
+	KFLOOP_SERVING_AS_OF=$(FLIGHTS_AS_OF) $(BIN)/kfloop serve-check --config $(FLIGHTS_CONFIG)
+
+# two workers, each test file on one (its module fixtures: a trained model, a server, built once)
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: $(STAMP) system-test ## Run the test suite (installs missing system packages first)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_WORKERS)
 
 test-fast: $(STAMP) system-test ## Run the tests not marked slow
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check .

@@ -9,6 +9,10 @@ changed event and the view is recomputed from there — older rows cannot depend
 and the entities whose rows were replaced or vanished are marked for the materialize stage. A changed
 view definition rebuilds that view from scratch. Each table is replaced atomically, so Feast never reads
 a half-written file, and a per-view lease keeps overlapping runs from interleaving table and state.
+
+Attribute tables (``features.tables``) are views too, of their own clean dataset (``update_table``): small, so
+read whole each run and compared with the offline table; the keys whose rows changed are marked stale, which
+is how a snapshot's updated attribute (same ``valid_from``, so below any watermark) reaches the online store.
 """
 
 import hashlib
@@ -26,7 +30,7 @@ import pyarrow.parquet as pq
 
 from kfloop import lake
 from kfloop.aggregates import compute_view
-from kfloop.config import Config, FeatureViewSpec
+from kfloop.config import AttributeTable, Config, FeatureViewSpec
 from kfloop.config.availability import Availability, KnownAt, known_after
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS
@@ -296,13 +300,132 @@ def _update_view(
     )
 
 
+def table_definition_hash(table: AttributeTable) -> str:
+    """Hash of a table's definition (source, contract, features, ttl): a change rebuilds its view."""
+    return hashlib.sha256(table.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _table_manifest(storage: Storage, table: AttributeTable) -> lake.Manifest:
+    """The table's clean dataset now; one committed with no rows is valid (the table's rows all go)."""
+    name = clean_dataset(table.name)
+    manifest = lake.read_manifest(storage, name)
+    if manifest is None or not (manifest.files or manifest.runs):
+        raise SourceError(
+            f"attribute table {table.name}: clean dataset {name!r} is empty: ingest and validate the table first "
+            "(the ingest and validate stages on config.table_config(name))"
+        )
+    return manifest
+
+
+def _table_rows(storage: Storage, manifest: lake.Manifest, table: AttributeTable) -> pa.Table:
+    """The offline table of an attribute table: key, event_timestamp (the table's time column), features;
+    one row per (key, time), the last one read winning, sorted by (event_timestamp, key)."""
+    src = table.source_config()
+    cols = [table.key, table.timestamp_column, *table.feature_names()]
+    try:
+        parts = list(lake.iter_dataset(storage, manifest, src.batch_rows, cols))
+    except FileNotFoundError as err:
+        raise _CleanFilesGoneError(
+            f"clean dataset {manifest.dataset!r}: a file of the manifest this run read is gone ({err})"
+        ) from err
+    rows = pa.concat_tables(parts) if parts else arrow_schema(src).empty_table().select(cols)
+    rows = rows.rename_columns([table.key, FEATURE_TIMESTAMP, *table.feature_names()])
+    rows = rows.filter(pc.and_(pc.is_valid(rows.column(table.key)), pc.is_valid(rows.column(FEATURE_TIMESTAMP))))
+    if rows.num_rows:
+        idx = pa.array(range(rows.num_rows), pa.int64())
+        last = rows.append_column("_i", idx).group_by([table.key, FEATURE_TIMESTAMP], use_threads=False)
+        rows = rows.take(last.aggregate([("_i", "max")]).column("_i_max"))
+    order = pc.sort_indices(rows, [(FEATURE_TIMESTAMP, "ascending"), (table.key, "ascending")])
+    return rows.take(order).combine_chunks()
+
+
+def _row_set(table: pa.Table) -> set[tuple]:
+    names = table.column_names
+    return {tuple(r[c] for c in names) for r in table.to_pylist()}
+
+
+def update_table(storage: Storage, config: Config, table: AttributeTable, *, run_id: str = "") -> ViewUpdate:
+    """Bring an attribute table's offline table (its Feast view's source) up to the table's clean dataset,
+    holding the view's lease. Tables are small: the whole clean dataset is read once and compared with the
+    offline table; identical, nothing is written. Otherwise the keys whose rows changed, appeared or vanished
+    are marked stale (the materialize stage rewrites their newest row online or deletes them: a snapshot's
+    changed attribute keeps its valid_from, so no watermark would see it), then table, then state."""
+    with view_lease(storage, table.name, run_id) as held:
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                return _update_table(storage, _table_manifest(storage, table), table, held)
+            except _CleanFilesGoneError as err:
+                if attempt + 1 == _READ_ATTEMPTS:
+                    raise SourceError(f"attribute table {table.name}: {err}; re-run the feature stage") from err
+                log.warning("attribute table %s: %s; reading the clean dataset again", table.name, err)
+        raise AssertionError("unreachable")
+
+
+def _update_table(storage: Storage, manifest: lake.Manifest, table: AttributeTable, held: Lease) -> ViewUpdate:
+    t0 = time.perf_counter()
+    state = load_state(storage, table.name)
+    definition = table_definition_hash(table)
+    new = _table_rows(storage, manifest, table)
+    old = _read_offline(storage, table.name)
+    rebuilt = old is None or state.definition != definition or old.schema != new.schema
+    newest = pc.max(new.column(FEATURE_TIMESTAMP)).as_py() if new.num_rows else None
+    computed = newest.isoformat() if newest else None
+    same = not rebuilt and old.equals(new)
+    if same and (state.computed_until, state.offline_rows) == (computed, new.num_rows):
+        return ViewUpdate(table.name, 0, state.offline_rows, state.computed_until, False, _seconds(t0))
+    # same table, other state: a run stopped after writing the table; its stale marks are already written
+    old_rows = _row_set(old) if old is not None and old.schema == new.schema and not same else set()
+    new_rows = set() if same else _row_set(new)
+    added, removed = new_rows - old_rows, old_rows - new_rows
+    online_until = state.materialized_until
+    if rebuilt:  # every key is written again; the old table's keys without a row left are deleted
+        online_until = None
+        keys = set(new.column(table.key).to_pylist())
+        stale = [] if old is None else [k for k in set(old.column(table.key).to_pylist()) if k not in keys]
+    else:  # changed rows may lie at or before the watermark (a snapshot's all do): their keys are rewritten
+        stale = sorted({r[0] for r in added | removed})
+        if online_until and (newest is None or datetime.fromisoformat(online_until) > newest):
+            online_until = newest.isoformat() if newest else None
+    held.check()
+    if stale:
+        key_type = new.schema.field(table.key).type
+        _mark_stale(storage, table.name, pa.array(sorted(stale), key_type))
+    if not same:
+        _write_offline(storage, table.name, new)
+    state = ViewState(
+        view=table.name,
+        computed_until=computed,
+        offline_rows=new.num_rows,
+        materialized_until=online_until,
+        online_entities=0 if rebuilt else state.online_entities,
+        definition=definition,
+        partitions={},
+    )
+    held.check()
+    state.save(storage)
+    return ViewUpdate(table.name, len(added), new.num_rows, state.computed_until, rebuilt, _seconds(t0), len(removed))
+
+
+def _seconds(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
+
+
 def compute_features(config: Config, storage: Storage, *, run_id: str | None = None) -> list[ViewUpdate]:
-    """Update every feature view from the clean dataset (see module docstring)."""
+    """Update every feature view from the clean dataset, and every attribute table's view from its own clean
+    dataset (see module docstring and :func:`update_table`)."""
     run_id = run_id or new_run_id()
-    if not config.features.views:
-        raise SourceError("features.views is empty: declare feature views in kfloop.yaml")
-    _clean_manifest(storage, config)  # fail before taking any lease
-    return [update_view(storage, config, view, run_id=run_id) for view in config.features.views]
+    feats = config.features
+    if not feats.views and not feats.tables:
+        raise SourceError(
+            "features.views is empty and so is features.tables: declare feature views or attribute tables in "
+            "kfloop.yaml"
+        )
+    if feats.views:
+        _clean_manifest(storage, config)  # fail before taking any lease
+    for table in feats.tables:
+        _table_manifest(storage, table)
+    out = [update_view(storage, config, view, run_id=run_id) for view in feats.views]
+    return out + [update_table(storage, config, table, run_id=run_id) for table in feats.tables]
 
 
 def run_features_step(config_json: str) -> list[dict]:

@@ -319,14 +319,17 @@ def full_quarantine_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([*quarantine_schema(schema), *extra])
 
 
-def run_ingest_step(config_json: str, source_uri: str, run_manifest_path: str, quarantine_path: str) -> IngestResult:
-    """Entrypoint inside the pipeline step: resolve storage from the config, ingest, write artifacts."""
+def run_ingest_step(
+    config_json: str, source_uri: str, run_manifest_path: str, quarantine_path: str, table: str = ""
+) -> IngestResult:
+    """Entrypoint inside the pipeline step: resolve storage from the config, ingest, write artifacts. ``table``:
+    an attribute table of ``features.tables`` instead of the main source ("")."""
     import json
 
     from kfloop.step import open_step
     from kfloop.storage import S3Storage
 
-    config, storage = open_step(config_json)
+    config, storage = open_step(config_json, table)
     s3 = storage.client if isinstance(storage, S3Storage) else None
     result = ingest(config, storage, source_uri=source_uri or None, s3=s3)
     Path(run_manifest_path).write_text(json.dumps(result.to_dict(), indent=2))

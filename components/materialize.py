@@ -9,7 +9,8 @@ watermark where it was, so the next run rewrites the same rows (upserts: no dupl
 Entities the feature stage marked stale (their rows were recomputed or vanished with their clean rows)
 get their newest row rewritten, or are deleted from the online store when no row is left, so online
 values always equal a fresh full computation + materialization. Each view is materialized under its
-lease, so a feature run cannot replace the table or state in between.
+lease, so a feature run cannot replace the table or state in between. Attribute tables are materialized
+the same way, keyed by ``table.key``.
 """
 
 import time
@@ -24,9 +25,10 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.utils import _convert_arrow_to_proto
 
-from kfloop.config import Config, FeatureViewSpec
+from kfloop.config import Config
 from kfloop.config.features import FEATURE_TIMESTAMP
 from kfloop.errors import StorageError
+from kfloop.feature_repo.definitions import view_keys
 from kfloop.feature_repo.online_delete import delete_online
 from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
@@ -115,9 +117,9 @@ def materialize(
         ) from err
     run_id = new_run_id()
     out = []
-    for spec in config.features.views:
-        with view_lease(storage, spec.name, run_id) as held:
-            out.append(_materialize_view(store, storage, spec, held, full=full))
+    for name, entity in view_keys(config).items():  # the views, then the attribute tables (keyed by table.key)
+        with view_lease(storage, name, run_id) as held:
+            out.append(_materialize_view(store, storage, name, entity, held, full=full))
     return out
 
 
@@ -139,29 +141,30 @@ def _delete_online(store: FeatureStore, view: FeatureView, entity: str, values: 
 
 
 def _materialize_view(
-    store: FeatureStore, storage: Storage, spec: FeatureViewSpec, held: Lease, *, full: bool
+    store: FeatureStore, storage: Storage, name: str, entity: str, held: Lease, *, full: bool
 ) -> Materialized:
-    """One view: the newest row of every entity with newer rows or marked stale; stale entities without
-    rows deleted. The state and the stale mark change only after the online store took the writes."""
+    """One view (or attribute table) keyed by ``entity``: the newest row of every entity with newer rows or
+    marked stale; stale entities without rows deleted. The state and the stale mark change only after the
+    online store took the writes."""
     t0 = time.perf_counter()
-    state = load_state(storage, spec.name)
+    state = load_state(storage, name)
     if full:
         state.materialized_until = None
-    stale = _read_stale(storage, spec.name)
+    stale = _read_stale(storage, name)
     written = deleted = 0
     if stale is not None or (state.computed_until and state.computed_until != state.materialized_until):
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(offline_key(spec.name))))
-        entities = table.column(spec.entity)
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(offline_key(name))))
+        entities = table.column(entity)
         wanted = _newer_mask(table, state.materialized_until)
         gone: list = []  # stale entities without any row left: deleted from the online store
         if stale is not None:
             stale = stale.cast(entities.type)
             wanted = pc.or_(wanted, pc.is_in(entities, value_set=stale))
             gone = pc.filter(stale, pc.invert(pc.is_in(stale, value_set=entities.combine_chunks()))).to_pylist()
-        fresh = latest_per_entity(table.filter(wanted), spec.entity)
-        view = store.get_feature_view(spec.name)
-        written = write_online(store, view, fresh, spec.entity)
-        deleted = _delete_online(store, view, spec.entity, gone) if gone else 0
+        fresh = latest_per_entity(table.filter(wanted), entity)
+        view = store.get_feature_view(name)
+        written = write_online(store, view, fresh, entity)
+        deleted = _delete_online(store, view, entity, gone) if gone else 0
         held.check()
         if state.computed_until:
             start = (
@@ -174,9 +177,9 @@ def _materialize_view(
         state.materialized_until = state.computed_until
         state.online_entities = pc.count_distinct(entities).as_py()  # all of them are online
         state.save(storage)
-        storage.delete(stale_key(spec.name))  # after the state: a run killed in between rewrites them again
+        storage.delete(stale_key(name))  # after the state: a run killed in between rewrites them again
     return Materialized(
-        spec.name,
+        name,
         written,
         state.materialized_until,
         _lag(state.computed_until, state.materialized_until),

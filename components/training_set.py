@@ -55,11 +55,14 @@ class TrainingSet:
 def service_version(config: Config) -> str:
     """Hash of the feature definitions: equal versions mean equal feature semantics. Full names (the model's
     input names) and ``source.available_after`` count too, so a champion is not scored on a split whose
-    features mean something else; when unset they add nothing, so older versions stay the same."""
+    features mean something else; when unset they add nothing, so older versions stay the same. Attribute
+    tables (``features.tables``) count the same way: only when there are some."""
     body = json.dumps([v.model_dump(mode="json") for v in config.features.views], sort_keys=True)
     naming = "" if config.features.naming == "short" else f"naming={config.features.naming}"
     known = config.model_dump(mode="json")["source"]["available_after"]  # when values are known: semantics too
     body += json.dumps(known, sort_keys=True) if known else ""  # none declared: versions as before it existed
+    tables = [t.model_dump(mode="json") for t in config.features.tables]  # attribute tables: their columns,
+    body += json.dumps(tables, sort_keys=True) if tables else ""  # contracts, ttl; none: versions as before
     return hashlib.sha256((body + config.features.label_delay + naming).encode()).hexdigest()[:12]
 
 
@@ -103,6 +106,20 @@ def _binary_labels(frame: pd.DataFrame, label: str, dataset: str) -> tuple[pd.Da
     return kept.reset_index(drop=True), int(missing.sum())
 
 
+def _task_labels(frame: pd.DataFrame, label: str, dataset: str, task: str) -> tuple[pd.DataFrame, int]:
+    """Rows with a label and how many unlabeled rows were dropped. A binary label must be 0/1 (checked here);
+    a regression or multiclass label keeps its values (its type was checked at config load and validate)."""
+    if task == "binary":
+        return _binary_labels(frame, label, dataset)
+    missing = frame[label].isna().to_numpy()
+    if missing.all():
+        raise SourceError(
+            f"label column {label!r} is empty in all {len(frame):,} rows of {dataset!r}: a training set needs "
+            "labelled rows"
+        )
+    return frame[~missing].reset_index(drop=True), int(missing.sum())
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
@@ -135,7 +152,9 @@ def build_training_set(
         raise SourceError(f"clean dataset {layout.clean_dataset(src.dataset)!r} is empty: run validation first")
     store = store or open_store(config, storage, environ)
     store.apply(objects_for(config, storage).all)
-    labels, unlabeled = _binary_labels(_labelled_rows(storage, manifest, config), src.label_column, src.dataset)
+    labels, unlabeled = _task_labels(
+        _labelled_rows(storage, manifest, config), src.label_column, src.dataset, config.training.task
+    )
     entity_df = labels.rename(columns={src.timestamp_column: "label_timestamp"})
     entity_df["event_timestamp"] = entity_df["label_timestamp"] - AS_OF_OFFSET
     service = store.get_feature_service(config.features.service)

@@ -236,13 +236,16 @@ def _previous_result(
     )
 
 
-def run_validate_step(config_json: str, report_json_path: str, quarantine_path: str, clean_path: str) -> ValidateResult:
-    """Entrypoint inside the pipeline step: resolve storage from the config, validate, write artifacts."""
+def run_validate_step(
+    config_json: str, report_json_path: str, quarantine_path: str, clean_path: str, table: str = ""
+) -> ValidateResult:
+    """Entrypoint inside the pipeline step: resolve storage from the config, validate, write artifacts. ``table``:
+    an attribute table of ``features.tables`` under its own contract instead of the main source ("")."""
     import json
 
     from kfloop.step import open_step
 
-    config, storage = open_step(config_json)
+    config, storage = open_step(config_json, table)
     result = validate(config, storage)
     Path(report_json_path).write_text(result.report.to_json())
     Path(clean_path).write_text(json.dumps({"manifest": result.clean_manifest_uri, "rows": result.report.rows_clean}))

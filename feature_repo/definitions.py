@@ -9,16 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64, PrimitiveFeastType, String
+from feast.types import Bool, Float64, Int64, PrimitiveFeastType, String
 
-from kfloop.config import ColumnType, Config, FeatureViewSpec
+from kfloop.config import ColumnType, Config
 from kfloop.config.contract import parse_duration
-from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS, feature_name
+from kfloop.config.features import FEATURE_TIMESTAMP
 
 _VALUE_TYPES = {ColumnType.STRING: ValueType.STRING, ColumnType.INT64: ValueType.INT64}
-_FEAST_TYPES: dict[ColumnType, PrimitiveFeastType] = {ColumnType.STRING: String, ColumnType.INT64: Int64}
-#: Output type per aggregate function (see kfloop.aggregates): counts are integers, the rest floats.
-_FUNCTION_TYPES = {"count": Int64, "count_distinct": Int64}
+#: Feast type of a stored column (feature or join key) of each kfloop column type; timestamps are never stored.
+_FEAST_TYPES: dict[ColumnType, PrimitiveFeastType] = {
+    ColumnType.STRING: String,
+    ColumnType.INT64: Int64,
+    ColumnType.FLOAT64: Float64,
+    ColumnType.BOOL: Bool,
+}
 
 
 @dataclass(frozen=True)
@@ -42,21 +46,27 @@ def entity_name(column: str) -> str:
     return column.removesuffix("_id")
 
 
-def _schema(view: FeatureViewSpec, config: Config) -> list[Field]:
-    fields = [Field(name=view.entity, dtype=_FEAST_TYPES.get(config.source.columns[view.entity], String))]
-    for agg in view.aggregates:
-        for fn in agg.functions:
-            fields += [
-                Field(name=feature_name(agg.column, fn, w), dtype=_FUNCTION_TYPES.get(fn, Float64)) for w in agg.windows
-            ]
-    if view.time_since_previous:
-        fields.append(Field(name=TIME_SINCE_PREVIOUS, dtype=Float64))
-    return fields
+def view_keys(config: Config) -> dict[str, str]:
+    """Feature view name → its join-key column: the aggregate views, then the attribute tables."""
+    feats = config.features
+    return {v.name: v.entity for v in feats.views} | {t.name: t.key for t in feats.tables}
+
+
+def _schema(view: str, features: list[str], key: str, config: Config) -> list[Field]:
+    """The join key, then the features with their stored types (``features.feature_types()``: the one
+    place that types aggregates, gaps and table columns)."""
+    types = config.features.feature_types()
+    fields = [Field(name=key, dtype=_FEAST_TYPES.get(config.source.columns[key], String))]
+    return fields + [Field(name=f, dtype=_FEAST_TYPES[types[config.features.input_name(view, f)]]) for f in features]
 
 
 def build_objects(config: Config, source_uri: dict[str, str], s3_endpoint: str | None = None) -> FeastObjects:
-    """Feast objects for ``config``; ``source_uri`` maps each view to its offline Parquet file."""
-    entity_cols = list(dict.fromkeys(v.entity for v in config.features.views))
+    """Feast objects for ``config``; ``source_uri`` maps each view (and attribute table) to its offline
+    Parquet file. A table is a view like the others: keyed by its entity (shared with the views of the same
+    key), its columns as features, its ``ttl`` (0s: never expires)."""
+    feats = config.features
+    keys = view_keys(config)
+    entity_cols = list(dict.fromkeys(keys.values()))
     entities = {
         col: Entity(
             name=entity_name(col),
@@ -66,22 +76,24 @@ def build_objects(config: Config, source_uri: dict[str, str], s3_endpoint: str |
         )
         for col in entity_cols
     }
+    specs = [(v.name, v.ttl, v.feature_names()) for v in feats.views]
+    specs += [(t.name, t.ttl, t.feature_names()) for t in feats.tables]
     views = [
         FeatureView(
-            name=view.name,
-            entities=[entities[view.entity]],
-            ttl=parse_duration(view.ttl),
-            schema=_schema(view, config),
+            name=name,
+            entities=[entities[keys[name]]],
+            ttl=parse_duration(ttl),
+            schema=_schema(name, features, keys[name], config),
             source=FileSource(
-                name=f"{view.name}_source",
-                path=source_uri[view.name],
+                name=f"{name}_source",
+                path=source_uri[name],
                 timestamp_field=FEATURE_TIMESTAMP,
                 s3_endpoint_override=s3_endpoint,
             ),
             online=True,
             tags={"kfloop.project": config.project},
         )
-        for view in config.features.views
+        for name, ttl, features in specs
     ]
     service = FeatureService(
         name=config.features.service, features=views, description=f"features of the {config.project} model"

@@ -1,4 +1,5 @@
-"""Freshness of every feature view: newest event offline and online, materialization lag vs the SLA."""
+"""Freshness of every feature view and attribute table: newest event offline and online, materialization lag
+vs the SLA."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from kfloop import lake
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
 from kfloop.feature_repo.state import load_state
+from kfloop.layout import clean_dataset as clean_name
 from kfloop.storage import Storage
 
 
@@ -38,17 +40,21 @@ def _seconds(newer: str | None, older: str | None) -> float | None:
 
 
 def feature_status(config: Config, storage: Storage, clean_dataset: str) -> list[ViewStatus]:
-    """Status of every configured view, from the stage's state files and the clean dataset manifest."""
+    """Status of every configured view, then every attribute table, from the stage's state files and the
+    clean dataset manifests (a table's own clean dataset tells whether its view is behind)."""
     clean = lake.read_manifest(storage, clean_dataset)
-    newest_clean = clean.watermark if clean else None
+    newest = {v.name: clean.watermark if clean else None for v in config.features.views}
+    for table in config.features.tables:
+        own = lake.read_manifest(storage, clean_name(table.name))
+        newest[table.name] = own.watermark if own else None
     sla = parse_duration(config.features.freshness_sla).total_seconds()
     out = []
-    for view in config.features.views:
-        st = load_state(storage, view.name)
+    for name, newest_clean in newest.items():
+        st = load_state(storage, name)
         lag = _seconds(st.computed_until, st.materialized_until) if st.materialized_until else None
         out.append(
             ViewStatus(
-                view.name,
+                name,
                 st.offline_rows,
                 st.computed_until,
                 st.materialized_until,

@@ -15,7 +15,7 @@ from feast.repo_config import RepoConfig
 
 from kfloop.config import Config, S3StorageConfig
 from kfloop.errors import ConfigError
-from kfloop.feature_repo.definitions import FeastObjects, build_objects
+from kfloop.feature_repo.definitions import FeastObjects, build_objects, view_keys
 from kfloop.layout import FEAST_DIR, FEAST_REGISTRY_FILE, FEAST_SQLITE_FILE, feast_project, offline_key
 from kfloop.storage import Storage
 
@@ -72,8 +72,8 @@ def s3_endpoint(config: Config) -> str | None:
 
 
 def objects_for(config: Config, storage: Storage) -> FeastObjects:
-    """The Feast objects with their offline sources in this workspace."""
-    uris = {v.name: storage.uri(offline_key(v.name)) for v in config.features.views}
+    """The Feast objects with their offline sources in this workspace (views and attribute tables)."""
+    uris = {name: storage.uri(offline_key(name)) for name in view_keys(config)}
     return build_objects(config, uris, s3_endpoint(config))
 
 

@@ -150,6 +150,12 @@ def too_late_prefix(dataset: str) -> str:
     return quarantine_prefix(dataset + "_too_late")
 
 
+def dataset_names(dataset: str) -> set[str]:
+    """Every name a lake dataset occupies under ``lake/`` and ``quarantine/``: two datasets (the source and
+    the attribute tables) must not share one."""
+    return {dataset, clean_dataset(dataset), dataset + "_contract", dataset + "_too_late"}
+
+
 def too_late_key(dataset: str, run_id: str) -> str:
     """New rows one ingest run kept out of the lake as older than the allowed lateness, with the reason."""
     return f"{too_late_prefix(dataset)}/{run_id}.parquet"

@@ -31,11 +31,13 @@ def ingest_component(
     run_manifest: Output[Dataset],
     quarantine: Output[Dataset],
     metrics: Output[Metrics],
+    table: str = "",
 ):
-    """KFP step: ingest the source into the lake (body runs in the project image; see ``run_ingest_step``)."""
+    """KFP step: ingest the source into the lake (body runs in the project image; see ``run_ingest_step``).
+    ``table``: an attribute table of ``features.tables`` ("" = the main source); ``source_uri`` is then its file."""
     from kfloop.components.ingest import run_ingest_step
 
-    result = run_ingest_step(config_json, source_uri, run_manifest.path, quarantine.path)
+    result = run_ingest_step(config_json, source_uri, run_manifest.path, quarantine.path, table)
     counts = ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "rows_late", "rows_too_late")
     for key in (*counts, "dataset_rows", "files"):
         metrics.log_metric(key, getattr(result, key))
@@ -61,13 +63,15 @@ def validate_component(
     clean: Output[Dataset],
     quarantine: Output[Dataset],
     metrics: Output[Metrics],
+    table: str = "",
 ) -> NamedTuple("GateDecision", [("passed", bool), ("message", str)]):
-    """KFP step: enforce the data contract; the quality report shows in the Kubeflow UI."""
+    """KFP step: enforce the data contract; the quality report shows in the Kubeflow UI. ``table``: an attribute
+    table of ``features.tables`` under its own contract ("" = the main source)."""
     from collections import namedtuple
 
     from kfloop.components.validate import run_validate_step
 
-    result = run_validate_step(config_json, report.path, quarantine.path, clean.path)
+    result = run_validate_step(config_json, report.path, quarantine.path, clean.path, table)
     rep = result.report
     with open(report_html.path, "w") as fh:
         fh.write(result.html)
@@ -84,11 +88,13 @@ def validate_component(
     return namedtuple("GateDecision", ["passed", "message"])(rep.gate_passed, rep.gate_message())
 
 
-def gate_component(passed: bool, message: str):
-    """KFP step: stop the pipeline before any training when an `error` check failed."""
+def gate_component(passed: bool, message: str, table: str = ""):
+    """KFP step: stop the pipeline before any training when an `error` check failed (``table``: whose contract,
+    "" = the main source's)."""
+    where = f" on table {table}" if table else ""
     if not passed:
-        raise RuntimeError("data contract gate failed:\n" + message)
-    print("data contract gate passed")
+        raise RuntimeError(f"data contract gate failed{where}:\n" + message)
+    print(f"data contract gate passed{where}")
 
 
 def features_component(config_json: str, metrics: Output[Metrics]) -> str:

@@ -4,10 +4,16 @@
 Materialization runs before the training set: both apply the Feast objects to one registry file. The
 whole config travels as one pipeline parameter (``config_json``) whose default is the config the pipeline
 was compiled from, so a run launched from the Kubeflow UI uses it unless the user overrides it.
+
+Each attribute table of ``features.tables`` (known when the pipeline is compiled) gets its own ingest →
+validate → quality gate branch, in parallel with the main source's, under its own contract; the features
+step waits for every gate. Its file is the pipeline parameter ``<table>_source_uri`` (default: the table's
+``source.uri``), as the main source's is ``source_uri``.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline signature at decoration time.
 
+import inspect
 from collections.abc import Callable
 
 from kfp import dsl, kubernetes
@@ -68,6 +74,24 @@ def pipeline_name(config: Config) -> str:
     return f"{config.project}-training"
 
 
+def table_uri_parameter(table: str) -> str:
+    """The pipeline parameter holding attribute table ``table``'s source URI: ``<table>_source_uri``, like the
+    main source's ``source_uri`` (a table name is ``[a-z][a-z0-9_]*``, so this is a valid parameter name, and
+    the suffix keeps it clear of ``source_uri`` and ``config_json`` whatever the table is called)."""
+    return f"{table}_source_uri"
+
+
+def _signature(config: Config) -> inspect.Signature:
+    """The pipeline's parameters: the config, the main source's URI, then one URI per attribute table."""
+    params = [("config_json", config_to_json(config)), ("source_uri", config.source.uri)]
+    params += [(table_uri_parameter(t.name), t.source.uri) for t in config.features.tables]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature(
+        [inspect.Parameter(name, kind, default=default, annotation=str) for name, default in params],
+        return_annotation=dsl.Model,
+    )
+
+
 def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callable:
     """The KFP pipeline function for ``config`` (call it under ``kfp.local`` or compile it).
 
@@ -83,28 +107,38 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     evaluate_op = _step(evaluate_component, config)
     deploy_op = _step(deploy_component, config)
 
-    @dsl.pipeline(
-        name=pipeline_name(config),
-        description=f"kfloop training loop for {config.project}",
-        pipeline_root=config.cluster.pipeline_root,
-    )
-    def training(config_json: str = config_to_json(config), source_uri: str = config.source.uri) -> dsl.Model:
+    def data_gate(config_json: str, source_uri: str, table: str = "") -> dsl.PipelineTask:
+        """ingest → validate → quality gate of the main source (``table`` "") or of an attribute table."""
+        scope = {"table": table} if table else {}  # the main source's tasks leave it at its default
         ingest = _configure(
-            ingest_op(config_json=config_json, source_uri=source_uri), config, "ingest", "ingest", retries
-        )
-        validate = _configure(
-            validate_op(config_json=config_json, ingest_manifest=ingest.outputs["run_manifest"]),
+            ingest_op(config_json=config_json, source_uri=source_uri, **scope),
             config,
-            "validate",
-            "validate (data contract)",
+            "ingest",
+            f"ingest ({table})" if table else "ingest",
             retries,
         )
-        gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"])
-        gate.set_display_name("quality gate").set_caching_options(False)
+        validate = _configure(
+            validate_op(config_json=config_json, ingest_manifest=ingest.outputs["run_manifest"], **scope),
+            config,
+            "validate",
+            f"validate ({table})" if table else "validate (data contract)",
+            retries,
+        )
+        gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"], **scope)
+        gate.set_display_name(f"quality gate ({table})" if table else "quality gate").set_caching_options(False)
         _apply_resources(
             gate, Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
-        )  # it only reads two parameters
-        features = _configure(features_op(config_json=config_json).after(gate), config, "features", "features", retries)
+        )  # it only reads its parameters
+        return gate
+
+    def training(config_json: str, source_uri: str, *table_uris: str) -> dsl.Model:
+        gates = [data_gate(config_json, source_uri)]
+        gates += [
+            data_gate(config_json, uri, t.name) for t, uri in zip(config.features.tables, table_uris, strict=True)
+        ]
+        features = _configure(
+            features_op(config_json=config_json).after(*gates), config, "features", "features", retries
+        )
         materialize = _configure(
             materialize_op(config_json=config_json).after(features),
             config,
@@ -146,4 +180,9 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         )
         return train.outputs["model"]
 
-    return training
+    training.__signature__ = _signature(config)  # kfp reads the parameters from it and passes them in order
+    return dsl.pipeline(
+        name=pipeline_name(config),
+        description=f"kfloop training loop for {config.project}",
+        pipeline_root=config.cluster.pipeline_root,
+    )(training)

@@ -54,11 +54,13 @@ class _RefusedError(Exception):
 def input_mismatch(config: Config, model: LoadedModel) -> str | None:
     """Why ``model`` cannot take what the config's transformer hands it (None when it can).
 
-    The transformer builds the inputs from the config (stored features of ``features.service``, then
-    ``features.request_features``); a model trained on other columns would fail every request."""
+    The transformer builds the inputs from the config (stored features of ``features.service``: the views'
+    aggregates and the tables' columns, then ``features.request_features``), each numeric or categorical as
+    ``feature_columns`` says; a model trained on other columns, or on a column of the other kind (a table's
+    int64 code before it was listed in ``features.categorical``), would fail every request."""
     numeric, categorical = feature_columns(config)
     pre = model.preprocessor
-    renamed = _naming_mismatch(config, pre.numeric)
+    renamed = _naming_mismatch(config, [*pre.numeric, *pre.categorical])
     if renamed:
         return f"model {model.version}'s inputs do not match the config: {renamed}"
     problems = []
@@ -75,8 +77,8 @@ def input_mismatch(config: Config, model: LoadedModel) -> str | None:
     if not problems:
         return None
     return (
-        f"model {model.version}'s inputs do not match the config (features.views, features.request_features, "
-        f"features.service): {'; '.join(problems)}"
+        f"model {model.version}'s inputs do not match the config (features.views, features.tables, "
+        f"features.request_features, features.categorical, features.service): {'; '.join(problems)}"
     )
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kfloop.config import Config
+from kfloop.config import ColumnType, Config
 from kfloop.errors import ConfigError
 from kfloop.layout import inference_log_prefix
 from kfloop.schema import ARROW_TYPES
@@ -44,12 +44,13 @@ _ADDED = frozenset(f.name for f in _ADDED_FIELDS)
 def inference_log_schema(config: Config) -> pa.Schema:
     """The log's columns, derived from the config so every file (and every writer) agrees.
 
-    Entity keys and request features keep their source types; stored features are float64, the dtype the
-    model consumes (integer counts are exact in float64 up to 2**53).
+    Entity keys and request features keep their source types. Stored features keep theirs where the model
+    takes them as they are: strings (a table's category), integer codes listed in ``features.categorical``,
+    flags; numbers are float64, the dtype the model consumes (integer counts are exact in float64 up to 2**53).
     """
-    stored = set(config.features.feature_names())
+    stored = config.features.feature_types()
     inputs = [
-        pa.field(c, pa.float64() if c in stored else ARROW_TYPES[config.source.columns[c]])
+        pa.field(c, _stored_type(config, c, stored[c]) if c in stored else ARROW_TYPES[config.source.columns[c]])
         for c in logged_inputs(config)
     ]
     outputs = list(_OUTPUT_FIELDS)
@@ -64,6 +65,13 @@ def inference_log_schema(config: Config) -> pa.Schema:
             f"one of {', '.join(sorted(_ADDED | {SCORE, LABEL, DEFAULTED, VIOLATIONS}))}): {', '.join(clashes)}"
         )
     return pa.schema(fields)
+
+
+def _stored_type(config: Config, name: str, kind: ColumnType) -> pa.DataType:
+    """A stored feature's log column type: numbers as the model consumes them (float64), categories and flags
+    as declared (a categorical int64 code stays int64, as a categorical request feature does)."""
+    numeric = kind is ColumnType.FLOAT64 or (kind is ColumnType.INT64 and name not in config.features.categorical)
+    return pa.float64() if numeric else ARROW_TYPES[kind]
 
 
 def logged_inputs(config: Config) -> list[str]:

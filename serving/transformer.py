@@ -203,7 +203,7 @@ class Transformer(Model):
         for name in self.numeric:
             inputs[name] = columns[name] if name in columns else _numbers(features[name])
         for name in self.categorical:
-            inputs[name] = _categories(columns[name]) if name in columns else np.array(features[name], dtype=object)
+            inputs[name] = _categories(columns[name]) if name in columns else _stored_categories(features[name])
         request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         version = getattr(payload, "model_version", None) or ""
         return Batch(kind, request_id, columns, inputs, n, defaulted, outputs, version, violations)
@@ -319,6 +319,14 @@ def _categories(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         return np.array([None if math.isnan(v) else category_text(v) for v in values.tolist()], dtype=object)
     return values
+
+
+def _stored_categories(values: list) -> np.ndarray:
+    """A stored feature the model takes as categories, as the online lookup gives it (str, int or None): integer
+    codes become their text, the way the vocabulary spells them; None (or NaN) stays missing (the unknown
+    index, as is a category the training split never had)."""
+    texts = [None if v is None or (isinstance(v, float) and math.isnan(v)) else category_text(v) for v in values]
+    return np.array(texts, dtype=object)
 
 
 def _numbers(values: list) -> np.ndarray:

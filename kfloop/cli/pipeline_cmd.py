@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
-from kfloop.cli.summary import deploy_table, features_table, ingest_table, model_table, quality_table
+from kfloop.cli.summary import deploy_table, features_table, ingest_table, model_table, quality_table, tables_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 
@@ -17,21 +17,42 @@ DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
 def run(
     config: ConfigOption = DEFAULT_CONFIG,
     source: Annotated[str, typer.Option(help="Source URI for this run; default: source.uri.")] = "",
+    table_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table-source",
+            metavar="NAME=URI",
+            help="Attribute table NAME's file for this run (repeatable); default: its source.uri. On Kubeflow: "
+            "the pipeline parameter NAME_source_uri.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the training pipeline locally with kfp.local and print a summary."""
+    """Run the training pipeline locally with kfp.local and print a summary.
+
+    Every attribute table of features.tables is ingested and validated under its own contract beside the
+    main source; features wait for every table's quality gate.
+    """
     from kfloop.layout import RUN_LOG, local_workdir
     from kfloop.pipelines.local import project_python_on_path, run_local
 
+    table_uris = {}
+    for item in table_source or ():
+        name, eq, uri = item.partition("=")
+        if not eq or not name or not uri:
+            raise typer.BadParameter(f"{item!r}: expected NAME=URI", param_hint="--table-source")
+        table_uris[name.strip()] = uri.strip()
     cfg = load(config)
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
     workdir = local_workdir(cfg.storage.type, cfg.storage.root)
     with spinner() as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / RUN_LOG})", total=None)
-        result = run_local(cfg, workdir, source_uri=source or None)
+        result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris)
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
     console.print(quality_table(result.quality))
+    if result.tables:
+        console.print(tables_table(result.tables))
     console.print(features_table(result.features, result.materialized, result.training_set))
     if result.model:
         console.print(model_table(result.model, *_decision(cfg, result.model["version"])))

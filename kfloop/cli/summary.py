@@ -52,6 +52,35 @@ def quality_table(q: dict) -> Table:
     return t
 
 
+def tables_table(tables: dict[str, dict]) -> Table:
+    """The attribute tables' part of a `kfloop run` summary: one row per table, its ingest and its gate
+    (``tables``: name → {"ingest": run manifest, "quality": report}, as ``LocalRun.tables`` has them)."""
+    t = _table("attribute tables → lake (each under its own contract)")
+    for name, r in tables.items():
+        i, q = r.get("ingest") or {}, r.get("quality") or {}
+        parts = []
+        if i:
+            if i["already_ingested"]:
+                parts.append("already ingested (same bytes)")
+            else:
+                parts.append(f"+{i['rows_written']:,} of {i['rows_read']:,} rows read")
+            parts.append(f"{i['dataset_rows']:,} rows in lake/{i['dataset']}")
+        if q:
+            parts.append(
+                f"{q['rows_in']:,} → {q['rows_clean']:,} clean, {q['rows_quarantined']:,} quarantined, "
+                f"{q['rows_dropped_duplicates']:,} duplicates dropped"
+            )
+            parts.append(f"quality {q['quality_score']:.2f} %")
+        value = escape("; ".join(parts) or "did not run")
+        if q:
+            failing = [c["check"] for c in q["checks"] if not c["passed"] and c["severity"] == "error"]
+            value += "; gate " + (
+                "[green]passed[/]" if q["gate_passed"] else "[bold red]FAILED[/]: " + escape(", ".join(failing))
+            )
+        t.add_row(escape(name), value)
+    return t
+
+
 def features_table(features: list, materialized: list, training_set: dict) -> Table:
     """The feature part of a summary: offline rows, online writes, the training set's splits."""
     t = _table("features → Feast")

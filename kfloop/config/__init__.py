@@ -21,6 +21,7 @@ from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef
 from kfloop.config.tables import AttributeTable, TableSource
 from kfloop.config.training import PromotionGate, ThresholdTarget, TrainingConfig
 from kfloop.errors import ConfigError
+from kfloop.layout import dataset_names
 
 __all__ = [
     "Aggregate",
@@ -88,8 +89,17 @@ class Config(Section):
     def _contract_names_known_columns(self) -> Config:
         known = self.source.columns
         check_contract(self.contract, self.source, "contract", "source.columns")
+        taken = {n: "source.dataset" for n in dataset_names(self.source.dataset)}
         for i, table in enumerate(self.features.tables):
             where = f"features.tables.{i} ({table.name})"
+            mine = dataset_names(table.name)
+            clash = sorted(n for n in mine if n in taken)
+            if clash:
+                raise ValueError(
+                    f"{where}: name {table.name!r} uses the workspace names of {taken[clash[0]]} ({', '.join(clash)}); "
+                    "rename the table"
+                )
+            taken |= dict.fromkeys(mine, f"features.tables.{i}")
             try:
                 check_contract(table.contract_config(), table.source_config(), "contract", "the table's columns")
             except ValueError as err:

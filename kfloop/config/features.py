@@ -129,8 +129,8 @@ class FeaturesConfig(Section):
     )
     categorical: tuple[str, ...] = Field(
         (),
-        description="Integer request features to treat as categories (codes such as month, day of week or hour) "
-        "rather than numbers; string request features are always categorical.",
+        description="Integer request features or int64 table features to treat as categories (codes such as "
+        "month, day of week or hour) rather than numbers; string ones are always categorical.",
     )
     service: str = Field("model_features", pattern=r"^[a-z][a-z0-9_]*$", description="Feast feature service.")
     label_delay: str = Field(

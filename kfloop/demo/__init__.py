@@ -1,4 +1,5 @@
-"""Seeded demo data for the card-fraud example: clean rows, drift, defects, and file writers."""
+"""Seeded demo data for the card-fraud example: clean rows, drift, defects, and file writers (the flights
+example's data, with its attribute tables, is in :mod:`kfloop.demo.flights`)."""
 
 from __future__ import annotations
 

@@ -23,15 +23,22 @@ _Z_LIMIT = 1e6
 
 
 def feature_columns(config: Config) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) model inputs in a fixed order: stored features, then request features (entity
-    keys among them are categories like any string column; ``features.categorical`` makes integers ones)."""
-    numeric = list(config.features.feature_names())
-    categorical = []
-    for col in config.features.request_features:
-        if config.source.columns[col] is ColumnType.STRING or col in config.features.categorical:
-            categorical.append(col)
+    """(numeric, categorical) model inputs in a fixed order, the one training and serving share: stored
+    features (in ``features.feature_names()`` order), then request features. A string column is a category
+    (a table's ``region``, an entity key sent as a request feature), and so is an integer one listed in
+    ``features.categorical`` (a request's ``hour_of_day``, a table's ``tier`` code); the rest (aggregates, a
+    table's numbers and flags) are numeric."""
+    features = config.features
+    numeric: list[str] = []
+    categorical: list[str] = []
+    stored = features.feature_types()
+    typed = [(name, stored[name]) for name in features.feature_names()]
+    typed += [(col, config.source.columns[col]) for col in features.request_features]
+    for name, kind in typed:
+        if kind is ColumnType.STRING or name in features.categorical:
+            categorical.append(name)
         else:
-            numeric.append(col)
+            numeric.append(name)
     return numeric, categorical
 
 

@@ -121,7 +121,9 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
         if len(frame) == 0:
             raise KfloopError(f"{name} split is empty")
     if not numeric and not categorical:
-        raise ConfigError("no model inputs: features.views and features.request_features are both empty")
+        raise ConfigError(
+            "no model inputs: features.views, features.tables and features.request_features are all empty"
+        )
     preprocessor = Preprocessor.fit(train, numeric, categorical)  # training split only
     task = config.training.task
     vocab = classes.fit(_present(config, train, "train")) if task == "multiclass" else None

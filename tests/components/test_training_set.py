@@ -18,7 +18,7 @@ from rich.console import Console
 
 from kfloop import lake
 from kfloop.cli.summary import features_table, quality_table
-from kfloop.components.training_set import _binary_labels, _labelled_rows, service_version
+from kfloop.components.training_set import _binary_labels, _labelled_rows, _task_labels, service_version
 from kfloop.components.validate import validate
 from kfloop.config.contract import parse_duration
 from kfloop.errors import ConfigError, SourceError
@@ -349,3 +349,18 @@ def test_unlabeled_rows_pass_the_shipped_contract_feed_the_features_and_stay_out
     loop.reconfigure(lambda d: d["contract"]["columns"]["is_fraud"].update(nullable=False))
     strict = validate(loop.config, loop.storage, now=NOW).report
     assert [c.check for c in strict.failed_errors] == ["is_fraud.nullable"]
+
+
+def test_a_regression_or_multiclass_label_keeps_its_values_and_unlabeled_rows_are_counted_out() -> None:
+    """Only a binary label must be 0/1: a delay in minutes (regression) or a class name keeps its values, and the
+    rows without one (a cancelled flight's delay) are dropped and counted as for any task."""
+    frame = pd.DataFrame({"delay": [12.5, None, -3.0, 240.0, None], "k": list("abcde")})
+    kept, unlabeled = _task_labels(frame, "delay", "flights", "regression")
+    assert unlabeled == 2 and kept["delay"].tolist() == [12.5, -3.0, 240.0] and kept["k"].tolist() == list("acd")
+    classes = frame.assign(delay=["on_time", None, "late", "late", None])
+    kept, unlabeled = _task_labels(classes, "delay", "flights", "multiclass")
+    assert unlabeled == 2 and kept["delay"].tolist() == ["on_time", "late", "late"]
+    with pytest.raises(SourceError, match=r"label column 'delay' is empty in all 2 rows of 'flights'"):
+        _task_labels(frame.iloc[[1, 4]], "delay", "flights", "regression")
+    with pytest.raises(SourceError, match=r"a binary task cannot use"):
+        _task_labels(frame, "delay", "flights", "binary")

@@ -6,17 +6,19 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from kfp import components
 from rich.console import Console
 
-from kfloop.cli.summary import features_table
+from kfloop.cli.summary import features_table, tables_table
 from kfloop.config import load_config, parse_config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
+from kfloop.layout import PIPELINE_ROOT
 from kfloop.pipelines.compile import compile_training
-from kfloop.pipelines.local import project_python_on_path, run_local
+from kfloop.pipelines.local import _failure_message, project_python_on_path, run_local
 from kfloop.registry import ModelRegistry
 from kfloop.storage import LocalStorage
 from tests.conftest import REPO, demo_config
@@ -78,6 +80,86 @@ def test_gate_stops_the_pipeline_and_names_the_check(tmp_path: Path, monkeypatch
     ):
         run_local(parse_config(data, "test"), Path("ws"))
     assert not (tmp_path / "ws" / "lake" / "transactions_clean").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_table_gate_stops_the_pipeline_and_names_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    project_python_on_path()
+    write_frame(generate(DemoSpec(rows=1500, seed=5)).frame, tmp_path / "src.csv", "csv")
+    (tmp_path / "merchants.csv").write_text("merchant_id,region,capacity\nm-1,north,10\nm-2,south,-5\n")
+    table = {**MERCHANTS_TABLE, "contract": {"columns": {"capacity": {"min": 0, "severity": "quarantine"}}}}
+    table["contract"]["min_rows"] = {"value": 5, "severity": "error"}
+    data = _with_tables(demo_config(Path("ws"), uri="src.csv").model_dump(mode="json"), table)
+    cfg = parse_config(data, "test")
+    with pytest.raises(PipelineError) as failed:
+        run_local(cfg, Path("ws"), table_uris={"merchants": str(tmp_path / "merchants.csv")})
+    message = str(failed.value)
+    assert message.startswith("data contract gate failed on table merchants; training did not run:")
+    assert "table.min_rows: at least 5 clean rows; found 1" in message
+    ws = tmp_path / "ws"
+    (broken,) = (ws / "quarantine" / "merchants_contract").glob("*.parquet")  # the table's own quarantine
+    assert pq.read_table(broken).column("merchant_id").to_pylist() == ["m-2"]
+    assert not (ws / "lake" / "merchants_clean").exists()  # a failed gate publishes no clean dataset
+    assert not list((ws / PIPELINE_ROOT).rglob("features-component"))  # features never ran
+
+
+@pytest.mark.slow
+def test_local_run_reports_every_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    project_python_on_path()
+    data = generate(DemoSpec(rows=3000, seed=11)).frame  # as end to end above: both classes in every split
+    write_frame(data, tmp_path / "src.csv", "csv")
+    merchants = sorted(data["merchant_id"].unique())
+    rows = [f"{m},north,{-1 if i == 0 else i}" for i, m in enumerate(merchants)]
+    (tmp_path / "merchants.csv").write_text("merchant_id,region,capacity\n" + "\n".join(rows) + "\n")
+    table = {**MERCHANTS_TABLE, "contract": {"columns": {"capacity": {"min": 0, "severity": "quarantine"}}}}
+    cfg = parse_config(_with_tables(demo_config(Path("ws"), uri="src.csv").model_dump(mode="json"), table), "t")
+    run = run_local(cfg, Path("ws"))
+    assert run.ingest["dataset"] == "transactions" and run.quality["dataset"] == "transactions"
+    assert set(run.tables) == {"merchants"}
+    ingested, quality = run.tables["merchants"]["ingest"], run.tables["merchants"]["quality"]
+    assert ingested["dataset"] == "merchants" and ingested["rows_written"] == len(merchants)
+    assert quality["gate_passed"] and quality["rows_quarantined"] == 1 and quality["rows_clean"] == len(merchants) - 1
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(tables_table(run.tables))  # as `kfloop run` prints it
+    text = console.export_text()
+    assert f"+{len(merchants)} of {len(merchants)} rows read" in text and "1 quarantined" in text
+    assert "gate passed" in text
+
+
+def test_failure_message_names_each_failed_gate(tmp_path: Path) -> None:
+    def report(dataset: str, passed: bool) -> dict:
+        check = {"check": "table.min_rows", "severity": "error", "passed": passed, "failed": 0 if passed else 1}
+        check |= {"total": 1, "message": "at least 5 clean rows; found 1"}
+        return {"dataset": dataset, "gate_passed": passed, "checks": [check]}
+
+    log = tmp_path / "run.log"
+    log.write_text("")
+    one = _failure_message(
+        RuntimeError(), {"": report("transactions", True), "merchants": report("merchants", False)}, log
+    )
+    assert one.splitlines() == [
+        "data contract gate failed on table merchants; training did not run:",
+        "  table.min_rows: at least 5 clean rows; found 1 (1 of 1 failing)",
+    ]
+    both = _failure_message(
+        RuntimeError(), {"": report("transactions", False), "merchants": report("merchants", False)}, log
+    )
+    assert both.splitlines()[:3] == [
+        "data contract gates failed; training did not run:",
+        "  source (transactions):",
+        "    table.min_rows: at least 5 clean rows; found 1 (1 of 1 failing)",
+    ]
+    assert "  table merchants:" in both.splitlines()
+    failed = RuntimeError("Inner task failed: 'ingest-component-2'")
+    log.write_text("kfloop.errors.SourceError: merchants.csv: source file not found\n")
+    step = _failure_message(failed, {}, log, {"ingest-component-2": "ingest (merchants)"})
+    assert step.startswith(
+        "step 'ingest (merchants)' (ingest-component-2) failed: merchants.csv: source file not found"
+    )
 
 
 @pytest.mark.slow
@@ -155,7 +237,13 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
     assert ingest["cachingOptions"].get("enableCache", False) is False
     assert ingest["retryPolicy"]["maxRetryCount"] == 2
     comp = spec["components"]["comp-ingest-component"]
-    assert set(comp["inputDefinitions"]["parameters"]) == {"config_json", "source_uri"}
+    assert set(comp["inputDefinitions"]["parameters"]) == {"config_json", "source_uri", "table"}
+    assert comp["inputDefinitions"]["parameters"]["table"] == {
+        "defaultValue": "",
+        "isOptional": True,
+        "parameterType": "STRING",
+    }
+    assert "table" not in ingest["inputs"]["parameters"]  # the main source's tasks leave it at "" (no table)
     assert set(comp["outputDefinitions"]["artifacts"]) == {"run_manifest", "quarantine", "metrics"}
     assert comp["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     res = executors["exec-ingest-component"]["container"]["resources"]
@@ -164,6 +252,70 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
     assert spec["defaultPipelineRoot"] == cfg.cluster.pipeline_root
     config_default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert json.loads(config_default)["project"] == cfg.project
+
+
+MERCHANTS_TABLE = {
+    "name": "merchants",
+    "key": "merchant_id",
+    "source": {"uri": "merchants.csv", "columns": {"merchant_id": "string", "region": "string", "capacity": "int64"}},
+}
+
+
+def _with_tables(data: dict, *tables: dict) -> dict:
+    data["features"]["tables"] = list(tables)
+    return data
+
+
+def test_every_table_gets_its_ingest_validate_and_gate_in_parallel(tmp_path: Path) -> None:
+    base = load_config(CLUSTER_CONFIG).model_dump(mode="json")
+    weather = {  # timestamped; called `source` to show its parameter cannot clash with the main `source_uri`
+        "name": "source",
+        "key": "customer_id",
+        "source": {
+            "uri": "s3://kfloop/incoming/weather.parquet",
+            "timestamp_column": "ts",
+            "columns": {"customer_id": "string", "ts": "timestamp", "temp": "float64"},
+        },
+    }
+    cfg = parse_config(_with_tables(base, MERCHANTS_TABLE, weather), "test")
+    out = compile_training(cfg, tmp_path / "training.yaml")
+    spec, platform = yaml.safe_load_all(out.read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: v.get("defaultValue") for k, v in params.items() if k != "config_json"} == {
+        "source_uri": cfg.source.uri,
+        "merchants_source_uri": "merchants.csv",
+        "source_source_uri": "s3://kfloop/incoming/weather.parquet",
+    }
+    assert all(p["parameterType"] == "STRING" for p in params.values())
+    component = components.load_component_from_file(str(out))
+    assert set(component.component_spec.inputs or {}) == {
+        "config_json",
+        "source_uri",
+        "merchants_source_uri",
+        "source_source_uri",
+    }
+    tasks = spec["root"]["dag"]["tasks"]
+    shown = {t["taskInfo"]["name"]: name for name, t in tasks.items()}
+    for table, n in (("merchants", 2), ("source", 3)):  # a component's nth task is <component>-n, in table order
+        ingest, validate, gate = (shown[f"{s} ({table})"] for s in ("ingest", "validate", "quality gate"))
+        assert (ingest, validate, gate) == (f"ingest-component-{n}", f"validate-component-{n}", f"gate-component-{n}")
+        assert tasks[ingest].get("dependentTasks") is None  # in parallel with the main source's ingest
+        assert tasks[validate]["dependentTasks"] == [ingest] and tasks[gate]["dependentTasks"] == [validate]
+        for name in (ingest, validate, gate):
+            assert tasks[name]["inputs"]["parameters"]["table"] == {"runtimeValue": {"constant": table}}
+        uri = tasks[ingest]["inputs"]["parameters"]["source_uri"]
+        assert uri == {"componentInputParameter": f"{table}_source_uri"}
+        assert tasks[ingest]["retryPolicy"]["maxRetryCount"] == 2
+        assert tasks[validate]["inputs"]["artifacts"]["ingest_manifest"]["taskOutputArtifact"]["producerTask"] == ingest
+    assert shown["ingest"] == "ingest-component" and "table" not in tasks["ingest-component"]["inputs"]["parameters"]
+    assert sorted(tasks["features-component"]["dependentTasks"]) == [
+        "gate-component",
+        "gate-component-2",
+        "gate-component-3",
+    ]  # features wait for every gate: a failing table stops the run before any feature is computed
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for n in (2, 3):  # the tables' steps read and write the workspace too: they get its S3 secrets
+        assert {"exec-ingest-component-" + str(n), "exec-validate-component-" + str(n)} <= set(executors)
 
 
 def test_compiled_pipeline_mounts_secrets_on_steps_that_use_them(tmp_path: Path) -> None:
