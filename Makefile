@@ -97,15 +97,19 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) system-bench ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
-compile: $(STAMP) ## Regenerate generated files: compiled pipeline, Feast feature_store.yaml files
+compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, Feast feature_store.yaml files
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
+	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
 	$(BIN)/kfloop features repo --config $(CONFIG) --out feature_repo/feature_store.yaml
 	$(BIN)/kfloop features repo --config $(CLUSTER_CONFIG) --out feature_repo/cluster/feature_store.yaml
 
-check-compiled: $(STAMP) ## Fail if pipelines/compiled/training.yaml is stale
+check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows) is stale
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null
 	diff -q pipelines/compiled/training.yaml .kfloop/check/training.yaml || \
 		(echo "pipelines/compiled/training.yaml is stale: run make compile" && exit 1)
+	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out .kfloop/check/schedules >/dev/null
+	diff -rq pipelines/compiled/schedules .kfloop/check/schedules || \
+		(echo "pipelines/compiled/schedules is stale: run make compile" && exit 1)
 
 docs: $(STAMP) ## Regenerate README.md's generated blocks (config reference, error statuses) from the code
 	$(BIN)/python -m kfloop.docs README.md

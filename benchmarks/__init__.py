@@ -34,4 +34,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "max rps at p99 ≤ 10 ms, then p50/p99 at half of it (kfloop serve vs MLServer vs KServe echo / uvicorn); "
         "inference log on vs off at 1 and 4 connections (alone: KFLOOP_BENCH_SERVING=log)",
     ),
+    "drift": (
+        "benchmarks.drift",
+        "1M-row window x 20 columns vs 1M-row reference (kfloop dataset_drift vs Evidently DataDriftPreset vs numpy)",
+    ),
 }

@@ -23,19 +23,26 @@ from kfloop.config.training import COMPARABLE
 from kfloop.errors import CorruptModelError, KfloopError
 from kfloop.registry import ModelRegistry, ModelVersion
 from kfloop.storage import Storage
-from kfloop.training import classes
-from kfloop.training.metrics import curves, multiclass_curves, score
+from kfloop.training import calibration, classes
+from kfloop.training.metrics import curves, multiclass_curves, score, uncalibrated
 from kfloop.training.sets import latest_training_set, load_split
 
 
 def _score(registry: ModelRegistry, mv: ModelVersion, test, label: str) -> tuple[dict, np.ndarray]:
+    """The metrics of ``mv`` on the test split from its served (calibrated) scores, and those scores; a
+    calibrated model's metrics also hold the raw scores' calibration error and Brier score (``_uncalibrated``)."""
     from kfloop.training.trainer import load_exported
 
     with tempfile.TemporaryDirectory(prefix="kfloop-eval-") as tmp:
-        predict = load_exported(registry.fetch(mv.version, Path(tmp)))
-        p = predict(test)
+        directory = registry.fetch(mv.version, Path(tmp))
+        raw = load_exported(directory, calibrated=False)(test)
+        calibrator = calibration.read(directory)
+    p = raw if calibrator is None else calibrator.apply(raw)
     y = labels_of(mv.card, test[label])
-    return score(task_of(mv.card), y, p, float(mv.card["threshold"]), mv.card.get("classes")), p
+    metrics = score(task_of(mv.card), y, p, float(mv.card["threshold"]), mv.card.get("classes"))
+    if calibrator is not None and task_of(mv.card) == "binary":
+        metrics.update(uncalibrated(y, raw))
+    return metrics, p
 
 
 def labels_of(card: dict, labels) -> np.ndarray:
@@ -237,7 +244,9 @@ def metric_keys(metrics: dict) -> tuple[str, ...]:
         return ("mae", "rmse", "r2")
     if "macro_f1" in metrics:
         return ("accuracy", "macro_f1", "log_loss", "roc_auc_macro")
-    return ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error")
+    keys = ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error", "brier_score")
+    before = ("calibration_error_uncalibrated", "brier_score_uncalibrated")  # a calibrated model's raw scores
+    return keys + tuple(k for k in before if k in metrics)
 
 
 def decision_markdown(d: dict) -> str:
@@ -245,7 +254,10 @@ def decision_markdown(d: dict) -> str:
     verdict = "**promoted to champion**" if d["promoted"] else "**not promoted**"
     rows = ["| metric | candidate | champion |", "|---|---|---|"]
     for key in metric_keys(d["candidate"]):
-        champ = f"{d['champion'][key]:.4f}" if d["champion"] else "-"
+        if key not in d["candidate"]:  # a decision recorded before the metric existed
+            continue
+        value = (d["champion"] or {}).get(key)
+        champ = f"{value:.4f}" if value is not None else "-"
         rows.append(f"| {key} | {d['candidate'][key]:.4f} | {champ} |")
     reasons = "\n".join(f"- {r}" for r in d["reasons"])
     return f"# Model {d['version']}: {verdict}\n\n{reasons}\n\n" + "\n".join(rows) + "\n"

@@ -5,7 +5,8 @@ hyperparameters, validation metrics and threshold, the training set (content has
 feature service and its version, the pipeline run, and ``lineage``: the quality report of the validate run
 that produced the data it was trained on (``reports/<dataset>/quality/<run_id>.json``, never the moving
 ``latest.json``) and the contract as an object (``hash`` of its canonical JSON, ``checks`` run,
-``schema_hash`` of the clean data).
+``schema_hash`` of the clean data), and ``reference_profile``: the file the drift check compares served
+traffic with (the train split's inputs and the model's predictions on them; see kfloop.monitoring.reference).
 
 Training the same thing twice is not done: ``identity`` (on the card) is a key over the training set's
 content hash, the label, the model inputs, every training setting that shapes the model, and the code
@@ -76,6 +77,7 @@ def training_identity(config: Config, manifest: dict) -> dict:
 def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
     """Train on the latest training set, export, register a candidate; returns its card (or the card of the
     version with the same identity, with ``reused: True``)."""
+    from kfloop.monitoring.reference import write_reference_profile
     from kfloop.training.trainer import export, train
 
     manifest = latest_training_set(config, storage)
@@ -95,6 +97,10 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
         "hyperparameters": hyperparameters,
         "threshold": model.threshold,
         "threshold_rule": threshold_rule,
+        "calibration": {  # training.calibration and what it fitted (auto resolved); errors before/after in metrics
+            "setting": config.training.calibration,
+            "method": model.calibrator.method if model.calibrator is not None else "none",
+        },
         "identity": identity,
         "metrics": {"validation": model.metrics},
         "history": model.history,
@@ -111,6 +117,9 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
     }
     with tempfile.TemporaryDirectory(prefix="kfloop-model-") as tmp:
         export(model, Path(tmp))
+        card["lineage"]["reference_profile"] = write_reference_profile(  # the drift check's reference
+            config, splits["train"], model.predict, Path(tmp), model.classes
+        )
         version = registry.register(Path(tmp), card)
     return version.card
 

@@ -80,7 +80,9 @@ def validate(
 
     label = src.label_column if src.label_column and src.columns[src.label_column] is not ColumnType.BOOL else None
     integer = label is not None and src.columns[label] is ColumnType.INT64
-    checks = row_checks(config.contract) + label_checks(label, config.training.task, integer, config.contract)
+    checks = row_checks(config.contract, src.timezone) + label_checks(
+        label, config.training.task, integer, config.contract
+    )
     scanned = scan(storage, manifest, config)
     writer = lake.PartitionWriter(clean_name, schema, src.timestamp_column, run_id, src.batch_rows * 4)
     with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp:

@@ -49,6 +49,10 @@ class SourceError(KfloopError):
     """A source file cannot be fetched or parsed at all (message names the file and the reason)."""
 
 
+class EmptyColumnError(SourceError):
+    """A drift test has no non-null value on one side: Evidently refuses to compute drift for such a column too."""
+
+
 class GateFailedError(KfloopError):
     """A quality gate stopped the loop (message names each failed check, its count and examples)."""
 

@@ -28,8 +28,16 @@ from kfloop.timezones import GAP, local_fields_type, parse_timestamps
 T = ColumnType
 _NUMERIC = (T.INT64, T.FLOAT64)
 _PARTS = {"hour": pc.hour, "minute": pc.minute, "day_of_week": pc.day_of_week, "day": pc.day, "month": pc.month}
-_PARTS["year"] = pc.year
-_CALLS = {*_PARTS, "timestamp", "concat", "date", "if_else", "coalesce", "is_null"}
+_PARTS |= {"year": pc.year, "second": pc.second, "day_of_year": pc.day_of_year}
+_CALLS = {*_PARTS, "timestamp", "concat", "date", "if_else", "coalesce", "is_null", "abs"}
+#: pandas' accessor spelling of the parts (``event_timestamp.dt.hour``), read as the functions: rules written for
+#: pandas eval keep working, in the same time zone as ``hour(...)``.
+_ACCESSORS = {
+    **{p: p for p in _PARTS},
+    "dayofweek": "day_of_week",
+    "weekday": "day_of_week",
+    "dayofyear": "day_of_year",
+}
 #: A result of one type may be stored as another: a comparison as a 0/1 label, an int as a float, anything as text.
 _STORABLE = {(T.BOOL, T.INT64), (T.BOOL, T.FLOAT64), (T.INT64, T.FLOAT64)} | {(t, T.STRING) for t in T}
 
@@ -45,10 +53,13 @@ class RowFailures:
 def parse(expression: str) -> ast.expr:
     """The syntax tree of ``expression``; anything but the allowed node kinds is refused here."""
     try:
-        tree = ast.parse(expression.strip(), mode="eval").body
+        tree = _Accessors().visit(ast.parse(expression.strip(), mode="eval")).body
     except SyntaxError as err:
         raise ExpressionError(f"does not parse: {err.msg}") from err
     for node in ast.walk(tree):
+        membership = isinstance(node, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn) for op in node.ops)
+        if membership and (len(node.ops) != 1 or not _constant_list(node.comparators[0])):
+            raise ExpressionError(f"{ast.unparse(node)!r}: 'in' takes a list of constants, e.g. x in [0, 1]")
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _CALLS or node.keywords:
                 raise ExpressionError(f"unknown function in {ast.unparse(node)!r}; known: {', '.join(sorted(_CALLS))}")
@@ -59,8 +70,34 @@ def parse(expression: str) -> ast.expr:
 
 _ALLOWED = (
     ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Name, ast.Constant, ast.Load, ast.operator,
-    ast.unaryop, ast.boolop, ast.cmpop,
+    ast.unaryop, ast.boolop, ast.cmpop, ast.List, ast.Tuple,
 )  # fmt: skip
+
+
+class _Accessors(ast.NodeTransformer):
+    """``x.dt.hour`` → ``hour(x)``; any other attribute stays and is refused by :func:`parse`."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        inner = node.value
+        if isinstance(inner, ast.Attribute) and inner.attr == "dt" and node.attr in _ACCESSORS:
+            call = ast.Call(func=ast.Name(id=_ACCESSORS[node.attr], ctx=ast.Load()), args=[inner.value], keywords=[])
+            return ast.copy_location(self.generic_visit(call), node)
+        return self.generic_visit(node)
+
+
+def _constant_list(node: ast.expr) -> bool:
+    return isinstance(node, ast.List | ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts)
+
+
+def names(expression: str) -> list[str]:
+    """The column names ``expression`` reads, in order of first use (function names excluded)."""
+    tree = parse(expression)
+    funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    bools = {"true", "false", "True", "False"}
+    found = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in funcs and n.id not in bools]
+    return list(dict.fromkeys(found))
+
+
 _ARITH = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide}
 _CMP = {ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal}
 _CMP |= {ast.Gt: pc.greater, ast.GtE: pc.greater_equal}
@@ -91,6 +128,8 @@ def _const_type(value: object) -> ColumnType:
 
 def _type(node: ast.expr, cols: Mapping[str, ColumnType]) -> ColumnType:
     text = ast.unparse(node)
+    if isinstance(node, ast.List | ast.Tuple):
+        raise ExpressionError(f"{text!r}: a list is allowed only after 'in' (x in [0, 1])")
     if isinstance(node, ast.Constant):
         return _const_type(node.value)
     if isinstance(node, ast.Name):
@@ -120,6 +159,13 @@ def _type(node: ast.expr, cols: Mapping[str, ColumnType]) -> ColumnType:
         if left not in _NUMERIC or right not in _NUMERIC:
             raise ExpressionError(f"{text!r}: cannot combine {left.value} and {right.value}")
         return T.FLOAT64 if isinstance(node.op, ast.Div) or T.FLOAT64 in (left, right) else T.INT64
+    if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+        left = _type(node.left, cols)
+        for elt in node.comparators[0].elts:  # type: ignore[attr-defined]
+            kind = _const_type(elt.value)
+            if not (kind is left or (kind in _NUMERIC and left in _NUMERIC)):
+                raise ExpressionError(f"{text!r}: cannot compare {left.value} with {kind.value}")
+        return T.BOOL
     if isinstance(node, ast.Compare):
         types = [_type(v, cols) for v in (node.left, *node.comparators)]
         for a, b in pairwise(types):
@@ -147,6 +193,9 @@ def _call_type(name: str, args: list[ColumnType], text: str) -> ColumnType:
     if name == "is_null":
         need((1,))
         return T.BOOL
+    if name == "abs":
+        need((1,), _NUMERIC)
+        return args[0]
     if name == "concat":
         if len(args) < 2:
             raise ExpressionError(f"{text!r}: concat() takes at least 2 arguments")
@@ -211,6 +260,14 @@ def _eval(node: ast.expr, env: _Env) -> pa.Array | pa.Scalar:
         if isinstance(node.op, ast.Div):
             return pc.divide(pc.cast(left, pa.float64()), pc.cast(right, pa.float64()))
         return _ARITH[type(node.op)](left, right)
+    if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+        left = _eval(node.left, env)
+        members = [e.value for e in node.comparators[0].elts]  # type: ignore[attr-defined]
+        if pa.types.is_integer(left.type) and any(isinstance(m, float) for m in members):
+            left = pc.cast(left, pa.float64())
+        found = pc.is_in(left, value_set=pa.array(members, left.type))
+        found = pc.if_else(pc.is_null(left), pa.scalar(None, pa.bool_()), found)  # unknown stays unknown
+        return pc.invert(found) if isinstance(node.ops[0], ast.NotIn) else found
     if isinstance(node, ast.Compare):
         values = [_eval(v, env) for v in (node.left, *node.comparators)]
         out = None
@@ -231,6 +288,8 @@ def _call(name: str, args: list[pa.Array | pa.Scalar], env: _Env) -> pa.Array | 
         return pc.binary_join_element_wise(*(pc.cast(a, pa.string()) for a in args), "")
     if name == "is_null":
         return pc.is_null(args[0])
+    if name == "abs":
+        return pc.abs(args[0])
     if name == "if_else":
         return pc.if_else(*_common(args[0:1]), *_common(args[1:]))
     if name == "coalesce":

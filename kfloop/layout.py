@@ -13,9 +13,10 @@ separators; a prefix has no trailing slash.
     features/<view>.*                    Feast offline source, progress state, stale entities, lease
     feast/                               Feast registry and the SQLite online store (embedded default)
     training_sets/<service>/<run>/       point-in-time training sets (<split>.parquet, manifest), latest.json
-    registry/<model>/                    model versions (<vN>/model.json, files, decision.json), stages.json
+    registry/<model>/                    model versions (<vN>/model.json, files incl. the reference profile,
+                                         decision.json), stages.json
     <inference_log.prefix>/<model>/      the inference log (prefix from config, default inference-log)
-    monitoring/<model>/                  drift snapshots and verdicts
+    monitoring/<model>/                  drift checks (checks/<id>.json/.prom), latest.json, latest.prom
     audit/                               the audit trail
     adhoc/<run>/                         scratch workspaces of `kfloop data check --input FILE`
     .kfloop/                             storage's own probes (e.g. the S3 conditional-write self-test)
@@ -52,6 +53,10 @@ SPLITS = ("train", "validation", "test")
 LATEST = "latest.json"
 #: A model version's card, in the registry and in every directory a model is loaded from.
 CARD_FILE = "model.json"
+#: A model version's reference profile (its training data as the drift check compares it), beside the card.
+REFERENCE_PROFILE_FILE = "reference_profile.arrow"
+#: The newest drift check's Prometheus metrics (text exposition format), beside the ``latest.json`` pointer.
+LATEST_METRICS = "latest.prom"
 
 
 #: Feast's files under FEAST_DIR in the embedded default (a config may point the registry elsewhere).
@@ -256,6 +261,16 @@ def inference_log_prefix(log_prefix: str, model: str) -> str:
 def monitoring_prefix(model: str) -> str:
     """Drift snapshots, reports and verdicts of one model."""
     return f"{MONITORING}/{model}"
+
+
+def drift_check_key(model: str, check_id: str, ext: str) -> str:
+    """One drift check's output: ``json`` (the verdict record) or ``prom`` (its Prometheus metrics)."""
+    return f"{monitoring_prefix(model)}/checks/{check_id}.{ext}"
+
+
+def latest_metrics_key(model: str) -> str:
+    """The newest drift check's metrics under a fixed name (what a textfile collector or scraper reads)."""
+    return f"{monitoring_prefix(model)}/{LATEST_METRICS}"
 
 
 def audit_prefix() -> str:

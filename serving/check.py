@@ -99,7 +99,8 @@ def serve_check(
         "startup_s": round(startup, 1),
         "latency_ms": {p: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for p, v in latency.items()},
         "batch_rows": len(batch),
-        "flagged": sum(p.get("label", 0) for p in batch),  # a regressor flags nothing: it has no label
+        # 0/1 labels only: a regressor has none, a multiclass label is a class name (nothing is "flagged")
+        "flagged": sum(p["label"] for p in batch if isinstance(p.get("label"), int)),
         "defaulted": sum(p["defaulted"] for p in batch),
         "sent_rows": sent,
         "logged_rows": _log_rows(config, storage) - logged_before,

@@ -16,7 +16,16 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from kfloop.config import Config
 from kfloop.errors import RequestError, ServingRequestError
-from kfloop.serving.protocol import DEFAULTED, LABEL, SCORE, VIOLATIONS, ColumnSpec, request_specs
+from kfloop.serving.protocol import (
+    DEFAULTED,
+    LABEL,
+    PROBABILITIES,
+    SCORE,
+    VIOLATIONS,
+    ColumnSpec,
+    request_specs,
+    tensor_classes,
+)
 
 
 def v2_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[ColumnSpec]) -> list[dict[str, Any]]:
@@ -92,7 +101,8 @@ class ServingClient:
         if protocol == "v2":
             body = self._post(f"/v2/models/{self.model}/infer", {"inputs": v2_inputs(rows, self.specs)})
             outputs = {o["name"]: o["data"] for o in body["outputs"]}
-            return _normalized(body["model_name"], body.get("model_version"), outputs)
+            classes = _classes(next((o for o in body["outputs"] if o["name"] == PROBABILITIES), None))
+            return _normalized(body["model_name"], body.get("model_version"), outputs, classes)
         if protocol == "grpc":
             return self._grpc(rows)
         raise ValueError(f"protocol must be v1, v2 or grpc, not {protocol!r}")
@@ -133,7 +143,9 @@ class ServingClient:
                         out.datatype
                     ]
                 )
-        return _normalized(response.model_name, response.model_version, outputs)
+        tensor = next((o for o in response.outputs if o.name == PROBABILITIES), None)
+        classes = None if tensor is None else tensor_classes(tensor.parameters)
+        return _normalized(response.model_name, response.model_version, outputs, classes)
 
 
 def _raw_bytes(raw: bytes) -> list[bytes]:
@@ -146,8 +158,16 @@ def _raw_bytes(raw: bytes) -> list[bytes]:
     return out
 
 
-def _normalized(model: str, version: str | None, outputs: dict[str, list]) -> dict[str, Any]:
-    """One shape for every protocol; ``violations`` only when the server flags rows (V2: comma-separated)."""
+def _classes(tensor: dict[str, Any] | None) -> tuple[str, ...] | None:
+    return None if tensor is None else tensor_classes(tensor.get("parameters"))
+
+
+def _normalized(
+    model: str, version: str | None, outputs: dict[str, list], classes: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """One shape for every protocol (V1's): ``violations`` only when the server flags rows (V2: comma-separated);
+    a multiclass model's ``probabilities`` as {class: probability} in the server's class order (V2: a flat
+    row-major [n, k] tensor, its classes in the tensor's parameters)."""
     n = len(outputs[SCORE])
     labels = outputs.get(LABEL)  # absent for a regressor: its score is the prediction
     rows = zip(outputs[SCORE], labels or [None] * n, outputs.get(DEFAULTED, [False] * n), strict=True)
@@ -155,6 +175,10 @@ def _normalized(model: str, version: str | None, outputs: dict[str, list]) -> di
     if VIOLATIONS in outputs:
         for prediction, violated in zip(predictions, outputs[VIOLATIONS], strict=True):
             prediction[VIOLATIONS] = violated
+    if PROBABILITIES in outputs and classes:
+        table = np.asarray(outputs[PROBABILITIES], dtype=np.float64).reshape(n, len(classes)).tolist()
+        for prediction, row in zip(predictions, table, strict=True):
+            prediction[PROBABILITIES] = dict(zip(classes, row, strict=True))
     return {"model_name": model, "model_version": version, "predictions": predictions}
 
 

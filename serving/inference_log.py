@@ -35,6 +35,7 @@ from kfloop.serving.log_table import (  # re-exported: the log's public API stay
     _ADDED_FIELDS,
     DEFAULTED,
     LABEL,
+    PROBABILITIES,
     SCORE,
     VIOLATIONS,
     inference_log_schema,
@@ -47,6 +48,7 @@ from kfloop.storage import Storage
 __all__ = [
     "DEFAULTED",
     "LABEL",
+    "PROBABILITIES",
     "SCORE",
     "VIOLATIONS",
     "InferenceLog",

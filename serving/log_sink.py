@@ -36,6 +36,7 @@ from kfloop.errors import BadEventError, KfloopError, status_of
 from kfloop.serving.inference_log import (
     DEFAULTED,
     LABEL,
+    PROBABILITIES,
     SCORE,
     VIOLATIONS,
     InferenceLog,
@@ -157,17 +158,40 @@ def decode_request(body: Any, known: Collection[str]) -> tuple[dict[str, list], 
     return columns, rows
 
 
-def decode_response(body: Any) -> tuple[dict[str, list], int, str | None]:
+def _probability_rows(tensor: Any, where: str) -> list[list]:
+    """A multiclass ``probabilities`` tensor ([n, k], row-major) as one list per row."""
+    values = _flatten(tensor.get("data", []))
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise BadEventError(f"{where}: tensor {PROBABILITIES!r} has shape {shape!r}: expected [n, k]")
+    if math.prod(shape) != len(values):
+        raise BadEventError(f"{where}: tensor {PROBABILITIES!r} has shape {shape} but {len(values)} values")
+    k = shape[1]
+    return [values[i * k : (i + 1) * k] for i in range(shape[0])]
+
+
+def decode_response(body: Any, probabilities: bool = False) -> tuple[dict[str, list], int, str | None]:
     """``score``/``label``/``defaulted`` (and ``violations``) columns, row count and model version of a V2 or
-    V1 response."""
+    V1 response; with ``probabilities`` (a multiclass log) also each row's class probabilities, as a list in
+    the response's class order (V1: the keys of each prediction's object)."""
     outputs = (SCORE, LABEL, DEFAULTED, VIOLATIONS)
     if isinstance(body, dict) and isinstance(body.get("outputs"), list):
         columns, rows = _columns(_named_tensors(body, "outputs", outputs), "response outputs")
         version = body.get("model_version")
+        tensor = next((t for t in body["outputs"] if isinstance(t, dict) and t.get("name") == PROBABILITIES), None)
+        if probabilities and tensor is not None:
+            table = _probability_rows(tensor, "response outputs")
+            if columns and len(table) != rows:
+                raise BadEventError(f"response outputs: {PROBABILITIES!r} has {len(table)} rows, the others {rows}")
+            columns[PROBABILITIES] = table
     elif isinstance(body, dict) and isinstance(body.get("predictions"), list):
         preds = body["predictions"]
         if all(isinstance(p, dict) for p in preds):
             columns = {k: [p.get(k) for p in preds] for k in outputs if any(k in p for p in preds)}
+            if probabilities and any(isinstance(p.get(PROBABILITIES), dict) for p in preds):
+                columns[PROBABILITIES] = [
+                    list(p[PROBABILITIES].values()) if isinstance(p.get(PROBABILITIES), dict) else None for p in preds
+                ]
         elif all(isinstance(p, int | float) and not isinstance(p, bool) for p in preds):
             columns = {SCORE: list(preds)}
         else:
@@ -213,6 +237,7 @@ def create_app(config: Config, log: InferenceLog, *, pending_ttl: float = 60.0, 
     """The sink app: ``POST /`` takes logger events, ``GET /healthz`` and ``GET /metrics``. Closing the app
     (uvicorn's shutdown on SIGTERM) closes ``log``, writing what it buffered."""
     known = frozenset(logged_inputs(config))
+    multiclass = config.training.task == "multiclass"  # the log has a probabilities column
     pairs = _Pairs(pending_ttl, max_pending, UNPAIRED.labels(model=config.training.model_name))
 
     @asynccontextmanager
@@ -236,7 +261,7 @@ def create_app(config: Config, log: InferenceLog, *, pending_ttl: float = 60.0, 
                 columns, rows = decode_request(data, known)
                 version = None
             else:
-                columns, rows, version = decode_response(data)
+                columns, rows, version = decode_response(data, probabilities=multiclass)
         except (TypeError, ValueError, RecursionError) as err:  # a body shape no check foresaw: still a bad event
             raise BadEventError(f"undecodable event: {type(err).__name__}: {err}") from err
         half = _Half(event_type, columns, rows, version, time.monotonic())

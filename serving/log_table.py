@@ -25,6 +25,8 @@ TIMESTAMP, REQUEST_ID, MODEL_VERSION, PROTOCOL = "timestamp", "request_id", "mod
 SCORE, LABEL, DEFAULTED = "score", "label", "defaulted"
 #: Failed data-contract checks of a row, comma-separated ("" none; null when not checked): serving.unknown_category
 VIOLATIONS = "violations"
+#: Multiclass: every class's probability, a list per row in the class order of the row's model version
+PROBABILITIES = "probabilities"
 
 _ADDED_FIELDS = (
     pa.field(TIMESTAMP, pa.timestamp("us", tz="UTC"), nullable=False),
@@ -56,6 +58,7 @@ def inference_log_schema(config: Config) -> pa.Schema:
     outputs = list(_OUTPUT_FIELDS)
     if config.training.task == "multiclass":  # the label is a class name; regression logs it null
         outputs[1] = pa.field(LABEL, pa.string())
+        outputs.append(pa.field(PROBABILITIES, pa.list_(pa.float64())))
     fields = [*_ADDED_FIELDS, *inputs, *outputs]
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1})

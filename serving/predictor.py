@@ -44,15 +44,23 @@ class LoadedModel:
 
     def score(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities float32 [n], labels int64 [n]) with the card's decision threshold; a regressor's
-        (predictions float32 [n], None)."""
+        (predictions float32 [n], None); a multiclass model's (the likeliest class's probability, its name)."""
+        scored = self.score_all(columns, n)
+        return scored.score, scored.label
+
+    def score_all(self, columns: dict[str, np.ndarray], n: int) -> protocol.Scored:
+        """``score``, plus a multiclass model's probability of every class (float32 [n, k], class order)."""
         x_num, x_cat = self.preprocessor.transform_columns(columns, n)
         p = model_io.in_batches(self.predict_arrays, x_num, x_cat)
         if self.classes is not None:  # the likeliest class and its probability
-            best = p.argmax(axis=1)
+            probabilities = np.asarray(p, dtype=np.float32).reshape(len(p), len(self.classes))
+            best = probabilities.argmax(axis=1)  # of what the client sees: argmax(probabilities) is the label
             names = np.array(self.classes, dtype=object)[best]
-            return np.asarray(p[np.arange(len(p)), best], dtype=np.float32), names
+            score = probabilities[np.arange(len(p)), best]
+            return protocol.Scored(score, names, self.version, probabilities, self.classes)
         p = np.asarray(p if self.calibrator is None else self.calibrator.apply(p), dtype=np.float32)
-        return p, None if self.task == "regression" else (p >= self.threshold).astype(np.int64)
+        label = None if self.task == "regression" else (p >= self.threshold).astype(np.int64)
+        return protocol.Scored(p, label, self.version)
 
 
 def load_model_dir(directory: Path) -> LoadedModel:
@@ -128,9 +136,10 @@ class Predictor(Model):
         return [s.metadata() for s in self.specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        regression = self.model is not None and self.model.task == "regression"
-        multiclass = self.model is not None and self.model.classes is not None
-        outputs = protocol.output_metadata(label=not regression, classes=multiclass)
+        model = self.model
+        regression = model is not None and model.task == "regression"
+        k = -1 if model is None or model.classes is None else len(model.classes)
+        outputs = protocol.output_metadata(label=not regression, classes=k > 0, n_classes=k)
         return [o for o in outputs if o["name"] != protocol.DEFAULTED]
 
     def validate(self, payload: Any) -> Any:
@@ -142,22 +151,26 @@ class Predictor(Model):
         async with observe_grpc(self.name, body):
             return await super().__call__(body, headers, verb)
 
-    def score_columns(self, columns: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """(scores, labels or None for a regressor, version) from one consistent model (a hot switch cannot
-        split a batch)."""
+    def score_columns(self, columns: dict[str, np.ndarray], n: int) -> protocol.Scored:
+        """Scores, labels (None for a regressor), a multiclass model's class probabilities and the version,
+        from one consistent model (a hot switch cannot split a batch)."""
         model = self.model
         if model is None:
             raise NotReadyError(self.name, self.not_ready_reason)
-        score, label = model.score(columns, n)
-        return score, label, model.version
+        return model.score_all(columns, n)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         columns, n = protocol.decode(payload, self.specs, self.max_rows)
-        score, label, version = self.score_columns(columns, n)
+        s = self.score_columns(columns, n)
+        version = s.version
         asked = getattr(payload, "model_version", None)
         if asked and asked != version:
             raise UnknownEntityError(f"model {self.name!r} version {asked!r} is not served ({version!r} is)")
-        scores = protocol.Scores(score, label, np.zeros(n, dtype=bool), self.name, version)
-        served = (protocol.SCORE, protocol.LABEL) if label is not None else (protocol.SCORE,)
+        scores = protocol.Scores(
+            s.score, s.label, np.zeros(n, dtype=bool), self.name, version, None, s.probabilities, s.classes
+        )
+        served = (protocol.SCORE, protocol.LABEL) if s.label is not None else (protocol.SCORE,)
+        if s.probabilities is not None:
+            served = (*served, protocol.PROBABILITIES)
         outputs = protocol.requested_outputs(payload, (*served, protocol.DEFAULTED))
         return protocol.encode(scores, protocol.protocol_of(payload), getattr(payload, "id", None), outputs)

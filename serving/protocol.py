@@ -5,11 +5,14 @@ client mistake; and the scores encoded back in the protocol the client spoke.
 The spec is the contract: V2 inputs are ``[n]`` (or ``[n, 1]``) tensors named by column, strings as
 ``BYTES``, numbers as ``FP*``/``INT*``; outputs are ``score`` (FP32), ``label`` (INT64), ``defaulted``
 (BOOL) and, with ``serving.unknown_category: flag``, ``violations`` (BYTES: the data-contract checks a row
-failed, comma-separated); the response carries the model version.
+failed, comma-separated); a multiclass model's ``label`` is a class name (BYTES) and it adds
+``probabilities`` (FP32 ``[n, k]``, columns in class order, the class names as JSON text in the tensor's
+``classes`` parameter; V1: ``{class: probability}`` per prediction); the response carries the model version.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -29,9 +32,11 @@ Protocol = Literal["v1", "v2", "grpc"]
 
 #: Output tensor names (V2) and prediction keys (V1).
 SCORE, LABEL, DEFAULTED, VIOLATIONS = "score", "label", "defaulted", "violations"
+#: Multiclass: the probability of every class ([n, k], class order) and its tensor parameter naming the classes.
+PROBABILITIES, CLASSES = "probabilities", "classes"
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _NUMERIC_TYPES = _INT_TYPES | {"FP16", "FP32", "FP64"}
-OUTPUTS = (SCORE, LABEL, DEFAULTED, VIOLATIONS)
+OUTPUTS = (SCORE, LABEL, DEFAULTED, VIOLATIONS, PROBABILITIES)
 _V2_TYPE = {"string": "BYTES", "number": "FP64"}
 
 
@@ -68,15 +73,22 @@ def model_specs(numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Col
     return tuple([ColumnSpec(c, "number") for c in numeric] + [ColumnSpec(c, "string") for c in categorical])
 
 
-def output_metadata(violations: bool = False, label: bool = True, classes: bool = False) -> list[dict[str, Any]]:
+def output_metadata(
+    violations: bool = False, label: bool = True, classes: bool = False, n_classes: int = -1
+) -> list[dict[str, Any]]:
     """The declared outputs; ``violations`` only where rows can be flagged (``unknown_category: flag``), ``label``
-    only for a classifier (a regressor's ``score`` is its prediction): 0/1, or a class name (``classes``)."""
+    only for a classifier (a regressor's ``score`` is its prediction): 0/1, or a class name (``classes``, which
+    adds ``probabilities`` of shape [-1, k]: ``n_classes``, -1 while not known)."""
     outputs = [
         {"name": SCORE, "datatype": "FP32", "shape": [-1]},
         *([{"name": LABEL, "datatype": "BYTES" if classes else "INT64", "shape": [-1]}] if label else []),
         {"name": DEFAULTED, "datatype": "BOOL", "shape": [-1]},
     ]
-    return [*outputs, {"name": VIOLATIONS, "datatype": "BYTES", "shape": [-1]}] if violations else outputs
+    if violations:
+        outputs.append({"name": VIOLATIONS, "datatype": "BYTES", "shape": [-1]})
+    if classes and label:
+        outputs.append({"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, n_classes]})
+    return outputs
 
 
 def _kind(column_type: ColumnType) -> Kind:
@@ -293,6 +305,20 @@ class Scores:
     model_name: str
     model_version: str
     violations: np.ndarray | None = None  # str [n] ("" = clean) when rows are checked and flagged
+    probabilities: np.ndarray | None = None  # multiclass: float32 [n, k], column j the probability of classes[j]
+    classes: tuple[str, ...] | None = None  # multiclass: the class names, in the columns' order
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one model answered for a batch (in process or over the network), before the transformer adds
+    ``defaulted`` and ``violations``."""
+
+    score: np.ndarray
+    label: np.ndarray | None
+    version: str
+    probabilities: np.ndarray | None = None
+    classes: tuple[str, ...] | None = None
 
 
 def encode(
@@ -309,6 +335,9 @@ def encode(
         if scores.violations is not None:
             for prediction, violated in zip(predictions, scores.violations, strict=True):
                 prediction[VIOLATIONS] = violated
+        if scores.probabilities is not None and scores.classes is not None:
+            for prediction, row in zip(predictions, scores.probabilities.tolist(), strict=True):
+                prediction[PROBABILITIES] = dict(zip(scores.classes, row, strict=True))
         return {
             "predictions": predictions,
             "model_name": scores.model_name,
@@ -322,6 +351,8 @@ def encode(
     ]
     if scores.violations is not None:
         tensors.append(InferOutput(VIOLATIONS, [n], "BYTES", scores.violations.tolist()))
+    if scores.probabilities is not None and scores.classes is not None:
+        tensors.append(_probabilities_tensor(scores.probabilities, scores.classes))
     tensors = [t for t in tensors if not outputs or t.name in outputs]
     return InferResponse(
         response_id=request_id or "",
@@ -339,3 +370,24 @@ def _label_tensor(label: np.ndarray) -> InferOutput:
     if label.dtype == object:
         return InferOutput(LABEL, [len(label)], "BYTES", [str(v) for v in label.tolist()])
     return InferOutput(LABEL, [len(label)], "INT64", label.astype(np.int64).tolist())
+
+
+def _probabilities_tensor(probabilities: np.ndarray, classes: Sequence[str]) -> InferOutput:
+    """[n, k] FP32, row-major; the class of each column as JSON text in the ``classes`` parameter (a V2
+    parameter is a scalar, and JSON keeps a class name with a comma whole)."""
+    shape = [len(probabilities), len(classes)]
+    data = np.asarray(probabilities, dtype=np.float32).reshape(-1).tolist()
+    return InferOutput(PROBABILITIES, shape, "FP32", data, parameters={CLASSES: json.dumps(list(classes))})
+
+
+def tensor_classes(parameters: Any) -> tuple[str, ...] | None:
+    """The class names of a ``probabilities`` tensor's parameters (a REST dict or gRPC InferParameters)."""
+    if not parameters or CLASSES not in parameters:
+        return None
+    value = parameters[CLASSES]
+    text = value.string_param if hasattr(value, "string_param") else value
+    try:
+        found = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return tuple(str(c) for c in found) if isinstance(found, list) else None

@@ -43,7 +43,7 @@ def allowed_checks(config: Config, specs: Sequence[protocol.ColumnSpec]) -> tupl
     """The contract's ``allowed`` checks on the columns a client sends."""
     kinds = {s.name: s.kind for s in specs}
     out = []
-    for check in row_checks(config.contract):
+    for check in row_checks(config.contract, config.source.timezone):
         if check.kind != "allowed" or check.column not in kinds:
             continue
         values = tuple(check.rule.allowed or ())

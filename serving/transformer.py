@@ -169,7 +169,11 @@ class Transformer(Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         multiclass = self.config.training.task == "multiclass"
-        return protocol.output_metadata(violations=self.categories.flag, label=self.classifier, classes=multiclass)
+        model = self.predictor.model if self.predictor is not None else None  # remote: k is the predictor's
+        k = len(model.classes) if model is not None and model.classes is not None else -1
+        return protocol.output_metadata(
+            violations=self.categories.flag, label=self.classifier, classes=multiclass, n_classes=k
+        )
 
     def validate(self, payload: Any) -> Any:
         return payload  # decoding validates against the request columns
@@ -234,12 +238,15 @@ class Transformer(Model):
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> tuple[Batch, protocol.Scores]:
         if self.predictor is not None:
-            score, label, version = self.predictor.score_columns(batch.inputs, batch.n)
+            s = self.predictor.score_columns(batch.inputs, batch.n)
         else:
-            score, label, version = await self._remote(batch, headers)
-        return batch, protocol.Scores(score, label, batch.defaulted, self.name, version, batch.violations)
+            s = await self._remote(batch, headers)
+        scores = protocol.Scores(
+            s.score, s.label, batch.defaulted, self.name, s.version, batch.violations, s.probabilities, s.classes
+        )
+        return batch, scores
 
-    async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    async def _remote(self, batch: Batch, headers: dict[str, str] | None) -> protocol.Scored:
         """Call the separate predictor (KServe's client: V1, V2 REST or gRPC as configured)."""
         if self.predictor_config is not None and self.predictor_config.protocol == "v1":
             rows = [{k: _json_value(v[i]) for k, v in batch.inputs.items()} for i in range(batch.n)]
@@ -248,7 +255,12 @@ class Transformer(Model):
             score = np.array([p[protocol.SCORE] for p in preds], dtype=np.float32)
             has_label = bool(preds) and protocol.LABEL in preds[0]
             label = _labels([p[protocol.LABEL] for p in preds]) if has_label else None
-            return score, label, str(result.get("model_version", ""))
+            probabilities, classes = None, None
+            if preds and isinstance(preds[0].get(protocol.PROBABILITIES), dict):  # {class: p}, class order
+                classes = tuple(preds[0][protocol.PROBABILITIES])
+                table = [[p[protocol.PROBABILITIES][c] for c in classes] for p in preds]
+                probabilities = np.array(table, dtype=np.float32).reshape(len(preds), len(classes))
+            return protocol.Scored(score, label, str(result.get("model_version", "")), probabilities, classes)
         tensors = []
         for name, values in batch.inputs.items():
             if values.dtype == object:
@@ -263,7 +275,14 @@ class Transformer(Model):
             version = version.string_param
         outputs = {o.name: o.as_numpy().reshape(-1) for o in result.outputs}
         label = _labels(outputs[protocol.LABEL].tolist()) if protocol.LABEL in outputs else None
-        return outputs[protocol.SCORE].astype(np.float32), label, str(version)
+        score = outputs[protocol.SCORE].astype(np.float32)
+        probabilities, classes = None, None
+        tensor = next((o for o in result.outputs if o.name == protocol.PROBABILITIES), None)
+        if tensor is not None:
+            classes = protocol.tensor_classes(tensor.parameters)
+            if classes is not None:
+                probabilities = tensor.as_numpy().astype(np.float32).reshape(len(score), len(classes))
+        return protocol.Scored(score, label, str(version), probabilities, classes)
 
     async def _call_predictor(self, payload: Any, headers: dict[str, str] | None) -> Any:
         """KServe's client call; the predictor's 4xx stays the client's 4xx, anything else is a 503."""
@@ -296,12 +315,19 @@ class Transformer(Model):
                     "label": scores.label,
                     "defaulted": scores.defaulted,
                     **({} if batch.violations is None else {protocol.VIOLATIONS: batch.violations}),
+                    **self._logged_probabilities(scores),
                 },
                 model_version=scores.model_version,
                 request_id=batch.request_id,
                 protocol=batch.protocol,
             )
         return protocol.encode(scores, batch.protocol, batch.request_id, batch.outputs)
+
+    def _logged_probabilities(self, scores: protocol.Scores) -> dict[str, list]:
+        """The log's ``probabilities`` column (a list per row, in the version's class order): multiclass only."""
+        if scores.probabilities is None or self.config.training.task != "multiclass":
+            return {}
+        return {protocol.PROBABILITIES: scores.probabilities.tolist()}
 
 
 def _labels(values: list) -> np.ndarray:

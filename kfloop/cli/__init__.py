@@ -9,7 +9,17 @@ import typer
 
 from kfloop import __version__
 from kfloop._prometheus import drop_inherited_feast_dir
-from kfloop.cli import config_cmd, data_cmd, features_cmd, models_cmd, pipeline_cmd, serve_cmd, serving_manifest_cmd
+from kfloop.cli import (
+    config_cmd,
+    data_cmd,
+    features_cmd,
+    models_cmd,
+    monitor_cmd,
+    pipeline_cmd,
+    schedules_cmd,
+    serve_cmd,
+    serving_manifest_cmd,
+)
 from kfloop.cli._common import State
 
 app = typer.Typer(
@@ -22,6 +32,8 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(monitor_cmd.app, name="monitor")
+app.add_typer(schedules_cmd.app, name="schedules")
 app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)

@@ -123,10 +123,17 @@ def model_table(card: dict, decision: dict | None, champion: str | None) -> Tabl
         keys = {
             "regression": ("mae", "rmse", "r2"),
             "multiclass": ("accuracy", "macro_f1", "log_loss", "roc_auc_macro"),
-        }.get(task, ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error"))
+        }.get(task, ("roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "calibration_error", "brier_score"))
         for key in keys:
-            other = f"  (champion {champ['version']}: {champ[key]:.4f})" if champ else ""
+            if key not in cand:  # a decision recorded before the metric existed
+                continue
+            other = f"  (champion {champ['version']}: {champ[key]:.4f})" if champ and key in champ else ""
             t.add_row(f"test {key}", f"{cand[key]:.4f}{other}")
+        if "calibration_error_uncalibrated" in cand:  # a calibrated model: its raw scores' errors too
+            before = f"calibration error {cand['calibration_error_uncalibrated']:.4f} → {cand['calibration_error']:.4f}"
+            if "brier_score_uncalibrated" in cand:
+                before += f", Brier score {cand['brier_score_uncalibrated']:.4f} → {cand['brier_score']:.4f}"
+            t.add_row("test calibration", escape(f"{before} (raw → served scores)"))
         verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
         t.add_row("gate", verdict + ": " + escape("; ".join(decision["reasons"])))
     t.add_row("champion", escape(champion or "none"))

@@ -14,7 +14,8 @@ from kfloop.config.availability import check_inputs_known
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
-from kfloop.config.sections import MonitoringConfig
+from kfloop.config.schedules import SchedulesConfig
+from kfloop.config.sections import DriftTest, MonitoringConfig, MonitoringWindow, check_monitored_columns
 from kfloop.config.serving import Autoscaling, InferenceLogConfig, ServingConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
@@ -31,14 +32,17 @@ __all__ = [
     "ColumnType",
     "Config",
     "ContractConfig",
+    "DriftTest",
     "FeatureViewSpec",
     "FeaturesConfig",
     "InferenceLogConfig",
     "LocalStorageConfig",
     "MonitoringConfig",
+    "MonitoringWindow",
     "PromotionGate",
     "Resources",
     "S3StorageConfig",
+    "SchedulesConfig",
     "SecretRef",
     "ServingConfig",
     "SourceConfig",
@@ -68,9 +72,14 @@ class Config(Section):
     )
     training: TrainingConfig = Field(TrainingConfig(), description="Trainer, threshold choice and promotion gate.")
     serving: ServingConfig = Field(ServingConfig(), description="The KServe endpoint, locally and on a cluster.")
-    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="Accepts no keys (see below).")
+    monitoring: MonitoringConfig = Field(
+        MonitoringConfig(), description="The drift check: window, minimum rows, tests and thresholds."
+    )
     cluster: ClusterConfig = Field(
         ClusterConfig(), description="Kubeflow Pipelines and Kubernetes settings of compiled pipelines."
+    )
+    schedules: SchedulesConfig = Field(
+        SchedulesConfig(), description="Argo CronWorkflows: the drift check and feature materialization on a clock."
     )
 
     def table_config(self, name: str) -> Config:
@@ -123,6 +132,7 @@ class Config(Section):
                 if agg.label_delay and agg.column != self.source.label_column:
                     raise ValueError(f"features.views.{i} ({view.name}): label_delay is for the label column only")
         check_inputs_known(self.source, self.features)
+        check_monitored_columns(self.monitoring, [*self.features.feature_names(), *self.features.request_features])
         _check_label_type(self)
         reserved = {self.source.timestamp_column, self.source.label_column}
         leaking = [c for c in self.features.request_features if c in reserved]

@@ -22,8 +22,11 @@ class Resources(Section):
     memory_limit: str = Field("4Gi", pattern=_MEMORY, description="Memory limit.")
 
 
-#: Pipeline steps that take resource settings (a dict, so later steps add a name here only).
-StepName = Literal["ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy"]
+#: Pipeline steps that take resource settings (a dict, so later steps add a name here only); ``drift_check`` is
+#: the scheduled drift check's container (the scheduled materialization takes ``materialize``'s).
+StepName = Literal[
+    "ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy", "drift_check"
+]
 
 
 class ClusterConfig(Section):

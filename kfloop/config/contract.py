@@ -73,7 +73,11 @@ class RowRule(Section):
     """A business rule as a row expression over columns, e.g. ``amount >= 0``."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Check id in reports and quarantine reasons.")
-    expr: str = Field(min_length=1, description="Boolean expression (pandas eval syntax) true for good rows.")
+    expr: str = Field(
+        min_length=1,
+        description="True/false expression, true for good rows, in the typed language of source.derived (also "
+        "x in [a, b], abs(x), ts.dt.hour as hour(ts)); checked against the columns when the config loads.",
+    )
     severity: Severity = Field("quarantine", description="What a failing row does: error, warn or quarantine.")
 
 

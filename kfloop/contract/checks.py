@@ -6,16 +6,17 @@ across batches, so memory stays bounded by the batch size.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kfloop.column_types import ColumnType
 from kfloop.config.contract import ColumnRule, ContractConfig, RowRule
-from kfloop.errors import ConfigError
+from kfloop.errors import ConfigError, ExpressionError
+from kfloop.expressions import evaluate, infer, names
+from kfloop.schema import ARROW_TYPES
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,18 @@ class RowCheck:
     severity: str
     message: str
     rule: ColumnRule | RowRule
+    zone: str | None = None  # the source's time zone: hour(...) in a rule reads local time, as derived columns do
 
     def columns(self, available: list[str]) -> list[str]:
         """The columns this check reads (shown in examples)."""
         if isinstance(self.rule, RowRule):
-            return _referenced(self.rule.expr, available)
+            return [c for c in names(self.rule.expr) if c in available]
         return [self.column] if self.column else []
 
     def evaluate(self, table: pa.Table) -> np.ndarray:
         """Mask of rows that fail this check (nulls fail only the nullability check)."""
         if isinstance(self.rule, RowRule):
-            return _rule_failures(self.rule, table)
+            return _rule_failures(self.rule, table, self.zone)
         col = table.column(self.column)
         valid = pc.is_valid(col)
         r = self.rule
@@ -57,30 +59,40 @@ class RowCheck:
         return np.asarray(pc.fill_null(mask, False))
 
 
-def _referenced(expr: str, columns: list[str]) -> list[str]:
-    return [c for c in columns if re.search(rf"(?<![\w.]){re.escape(c)}(?!\w)", expr)]
+def _types(schema: pa.Schema) -> dict[str, ColumnType]:
+    by_arrow = {arrow: kind for kind, arrow in ARROW_TYPES.items()}
+    return {f.name: by_arrow[f.type] for f in schema if f.type in by_arrow}
 
 
-def _rule_failures(rule: RowRule, table: pa.Table) -> np.ndarray:
+def _rule_failures(rule: RowRule, table: pa.Table, zone: str | None) -> np.ndarray:
     """Rows where the expression is false; rows missing a referenced value are left to nullability."""
-    cols = _referenced(rule.expr, table.column_names)
-    df = table.select(cols).to_pandas()
-    result = df.eval(rule.expr)
-    ok = np.asarray(pd.Series(result, index=df.index).fillna(True).astype(bool))
-    missing = df.isna().any(axis=1).to_numpy() if cols else np.zeros(len(df), dtype=bool)
-    return ~ok & ~missing
+    cols = names(rule.expr)
+    part = table.select(cols)
+    result, failed = evaluate(rule.expr, part, _types(part.schema), zone)
+    bad = np.asarray(pc.fill_null(pc.invert(result), False), dtype=bool)
+    for mask, _, _ in failed.parts:  # a value the rule could not compute (e.g. an unparsable timestamp text)
+        bad |= mask
+    if cols:
+        missing = np.zeros(part.num_rows, dtype=bool)
+        for c in cols:
+            missing |= np.asarray(pc.is_null(part.column(c)), dtype=bool)
+        bad &= ~missing
+    return bad
 
 
 def check_rules_compile(contract: ContractConfig, schema: pa.Schema) -> None:
-    """Fail early, naming the rule, when an expression refers to unknown columns or does not parse."""
-    empty = schema.empty_table().to_pandas()
+    """Fail early, naming the rule, when an expression does not parse, names an unknown column, mixes types
+    or is not a true/false per row: rules share the safe, typed language of ``source.derived``."""
+    types = _types(schema)
     for i, rule in enumerate(contract.rules):
         try:
-            out = empty.eval(rule.expr)
-        except Exception as err:
+            kind = infer(rule.expr, types)
+        except ExpressionError as err:
             raise ConfigError(f"contract.rules.{i} ({rule.name}): cannot evaluate {rule.expr!r}: {err}") from err
-        if not isinstance(out, pd.Series):
-            raise ConfigError(f"contract.rules.{i} ({rule.name}): {rule.expr!r} is not a per-row expression")
+        if kind is not ColumnType.BOOL:
+            raise ConfigError(
+                f"contract.rules.{i} ({rule.name}): {rule.expr!r} gives {kind.value}, not true/false per row"
+            )
 
 
 def _allowed(values: tuple[str, ...]) -> str:
@@ -99,8 +111,9 @@ def _describe(kind: str, rule: ColumnRule) -> str:
     }[kind]
 
 
-def row_checks(contract: ContractConfig) -> list[RowCheck]:
-    """Every row-level check the contract declares, with stable ids like ``amount.min``."""
+def row_checks(contract: ContractConfig, zone: str | None = None) -> list[RowCheck]:
+    """Every row-level check the contract declares, with stable ids like ``amount.min``; ``zone`` is the
+    source's time zone (what ``hour(event_timestamp)`` in a rule reads)."""
     checks: list[RowCheck] = []
     for name, rule in contract.columns.items():
         kinds = [
@@ -117,7 +130,7 @@ def row_checks(contract: ContractConfig) -> list[RowCheck]:
                     RowCheck(f"{name}.{kind}", kind, name, rule.severity, f"{name} {_describe(kind, rule)}", rule)
                 )
     for rule in contract.rules:
-        checks.append(RowCheck(f"rule.{rule.name}", "rule", None, rule.severity, f"rule {rule.expr!r}", rule))
+        checks.append(RowCheck(f"rule.{rule.name}", "rule", None, rule.severity, f"rule {rule.expr!r}", rule, zone))
     return checks
 
 

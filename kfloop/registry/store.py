@@ -11,6 +11,7 @@ records both. Downloads verify every file's SHA-256.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -251,6 +252,26 @@ class ModelRegistry:
             )
             self._write_stages(stages, held)
         return self.get(target)
+
+    def read_file(self, version: str, rel: str) -> bytes:
+        """One file of a version, checked against the card's checksum (a reader that needs one file, such as
+        the drift check's reference profile, need not download the model)."""
+        mv = self.get(version)
+        digest = mv.card.get("files", {}).get(rel)
+        key = f"{layout.model_version_prefix(self.model, version)}/{rel}"
+        if digest is None:
+            raise CorruptModelError(f"{self.storage.uri(key)}: not a file of {self.model} {version} (card has none)")
+        try:
+            data = self.storage.read_bytes(key)
+        except FileNotFoundError as err:
+            raise CorruptModelError(f"{self.storage.uri(key)}: missing ({err})") from err
+        found = hashlib.sha256(data).hexdigest()
+        if found != digest:
+            raise CorruptModelError(
+                f"{self.storage.uri(key)}: checksum mismatch (expected {digest[:12]}…, found {found[:12]}…): "
+                f"{rel} is corrupted"
+            )
+        return data
 
     def fetch(self, version: str, dest: Path) -> Path:
         """Download a version's files into ``dest`` and verify each checksum; returns ``dest``."""

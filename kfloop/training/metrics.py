@@ -66,10 +66,27 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     return float(total)
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """Threshold-free and thresholded metrics of probabilities ``p`` against labels ``y``."""
+def brier_score(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared difference between probability and label (0 is perfect)."""
+    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+
+
+def uncalibrated(y: np.ndarray, raw: np.ndarray) -> dict[str, float]:
+    """Calibration error and Brier score of the raw (uncalibrated) scores: "before", beside ``evaluate``'s
+    "after" (``calibration_error``, ``brier_score``) of a calibrated model."""
     y = np.asarray(y).astype(int)
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    raw = np.asarray(raw, dtype=np.float64)
+    return {
+        "calibration_error_uncalibrated": calibration_error(y, raw),
+        "brier_score_uncalibrated": brier_score(y, raw),
+    }
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Threshold-free and thresholded metrics of probabilities ``p`` against labels ``y``. Ranking metrics
+    read ``p`` as it is: clipping (for log loss only) would tie the scores it clips."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=np.float64)
     pred = (p >= threshold).astype(int)
     both = len(np.unique(y)) == 2
     return {
@@ -78,8 +95,9 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)),
         "f1": float(f1_score(y, pred, zero_division=0)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "calibration_error": calibration_error(y, p),
+        "brier_score": brier_score(y, p),
         "threshold": float(threshold),
         "positives": int(y.sum()),
         "rows": len(y),

@@ -21,7 +21,7 @@ from kfloop.errors import ConfigError, KfloopError, SourceError, StorageError
 from kfloop.training import calibration, classes, model_io
 from kfloop.training.base import FRAMEWORKS, Split, check_framework, trainer_for
 from kfloop.training.calibration import Calibrator
-from kfloop.training.metrics import calibration_error, choose_threshold, score
+from kfloop.training.metrics import choose_threshold, score, uncalibrated
 from kfloop.training.preprocess import Preprocessor, feature_columns
 
 
@@ -42,6 +42,7 @@ class TrainedModel:
     versions: dict[str, str] = field(default_factory=dict)  # framework package versions
     calibrator: Calibrator | None = None  # fitted on validation (training.calibration), saved with the export
     classes: list[str] | None = None  # multiclass: output column k is class classes[k]
+    predict_raw: Callable[[pd.DataFrame], np.ndarray] | None = field(default=None, repr=False)  # before calibration
 
 
 def positive_weight(y: np.ndarray) -> float:
@@ -141,18 +142,22 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
 
     fit = trainer_for(framework).fit(config.training, preprocessor, tr, va_fit, pos_weight)
     p_val = fit.predict(va.x_num, va.x_cat)
-    calibrator, before = None, None
-    method = config.training.calibration_method
-    if task == "binary" and method != "none":  # before the threshold: it sees served scores
-        calibrator = calibration.fit(method, va.y, p_val)
-        before, p_val = calibration_error(va.y, p_val), calibrator.apply(p_val)
+    calibrator, raw = None, p_val
+    if task == "binary":
+        method = calibration.resolve(config.training.calibration, config.training.class_weight, va.y)
+        if method != "none":  # before the threshold: it is chosen on the scores that are served
+            calibrator = calibration.fit(method, va.y, p_val)
+            p_val = calibrator.apply(p_val)
     threshold = choose_threshold(va.y, p_val, config.training.threshold) if task == "binary" else 0.0
     metrics = score(task, va.y, p_val, threshold, vocab)
-    if before is not None:
-        metrics["calibration_error_uncalibrated"] = before
+    if calibrator is not None:  # before (raw scores) beside after (calibration_error, brier_score)
+        metrics.update(uncalibrated(va.y, raw))
+
+    def predict_raw(frame: pd.DataFrame) -> np.ndarray:
+        return fit.predict(*preprocessor.transform(frame))
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
-        p = fit.predict(*preprocessor.transform(frame))
+        p = predict_raw(frame)
         return p if calibrator is None else calibrator.apply(p)
 
     return TrainedModel(
@@ -168,6 +173,7 @@ def train(config: Config, train: pd.DataFrame, validation: pd.DataFrame) -> Trai
         versions=fit.versions,
         calibrator=calibrator,
         classes=vocab,
+        predict_raw=predict_raw,
     )
 
 
@@ -189,12 +195,13 @@ def export(model: TrainedModel, directory: Path) -> dict[str, str]:
     return model_io.checksums(directory, files)
 
 
-def load_exported(directory: Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """The exported model as frame -> probabilities, using only the saved files (no training code)."""
+def load_exported(directory: Path, calibrated: bool = True) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The exported model as frame -> probabilities, using only the saved files (no training code); with
+    ``calibrated=False`` the raw scores, before the saved calibration (to report calibration before/after)."""
     directory = Path(directory)
     preprocessor = model_io.read_preprocessor(directory)
     predict_arrays = model_io.load_arrays(directory)
-    calibrator = calibration.read(directory)
+    calibrator = calibration.read(directory) if calibrated else None
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
         p = model_io.in_batches(predict_arrays, *preprocessor.transform(frame))

@@ -15,8 +15,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
 from kfloop import lake
+from kfloop.cli.summary import model_table
 from kfloop.components.evaluate import decision_markdown, evaluate_and_gate
 from kfloop.components.train import train_and_register
 from kfloop.demo import DemoSpec, generate
@@ -132,6 +134,33 @@ def test_card_records_lineage_and_retraining_unchanged_data_is_idempotent(loop: 
     assert set(card["files"]) >= {"preprocess.json"}
     again = train_and_register(loop.config, loop.storage, pipeline_run="run-3")
     assert again.get("reused") and again["version"] == card["version"]
+
+
+def test_class_weighted_scores_are_served_calibrated_and_calibration_is_reported_before_and_after(
+    loop: Loop,
+) -> None:
+    """class_weight balanced with the default calibration (auto: Platt, validation has far fewer than 1000
+    positives): the export carries calibration.json, and the card (validation), the gate decision and the
+    run summary (test) hold calibration error and Brier score of the raw scores (_uncalibrated) and the
+    served ones, which are lower."""
+    assert (loop.config.training.class_weight, loop.config.training.calibration) == ("balanced", "auto")
+    card = train_and_register(loop.config, loop.storage, pipeline_run="run-4")  # reused when trained already
+    assert card["calibration"] == {"setting": "auto", "method": "platt"}
+    assert "calibration.json" in card["files"]
+    val = card["metrics"]["validation"]
+    assert val["calibration_error"] < val["calibration_error_uncalibrated"] / 2
+    assert val["brier_score"] < val["brier_score_uncalibrated"]
+    test = evaluate_and_gate(loop.config, loop.storage, card["version"])["candidate"]
+    assert test["calibration_error"] < test["calibration_error_uncalibrated"] / 2
+    assert test["brier_score"] < test["brier_score_uncalibrated"]
+    decision = {"version": card["version"], "promoted": True, "reasons": ["r"], "candidate": test, "champion": None}
+    assert f"| calibration_error_uncalibrated | {test['calibration_error_uncalibrated']:.4f} | - |" in (
+        decision_markdown(decision)
+    )
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(model_table(card, decision, card["version"]))  # the summary `kfloop run` prints
+    shown = console.export_text()
+    assert f"calibration error {test['calibration_error_uncalibrated']:.4f} → {test['calibration_error']:.4f}" in shown
 
 
 def test_corrupted_champion_is_detected_and_cannot_be_promoted(loop: Loop) -> None:

@@ -96,7 +96,7 @@ def test_unparsable_parts_and_skipped_local_times_are_row_failures() -> None:
         ("__import__('os').system('x')", "unknown function"),
         ("id.upper()", "unknown function"),
         ("ts.year", "attribute is not allowed"),
-        ("[n]", "list is not allowed"),
+        ("[n]", "a list is allowed only after 'in'"),
         ("n if ok else 2", "ifexp is not allowed"),
         ("lambda: 1", "lambda is not allowed"),
         ("amount >", "does not parse"),

@@ -121,6 +121,11 @@ def test_each_kind_of_record_has_its_own_place() -> None:
         layout.stages_key("m"),
         layout.inference_log_prefix("/inference-log/", "m"),
         layout.monitoring_prefix("m"),
+        layout.drift_check_key("m", "c1", "json"),
+        layout.drift_check_key("m", "c1", "prom"),
+        layout.latest_key(layout.monitoring_prefix("m")),
+        layout.latest_metrics_key("m"),
+        f"{layout.model_version_prefix('m', 'v1')}/{layout.REFERENCE_PROFILE_FILE}",
         layout.audit_prefix(),
     ]
     assert len(set(keys)) == len(keys)

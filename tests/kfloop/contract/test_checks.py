@@ -314,3 +314,43 @@ def test_type_mismatched_column_rule_is_rejected_with_key_path(column: str, rule
     with pytest.raises(ConfigError) as err:
         parse_config(data, "test")
     assert path in str(err.value)
+
+
+def test_rules_share_the_derived_columns_language_with_membership_and_local_time_parts() -> None:
+    """Rules are the typed expression language of source.derived: `in` lists, abs, and pandas' `.dt.hour`
+    spelling read as hour(...) in the source's time zone (22:30 UTC is 23:30 in Berlin in winter)."""
+    table = pa.table(
+        {
+            "channel": pa.array(["pos", "web", None], pa.string()),
+            "delta": pa.array([-3.0, 12.0, 1.0], pa.float64()),
+            "t": pa.array([datetime(2026, 1, 5, 22, 30, tzinfo=UTC)] * 3, TS),
+            "hour": pa.array([23, 22, 23], pa.int64()),
+        }
+    )
+    rules = (
+        RowRule(name="known_channel", expr="channel in ['pos', 'online', 'atm']"),
+        RowRule(name="small_change", expr="abs(delta) < 10"),
+        RowRule(name="local_hour", expr="hour == t.dt.hour"),
+    )
+    got = {c.check: c.evaluate(table).tolist() for c in row_checks(ContractConfig(rules=rules), "Europe/Berlin")}
+    assert got == {
+        "rule.known_channel": [False, True, False],  # a missing channel is left to nullability
+        "rule.small_change": [False, True, False],
+        "rule.local_hour": [False, True, False],
+    }
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("amount + 1", "gives float64, not true/false"),
+        ("amount.sum() > 0", "unknown function"),
+        ("__import__('os').system('true')", "unknown function"),
+        ("amount in ['a']", "cannot compare float64 with string"),
+    ],
+)
+def test_a_rule_that_is_not_a_typed_true_false_expression_is_refused_at_load(expr: str, message: str) -> None:
+    schema = pa.schema([pa.field("amount", pa.float64())])
+    with pytest.raises(ConfigError, match=r"contract\.rules\.0 \(r\)") as info:
+        check_rules_compile(ContractConfig(rules=(RowRule(name="r", expr=expr),)), schema)
+    assert message in str(info.value)

@@ -115,15 +115,19 @@ def test_class_weights_are_applied(splits: Splits, framework: str) -> None:
     """Weighting positives by neg/pos (~50 here) moves the model's prior from the fraud rate (~2%) towards
     50%: unweighted, the mean prediction matches the fraud rate; weighted, it is several times it, and
     frauds score far higher than legitimate rows (measured over 6 data seeds: positives 0.81-0.91 weighted
-    vs 0.47-0.59 unweighted, mean prediction 5-10x the unweighted one)."""
+    vs 0.47-0.59 unweighted, mean prediction 5-10x the unweighted one). These are the network's raw scores:
+    the served ones of the weighted model are calibrated back to the fraud rate (training.calibration auto)."""
     balanced = trained(splits, framework=framework)
     plain = trained(splits, framework=framework, class_weight="none")
     y_train = label(splits[0])
     assert balanced.hyperparameters["pos_weight"] == pytest.approx((y_train == 0).sum() / y_train.sum())
     assert plain.hyperparameters["pos_weight"] == 1.0
+    assert balanced.calibrator is not None and plain.calibrator is None  # auto: only with class weights
     val = splits[1]
     y = label(val)
-    p_bal, p_plain = balanced.predict(val), plain.predict(val)
+    assert balanced.predict_raw is not None
+    p_bal, p_plain = balanced.predict_raw(val), plain.predict(val)
+    assert balanced.predict(val).mean() == pytest.approx(y.mean(), rel=0.5)  # served: calibrated
     assert p_plain.mean() == pytest.approx(y.mean(), rel=0.5)
     assert p_bal.mean() > 3 * p_plain.mean()
     assert p_bal[y == 1].mean() > 0.7 and p_bal[y == 1].mean() > p_plain[y == 1].mean() + 0.15
