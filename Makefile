@@ -23,7 +23,7 @@ FLIGHTS_AS_OF ?= 2026-04-02T05:00:00+00:00
 
 # System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
 # use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
-TEST_PACKAGES := redis-server chromium
+TEST_PACKAGES := redis-server chromium prometheus prometheus-alertmanager
 BENCH_PACKAGES := redis-server wrk
 
 .DEFAULT_GOAL := help
@@ -61,7 +61,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
 
-system-test: ## Install the system packages the tests need (redis-server, chromium) when missing
+system-test: ## Install the system packages the tests need (redis-server, chromium, prometheus, prometheus-alertmanager) when missing
 	$(call ensure_packages,$(TEST_PACKAGES))
 
 system-bench: ## Install the system packages the benchmarks need (redis-server, wrk) when missing
@@ -97,19 +97,23 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) system-bench ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
-compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, Feast feature_store.yaml files
+compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, alert rules, Feast feature_store.yaml files
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
+	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out pipelines/compiled/alert-rules.yaml
 	$(BIN)/kfloop features repo --config $(CONFIG) --out feature_repo/feature_store.yaml
 	$(BIN)/kfloop features repo --config $(CLUSTER_CONFIG) --out feature_repo/cluster/feature_store.yaml
 
-check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows) is stale
+check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows, alert rules) is stale
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null
 	diff -q pipelines/compiled/training.yaml .kfloop/check/training.yaml || \
 		(echo "pipelines/compiled/training.yaml is stale: run make compile" && exit 1)
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out .kfloop/check/schedules >/dev/null
 	diff -rq pipelines/compiled/schedules .kfloop/check/schedules || \
 		(echo "pipelines/compiled/schedules is stale: run make compile" && exit 1)
+	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out .kfloop/check/alert-rules.yaml >/dev/null
+	diff -q pipelines/compiled/alert-rules.yaml .kfloop/check/alert-rules.yaml || \
+		(echo "pipelines/compiled/alert-rules.yaml is stale: run make compile" && exit 1)
 
 docs: $(STAMP) ## Regenerate README.md's generated blocks (config reference, error statuses) from the code
 	$(BIN)/python -m kfloop.docs README.md

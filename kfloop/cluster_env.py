@@ -13,17 +13,21 @@ from kfloop.feature_repo.store import s3_endpoint
 __all__ = ["plain_env", "secret_env_refs"]
 
 
-def secret_env_refs(config: Config, *, online_store: bool) -> list[SecretRef]:
-    """The secrets a container needs as env vars: the S3 keys when the workspace is in S3, and the Redis
-    connection string when the container opens the online store. A reference without a Kubernetes Secret
-    is left out: its variable must then come from somewhere else (e.g. the image or a local shell)."""
+def secret_env_refs(config: Config, *, online_store: bool, alerts: bool = False) -> list[SecretRef]:
+    """The secrets a container needs as env vars: the S3 keys when the workspace is in S3, the Redis
+    connection string when the container opens the online store, and the webhook URLs of alerts.webhooks
+    when it sends notifications (``alerts``). A reference without a Kubernetes Secret is left out: its
+    variable must then come from somewhere else (e.g. the image or a local shell)."""
     refs: list[SecretRef] = []
     if isinstance(config.storage, S3StorageConfig):
         refs += [config.storage.access_key, config.storage.secret_key]
     store = config.features.online_store
     if online_store and isinstance(store, RedisStore) and store.secret:
         refs.append(store.secret)
-    return [ref for ref in refs if ref.secret_name and ref.secret_key]
+    if alerts:
+        refs += [hook.secret for hook in config.alerts.webhooks if hook.secret]
+    unique = {ref.env: ref for ref in refs if ref.secret_name and ref.secret_key}  # one variable, one source
+    return list(unique.values())
 
 
 def plain_env(config: Config, *, online_store: bool) -> dict[str, str]:

@@ -16,13 +16,17 @@ separators; a prefix has no trailing slash.
     registry/<model>/                    model versions (<vN>/model.json, files incl. the reference profile,
                                          decision.json), stages.json
     <inference_log.prefix>/<model>/      the inference log (prefix from config, default inference-log)
-    monitoring/<model>/                  drift checks (checks/<id>.json/.prom), latest.json, latest.prom
-    audit/                               the audit trail
+    monitoring/<model>/                  drift checks (checks/<id>.json/.prom), their Evidently snapshots and
+                                         reports (evidently/<id>.json/.html), latest.json, latest.prom,
+                                         retrain/ (episode markers, last.json, lease, handled alerts)
+    audit/<kind>/<id>.json               the audit trail: one object per record (retrain decisions)
+    evidently_ui/                        the Evidently UI workspace, one project per model (local storage;
+                                         with S3 it is ./.kfloop/evidently_ui, filled from the snapshots)
     adhoc/<run>/                         scratch workspaces of `kfloop data check --input FILE`
     .kfloop/                             storage's own probes (e.g. the S3 conditional-write self-test)
 
 Beside a local workspace (or in ``./.kfloop`` when the workspace is S3), ``kfloop run`` keeps kfp.local's
-``pipeline_root/`` and the task log ``last-run.log``.
+``pipeline_root/`` and the task log ``last-run.log``; a local retrain logs to ``retrain-logs/<run>.log``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ TRAINING_SETS = "training_sets"
 REGISTRY = "registry"
 MONITORING = "monitoring"
 AUDIT = "audit"
+EVIDENTLY_UI = "evidently_ui"
 ADHOC = "adhoc"
 
 #: Lake data files are partitioned Hive-style by the event date: ``<dataset>/data/event_date=YYYY-MM-DD/``.
@@ -66,12 +71,18 @@ FEAST_SQLITE_FILE = "online.db"
 LOCAL_WORKDIR = ".kfloop"
 RUN_LOG = "last-run.log"
 PIPELINE_ROOT = "pipeline_root"
+RETRAIN_LOGS = "retrain-logs"
 
 
 def local_workdir(storage_type: str, root: str) -> Path:
     """Where local runs keep task logs, kfp.local outputs and scratch: the workspace itself when it is a
     local directory, else ``./.kfloop``."""
     return Path(root if storage_type == "local" else LOCAL_WORKDIR)
+
+
+def retrain_log_path(workdir: Path, run_name: str) -> Path:
+    """The log of a retrain started locally (``kfloop run`` in its own process), beside the task log."""
+    return workdir / RETRAIN_LOGS / f"{run_name}.log"
 
 
 def probe_key(token: str) -> str:
@@ -263,9 +274,66 @@ def monitoring_prefix(model: str) -> str:
     return f"{MONITORING}/{model}"
 
 
+def drift_checks_prefix(model: str) -> str:
+    """Every drift check of one model, named by its (time-sortable) check id."""
+    return f"{monitoring_prefix(model)}/checks"
+
+
 def drift_check_key(model: str, check_id: str, ext: str) -> str:
     """One drift check's output: ``json`` (the verdict record) or ``prom`` (its Prometheus metrics)."""
-    return f"{monitoring_prefix(model)}/checks/{check_id}.{ext}"
+    return f"{drift_checks_prefix(model)}/{check_id}.{ext}"
+
+
+def drift_snapshots_prefix(model: str) -> str:
+    """The Evidently snapshots and HTML reports of a model's drift checks, named by check id."""
+    return f"{monitoring_prefix(model)}/evidently"
+
+
+def drift_snapshot_key(model: str, check_id: str) -> str:
+    """One drift check's Evidently snapshot (JSON, as an Evidently workspace stores it)."""
+    return f"{drift_snapshots_prefix(model)}/{check_id}.json"
+
+
+def drift_report_key(model: str, check_id: str) -> str:
+    """One drift check's Evidently HTML report."""
+    return f"{drift_snapshots_prefix(model)}/{check_id}.html"
+
+
+def model_snapshot_name(version: str) -> str:
+    """The name a version's model-metrics snapshot has among the check snapshots (no check id looks like it)."""
+    return f"model-{version}"
+
+
+def evidently_workspace(storage_type: str, root: str) -> Path:
+    """The Evidently UI workspace directory (one project per model): inside a local workspace, else
+    ``./.kfloop/evidently_ui`` (Evidently's workspace is a directory; ``kfloop dashboard`` fills it from the
+    snapshots stored in the workspace)."""
+    return local_workdir(storage_type, root) / EVIDENTLY_UI
+
+
+def retrain_prefix(model: str) -> str:
+    """Retraining state of one model: episode markers, the last run started, alerts already handled."""
+    return f"{monitoring_prefix(model)}/retrain"
+
+
+def retrain_lease_key(model: str, version: str, episode: str) -> str:
+    """The lease a retrain decision holds: one per champion version and drift episode."""
+    return f"{retrain_prefix(model)}/lease/{version}/{episode}"
+
+
+def retrain_episode_key(model: str, version: str, episode: str) -> str:
+    """The run a drift episode started (its presence means the episode has had its one retrain)."""
+    return f"{retrain_prefix(model)}/episodes/{version}/{episode}.json"
+
+
+def retrain_last_key(model: str) -> str:
+    """The newest retrain started, whatever the episode: where the cooldown counts from."""
+    return f"{retrain_prefix(model)}/last.json"
+
+
+def alert_delivery_key(model: str, digest: str) -> str:
+    """An Alertmanager alert already handled (digest of groupKey, fingerprint, startsAt), created exclusively."""
+    return f"{retrain_prefix(model)}/alerts/{digest}.json"
 
 
 def latest_metrics_key(model: str) -> str:
@@ -275,6 +343,16 @@ def latest_metrics_key(model: str) -> str:
 
 def audit_prefix() -> str:
     return AUDIT
+
+
+def audit_kind_prefix(kind: str) -> str:
+    """The audit records of one kind (``retrain``: retraining decisions)."""
+    return f"{AUDIT}/{kind}"
+
+
+def audit_key(kind: str, record_id: str) -> str:
+    """One append-only audit record (a new object each, never rewritten): ``record_id`` sorts by time."""
+    return f"{audit_kind_prefix(kind)}/{record_id}.json"
 
 
 def adhoc_prefix(run_id: str) -> str:

@@ -13,8 +13,9 @@ which makes Evidently's default choice per column like ``DataDriftPreset()`` wit
 
 Evidently hands a registered test the reference and current column (nulls and ±inf already dropped) and
 a threshold. Inside :func:`bound_profile`, the reference column's profile is taken from the bound
-:class:`ReferenceProfile` (matched by column name and non-null size), so the reference is not re-sorted;
-otherwise it is profiled on the fly.
+:class:`ReferenceProfile` (matched by column name and non-null size, or by name alone with ``any_size``:
+a report drawn from a sample of the reference), so the reference is not re-sorted; otherwise it is profiled
+on the fly.
 
 Limits:
 
@@ -43,14 +44,18 @@ from kfloop.monitoring.profile import ColumnProfile, Kind, ReferenceProfile, pro
 
 PREFIX = "kfloop"
 _KINDS: dict[str, ColumnType] = {"numeric": ColumnType.Numerical, "categorical": ColumnType.Categorical}
-_BOUND: contextvars.ContextVar[ReferenceProfile | None] = contextvars.ContextVar("kfloop_bound_profile", default=None)
+_BOUND: contextvars.ContextVar[tuple[ReferenceProfile, bool] | None] = contextvars.ContextVar(
+    "kfloop_bound_profile", default=None
+)
 _registered: dict[str, StatTest] = {}
 
 
 @contextmanager
-def bound_profile(profile: ReferenceProfile) -> Iterator[None]:
-    """Within the block, registered tests take reference columns from ``profile`` instead of sorting them."""
-    token = _BOUND.set(profile)
+def bound_profile(profile: ReferenceProfile, any_size: bool = False) -> Iterator[None]:
+    """Within the block, registered tests take reference columns from ``profile`` instead of sorting them.
+    ``any_size``: also when Evidently's reference column is not the profile's size (a sample of it drawn for a
+    report's widgets), so the scores stay the whole profile's."""
+    token = _BOUND.set((profile, any_size))
     try:
         yield
     finally:
@@ -67,9 +72,11 @@ def _kind(feature_type: ColumnType) -> Kind:
 
 def _reference(reference: pd.Series, kind: Kind) -> ColumnProfile:
     bound = _BOUND.get()
-    col = None if bound is None else bound.columns.get(str(reference.name))
-    if col is not None and col.kind == kind and col.count == len(reference):
-        return col
+    if bound is not None:
+        profile, any_size = bound
+        col = profile.columns.get(str(reference.name))
+        if col is not None and col.kind == kind and (any_size or col.count == len(reference)):
+            return col
     return profile_column(reference, str(reference.name), kind)
 
 

@@ -4,7 +4,8 @@ Reads the champion and its reference profile from the registry (checksum verifie
 inference log, runs the pure core (:mod:`kfloop.monitoring.check`) and the contract on the window
 (:mod:`kfloop.monitoring.quality`), and writes the verdict record and its metrics under
 ``monitoring/<model>/`` (``checks/<id>.json`` and ``.prom``, and the newest as ``latest.json`` and
-``latest.prom``).
+``latest.prom``), and, when the window was tested, Evidently's snapshot and HTML report of it
+(``evidently/<id>.json`` and ``.html``, :mod:`kfloop.monitoring.evidently_outputs`).
 """
 
 from __future__ import annotations
@@ -76,10 +77,36 @@ def run_check(config: Config, storage: Storage, now: datetime | None = None) -> 
         "drift": drift,
         "data_quality": window_quality(config, window.table),
     }
+    if drift["columns"]:  # a tested window: Evidently's snapshot and report, and the UI workspace
+        from kfloop.monitoring.evidently_outputs import write_outputs  # imports Evidently: only when needed
+
+        record["evidently"] = write_outputs(config, storage, champion, profile, entry["prediction"], frame, record)
+    store_check(storage, record)
+    return record
+
+
+def store_check(storage: Storage, record: dict) -> None:
+    """Write a verdict record and its metrics as the check with its id, and as the newest check."""
+    model, check_id = record["model"], record["check_id"]
     body = json.dumps(record, indent=2, default=str)
     metrics = render_metrics(record)
     storage.write_text(layout.drift_check_key(model, check_id, "json"), body)
     storage.write_bytes(layout.drift_check_key(model, check_id, "prom"), metrics)
     storage.write_text(layout.latest_key(layout.monitoring_prefix(model)), body)  # the newest verdict
     storage.write_bytes(layout.latest_metrics_key(model), metrics)
-    return record
+
+
+def read_check(storage: Storage, model: str, check_id: str | None = None) -> dict:
+    """A stored verdict record: the check ``check_id``, or the newest one (FileNotFoundError if none)."""
+    key = (
+        layout.drift_check_key(model, check_id, "json")
+        if check_id
+        else layout.latest_key(layout.monitoring_prefix(model))
+    )
+    return json.loads(storage.read_text(key))
+
+
+def check_ids(storage: Storage, model: str) -> list[str]:
+    """Every stored check of ``model``, oldest first (check ids sort by check time)."""
+    prefix = layout.drift_checks_prefix(model) + "/"
+    return sorted(k[len(prefix) : -len(".json")] for k in storage.list(prefix) if k.endswith(".json"))

@@ -266,7 +266,7 @@ def _resources(res: Resources) -> HeraResources:
 def _env(config: Config, online_store: bool) -> list[Env | SecretEnv]:
     env: list[Env | SecretEnv] = [
         SecretEnv(name=ref.env, secret_name=ref.secret_name, secret_key=ref.secret_key)
-        for ref in secret_env_refs(config, online_store=online_store)
+        for ref in secret_env_refs(config, online_store=online_store, alerts=True)  # the jobs send notifications
     ]
     plain = {**plain_env(config, online_store=online_store), "HOME": TMP_DIR, "TMPDIR": TMP_DIR}
     return [*env, *(Env(name=k, value=v) for k, v in plain.items())]

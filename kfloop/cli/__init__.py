@@ -10,7 +10,9 @@ import typer
 from kfloop import __version__
 from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.cli import (
+    alerts_cmd,
     config_cmd,
+    dashboard_cmd,
     data_cmd,
     features_cmd,
     models_cmd,
@@ -29,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
@@ -41,6 +44,7 @@ app.command("run")(pipeline_cmd.run)
 app.command("compile")(pipeline_cmd.compile_)
 app.command("inference-service")(serving_manifest_cmd.inference_service)
 app.command("serve")(serve_cmd.serve)
+app.command("dashboard")(dashboard_cmd.dashboard)
 app.command("predict")(serve_cmd.predict)
 app.command("serve-check")(serve_cmd.serve_check)
 

@@ -34,7 +34,18 @@ def _when(iso: str | None) -> str:
 def status(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (for alerting)."),
-    check: bool = typer.Option(False, "--check", help="Exit 1 when any view is stale (for cron / probes)."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Exit 1 when any view is stale (for cron / probes), and send a freshness_breach notification "
+        "(alerts.webhooks).",
+    ),
+    metrics: Path | None = typer.Option(
+        None,
+        "--metrics",
+        help="Also write the freshness as Prometheus metrics to this file (for a textfile collector): "
+        "kfloop_feature_freshness_lag_seconds, kfloop_feature_freshness_sla_seconds, kfloop_feature_stale.",
+    ),
 ) -> None:
     """Per feature view: newest event offline and online, materialization lag, rows, SLA."""
     from kfloop.feature_repo.status import feature_status
@@ -46,7 +57,19 @@ def status(
         typer.echo(json.dumps([{**asdict(r), "stale": r.stale} for r in rows], indent=2))
     else:
         _print_status(cfg, rows)
+    if metrics is not None:
+        from datetime import UTC, datetime
+
+        from kfloop.monitoring.event_metrics import freshness_metrics
+
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        tmp = metrics.with_name(metrics.name + ".tmp")  # a collector never reads half a file
+        tmp.write_bytes(freshness_metrics(cfg.project, rows, datetime.now(UTC)))
+        os.replace(tmp, metrics)
     if check and any(r.stale for r in rows):
+        from kfloop.monitoring.notify import freshness_event, notify
+
+        notify(cfg, freshness_event(cfg, rows), storage=workspace(cfg))  # never raises
         raise typer.Exit(1)
 
 

@@ -25,9 +25,15 @@ app = typer.Typer(help="Drift monitoring of the served champion.", no_args_is_he
 def check(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict record (JSON) instead of a summary."),
+    retrain: bool | None = typer.Option(
+        None,
+        "--retrain/--no-retrain",
+        help="Then decide on retraining (audited; see monitoring.retrain); default: monitoring.retrain.enabled.",
+    ),
 ) -> None:
     """Drift of the champion's newest logged traffic against its reference; exit 0 no_drift or
     insufficient_data, 3 drift. The verdict and its metrics are stored under monitoring/<model>/."""
+    from kfloop.cli.retrain_cmd import decide_and_print
     from kfloop.layout import drift_check_key
     from kfloop.monitoring.check import DRIFT
     from kfloop.monitoring.monitor import run_check
@@ -35,10 +41,18 @@ def check(
     cfg = load(config)
     storage = workspace(cfg)
     record = run_check(cfg, storage)
+    if record["verdict"] == DRIFT:
+        from kfloop.monitoring.notify import drift_event, notify
+
+        notify(cfg, drift_event(record), storage=storage)  # never raises: a failed delivery is logged and recorded
     if as_json:
         typer.echo(json.dumps(record, indent=2, default=str))
     else:
         _print(record, storage.uri(drift_check_key(record["model"], record["check_id"], "json")))
+        if record.get("evidently"):  # a tested window: Evidently's HTML report of it (`kfloop dashboard`: the UI)
+            console.print(f"Evidently report: {escape(storage.uri(record['evidently']['report']))}")
+    if cfg.monitoring.retrain.enabled if retrain is None else retrain:
+        decide_and_print(cfg, storage, record, config, quiet=as_json)
     if record["verdict"] == DRIFT:
         raise typer.Exit(DRIFT_EXIT_CODE)
 
@@ -69,3 +83,14 @@ def _print(record: dict, where: str) -> None:
     for c in failed:
         console.print(f"  {escape(c['check'])}: {c['failed']} of {quality['rows']} rows ({escape(c['message'])})")
     console.print(f"verdict: {escape(where)}")
+
+
+def _register() -> None:
+    """The retrain entry points live in their own module; they are ``monitor`` subcommands."""
+    from kfloop.cli import retrain_cmd
+
+    app.command("retrain")(retrain_cmd.retrain)
+    app.command("webhook")(retrain_cmd.webhook)
+
+
+_register()

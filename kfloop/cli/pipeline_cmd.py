@@ -32,6 +32,7 @@ def run(
     Every attribute table of features.tables is ingested and validated under its own contract beside the
     main source; features wait for every table's quality gate.
     """
+    from kfloop.errors import PipelineError
     from kfloop.layout import RUN_LOG, local_workdir
     from kfloop.pipelines.local import project_python_on_path, run_local
 
@@ -47,17 +48,36 @@ def run(
     workdir = local_workdir(cfg.storage.type, cfg.storage.root)
     with spinner() as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / RUN_LOG})", total=None)
-        result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris)
+        try:
+            result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris)
+        except PipelineError as err:
+            _alert(cfg, error=err)
+            raise
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
     console.print(quality_table(result.quality))
     if result.tables:
         console.print(tables_table(result.tables))
     console.print(features_table(result.features, result.materialized, result.training_set))
+    decision, champion = _decision(cfg, result.model["version"]) if result.model else (None, None)
+    _alert(cfg, decision=decision)
     if result.model:
-        console.print(model_table(result.model, *_decision(cfg, result.model["version"])))
+        console.print(model_table(result.model, decision, champion))
     if result.deploy:
         console.print(deploy_table(result.deploy))
+
+
+def _alert(cfg, error: BaseException | None = None, decision: dict | None = None) -> None:
+    """The run's metrics (monitoring/<model>/pipeline.prom) and its notifications (a failed run or gate);
+    never raises."""
+    from kfloop.cli._common import workspace
+    from kfloop.monitoring.run_alerts import report_pipeline_run
+
+    try:
+        storage = workspace(cfg)
+    except Exception:  # the run's own error is what gets reported
+        storage = None
+    report_pipeline_run(cfg, storage, error=error, decision=decision)
 
 
 def _decision(cfg, version: str) -> tuple[dict | None, str | None]:

@@ -10,12 +10,19 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kfloop.config._base import Section
+from kfloop.config.alerts import AlertRules, AlertsConfig, Webhook
 from kfloop.config.availability import check_inputs_known
 from kfloop.config.cluster import ClusterConfig, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
 from kfloop.config.schedules import SchedulesConfig
-from kfloop.config.sections import DriftTest, MonitoringConfig, MonitoringWindow, check_monitored_columns
+from kfloop.config.sections import (
+    DriftTest,
+    MonitoringConfig,
+    MonitoringWindow,
+    RetrainConfig,
+    check_monitored_columns,
+)
 from kfloop.config.serving import Autoscaling, InferenceLogConfig, ServingConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
@@ -26,6 +33,8 @@ from kfloop.layout import dataset_names
 
 __all__ = [
     "Aggregate",
+    "AlertRules",
+    "AlertsConfig",
     "AttributeTable",
     "Autoscaling",
     "ClusterConfig",
@@ -41,6 +50,7 @@ __all__ = [
     "MonitoringWindow",
     "PromotionGate",
     "Resources",
+    "RetrainConfig",
     "S3StorageConfig",
     "SchedulesConfig",
     "SecretRef",
@@ -50,6 +60,7 @@ __all__ = [
     "TableSource",
     "ThresholdTarget",
     "TrainingConfig",
+    "Webhook",
     "config_from_json",
     "config_schema",
     "config_to_json",
@@ -80,6 +91,10 @@ class Config(Section):
     )
     schedules: SchedulesConfig = Field(
         SchedulesConfig(), description="Argo CronWorkflows: the drift check and feature materialization on a clock."
+    )
+    alerts: AlertsConfig = Field(
+        AlertsConfig(),
+        description="Webhook notifications of the loop's events and the thresholds of its Prometheus alert rules.",
     )
 
     def table_config(self, name: str) -> Config:

@@ -44,7 +44,12 @@ class ClusterConfig(Section):
         description="Namespace of the InferenceService the deploy step manages.",
     )
     kfp_host: str | None = Field(
-        None, description="Kubeflow Pipelines API endpoint; no command reads it (runs start from the compiled YAML)."
+        None,
+        description="Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline.kubeflow:8888: where a drift-triggered "
+        "retrain (monitoring.retrain.run_on: cluster) starts its run.",
+    )
+    experiment: str = Field(
+        "kfloop", min_length=1, description="Kubeflow Pipelines experiment that drift-triggered retrains run in."
     )
     pipeline_root: str | None = Field(None, description="Artifact root, e.g. s3://bucket/pipeline-root.")
     service_account: str | None = Field(

@@ -57,6 +57,38 @@ class MonitoringWindow(Section):
         return self
 
 
+class RetrainConfig(Section):
+    """Retraining on drift (``kfloop monitor check --retrain``, ``kfloop monitor webhook``). An episode is the run
+    of drift verdicts against one champion version since its last no_drift verdict (insufficient_data neither
+    starts nor ends one): it starts at most one retrain, however many checks see it."""
+
+    enabled: bool = Field(
+        False,
+        description="Every `kfloop monitor check` decides on retraining, as with --retrain (the webhook always "
+        "decides).",
+    )
+    cooldown: str = Field(
+        "6h",
+        description="No retrain within this long of the last one started (90s, 15m, 24h, 7d), whatever the episode.",
+    )
+    run_on: Literal["local", "cluster"] = Field(
+        "local",
+        description="local: `kfloop run` (kfp.local) in a detached process; cluster: a run of `pipeline_package` "
+        "through the Kubeflow Pipelines API (cluster.kfp_host) in cluster.experiment.",
+    )
+    pipeline_package: str = Field(
+        "pipelines/compiled/training.yaml",
+        min_length=1,
+        description="The compiled pipeline (`kfloop compile`) a cluster retrain submits.",
+    )
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class MonitoringConfig(Section):
     """The drift check (``kfloop monitor check``): a window of the inference log against the champion's
     reference profile (built from its training rows when it was registered). Each model input and the
@@ -98,6 +130,7 @@ class MonitoringConfig(Section):
         description="The prediction column's own test (the score: numeric; the class of a multiclass model: "
         "categorical).",
     )
+    retrain: RetrainConfig = Field(RetrainConfig(), description="Retraining on drift: on/off, cooldown, where it runs.")
     reference_rows: int = Field(
         200_000,
         ge=100,

@@ -22,6 +22,7 @@ TOP_LEVEL = (
     layout.REGISTRY,
     layout.MONITORING,
     layout.AUDIT,
+    layout.EVIDENTLY_UI,
     layout.ADHOC,
 )
 
