@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/fraud/kfloop.yaml
 CLUSTER_CONFIG ?= examples/fraud/kfloop.cluster.yaml
+# the Grafana dashboard the Helm chart ships (rendered from CLUSTER_CONFIG by `make compile`)
+GRAFANA_DASHBOARD ?= helm/kfloop/dashboards/kfloop.json
 DEMO_ROWS ?= 200000
 DEMO_SOURCE ?= .kfloop/source/transactions.csv
 # a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
-DEMO_DEFECTS ?= nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001
+DEMO_DEFECTS ?= demo
 # the demo data's end (90 days from 2026-01-01): serve-check answers as of it, a replay; on the wall clock the
 # demo's rows are older than their feature views' ttls and every row would be scored on default features
 DEMO_AS_OF ?= 2026-04-01T00:00:00+00:00
@@ -23,7 +25,7 @@ FLIGHTS_AS_OF ?= 2026-04-02T05:00:00+00:00
 
 # System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
 # use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
-TEST_PACKAGES := redis-server chromium prometheus prometheus-alertmanager
+TEST_PACKAGES := redis-server chromium prometheus prometheus-alertmanager prometheus-node-exporter
 BENCH_PACKAGES := redis-server wrk
 
 .DEFAULT_GOAL := help
@@ -61,7 +63,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
 
-system-test: ## Install the system packages the tests need (redis-server, chromium, prometheus, prometheus-alertmanager) when missing
+system-test: ## Install the system packages the tests need (redis-server, chromium, prometheus, prometheus-alertmanager, prometheus-node-exporter) when missing
 	$(call ensure_packages,$(TEST_PACKAGES))
 
 system-bench: ## Install the system packages the benchmarks need (redis-server, wrk) when missing
@@ -71,6 +73,7 @@ run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a 
 	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
 	KFLOOP_SERVING_AS_OF=$(DEMO_AS_OF) $(BIN)/kfloop serve-check --config $(CONFIG)
+	$(BIN)/kfloop loop --config $(CONFIG) --rows $(DEMO_ROWS) --defects $(DEMO_DEFECTS)
 
 run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, time zone, attribute tables)
 	$(BIN)/kfloop demo-data --example flights --rows $(FLIGHTS_ROWS) --out $(FLIGHTS_SOURCE) --skip-existing
@@ -101,6 +104,7 @@ compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflow
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
 	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out pipelines/compiled/alert-rules.yaml
+	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out $(GRAFANA_DASHBOARD)
 	$(BIN)/kfloop features repo --config $(CONFIG) --out feature_repo/feature_store.yaml
 	$(BIN)/kfloop features repo --config $(CLUSTER_CONFIG) --out feature_repo/cluster/feature_store.yaml
 
@@ -114,6 +118,9 @@ check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows
 	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out .kfloop/check/alert-rules.yaml >/dev/null
 	diff -q pipelines/compiled/alert-rules.yaml .kfloop/check/alert-rules.yaml || \
 		(echo "pipelines/compiled/alert-rules.yaml is stale: run make compile" && exit 1)
+	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out .kfloop/check/grafana.json >/dev/null
+	diff -q $(GRAFANA_DASHBOARD) .kfloop/check/grafana.json || \
+		(echo "$(GRAFANA_DASHBOARD) is stale: run make compile" && exit 1)
 
 docs: $(STAMP) ## Regenerate README.md's generated blocks (config reference, error statuses) from the code
 	$(BIN)/python -m kfloop.docs README.md

@@ -19,6 +19,7 @@ from minio import Minio
 from kfloop import lake, lake_commit, layout
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, quarantine_schema
 from kfloop.config import Config
+from kfloop.config.contract import parse_duration
 from kfloop.contract.report import SchemaChange
 from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
 from kfloop.derive import cast_and_derive
@@ -137,7 +138,7 @@ def ingest(
         result = functools.partial(
             _result, run_id=run_id, uri=uri, digest=digest, started=started, t0=t0, storage=storage
         )
-        if _ingested(manifest, digest):
+        if _ingested(manifest, digest, src.allowed_lateness):
             return result(manifest=manifest, already=True)
         observed, schema_changes = _schema_changes(config, local, uri, manifest)
         late = LakeRows(storage, manifest, schema, src.timestamp_column, src.allowed_lateness)
@@ -166,7 +167,7 @@ def ingest(
         def update(current: lake.Manifest) -> lake.Manifest | None:
             """Merge into the manifest as it is now: a concurrent run may have committed since we read it.
             Rows this run kept by the (older) watermark all land; dedup by keys is validate's job."""
-            if _ingested(current, digest):
+            if _ingested(current, digest, src.allowed_lateness):
                 return None
             _check_schema(current, schema)
             return lake_commit.appended(current, files, run)
@@ -177,8 +178,15 @@ def ingest(
     return result(manifest=committed, run=run, quarantine_uri=quarantine_uri)
 
 
-def _ingested(manifest: lake.Manifest, digest: str) -> bool:
-    return any(r.get("source_sha256") == digest for r in manifest.runs)
+def _ingested(manifest: lake.Manifest, digest: str, lateness: str) -> bool:
+    """Whether a run already read these bytes with at least this ``allowed_lateness``: after raising it, the
+    same file is read again so its too-late rows now inside the window are taken (rows already in the lake are
+    skipped by content)."""
+    wanted = parse_duration(lateness)
+    return any(
+        r.get("source_sha256") == digest and parse_duration(r.get("allowed_lateness") or "0s") >= wanted
+        for r in manifest.runs
+    )
 
 
 def _committed_quarantine(manifest: lake.Manifest) -> set[str]:

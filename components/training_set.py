@@ -24,6 +24,7 @@ from feast import FeatureStore
 
 from kfloop import lake, layout
 from kfloop.config import Config
+from kfloop.config.contract import parse_duration
 from kfloop.config.features import AS_OF_OFFSET
 from kfloop.errors import SourceError
 from kfloop.feature_repo.store import objects_for, open_store
@@ -47,6 +48,7 @@ class TrainingSet:
     content_hash: str
     input_content_hash: str
     unlabeled_rows_dropped: int = 0
+    rows_before_window: int = 0  # labelled rows older than features.training_window (0 without one)
     #: The validate run's own quality report for the clean data read (``None`` for older clean datasets).
     quality_report: str | None = None
     schema_hash: str = ""
@@ -120,6 +122,15 @@ def _task_labels(frame: pd.DataFrame, label: str, dataset: str, task: str) -> tu
     return frame[~missing].reset_index(drop=True), int(missing.sum())
 
 
+def _in_window(labels: pd.DataFrame, ts: str, window: str | None) -> tuple[pd.DataFrame, int]:
+    """The labelled rows within ``features.training_window`` of the newest one, and how many were older."""
+    if window is None or labels.empty:
+        return labels, 0
+    cutoff = labels[ts].max() - parse_duration(window)
+    inside = (labels[ts] > cutoff).to_numpy()
+    return labels[inside].reset_index(drop=True), int((~inside).sum())
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
@@ -155,6 +166,7 @@ def build_training_set(
     labels, unlabeled = _task_labels(
         _labelled_rows(storage, manifest, config), src.label_column, src.dataset, config.training.task
     )
+    labels, outside = _in_window(labels, src.timestamp_column, config.features.training_window)
     entity_df = labels.rename(columns={src.timestamp_column: "label_timestamp"})
     entity_df["event_timestamp"] = entity_df["label_timestamp"] - AS_OF_OFFSET
     service = store.get_feature_service(config.features.service)
@@ -190,6 +202,7 @@ def build_training_set(
         content_hash=digest.hexdigest(),
         input_content_hash=manifest.content_hash,
         unlabeled_rows_dropped=unlabeled,
+        rows_before_window=outside,
         quality_report=manifest.runs[-1].get("report") if manifest.runs else None,
         schema_hash=manifest.schema_hash,
     )

@@ -69,7 +69,7 @@ def validate(
     now = now or datetime.now(UTC)
     manifest = lake.read_manifest(storage, src.dataset)
     if manifest is None or not manifest.files:
-        raise SourceError(f"lake dataset {src.dataset!r} is empty: run ingestion first")
+        raise SourceError(_empty_lake_message(manifest, src.dataset))
     schema = arrow_schema(src)
     check_rules_compile(config.contract, schema)
     clean_name = layout.clean_dataset(src.dataset)
@@ -121,6 +121,20 @@ def validate(
         storage.uri(keys["html"]),
         html,
         markdown,
+    )
+
+
+def _empty_lake_message(manifest: lake.Manifest | None, dataset: str) -> str:
+    """Why there is nothing to validate: never ingested, or every row read so far was unreadable or too late."""
+    if manifest is None or not manifest.runs:
+        return f"lake dataset {dataset!r} is empty: run ingestion first"
+    read = sum(r.get("rows_read", 0) for r in manifest.runs)
+    bad = sum(r.get("rows_quarantined", 0) for r in manifest.runs)
+    late = sum(r.get("rows_too_late", 0) for r in manifest.runs)
+    return (
+        f"lake dataset {dataset!r} has no rows: {len(manifest.runs)} ingest run(s) read {read:,} rows, "
+        f"{bad:,} unreadable (see {layout.quarantine_prefix(dataset)}/), {late:,} too late "
+        f"(see {layout.too_late_prefix(dataset)}/); fix the source file and ingest it again"
     )
 
 

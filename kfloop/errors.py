@@ -102,6 +102,10 @@ class PayloadTooLargeError(RequestError):
     """More rows than ``serving.max_batch_rows`` (413 over REST)."""
 
 
+class AlertPayloadError(RequestError):
+    """A body the Alertmanager webhook receiver cannot read as a v4 payload (400, the field named)."""
+
+
 class BadEventError(RequestError):
     """An event the inference-log sink cannot use (missing attributes, bad JSON, unknown type, odd body)."""
 

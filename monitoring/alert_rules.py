@@ -20,7 +20,7 @@ import yaml
 
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
-from kfloop.monitoring import event_metrics as em
+from kfloop.monitoring import metric_names as names
 
 #: Request statuses that count against the availability SLO (REST 5xx, gRPC server-side codes).
 ERROR_STATUS = "5..|INTERNAL|UNAVAILABLE|UNKNOWN|DATA_LOSS|DEADLINE_EXCEEDED"
@@ -76,19 +76,19 @@ def build_rules(config: Config) -> dict:
     records = [
         {
             "record": error_ratio_record(w),
-            "expr": f'sum by (model) (rate(kfloop_requests_total{{{sel},status=~"{ERROR_STATUS}"}}[{w}]))\n'
-            f"/\nsum by (model) (rate(kfloop_requests_total{{{sel}}}[{w}]))\n",
+            "expr": f'sum by (model) (rate({names.REQUESTS_TOTAL}{{{sel},status=~"{ERROR_STATUS}"}}[{w}]))\n'
+            f"/\nsum by (model) (rate({names.REQUESTS_TOTAL}{{{sel}}}[{w}]))\n",
         }
         for w in WINDOWS
     ]
     records.append(
         {
             "record": "kfloop:request_seconds:p99_rate5m",
-            "expr": f"histogram_quantile(0.99, sum by (model, le) (rate(kfloop_request_seconds_bucket{{{sel}}}[5m])))",
+            "expr": f"histogram_quantile(0.99, sum by (model, le) (rate({names.REQUEST_SECONDS}_bucket{{{sel}}}[5m])))",
         }
     )
     records.append(
-        {"record": "kfloop:requests:rate5m", "expr": f"sum by (model) (rate(kfloop_requests_total{{{sel}}}[5m]))"}
+        {"record": "kfloop:requests:rate5m", "expr": f"sum by (model) (rate({names.REQUESTS_TOTAL}{{{sel}}}[5m]))"}
     )
 
     serving = []
@@ -124,7 +124,7 @@ def build_rules(config: Config) -> dict:
     loop = [
         _alert(
             "KfloopDrift",
-            f'kfloop_drift_verdict{{{sel},verdict="drift"}} == 1',
+            f'{names.DRIFT_VERDICT}{{{sel},verdict="drift"}} == 1',
             "warning",
             "{{ $labels.model }} {{ $labels.version }}: drift in served traffic",
             "The newest drift check found the served traffic drifted from the champion's reference "
@@ -133,21 +133,21 @@ def build_rules(config: Config) -> dict:
         ),
         _alert(
             "KfloopDriftCheckStale",
-            f"time() - max by (model) (kfloop_drift_check_timestamp_seconds{{{sel}}}) > {stale_after}",
+            f"time() - max by (model) ({names.DRIFT_CHECK_TIMESTAMP}{{{sel}}}) > {stale_after}",
             "warning",
             "{{ $labels.model }}: no drift check for over " + rules.drift_check_stale_after,
             "The newest drift check ran {{ $value | humanizeDuration }} ago: the schedule is stopped or failing.",
         ),
         _alert(
             "KfloopRetrainStarted",
-            f'time() - {em.RETRAIN_DECISION}{{{sel},decision="started"}} < {window}',
+            f'time() - {names.RETRAIN_DECISION}{{{sel},decision="started"}} < {window}',
             "info",
             "{{ $labels.model }}: retraining started",
             "The retraining trigger started a training run after a drift verdict.",
         ),
         _alert(
             "KfloopRetrainRefused",
-            f'time() - {em.RETRAIN_DECISION}{{{sel},decision="refused"}} < {window}',
+            f'time() - {names.RETRAIN_DECISION}{{{sel},decision="refused"}} < {window}',
             "warning",
             "{{ $labels.model }}: retraining refused",
             "The retraining trigger refused to retrain after a drift verdict (cooldown, episode already handled "
@@ -155,7 +155,7 @@ def build_rules(config: Config) -> dict:
         ),
         _alert(
             "KfloopGateFailed",
-            f"{em.GATE_FAILED}{{{sel}}} == 1",
+            f"{names.GATE_FAILED}{{{sel}}} == 1",
             "warning",
             "{{ $labels.model }}: the {{ $labels.gate }} gate failed",
             "The newest pipeline run's {{ $labels.gate }} gate failed: contract (the data stopped the run) or "
@@ -163,14 +163,14 @@ def build_rules(config: Config) -> dict:
         ),
         _alert(
             "KfloopPipelineFailed",
-            f"{em.PIPELINE_FAILED}{{{sel}}} == 1",
+            f"{names.PIPELINE_FAILED}{{{sel}}} == 1",
             "critical",
             "{{ $labels.model }}: the training pipeline failed",
             "The newest training pipeline run failed (`kfloop run` prints the failing step and its reason).",
         ),
         _alert(
             "KfloopFeatureFreshnessBreach",
-            f'{em.FEATURE_STALE}{{project="{project}"}} == 1',
+            f'{names.FEATURE_STALE}{{project="{project}"}} == 1',
             "warning",
             "{{ $labels.view }}: online features older than features.freshness_sla",
             f"Feature view {{{{ $labels.view }}}} breaches features.freshness_sla ({config.features.freshness_sla}): "

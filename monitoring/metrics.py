@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kfloop.monitoring import metric_names as names
 from kfloop.monitoring.check import VERDICTS
 
 
@@ -27,37 +28,37 @@ class _Verdict(Collector):
         base = [r["model"], r["model_version"]]
         labels = ["model", "version"]
         verdict = GaugeMetricFamily(
-            "kfloop_drift_verdict",
+            names.DRIFT_VERDICT,
             "1 for the verdict of the newest drift check, 0 for the others.",
             labels=[*labels, "verdict"],
         )
         for name in VERDICTS:
             verdict.add_metric([*base, name], 1.0 if r["verdict"] == name else 0.0)
         yield verdict
-        rows = GaugeMetricFamily("kfloop_drift_window_rows", "Rows in the drift check's window.", labels=labels)
+        rows = GaugeMetricFamily(names.DRIFT_WINDOW_ROWS, "Rows in the drift check's window.", labels=labels)
         rows.add_metric(base, float(r["window"]["rows"]))
         yield rows
         checked = GaugeMetricFamily(
-            "kfloop_drift_check_timestamp_seconds", "When the drift check ran (Unix time).", labels=labels
+            names.DRIFT_CHECK_TIMESTAMP, "When the drift check ran (Unix time).", labels=labels
         )
         checked.add_metric(base, float(r["checked_at_unix"]))
         yield checked
         drift = r["drift"]
         if drift["share"] is not None:
             share = GaugeMetricFamily(
-                "kfloop_drift_share", "Share of tested columns (inputs and prediction) that drifted.", labels=labels
+                names.DRIFT_SHARE, "Share of tested columns (inputs and prediction) that drifted.", labels=labels
             )
             share.add_metric(base, float(drift["share"]))
             yield share
         score = GaugeMetricFamily(
-            "kfloop_drift_score",
+            names.DRIFT_SCORE,
             "Drift test score of a column (p-value or distance).",
             labels=[*labels, "column", "stattest"],
         )
         threshold = GaugeMetricFamily(
-            "kfloop_drift_threshold", "Drift test threshold of a column.", labels=[*labels, "column", "stattest"]
+            names.DRIFT_THRESHOLD, "Drift test threshold of a column.", labels=[*labels, "column", "stattest"]
         )
-        drifted = GaugeMetricFamily("kfloop_drift_detected", "1 when a column drifted.", labels=[*labels, "column"])
+        drifted = GaugeMetricFamily(names.DRIFT_DETECTED, "1 when a column drifted.", labels=[*labels, "column"])
         for col in drift["columns"]:
             score.add_metric([*base, col["column"], col["stattest"]], float(col["score"]))
             threshold.add_metric([*base, col["column"], col["stattest"]], float(col["threshold"]))
@@ -67,14 +68,14 @@ class _Verdict(Collector):
         yield drifted
         quality = r["data_quality"]
         q_score = GaugeMetricFamily(
-            "kfloop_drift_window_quality_score",
+            names.WINDOW_QUALITY,
             "Data-quality score of the window under the contract (0-100).",
             labels=labels,
         )
         q_score.add_metric(base, float(quality["score"]))
         yield q_score
         failed = GaugeMetricFamily(
-            "kfloop_drift_window_failed_rows", "Window rows failing a contract check.", labels=[*labels, "check"]
+            names.WINDOW_FAILED_ROWS, "Window rows failing a contract check.", labels=[*labels, "check"]
         )
         for check in quality["checks"]:
             failed.add_metric([*base, check["check"]], float(check["failed"]))

@@ -58,7 +58,7 @@ def run_check(config: Config, storage: Storage, now: datetime | None = None) -> 
     numeric = [c for c, p in profile.columns.items() if p.kind == "numeric" and c in logged.columns]
     categorical = [c for c, p in profile.columns.items() if p.kind == "categorical" and c in logged.columns]
     frame = monitored_frame(logged, numeric, categorical)
-    check_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"  # sortable by check time, like run ids
+    check_id = f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"  # sortable by check time (to the µs: checks race)
     drift = drift_verdict(config.monitoring, profile, frame, entry["prediction"]["column"])
     record = {
         "check_id": check_id,

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kfloop import layout
 from kfloop.config import Config
+from kfloop.errors import AlertPayloadError
 from kfloop.monitoring.launch import Launcher
 from kfloop.monitoring.monitor import read_check
 from kfloop.monitoring.retrain import NO, append_audit, decide
@@ -37,36 +38,32 @@ PATHS = ("/", "/alerts", "/api/v1/alerts")
 _CHECK_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
-class PayloadError(ValueError):
-    """A request that is not an Alertmanager v4 webhook payload (answered 400 with this message)."""
-
-
 def parse_payload(body: bytes) -> dict:
     """The payload, checked for what the receiver reads: ``version`` "4", a ``groupKey`` and ``alerts`` each
     with a ``status`` and a ``fingerprint``."""
     try:
         payload = json.loads(body)
     except ValueError as err:
-        raise PayloadError(f"body is not JSON: {err}") from err
+        raise AlertPayloadError(f"body is not JSON: {err}") from err
     if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
+        raise AlertPayloadError("body is not a JSON object")
     if payload.get("version") != "4":
-        raise PayloadError(f"version {payload.get('version')!r}: only Alertmanager webhook payload version 4")
+        raise AlertPayloadError(f"version {payload.get('version')!r}: only Alertmanager webhook payload version 4")
     if not isinstance(payload.get("groupKey"), str) or not payload["groupKey"]:
-        raise PayloadError("groupKey: missing or not a string")
+        raise AlertPayloadError("groupKey: missing or not a string")
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
-        raise PayloadError("alerts: missing or not a list")
+        raise AlertPayloadError("alerts: missing or not a list")
     for i, alert in enumerate(alerts):
         if not isinstance(alert, dict):
-            raise PayloadError(f"alerts[{i}]: not an object")
+            raise AlertPayloadError(f"alerts[{i}]: not an object")
         if alert.get("status") not in ("firing", "resolved"):
-            raise PayloadError(f"alerts[{i}].status: {alert.get('status')!r}, expected firing or resolved")
+            raise AlertPayloadError(f"alerts[{i}].status: {alert.get('status')!r}, expected firing or resolved")
         if not isinstance(alert.get("fingerprint"), str) or not alert["fingerprint"]:
-            raise PayloadError(f"alerts[{i}].fingerprint: missing or not a string")
+            raise AlertPayloadError(f"alerts[{i}].fingerprint: missing or not a string")
         for field in ("labels", "annotations"):
             if not isinstance(alert.get(field, {}), dict):
-                raise PayloadError(f"alerts[{i}].{field}: not an object")
+                raise AlertPayloadError(f"alerts[{i}].{field}: not an object")
     return payload
 
 
@@ -169,7 +166,7 @@ def make_server(config: Config, storage: Storage, launcher: Launcher, host: str,
             try:
                 payload = parse_payload(self.rfile.read(size))
                 decisions = handle(config, storage, payload, launcher)
-            except PayloadError as err:
+            except AlertPayloadError as err:
                 self._answer(HTTPStatus.BAD_REQUEST, {"error": str(err)})
             except Exception as err:  # the decision or the run failed: audited; let Alertmanager retry
                 log.exception("retrain webhook: deciding failed")

@@ -164,7 +164,7 @@ class ChampionWatch:
             return
         previous = self.predictor.version
         self.predictor.serve(loaded)
-        set_model_version(self.predictor.name, loaded.version, previous)
+        set_model_version(self.config.training.model_name, loaded.version, previous)
         if previous:
             log.info("switched %s from %s to %s", self.predictor.name, previous, loaded.version)
         else:
@@ -202,7 +202,7 @@ class ChampionWatch:
 
     def _refuse(self, version: str, refusal: _RefusedError) -> None:
         self.refused[version] = f"{refusal.kind}: {refusal}"
-        MODEL_REFUSED.labels(self.predictor.name, version, refusal.kind).inc()
+        MODEL_REFUSED.labels(self.config.training.model_name, version, refusal.kind).inc()
         current = self.predictor.version
         staying = f"still serving {current}" if current else "nothing valid is loaded: not ready"
         log.error("refused %s version %s (%s): %s; %s", self.registry.model, version, refusal.kind, refusal, staying)
@@ -210,7 +210,7 @@ class ChampionWatch:
             self.predictor.refuse(f"version {version} refused ({refusal.kind}): {refusal}")
 
     def _transient(self, err: Exception, version: str, retry_in: float | None = None) -> None:
-        RELOAD_ERRORS.labels(self.predictor.name).inc()
+        RELOAD_ERRORS.labels(self.config.training.model_name).inc()
         detail = f"{type(err).__name__}: {err}"
         retry = f"retrying in {retry_in or self.interval:g} s"
         trace = not isinstance(err, (KfloopError, OSError))  # an unexpected error: show where it came from

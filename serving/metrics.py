@@ -20,28 +20,29 @@ from kserve.protocol.infer_type import InferRequest
 from prometheus_client import Counter, Gauge, Histogram
 
 from kfloop.errors import KfloopError, status_of
+from kfloop.monitoring import metric_names as names
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-REQUESTS = Counter("kfloop_requests", "Inference requests by protocol and status.", ["model", "protocol", "status"])
+REQUESTS = Counter(names.REQUESTS, "Inference requests by protocol and status.", ["model", "protocol", "status"])
 LATENCY = Histogram(
-    "kfloop_request_seconds", "Request latency by protocol (server side).", ["model", "protocol"], buckets=_BUCKETS
+    names.REQUEST_SECONDS, "Request latency by protocol (server side).", ["model", "protocol"], buckets=_BUCKETS
 )
 LOOKUP = Histogram(
-    "kfloop_feature_lookup_seconds", "Online feature lookup per request (Feast).", ["model"], buckets=_BUCKETS
+    names.LOOKUP_SECONDS, "Online feature lookup per request (Feast).", ["model"], buckets=_BUCKETS
 )
-MODEL_VERSION = Gauge("kfloop_model_version_info", "1 for the model version being served.", ["model", "version"])
-STORE_UP = Gauge("kfloop_online_store_up", "1 when the online store answered the last readiness probe.", ["model"])
+MODEL_VERSION = Gauge(names.MODEL_VERSION_INFO, "1 for the model version being served.", ["model", "version"])
+STORE_UP = Gauge(names.STORE_UP, "1 when the online store answered the last readiness probe.", ["model"])
 MODEL_REFUSED = Counter(
-    "kfloop_model_refused",
+    names.MODEL_REFUSED,
     "Champion versions refused (never served): reason corrupt, unloadable or inputs (do not match the config).",
     ["model", "version", "reason"],
 )
 RELOAD_ERRORS = Counter(
-    "kfloop_model_reload_errors", "Transient errors reading or fetching the champion (retried with backoff).", ["model"]
+    names.RELOAD_ERRORS, "Transient errors reading or fetching the champion (retried with backoff).", ["model"]
 )
 CONTRACT_VIOLATIONS = Counter(
-    "kfloop_contract_violations",
+    names.CONTRACT_VIOLATIONS,
     "Request rows with a value outside the data contract's allowed values, by check (flagged or rejected).",
     ["model", "check"],
 )

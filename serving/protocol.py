@@ -49,6 +49,7 @@ class ColumnSpec:
     nullable: bool = True
     minimum: float | None = None  # the data contract's bounds: the model never saw values outside them
     maximum: float | None = None
+    integer: bool = False  # an int64 column: 7.0 is 7, 7.5 is the client's mistake (a 400), never a silent code
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": _V2_TYPE[self.kind], "shape": [-1]}
@@ -57,14 +58,18 @@ class ColumnSpec:
 def request_specs(config: Config) -> tuple[ColumnSpec, ...]:
     """What a client sends the transformer: the entity keys (strings, never null), then the request
     features with the data contract's nullability."""
-    specs = [ColumnSpec(key, _kind(config.source.columns[key]), nullable=False) for key in config.source.entity_keys]
+    cols = config.source.columns
+    specs = [
+        ColumnSpec(key, _kind(cols[key]), nullable=False, integer=cols[key] is ColumnType.INT64)
+        for key in config.source.entity_keys
+    ]
     for col in config.features.request_features:
         if col in config.source.entity_keys:
             continue  # sent once, as a key; the model takes it as an input too
         rule = config.contract.columns.get(col)
         nullable = rule is None or rule.nullable is not False
         low, high = (rule.min, rule.max) if rule is not None else (None, None)
-        specs.append(ColumnSpec(col, _kind(config.source.columns[col]), nullable, low, high))
+        specs.append(ColumnSpec(col, _kind(cols[col]), nullable, low, high, cols[col] is ColumnType.INT64))
     return tuple(specs)
 
 
@@ -172,6 +177,8 @@ def _check_value(value: Any, spec: ColumnSpec, where: str) -> Any:
         if math.isnan(number) and spec.nullable:
             return None
         raise RequestError(f"{where}: must be a finite number, got {value!r}")
+    if spec.integer and not number.is_integer():
+        raise RequestError(f"{where}: {value!r} is not a whole number ({spec.name} is an int64 column)")
     _check_range(number, spec, where)
     return number
 
@@ -287,6 +294,13 @@ def _finite(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise RequestError(f"input {spec.name!r}[{i}]: must be a finite number, got {float(values[i])!r}")
+    if spec.integer:
+        fractional = np.isfinite(values) & (values != np.floor(values))
+        if fractional.any():
+            i = int(np.argmax(fractional))
+            raise RequestError(
+                f"input {spec.name!r}[{i}]: {float(values[i])!r} is not a whole number ({spec.name} is an int64 column)"
+            )
     for bound, outside in ((spec.minimum, values < (spec.minimum or 0)), (spec.maximum, values > (spec.maximum or 0))):
         if bound is not None and outside.any():
             i = int(np.argmax(outside))

@@ -15,6 +15,8 @@ from kfloop.cli import (
     dashboard_cmd,
     data_cmd,
     features_cmd,
+    grafana_cmd,
+    loop_cmd,
     models_cmd,
     monitor_cmd,
     pipeline_cmd,
@@ -41,10 +43,12 @@ app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)
 app.command("run")(pipeline_cmd.run)
+app.command("loop")(loop_cmd.loop)
 app.command("compile")(pipeline_cmd.compile_)
 app.command("inference-service")(serving_manifest_cmd.inference_service)
 app.command("serve")(serve_cmd.serve)
 app.command("dashboard")(dashboard_cmd.dashboard)
+app.command("grafana")(grafana_cmd.grafana)
 app.command("predict")(serve_cmd.predict)
 app.command("serve-check")(serve_cmd.serve_check)
 

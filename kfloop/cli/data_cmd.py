@@ -60,7 +60,9 @@ def demo_data(
         int | None, typer.Option(min=1, help="Span of event times in days; default 90 (flights 60).")
     ] = None,
     drift: Annotated[str, typer.Option(help="e.g. 'amounts=1.8,categories,fraud@2026-03-01'.")] = "",
-    defects: Annotated[str, typer.Option(help="e.g. 'nulls=0.01,duplicates=0.005,wrong_types=0.002'.")] = "",
+    defects: Annotated[
+        str, typer.Option(help="e.g. 'nulls=0.01,duplicates=0.005,wrong_types=0.002'; demo: the demo's mix.")
+    ] = "",
     skip_existing: Annotated[bool, typer.Option(help="Do nothing if the output file exists.")] = False,
     example: Annotated[
         str,
@@ -244,8 +246,8 @@ def validate(
         ingested = None
         if input_uri:
             s3 = storage.client if isinstance(storage, S3Storage) else None
-            root = local_workdir(cfg.storage.type, cfg.storage.root) / adhoc_prefix(new_run_id())
-            storage = LocalStorage(root)
+            scratch = local_workdir(cfg.storage.type, cfg.storage.root) / adhoc_prefix(new_run_id())
+            storage = LocalStorage(scratch)
             ingested = run_ingest(cfg, storage, source_uri=input_uri, s3=s3)
         result = run_validate(cfg, storage)
     console.print(quality_table(result.report.to_dict()))

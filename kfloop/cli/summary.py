@@ -64,6 +64,11 @@ def tables_table(tables: dict[str, dict]) -> Table:
                 parts.append("already ingested (same bytes)")
             else:
                 parts.append(f"+{i['rows_written']:,} of {i['rows_read']:,} rows read")
+                if i.get("rows_quarantined"):
+                    parts.append(f"{i['rows_quarantined']:,} unreadable rows quarantined")
+                if i.get("rows_too_late"):  # never silently: counted here as for the main source
+                    where = f" → {i['too_late_uri']}" if i.get("too_late_uri") else ""
+                    parts.append(f"{i['rows_too_late']:,} rows too late (not ingested){where}")
             parts.append(f"{i['dataset_rows']:,} rows in lake/{i['dataset']}")
         if q:
             parts.append(
@@ -98,6 +103,8 @@ def features_table(features: list, materialized: list, training_set: dict) -> Ta
         rows = ", ".join(f"{k} {v:,}" for k, v in training_set["rows"].items())
         t.add_row("training set", escape(f"{rows} → {training_set['prefix']}"))
         t.add_row("labels", f"{training_set.get('unlabeled_rows_dropped', 0):,} unlabeled rows dropped")
+        if training_set.get("rows_before_window"):
+            t.add_row("window", f"{training_set['rows_before_window']:,} older rows outside features.training_window")
         if stored := training_set.get("features"):
             extra = len(training_set.get("request_features", []))
             inputs = f"{len(stored)} stored features ({stored[0]}, …) + {extra} request features"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,7 @@ class Config(Section):
                 "(the label and the event time are not request features)"
             )
         stored = self.features.feature_types()
+        _check_stored_names(self.source, stored)
         clash = [c for c in self.features.request_features if c in stored]
         if clash:
             raise ValueError(
@@ -221,6 +223,20 @@ def check_contract(contract: ContractConfig, source: SourceConfig, prefix: str, 
             check_rules_compile(contract, arrow_schema(source))
         except ConfigError as err:
             raise ValueError(str(err)) from err
+
+
+def _check_stored_names(src: SourceConfig, stored: Mapping[str, ColumnType]) -> None:
+    """A stored feature (a table's column, under short naming) must not share a name with a column of the events
+    the training set sends Feast: the point-in-time join would fail on a duplicate column, late and unclear."""
+    joined = {k: "an entity key" for k in src.entity_keys} | {src.timestamp_column: "the event time"}
+    if src.label_column:
+        joined[src.label_column] = "the label"
+    taken = [f"{c} ({joined[c]})" for c in stored if c in joined]
+    if taken:
+        raise ValueError(
+            f"features: stored feature(s) named like a column of the events the training set joins on: "
+            f"{', '.join(taken)}; rename the table's column or set features.naming: full (<view>__<feature>)"
+        )
 
 
 def _check_label_type(config: Config) -> None:

@@ -138,6 +138,12 @@ class FeaturesConfig(Section):
     )
     freshness_sla: str = Field("15m", description="Max materialization lag before features count as stale.")
     splits: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/validation/test by time.")
+    training_window: str | None = Field(
+        None,
+        description="Train on the newest labelled events only: those within this long (30d, 12h) of the newest "
+        "one, before the splits are cut; a retrain after drift then learns, and profiles, the recent traffic. "
+        "null: every labelled event.",
+    )
 
     @field_validator("label_delay", "freshness_sla")
     @classmethod
@@ -145,13 +151,24 @@ class FeaturesConfig(Section):
         parse_duration(value)
         return value
 
+    @field_validator("training_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() <= 0:
+            raise ValueError(f"{value!r} is not a window: give a positive duration such as 30d")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> FeaturesConfig:
         if abs(sum(self.splits) - 1.0) > 1e-9 or min(self.splits) <= 0:
             raise ValueError(f"splits {self.splits} must be positive and sum to 1")
         views = [v.name for v in self.views] + [t.name for t in self.tables]
-        if len(set(views)) != len(views):
-            raise ValueError("feature view names must be unique (features.views and features.tables together)")
+        twice = sorted({v for v in views if views.count(v) > 1})
+        if twice:
+            raise ValueError(
+                f"feature view names must be unique (features.views and features.tables together): "
+                f"{', '.join(twice)} used twice"
+            )
         for v in self.views:
             names = v.feature_names()
             dupes = sorted({n for n in names if names.count(n) > 1})

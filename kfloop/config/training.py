@@ -120,4 +120,23 @@ class TrainingConfig(Section):
             raise ValueError(
                 f"gate.compare_metric: {metric} is not a {self.task} metric (one of {', '.join(COMPARABLE[self.task])})"
             )
+        if self.task != "binary" and self.calibration in ("platt", "isotonic"):
+            raise ValueError(
+                f"calibration: {self.calibration} calibrates binary scores; a {self.task} model takes none"
+            )
+        if self.task != "binary" and self.threshold != ThresholdTarget():
+            raise ValueError(f"threshold: a {self.task} model has no decision threshold; remove the section")
+        judged = set(self.gate.record(self.task))
+        default = PromotionGate()
+        foreign = [k for k in _GATE_LIMITS if k not in judged and getattr(self.gate, k) != getattr(default, k)]
+        if foreign:
+            raise ValueError(
+                f"gate.{', gate.'.join(foreign)}: not a {self.task} setting (a {self.task} gate reads "
+                f"{', '.join(k for k in _GATE_LIMITS if k in judged)})"
+            )
         return self
+
+
+#: The gate's per-task limits: one changed from its default for another task than the model's is a mistake
+#: (compared with the default, not "was it set", so a dumped and reloaded config stays valid).
+_GATE_LIMITS = ("min_roc_auc", "min_pr_auc", "max_rmse", "max_mae", "min_r2", "min_macro_f1")

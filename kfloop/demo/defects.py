@@ -49,9 +49,12 @@ class DefectSpec:
 
     @classmethod
     def parse(cls, text: str) -> DefectSpec:
-        """Parse a CLI string like ``"nulls=0.01,duplicates=0.005"`` (empty or "none" → no defects)."""
+        """Parse a CLI string like ``"nulls=0.01,duplicates=0.005"`` (empty or "none" → no defects; "demo" → the
+        demo's mix, :data:`DEMO_DEFECTS`)."""
         if text.strip().lower() in ("", "none"):
             return cls()
+        if text.strip().lower() == "demo":
+            return cls.parse(DEMO_DEFECTS)
         rates: dict[str, float] = {}
         for part in (p.strip() for p in text.split(",")):
             name, eq, value = part.partition("=")
@@ -67,6 +70,10 @@ class DefectSpec:
             except ValueError as err:
                 raise ValueError(f"defects {text!r}: rate {value.strip()!r} for {name!r} is not a number") from err
         return cls(**rates)
+
+
+#: The demo's defects: a few of each kind, so the contract has rows to quarantine and duplicates to drop.
+DEMO_DEFECTS = "nulls=0.002,duplicates=0.002,wrong_types=0.001,out_of_range=0.001,unknown_categories=0.001"
 
 
 def inject_defects(

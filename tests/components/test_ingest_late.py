@@ -102,6 +102,28 @@ def test_default_lateness_reports_older_new_rows_instead_of_skipping_them(tmp_pa
     assert three.too_late_uri is None
 
 
+def test_raising_allowed_lateness_and_ingesting_the_same_file_again_takes_its_too_late_rows(tmp_path: Path) -> None:
+    frame = generate(DemoSpec(rows=2000, seed=7)).frame
+    first, recent, old, _ = held_back(frame, timedelta(days=2))
+    storage = LocalStorage(tmp_path / "ws")
+    write_frame(first, tmp_path / "first.csv", "csv")
+    write_frame(frame, tmp_path / "all.csv", "csv")
+    strict = demo_config(tmp_path / "ws")
+    ingest(strict, storage, source_uri=str(tmp_path / "first.csv"))
+    two = ingest(strict, storage, source_uri=str(tmp_path / "all.csv"))
+    assert two.rows_too_late == len(recent) + len(old)
+    assert ingest(strict, storage, source_uri=str(tmp_path / "all.csv")).already_ingested  # same bytes, same rules
+    wider = demo_config(tmp_path / "ws", allowed_lateness="3650d")  # back from the watermark, which moved on
+    three = ingest(wider, storage, source_uri=str(tmp_path / "all.csv"))  # the same bytes, a wider window
+    assert not three.already_ingested
+    taken = len(recent) + len(old)
+    assert (three.rows_written, three.rows_late, three.rows_too_late) == (taken, taken, 0)
+    assert three.rows_skipped == len(frame) - taken
+    assert set(read_lake(storage)["transaction_id"]) == set(frame["transaction_id"])
+    assert ingest(wider, storage, source_uri=str(tmp_path / "all.csv")).already_ingested
+    assert ingest(strict, storage, source_uri=str(tmp_path / "all.csv")).already_ingested  # a narrower one too
+
+
 def test_reingest_does_not_quarantine_the_same_bad_rows_again(tmp_path: Path) -> None:
     data = generate(DemoSpec(rows=2000, seed=3, defects=DefectSpec(wrong_types=0.02)))
     frame = data.frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)

@@ -252,6 +252,24 @@ def test_unlabeled_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     assert "2 unlabeled rows dropped" in console.export_text()
 
 
+def test_training_window_keeps_the_newest_labelled_events_with_features_from_all_history(tmp_path: Path) -> None:
+    loop = Loop.create(tmp_path / "ws", sqlite_backend(), lambda d: d["features"].update(training_window="40d"))
+    loop.load(write_csv(tmp_path / "hand.csv", HAND_ROWS))
+    result = loop.training_set()
+    newest = max(HAND_TIME.values())
+    inside = {tx for tx, when in HAND_TIME.items() if when > newest - pd.Timedelta(days=40)}
+    assert inside == {"tx-5", "tx-7", "tx-8"}
+    rows = all_rows(loop, result)
+    assert set(rows["event_timestamp"]) == {HAND_TIME[tx] for tx in inside}
+    assert result.rows_before_window == len(HAND_ROWS) - len(inside)
+    assert loop.manifest(result)["rows_before_window"] == len(HAND_ROWS) - len(inside)
+    tx7 = rows[rows["event_timestamp"] == HAND_TIME["tx-7"]].iloc[0]
+    assert tx7["amount_count_7d"] == 1  # tx-6 (2026-01-02, outside the window) still counts in its aggregate
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(features_table([], [], loop.manifest(result)))
+    assert "5 older rows outside features.training_window" in console.export_text()
+
+
 @pytest.mark.parametrize(
     ("column_type", "labels", "shown"),
     [

@@ -74,7 +74,7 @@ def test_a_champion_whose_inputs_do_not_match_the_config_is_not_ready_with_the_r
     assert f"refused {name} version {trained.champion} (inputs)" in output
     assert "NotReadyError" not in output  # said once above, not as a traceback per probe and request
     metrics = httpx.get(f"{server.url}/metrics").text
-    refused = f'kfloop_model_refused_total{{model="{name}-predictor",reason="inputs",version="{trained.champion}"}} 1.0'
+    refused = f'kfloop_model_refused_total{{model="{name}",reason="inputs",version="{trained.champion}"}} 1.0'
     assert refused in metrics
 
 
@@ -132,7 +132,7 @@ def test_an_unreadable_registry_during_a_switch_is_retried_and_the_switch_follow
             away.rename(folder)
         _eventually(lambda: client.predict(rows, "v1")["model_version"] == new, what="the switch after recovery")
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert f'kfloop_model_refused_total{{model="{trained.config.training.model_name}-predictor"' not in metrics
+        assert f'kfloop_model_refused_total{{model="{trained.config.training.model_name}"' not in metrics
         assert all(p["label"] == 1 for p in client.predict(rows, "grpc")["predictions"])
 
 

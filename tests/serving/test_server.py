@@ -283,7 +283,7 @@ def test_prometheus_metrics_count_requests_by_protocol_and_status(trained: Train
         f'kfloop_requests_total{{model="{name}",protocol="grpc",status="OK"}}',
         f'kfloop_request_seconds_count{{model="{name}",protocol="grpc"}}',
         f'kfloop_feature_lookup_seconds_count{{model="{name}"}}',
-        f'kfloop_model_version_info{{model="{name}-predictor",version="{trained.champion}"}} 1.0',
+        f'kfloop_model_version_info{{model="{name}",version="{trained.champion}"}} 1.0',
         f'kfloop_online_store_up{{model="{name}"}} 1.0',
     ):
         assert needle in text, needle

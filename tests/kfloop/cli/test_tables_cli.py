@@ -90,6 +90,17 @@ def test_validate_a_table_file_in_a_scratch_workspace(workdir: Path) -> None:
     assert not (workdir / "ws" / "lake" / "merchants").exists()  # the workspace's lake is not touched
 
 
+def test_validate_the_main_source_file_in_a_scratch_workspace_names_the_tables_left_out(workdir: Path) -> None:
+    """`validate --input` without --table checks the main source's file (it once crashed after the report)."""
+    frame = generate(DemoSpec(rows=1_500, seed=3))
+    write_frame(frame.frame, str(workdir / "src.csv"), "csv")
+    result = runner.invoke(app, ["validate", "--input", "src.csv"])
+    assert result.exit_code == 0, result.output
+    assert "data contract on transactions" in result.output
+    assert "attribute tables not validated: merchants" in result.output
+    assert not (workdir / "ws" / "lake" / "transactions").exists()
+
+
 @pytest.mark.parametrize("command", ["ingest", "validate"])
 def test_unknown_table_is_a_config_error_naming_the_known_ones(workdir: Path, command: str) -> None:
     result = runner.invoke(app, [command, "--table", "stations"])
@@ -125,3 +136,35 @@ def test_run_table_source_is_checked_before_the_pipeline_starts(workdir: Path, v
     assert result.exit_code == 2
     assert message in result.output
     assert not (workdir / "ws" / "lake").exists()
+
+
+def test_the_run_summary_counts_a_tables_too_late_and_unreadable_rows() -> None:
+    """Too-late rows of a table are never silent: its summary line counts them and says where they are."""
+    from rich.console import Console
+
+    from kfloop.cli.summary import tables_table
+
+    ingest = {
+        "already_ingested": False,
+        "rows_written": 1,
+        "rows_read": 98,
+        "rows_quarantined": 3,
+        "rows_too_late": 2,
+        "too_late_uri": "ws/quarantine/stores_too_late/r1.parquet",
+        "dataset_rows": 96,
+        "dataset": "stores",
+    }
+    console = Console(width=200, record=True)
+    console.print(tables_table({"stores": {"ingest": ingest, "quality": {}}}))
+    text = console.export_text()
+    assert "2 rows too late (not ingested) → ws/quarantine/stores_too_late/r1.parquet" in text
+    assert "3 unreadable rows quarantined" in text
+
+
+def test_validating_a_table_whose_every_row_was_unreadable_says_so(workdir: Path) -> None:
+    (workdir / "merchants.csv").write_text("merchant_id,region,capacity\nm-1,north,x\nm-2,south,y\n")
+    assert runner.invoke(app, ["ingest", "--table", "merchants"]).exit_code == 0
+    result = runner.invoke(app, ["validate", "--table", "merchants"])
+    assert result.exit_code != 0
+    assert "lake dataset 'merchants' has no rows: 1 ingest run(s) read 2 rows, 2 unreadable" in result.output
+    assert "run ingestion first" not in result.output

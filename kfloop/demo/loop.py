@@ -1,0 +1,296 @@
+"""The whole loop on one machine, as a timeline: v1 trained and served, normal traffic (no drift, no
+retrain), drifted traffic (drift within one window, one retrain however many checks see it), v2 judged
+on the new data, promoted and hot-switched in, and the drift cleared against v2's reference.
+
+Every step is the real one a deployment runs: ``kfloop run`` (kfp.local) for each training run, a
+``kfloop serve`` process scoring over V2 REST and logging, ``kfloop monitor check`` 's core for each
+check and the audited retrain decision with the detached local launcher. What the demo adds is the world
+(:mod:`kfloop.demo.loop_data`) and the order of events; the outcome of each step is read back from the
+workspace (verdict records, audit trail, gate decisions), never assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfloop import layout
+from kfloop.config import Config, load_config
+from kfloop.demo.defects import DefectSpec
+from kfloop.demo.loop_data import DRIFT_TEXT, LoopWorld, build_world, loop_config, write_loop_config, write_source
+from kfloop.errors import KfloopError, PipelineError
+from kfloop.monitoring.check import DRIFT, NO_DRIFT
+from kfloop.monitoring.launch import LocalLauncher
+from kfloop.monitoring.monitor import run_check
+from kfloop.monitoring.retrain import RETRAIN, decide, read_audit
+from kfloop.registry import ModelRegistry
+from kfloop.serving.client import ServingClient
+from kfloop.serving.local_server import running_server
+from kfloop.serving.replay import logged_rows, replay, wait_logged, wait_serving
+from kfloop.storage import Storage, open_storage
+
+Say = Callable[[str, str], None]
+
+
+@dataclass
+class LoopOutcome:
+    """What happened, step by step, and whether each thing the loop promises held."""
+
+    workdir: Path
+    config_path: Path
+    expectations: list[tuple[str, bool]] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.expectations) and all(ok for _, ok in self.expectations)
+
+    def expect(self, claim: str, ok: bool) -> bool:
+        self.expectations.append((claim, ok))
+        return ok
+
+
+def _requests(config: Config, frame: Any) -> list[dict]:
+    """The rows as an application sends them: the entity keys and the request features (nulls as None)."""
+    cols = list(dict.fromkeys([*config.source.entity_keys, *config.features.request_features]))
+    part = frame[cols].astype(object)
+    return part.where(part.notna(), None).to_dict("records")
+
+
+def _decision(storage: Storage, model: str, version: str) -> dict:
+    return json.loads(storage.read_text(layout.decision_key(model, version)))
+
+
+def _metric_text(metrics: dict, names: tuple[str, ...]) -> str:
+    return ", ".join(f"{n} {metrics[n]:.4f}" for n in names if isinstance(metrics.get(n), int | float))
+
+
+def _wait_run(run: dict, timeout: float) -> None:
+    """Wait for a detached local run (the launcher's child) to end; raise with its log's tail if it failed."""
+    pid, deadline = int(run["pid"]), time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                tail = "".join(Path(run["log"]).read_text(errors="replace").splitlines(keepends=True)[-15:])
+                raise PipelineError(
+                    f"retrain run {run['run_id']} failed (exit {code}); last lines of {run['log']}:\n{tail}"
+                )
+            return
+        if time.monotonic() > deadline:
+            raise PipelineError(f"retrain run {run['run_id']} still running after {timeout:.0f} s (log {run['log']})")
+        time.sleep(1)
+
+
+class _Story:
+    """One run of the loop: the world, the story's config and workspace, and the timeline."""
+
+    def __init__(self, config_path: Path, workdir: Path, say: Say) -> None:
+        self.config_path, self.workdir, self.say = config_path, workdir, say
+        self.config = load_config(config_path)
+        self.storage = open_storage(self.config.storage)
+        self.model = self.config.training.model_name
+        self.registry = ModelRegistry(self.storage, self.model)
+        self.launcher = LocalLauncher(config_path)
+
+    def train(self, run_name: str) -> str:
+        """A pipeline run (``kfloop run``, waited for); the version it registered."""
+        LocalLauncher(self.config_path, wait=True).start(self.config, run_name)
+        versions = self.registry.list()
+        if not versions:
+            raise KfloopError(f"{run_name}: the pipeline registered no model version")
+        return versions[-1].version
+
+    def phase(self, client: ServingClient, name: str, rows: list[dict]) -> dict:
+        """Replay ``rows``, wait for the log, check; the verdict record (stored, as a scheduled check's)."""
+        before = logged_rows(self.config, self.storage)
+        sent = replay(client, rows)
+        wait_logged(self.config, self.storage, before + sent.rows)
+        versions = ", ".join(f"{v} {n:,}" for v, n in sent.versions.items())
+        self.say(
+            "traffic", f"{sent.rows:,} {name} requests replayed over V2 REST in {sent.requests} batches ({versions})"
+        )
+        record = run_check(self.config, self.storage)
+        drift = record["drift"]
+        drifted = [c["column"] for c in drift["drifted"]]
+        if drift["prediction"] and drift["prediction"]["drifted"]:
+            drifted.append("prediction")
+        share = f"share {drift['share']:.2f}" if drift.get("share") is not None else drift.get("reason", "")
+        self.say(
+            "check",
+            f"{record['model_version']}: {record['verdict']} ({share}; {record['window']['rows']:,} rows"
+            + (f"; drifted: {', '.join(drifted)}" if drifted else "")
+            + ")",
+        )
+        return record
+
+    def refresh(self) -> None:
+        """What the scheduled materialization does when events land: ingest, validate, compute the new
+        feature rows and write them online, so served requests meet the features of their own period."""
+        from kfloop.components.features import compute_features
+        from kfloop.components.ingest import ingest
+        from kfloop.components.materialize import materialize
+        from kfloop.components.validate import validate
+
+        got = ingest(self.config, self.storage)
+        checked = validate(self.config, self.storage)
+        updates = compute_features(self.config, self.storage)
+        written = materialize(self.config, self.storage, os.environ)
+        added = sum(u.rows_added for u in updates)
+        online = sum(m.rows_written for m in written)
+        gate = "passed" if checked.report.gate_passed else "FAILED"
+        self.say(
+            "features",
+            f"ingested +{got.rows_written:,} rows ({got.rows_quarantined:,} quarantined), quality gate {gate}, "
+            f"+{added:,} feature rows, {online:,} entity rows written online (the scheduled materialization)",
+        )
+
+    def decide(self, record: dict) -> dict:
+        audit = decide(self.config, self.storage, record, self.launcher, source="loop")
+        self.say("retrain", f"{audit['decision']}: {audit['reason']}")
+        return audit
+
+
+def run_loop(
+    base_config: Path,
+    workdir: Path,
+    *,
+    rows: int,
+    phase_rows: int,
+    seed: int,
+    defects: DefectSpec,
+    environ: Mapping[str, str],
+    say: Say,
+    run_timeout: float = 900.0,
+) -> LoopOutcome:
+    """Run the story in ``workdir`` (emptied first: the story's own workspace); returns what held."""
+    t0 = time.monotonic()
+
+    def timed(stage: str, text: str) -> None:
+        say(f"{time.monotonic() - t0:6.1f}s  {stage:<9}", text)
+
+    base = load_config(base_config)
+    if base.training.task != "binary" or base.source.label_column is None:
+        raise KfloopError("kfloop loop tells the fraud demo's story: it needs a binary config (examples/fraud)")
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    config_path = workdir / "kfloop.yaml"
+    source = workdir / "source" / "transactions.csv"
+    write_loop_config(config_path, loop_config(base_config, workdir, source, base, phase_rows))
+    outcome = LoopOutcome(workdir, config_path)
+    world = build_world(rows, seed)
+    n = write_source(world, False, source, defects, seed)
+    timed(
+        "data",
+        f"{n:,} events {world.start:%Y-%m-%d} … {world.drift_at:%Y-%m-%d} → {source} (with defects); "
+        f"the world drifts from {world.drift_at:%Y-%m-%d} ({DRIFT_TEXT}); checks test the request features and "
+        "the prediction (replayed events meet a store that already holds them)",
+    )
+    story = _Story(config_path, workdir, timed)
+    v1 = story.train("initial")
+    first = _decision(story.storage, story.model, v1)
+    timed(
+        "pipeline",
+        f"{v1} trained on the newest {story.config.features.training_window} of events: "
+        f"{_metric_text(first['candidate'], ('roc_auc', 'pr_auc'))} → "
+        + ("champion" if first["promoted"] else f"refused ({'; '.join(first['reasons'])})"),
+    )
+    if not outcome.expect(f"{v1} is trained and becomes champion", bool(first["promoted"])):
+        return _end(outcome, t0)
+    environ = {**environ, "KFLOOP_SERVING_AS_OF": world.end.isoformat()}  # the replay's clock: the world's end
+    with running_server(story.config, config_path, environ) as server:
+        timed("serve", f"kfloop serve ready in {server.startup_s:.1f} s at {server.client.http_base}, champion {v1}")
+        _served(
+            story,
+            server.client,
+            world,
+            outcome,
+            v1,
+            phase_rows=phase_rows,
+            seed=seed,
+            defects=defects,
+            source=source,
+            run_timeout=run_timeout,
+        )
+    return _end(outcome, t0)
+
+
+def _end(outcome: LoopOutcome, t0: float) -> LoopOutcome:
+    outcome.seconds = time.monotonic() - t0
+    return outcome
+
+
+def _served(
+    story: _Story,
+    client: ServingClient,
+    world: LoopWorld,
+    outcome: LoopOutcome,
+    v1: str,
+    *,
+    phase_rows: int,
+    seed: int,
+    defects: DefectSpec,
+    source: Path,
+    run_timeout: float,
+) -> None:
+    """The phases while the server runs: normal, drifted (the retrain), settled on v2."""
+    timed = story.say
+    normal = story.phase(client, "normal", _requests(story.config, world.traffic("normal", phase_rows, seed)))
+    audit = story.decide(normal)
+    outcome.checks.append(normal)
+    outcome.expect(
+        "normal traffic: no drift, no retrain", normal["verdict"] == NO_DRIFT and audit["decision"] != RETRAIN
+    )
+
+    n = write_source(world, True, source, defects, seed)
+    timed("data", f"the events up to {world.end:%Y-%m-%d}, labelled, land in the source ({n:,} events)")
+    story.refresh()
+    drifted = story.phase(client, "drifted", _requests(story.config, world.traffic("drifted", phase_rows, seed)))
+    outcome.checks.append(drifted)
+    started = story.decide(drifted)
+    again = story.decide(run_check(story.config, story.storage))  # the next scheduled check, same episode
+    retrains = [a for a in read_audit(story.storage) if a["decision"] == RETRAIN]
+    outcome.expect(
+        "drifted traffic: drift within one window, one retrain for the episode",
+        drifted["verdict"] == DRIFT
+        and started["decision"] == RETRAIN
+        and again["decision"] != RETRAIN
+        and len(retrains) == 1,
+    )
+    if started["decision"] != RETRAIN:
+        return
+    _wait_run(started["run"], run_timeout)
+    v2 = story.registry.list()[-1].version
+    judged = _decision(story.storage, story.model, v2)
+    metric = story.config.training.gate.compared(story.config.training.task)
+    cand, champ = judged["candidate"], judged.get("champion") or {}
+    timed(
+        "pipeline",
+        f"{v2} trained ({story.config.features.training_window} window, drifted events); on the new test split "
+        f"({judged['test_split']['rows']:,} rows) {metric} {v2} {cand[metric]:.4f} vs {v1} "
+        f"{champ.get(metric, float('nan')):.4f} → "
+        + ("promoted" if judged["promoted"] else "refused")
+        + f" ({'; '.join(judged['reasons'])})",
+    )
+    better = judged["promoted"] and cand[metric] > champ.get(metric, float("inf"))
+    outcome.expect(f"{v2} beats {v1} on the new data and is promoted", bool(better))
+    if not judged["promoted"]:
+        return
+    settled_rows = _requests(story.config, world.traffic("settled", phase_rows, seed))
+    waited = wait_serving(client, settled_rows[0], v2)
+    timed("serve", f"hot switch: the running server scores with {v2} (waited {waited:.1f} s for it)")
+    settled = story.phase(client, "settled (drifted world)", settled_rows)
+    outcome.checks.append(settled)
+    story.decide(settled)
+    outcome.expect(
+        f"{v2} is served and the drift clears against its reference",
+        settled["model_version"] == v2 and settled["verdict"] == NO_DRIFT,
+    )
