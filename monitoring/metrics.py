@@ -38,9 +38,7 @@ class _Verdict(Collector):
         rows = GaugeMetricFamily(names.DRIFT_WINDOW_ROWS, "Rows in the drift check's window.", labels=labels)
         rows.add_metric(base, float(r["window"]["rows"]))
         yield rows
-        checked = GaugeMetricFamily(
-            names.DRIFT_CHECK_TIMESTAMP, "When the drift check ran (Unix time).", labels=labels
-        )
+        checked = GaugeMetricFamily(names.DRIFT_CHECK_TIMESTAMP, "When the drift check ran (Unix time).", labels=labels)
         checked.add_metric(base, float(r["checked_at_unix"]))
         yield checked
         drift = r["drift"]

@@ -28,9 +28,7 @@ REQUESTS = Counter(names.REQUESTS, "Inference requests by protocol and status.",
 LATENCY = Histogram(
     names.REQUEST_SECONDS, "Request latency by protocol (server side).", ["model", "protocol"], buckets=_BUCKETS
 )
-LOOKUP = Histogram(
-    names.LOOKUP_SECONDS, "Online feature lookup per request (Feast).", ["model"], buckets=_BUCKETS
-)
+LOOKUP = Histogram(names.LOOKUP_SECONDS, "Online feature lookup per request (Feast).", ["model"], buckets=_BUCKETS)
 MODEL_VERSION = Gauge(names.MODEL_VERSION_INFO, "1 for the model version being served.", ["model", "version"])
 STORE_UP = Gauge(names.STORE_UP, "1 when the online store answered the last readiness probe.", ["model"])
 MODEL_REFUSED = Counter(
