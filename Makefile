@@ -80,8 +80,9 @@ run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, 
 	$(BIN)/kfloop run --config $(FLIGHTS_CONFIG)
 	KFLOOP_SERVING_AS_OF=$(FLIGHTS_AS_OF) $(BIN)/kfloop serve-check --config $(FLIGHTS_CONFIG)
 
-# two workers, each test file on one (its module fixtures: a trained model, a server, built once)
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# three workers on two cores (many tests wait on servers and subprocesses), each test file on one (its module
+# fixtures: a trained model, a server, built once)
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 
 test: $(STAMP) system-test ## Run the test suite (installs missing system packages first)
 	$(BIN)/pytest -q $(PYTEST_WORKERS)

@@ -167,7 +167,7 @@ def ingest(
         def update(current: lake.Manifest) -> lake.Manifest | None:
             """Merge into the manifest as it is now: a concurrent run may have committed since we read it.
             Rows this run kept by the (older) watermark all land; dedup by keys is validate's job."""
-            if _ingested(current, digest, src.allowed_lateness):
+            if _ingested(current, digest, src.allowed_lateness) or _read_meanwhile(manifest, current, digest):
                 return None
             _check_schema(current, schema)
             return lake_commit.appended(current, files, run)
@@ -187,6 +187,14 @@ def _ingested(manifest: lake.Manifest, digest: str, lateness: str) -> bool:
         r.get("source_sha256") == digest and parse_duration(r.get("allowed_lateness") or "0s") >= wanted
         for r in manifest.runs
     )
+
+
+def _read_meanwhile(before: lake.Manifest, current: lake.Manifest, digest: str) -> bool:
+    """Whether another run committed these bytes since this one split its rows against ``before`` (under a
+    narrower lateness): this run's split no longer knows which rows are in the lake, so it commits nothing;
+    run it again to take the rows its wider lateness adds."""
+    seen = {r.get("run_id") for r in before.runs}
+    return any(r.get("source_sha256") == digest and r.get("run_id") not in seen for r in current.runs)
 
 
 def _committed_quarantine(manifest: lake.Manifest) -> set[str]:

@@ -5,7 +5,8 @@ Rows: serving (traffic, errors against the availability SLO, latency, feature lo
 refusals and contract violations), drift (share, verdict, drifted columns, window quality) and the loop (pipeline
 runs and gates, retraining decisions, feature freshness against its SLA). Queries are scoped to the project's
 model (``training.model_name``) like its alert rules, and read the Prometheus data source chosen in the
-dashboard's ``datasource`` variable. The Helm chart ships the rendered file for Grafana's dashboard sidecar.
+dashboard's ``datasource`` variable. The rendered file lives in ``helm/kfloop/dashboards/``, for the Helm
+chart to load (its ConfigMap for Grafana's dashboard sidecar comes with the chart).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _panels(config: Config) -> dict[str, list[PanelSpec]]:
         ),
         PanelSpec(
             "Drifted columns",
-            "Columns that drifted in the newest check (1) and their test scores.",
+            "Columns that drifted in each check (1 while drifted).",
             (q(f"max by (column) ({names.DRIFT_DETECTED}{{{sel}}} == 1)", "{{column}}"),),
             width=12,
         ),
@@ -228,6 +229,8 @@ def _panel(spec: PanelSpec) -> timeseries.Panel | stat.Panel:
     panel = panel.thresholds(gd.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
     for i, query in enumerate(spec.queries):
         target = prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(chr(ord("A") + i))
+        if spec.kind == "stat":  # the value now, not every value in the range (a switched-away version)
+            target = target.instant()
         panel = panel.with_target(target.datasource(DATASOURCE))
     return panel
 
@@ -248,7 +251,10 @@ def build_dashboard(config: Config) -> dict:
         board = board.with_row(gd.Row(title))
         for spec in specs:
             board = board.with_panel(_panel(spec))
-    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    body = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    for number, panel in enumerate(body["panels"], start=1):  # stable ids: links (viewPanel=N) keep working
+        panel["id"] = number
+    return body
 
 
 def queries(dashboard: dict) -> list[str]:

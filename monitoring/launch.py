@@ -9,6 +9,8 @@ InferenceService on a cluster), so the trigger never touches serving.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,8 @@ class LocalLauncher:
     def __init__(self, config_path: Path, *, wait: bool = False) -> None:
         self.config_path = Path(config_path)
         self.wait = wait
+        self.processes: dict[str, subprocess.Popen] = {}  # the runs this launcher started, by run id
+        self._logs: dict[str, Path] = {}
 
     def start(self, config: Config, run_name: str) -> dict:
         log_path = retrain_log_path(local_workdir(config.storage.type, config.storage.root), run_name)
@@ -42,14 +46,47 @@ class LocalLauncher:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
+        self.processes[run_name], self._logs[run_name] = proc, log_path
         run = {"run_id": run_name, "where": "local", "pid": proc.pid, "log": str(log_path)}
         if self.wait:
-            code = proc.wait()
-            if code != 0:
-                tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
-                raise PipelineError(f"retrain run {run_name} failed (exit {code}); last lines of {log_path}:\n{tail}")
-            run["exit_code"] = code
+            run["exit_code"] = self.join(run_name)
         return run
+
+    def join(self, run_name: str, timeout: float | None = None) -> int:
+        """Wait for a run this launcher started; raise with its log's tail when it failed or outlived
+        ``timeout``. Interrupted (Ctrl-C) or timed out, the run is stopped: a waited-for run never outlives
+        its waiter (a detached one, never joined, does)."""
+        proc = self.processes[run_name]
+        try:
+            code = proc.wait(timeout=timeout)
+        except BaseException:
+            self.stop(run_name)
+            raise
+        if code != 0:
+            raise PipelineError(f"retrain run {run_name} failed (exit {code}); {self._tail(run_name)}")
+        return code
+
+    def stop(self, run_name: str) -> None:
+        """Stop a run this launcher started (its whole process group: kfp.local's task processes too)."""
+        proc = self.processes[run_name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for run_name in self.processes:
+            self.stop(run_name)
+
+    def _tail(self, run_name: str) -> str:
+        path = self._logs[run_name]
+        tail = "".join(path.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        return f"last lines of {path}:\n{tail}"
 
 
 class ClusterLauncher:

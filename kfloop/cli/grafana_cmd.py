@@ -16,9 +16,8 @@ def grafana(
     config: ConfigOption = DEFAULT_CONFIG,
     out: Annotated[Path | None, typer.Option(help="Where to write the dashboard; default: print it to stdout.")] = None,
 ) -> None:
-    """Render the Grafana dashboard of the config's model (built with grafana-foundation-sdk): import it in
-    Grafana, or let the Helm chart's dashboard ConfigMap load it; its queries read the Prometheus data source
-    picked in the dashboard's `datasource` variable."""
+    """Render the Grafana dashboard of the config's model (built with grafana-foundation-sdk) to import in
+    Grafana; its queries read the Prometheus data source picked in the dashboard's `datasource` variable."""
     from kfloop.monitoring.grafana import render_dashboard, write_dashboard
 
     cfg = load(config)

@@ -37,8 +37,6 @@ def loop(
     from kfloop.demo.loop import run_loop
 
     base = load(config)
-    if base.storage.type != "local":
-        raise typer.BadParameter("kfloop loop runs on a local workspace (storage.type: local)", param_hint="--config")
     where = workdir or Path(base.storage.root) / "loop"
 
     def say(stamp: str, text: str) -> None:

@@ -31,6 +31,8 @@ INTEGER_FUNCTIONS = ("count", "count_distinct")
 #: timestamp field, and the optional gap since the entity's previous event).
 FEATURE_TIMESTAMP = "event_timestamp"
 TIME_SINCE_PREVIOUS = "seconds_since_previous"
+#: The longest features.training_window (100 years): longer is "every event", and overflows time arithmetic.
+MAX_TRAINING_WINDOW_DAYS = 36500
 
 #: Features are read as of just before the event (``t - 1 µs``): the training set's point-in-time join asks
 #: Feast for them at that time, and serving counts a view's TTL back from it, so both drop the same values.
@@ -154,8 +156,11 @@ class FeaturesConfig(Section):
     @field_validator("training_window")
     @classmethod
     def _window(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value).total_seconds() <= 0:
-            raise ValueError(f"{value!r} is not a window: give a positive duration such as 30d")
+        if value is not None and not 0 < parse_duration(value).days <= MAX_TRAINING_WINDOW_DAYS:
+            raise ValueError(
+                f"{value!r}: give a window of at least a day and at most {MAX_TRAINING_WINDOW_DAYS}d (null: every "
+                "labelled event); a shorter one leaves too few events to split, train and judge"
+            )
         return value
 
     @model_validator(mode="after")

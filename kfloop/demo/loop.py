@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +22,18 @@ from typing import Any
 from kfloop import layout
 from kfloop.config import Config, load_config
 from kfloop.demo.defects import DefectSpec
-from kfloop.demo.loop_data import DRIFT_TEXT, LoopWorld, build_world, loop_config, write_loop_config, write_source
-from kfloop.errors import KfloopError, PipelineError
+from kfloop.demo.loop_data import (
+    DRIFT_TEXT,
+    PHASES,
+    LoopWorld,
+    build_world,
+    check_base,
+    loop_config,
+    prepare_workdir,
+    write_loop_config,
+    write_source,
+)
+from kfloop.errors import KfloopError
 from kfloop.monitoring.check import DRIFT, NO_DRIFT
 from kfloop.monitoring.launch import LocalLauncher
 from kfloop.monitoring.monitor import run_check
@@ -72,24 +81,6 @@ def _metric_text(metrics: dict, names: tuple[str, ...]) -> str:
     return ", ".join(f"{n} {metrics[n]:.4f}" for n in names if isinstance(metrics.get(n), int | float))
 
 
-def _wait_run(run: dict, timeout: float) -> None:
-    """Wait for a detached local run (the launcher's child) to end; raise with its log's tail if it failed."""
-    pid, deadline = int(run["pid"]), time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                tail = "".join(Path(run["log"]).read_text(errors="replace").splitlines(keepends=True)[-15:])
-                raise PipelineError(
-                    f"retrain run {run['run_id']} failed (exit {code}); last lines of {run['log']}:\n{tail}"
-                )
-            return
-        if time.monotonic() > deadline:
-            raise PipelineError(f"retrain run {run['run_id']} still running after {timeout:.0f} s (log {run['log']})")
-        time.sleep(1)
-
-
 class _Story:
     """One run of the loop: the world, the story's config and workspace, and the timeline."""
 
@@ -101,12 +92,17 @@ class _Story:
         self.registry = ModelRegistry(self.storage, self.model)
         self.launcher = LocalLauncher(config_path)
 
-    def train(self, run_name: str) -> str:
+    def train(self, run_name: str, timeout: float) -> str:
         """A pipeline run (``kfloop run``, waited for); the version it registered."""
-        LocalLauncher(self.config_path, wait=True).start(self.config, run_name)
+        self.launcher.start(self.config, run_name)
+        self.launcher.join(run_name, timeout)
+        return self.newest_version(run_name)
+
+    def newest_version(self, run_name: str, before: str | None = None) -> str:
+        """The version ``run_name`` registered: the newest, which must be newer than ``before``."""
         versions = self.registry.list()
-        if not versions:
-            raise KfloopError(f"{run_name}: the pipeline registered no model version")
+        if not versions or versions[-1].version == before:
+            raise KfloopError(f"{run_name}: the pipeline registered no new model version (see its log)")
         return versions[-1].version
 
     def phase(self, client: ServingClient, name: str, rows: list[dict]) -> dict:
@@ -178,24 +174,58 @@ def run_loop(
         say(f"{time.monotonic() - t0:6.1f}s  {stage:<9}", text)
 
     base = load_config(base_config)
-    if base.training.task != "binary" or base.source.label_column is None:
-        raise KfloopError("kfloop loop tells the fraud demo's story: it needs a binary config (examples/fraud)")
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    check_base(base)
+    world = build_world(rows, seed)
+    for phase in PHASES:  # enough events for every phase, before anything is deleted or trained
+        world.traffic(phase, phase_rows, seed)
+    prepare_workdir(workdir, base_config, base)
     config_path = workdir / "kfloop.yaml"
     source = workdir / "source" / "transactions.csv"
     write_loop_config(config_path, loop_config(base_config, workdir, source, base, phase_rows))
     outcome = LoopOutcome(workdir, config_path)
-    world = build_world(rows, seed)
     n = write_source(world, False, source, defects, seed)
     timed(
         "data",
-        f"{n:,} events {world.start:%Y-%m-%d} … {world.drift_at:%Y-%m-%d} → {source} (with defects); "
-        f"the world drifts from {world.drift_at:%Y-%m-%d} ({DRIFT_TEXT}); checks test the request features and "
-        "the prediction (replayed events meet a store that already holds them)",
+        f"{n:,} events {world.start:%Y-%m-%d} … {world.drift_at:%Y-%m-%d} → {source}"
+        + (" (with defects)" if defects.any else "")
+        + f"; the world drifts from {world.drift_at:%Y-%m-%d} ({DRIFT_TEXT}); checks test the request features "
+        "and the prediction (replayed events meet a store that already holds them)",
     )
     story = _Story(config_path, workdir, timed)
-    v1 = story.train("initial")
+    try:
+        return _story(
+            story,
+            world,
+            outcome,
+            t0,
+            phase_rows=phase_rows,
+            seed=seed,
+            defects=defects,
+            source=source,
+            environ=environ,
+            run_timeout=run_timeout,
+        )
+    finally:
+        story.launcher.stop_all()  # a run still going (an error, Ctrl-C) never outlives the story
+
+
+def _story(
+    story: _Story,
+    world: LoopWorld,
+    outcome: LoopOutcome,
+    t0: float,
+    *,
+    phase_rows: int,
+    seed: int,
+    defects: DefectSpec,
+    source: Path,
+    environ: Mapping[str, str],
+    run_timeout: float,
+) -> LoopOutcome:
+    """The story once its workspace and world are ready."""
+    timed = story.say
+    config_path = story.config_path
+    v1 = story.train("initial", run_timeout)
     first = _decision(story.storage, story.model, v1)
     timed(
         "pipeline",
@@ -206,7 +236,7 @@ def run_loop(
     if not outcome.expect(f"{v1} is trained and becomes champion", bool(first["promoted"])):
         return _end(outcome, t0)
     environ = {**environ, "KFLOOP_SERVING_AS_OF": world.end.isoformat()}  # the replay's clock: the world's end
-    with running_server(story.config, config_path, environ) as server:
+    with running_server(story.config, config_path, environ, log_path=story.workdir / "serve.log") as server:
         timed("serve", f"kfloop serve ready in {server.startup_s:.1f} s at {server.client.http_base}, champion {v1}")
         _served(
             story,
@@ -267,8 +297,8 @@ def _served(
     )
     if started["decision"] != RETRAIN:
         return
-    _wait_run(started["run"], run_timeout)
-    v2 = story.registry.list()[-1].version
+    story.launcher.join(started["run_id"], run_timeout)
+    v2 = story.newest_version(started["run_id"], before=v1)
     judged = _decision(story.storage, story.model, v2)
     metric = story.config.training.gate.compared(story.config.training.task)
     cand, champ = judged["candidate"], judged.get("champion") or {}
@@ -285,7 +315,8 @@ def _served(
     if not judged["promoted"]:
         return
     settled_rows = _requests(story.config, world.traffic("settled", phase_rows, seed))
-    waited = wait_serving(client, settled_rows[0], v2)
+    reload = story.config.serving
+    waited = wait_serving(client, settled_rows[0], v2, timeout=30 + 2 * reload.reload_max_seconds)
     timed("serve", f"hot switch: the running server scores with {v2} (waited {waited:.1f} s for it)")
     settled = story.phase(client, "settled (drifted world)", settled_rows)
     outcome.checks.append(settled)

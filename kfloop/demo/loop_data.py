@@ -8,6 +8,7 @@ store holds, and the events the retrain learns from are the drifted traffic's ow
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from kfloop.config import Config
 from kfloop.demo.defects import DefectSpec, inject_defects
 from kfloop.demo.generator import DEFAULT_START, DemoSpec, DriftSpec, generate
 from kfloop.demo.writer import write_frame
+from kfloop.errors import ConfigError
 
 #: Days of history before the drift (v1's data) and of drifted events after it (what the retrain learns).
 HISTORY_DAYS = 90
@@ -31,6 +33,10 @@ DRIFT_TEXT = "amounts x2.5, merchant-category mix, fraud pattern"
 PHASE_DAYS = 3
 #: The events a model trains on: the newest ones, so a retrain learns (and profiles) the drifted traffic.
 TRAINING_WINDOW = f"{FRESH_DAYS}d"
+#: The replayed phases, in the story's order.
+PHASES = ("normal", "drifted", "settled")
+#: The file that marks a directory as a story's workspace: only such a directory (or an empty one) is emptied.
+MARKER = ".kfloop-loop"
 
 
 @dataclass(frozen=True)
@@ -91,24 +97,71 @@ def write_source(world: LoopWorld, fresh: bool, path: Path, defects: DefectSpec,
     return len(events)
 
 
+def check_base(base: Config) -> None:
+    """The story replays the fraud demo's world: the user's config must read its columns (any contract,
+    features and model settings are the user's own)."""
+    from kfloop.demo.generator import COLUMNS
+
+    src = base.source
+    if base.storage.type != "local":
+        raise ConfigError("kfloop loop runs on a local workspace (storage.type: local)")
+    if base.training.task != "binary" or src.label_column != "is_fraud":
+        raise ConfigError("kfloop loop replays the fraud demo's world: it needs a binary model of is_fraud")
+    declared = {c: t.value for c, t in src.columns.items()}
+    wrong = sorted(c for c, t in COLUMNS.items() if declared.get(c) != t)
+    used = {*src.entity_keys, src.timestamp_column, *base.features.request_features}
+    if wrong or not used <= set(COLUMNS):
+        raise ConfigError(
+            "kfloop loop replays the fraud demo's world: source.columns must declare "
+            + ", ".join(f"{c}: {COLUMNS[c]}" for c in wrong or COLUMNS)
+            + " and the keys, time and request features must be among them (as examples/fraud/kfloop.yaml)"
+        )
+
+
+def prepare_workdir(workdir: Path, base_path: Path, base: Config) -> None:
+    """Empty ``workdir`` for a new story, but only a directory that is empty or a story's own (it holds
+    :data:`MARKER`), and never one holding the base config, the base workspace, the current directory or home."""
+    where = workdir.resolve()
+    guarded = {
+        "the config": base_path.resolve(),
+        "the config's workspace": Path(base.storage.root).resolve(),
+        "the current directory": Path.cwd().resolve(),
+        "your home directory": Path.home().resolve(),
+    }
+    for what, path in guarded.items():
+        if path == where or where in path.parents:
+            raise ConfigError(f"--workdir {workdir} holds {what} ({path}): kfloop loop empties its workdir")
+    if where.exists() and any(where.iterdir()) and not (where / MARKER).exists():
+        raise ConfigError(
+            f"--workdir {workdir} is not empty and was not made by kfloop loop (no {MARKER}): it empties its "
+            "workdir, so give it a new or empty directory"
+        )
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    (where / MARKER).write_text("the workspace of `kfloop loop`: emptied by the next run\n")
+
+
 def loop_config(base: Path, workdir: Path, source: Path, base_config: Config, phase_rows: int) -> dict:
     """The story's config: the user's (``extends``) in a workspace of its own, trained on the newest
     ``TRAINING_WINDOW`` of events, checked one replayed phase at a time (the window is a phase's rows) on the
     request features and the prediction. Why not the stored features: a replay sends past events at one
     instant against an online store that already holds them (and the events after them), so their stored
-    features are not what a live request would have met; a deployment checks every input."""
+    features are not what a live request would have met; a deployment checks every input. Nothing of the
+    story leaves its workspace: an embedded online store and registry, no webhooks, the log in the workspace."""
     return {
         "extends": str(base.resolve()),
         "storage": {"type": "local", "root": str(workdir.resolve())},
-        "source": {"uri": str(source.resolve())},
-        "features": {"training_window": TRAINING_WINDOW},
+        "source": {"uri": str(source.resolve()), "format": "csv"},
+        "features": {"training_window": TRAINING_WINDOW, "online_store": {"type": "sqlite"}, "registry": None},
         "monitoring": {
             "window": {"rows": phase_rows, "duration": None},
             "min_rows": min(base_config.monitoring.min_rows, phase_rows),
             "features": list(base_config.features.request_features),
             "retrain": {"enabled": True, "run_on": "local"},
         },
-        "serving": {"inference_log": {"flush_seconds": 1}},
+        "serving": {"inference_log": {"enabled": True, "sink_url": None, "flush_seconds": 1}},
+        "alerts": {"webhooks": []},
     }
 
 

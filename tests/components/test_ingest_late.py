@@ -124,6 +124,29 @@ def test_raising_allowed_lateness_and_ingesting_the_same_file_again_takes_its_to
     assert ingest(strict, storage, source_uri=str(tmp_path / "all.csv")).already_ingested  # a narrower one too
 
 
+def test_the_same_file_read_meanwhile_under_a_narrower_lateness_lands_once(tmp_path: Path) -> None:
+    frame = generate(DemoSpec(rows=2000, seed=7)).frame
+    first, recent, old, _ = held_back(frame, timedelta(days=2))
+    storage = LocalStorage(tmp_path / "ws")
+    write_frame(first, tmp_path / "first.csv", "csv")
+    write_frame(frame, tmp_path / "all.csv", "csv")
+    ingest(demo_config(tmp_path / "ws"), storage, source_uri=str(tmp_path / "first.csv"))
+    inner: list = []
+
+    def meanwhile(_: int) -> None:  # a run with the default lateness commits the same bytes while this one reads
+        if not inner:
+            inner.append(ingest(demo_config(tmp_path / "ws"), storage, source_uri=str(tmp_path / "all.csv")))
+
+    wider = demo_config(tmp_path / "ws", allowed_lateness="3650d")
+    outer = ingest(wider, storage, source_uri=str(tmp_path / "all.csv"), on_batch=meanwhile)
+    assert inner and not inner[0].already_ingested
+    assert outer.already_ingested  # its split predates the other commit: it commits nothing
+    lake_rows = read_lake(storage)
+    assert lake_rows["transaction_id"].is_unique  # no row twice
+    again = ingest(wider, storage, source_uri=str(tmp_path / "all.csv"))  # run again: the wider window's rows
+    assert again.rows_written == len(recent) + len(old) and read_lake(storage)["transaction_id"].is_unique
+
+
 def test_reingest_does_not_quarantine_the_same_bad_rows_again(tmp_path: Path) -> None:
     data = generate(DemoSpec(rows=2000, seed=3, defects=DefectSpec(wrong_types=0.02)))
     frame = data.frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)

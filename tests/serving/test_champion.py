@@ -96,7 +96,8 @@ def test_a_transient_storage_error_is_retried_and_the_switch_follows_recovery(tr
     storage.down = False
     watch.check_now()
     assert watch.predictor.version == new
-    assert _metric("kfloop_model_refused_total", model=watch.predictor.name, version=new, reason="corrupt") == 0
+    model = watch.config.training.model_name
+    assert _metric("kfloop_model_refused_total", model=model, version=new, reason="corrupt") == 0
 
 
 def test_the_background_loop_backs_off_after_transient_errors_up_to_the_cap(
@@ -146,7 +147,8 @@ def test_a_corrupt_champion_is_refused_once_and_retried_only_after_it_comes_back
     assert (
         len(lines) == 1 and bad in lines[0] and "checksum mismatch" in lines[0] and f"still serving {first}" in lines[0]
     )
-    assert _metric("kfloop_model_refused_total", model=watch.predictor.name, version=bad, reason="corrupt") == 1
+    name = watch.config.training.model_name
+    assert _metric("kfloop_model_refused_total", model=name, version=bad, reason="corrupt") == 1
 
     model_file.write_bytes(original)  # repaired: not retried while it stays the champion…
     watch.check_now()

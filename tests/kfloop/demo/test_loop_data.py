@@ -12,7 +12,18 @@ import pytest
 
 from kfloop.config import load_config
 from kfloop.demo.defects import DEMO_DEFECTS, DefectSpec
-from kfloop.demo.loop_data import FRESH_DAYS, PHASE_DAYS, build_world, loop_config, write_loop_config, write_source
+from kfloop.demo.loop_data import (
+    FRESH_DAYS,
+    MARKER,
+    PHASE_DAYS,
+    build_world,
+    check_base,
+    loop_config,
+    prepare_workdir,
+    write_loop_config,
+    write_source,
+)
+from kfloop.errors import ConfigError
 from tests.conftest import REPO
 
 FRAUD = REPO / "examples" / "fraud" / "kfloop.yaml"
@@ -64,3 +75,32 @@ def test_the_loop_config_extends_the_users_in_its_own_workspace(tmp_path: Path) 
     assert config.monitoring.window.rows == 700 and config.monitoring.retrain.enabled
     assert config.monitoring.features == base.features.request_features
     assert config.training == base.training and config.features.views == base.features.views
+
+
+def test_the_workdir_is_emptied_only_when_it_is_the_storys_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = load_config(FRAUD)
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "story"
+    prepare_workdir(mine, FRAUD, base)  # new: made, and marked
+    (mine / "old-run.txt").write_text("x")
+    prepare_workdir(mine, FRAUD, base)  # the story's own: emptied
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER]
+
+    theirs = tmp_path / "precious"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="not made by kfloop loop"):
+        prepare_workdir(theirs, FRAUD, base)
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+    guarded_dirs = ((tmp_path, "workspace|current directory"), (FRAUD.parent, "the config"), (Path.home(), "home"))
+    for guarded, what in guarded_dirs:
+        with pytest.raises(ConfigError, match=what):
+            prepare_workdir(guarded, FRAUD, base)
+    assert FRAUD.exists()
+
+
+def test_only_a_config_of_the_fraud_demos_columns_tells_the_story() -> None:
+    check_base(load_config(FRAUD))
+    flights = load_config(REPO / "examples" / "flights" / "kfloop.yaml")
+    with pytest.raises(ConfigError, match="binary model of is_fraud"):
+        check_base(flights)
