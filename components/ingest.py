@@ -20,12 +20,13 @@ from kfloop import lake, lake_commit, layout
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, quarantine_schema
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
+from kfloop.config.source import SourceConfig
 from kfloop.contract.report import SchemaChange
 from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accepted
 from kfloop.derive import cast_and_derive
 from kfloop.errors import ConfigError, SchemaChangeError
 from kfloop.files import file_sha256
-from kfloop.late_rows import LakeRows, SideRows
+from kfloop.late_rows import LakeRows, LateSplit, SideRows
 from kfloop.schema import arrow_schema
 from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
 from kfloop.sources.observe import observe
@@ -115,6 +116,11 @@ def ingest(
     visible until the manifest commit at the end. Overlapping runs are safe: each stages its files under its
     run id with no lock held and merges them into the current manifest under the dataset's lease (``policy``
     sets how long it waits and when a silent run counts as dead).
+
+    A ``source.replace`` dataset (a snapshot table) is the file: a file whose bytes differ from the current
+    version's replaces the whole dataset with its rows (no watermark, no late or skipped rows; the files it
+    replaces are retired, readable for the grace period), so changed keys change, removed keys go and an
+    older file ingested again is the table again. The current version's bytes again are already ingested.
     """
     src = config.source
     uri = source_uri or src.uri
@@ -138,10 +144,14 @@ def ingest(
         result = functools.partial(
             _result, run_id=run_id, uri=uri, digest=digest, started=started, t0=t0, storage=storage
         )
-        if _ingested(manifest, digest, src.allowed_lateness):
+        if _ingested(manifest, digest, src):
             return result(manifest=manifest, already=True)
         observed, schema_changes = _schema_changes(config, local, uri, manifest)
-        late = LakeRows(storage, manifest, schema, src.timestamp_column, src.allowed_lateness)
+        late = (
+            _Replacing(manifest)
+            if src.replace
+            else LakeRows(storage, manifest, schema, src.timestamp_column, src.allowed_lateness)
+        )
         counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, late, Path(tmp), txn, on_batch)
         run = {
             "run_id": run_id,
@@ -159,6 +169,7 @@ def ingest(
             "quarantine": layout.quarantine_key(src.dataset, run_id) if quarantine_uri else None,
             "too_late": layout.too_late_key(src.dataset, run_id) if counts["too_late"] else None,
             "allowed_lateness": src.allowed_lateness,
+            "replace": src.replace,
             "watermark_before": watermark_before,
             "source_columns": observed,
             "schema_changes": [asdict(c) for c in schema_changes],
@@ -166,11 +177,12 @@ def ingest(
 
         def update(current: lake.Manifest) -> lake.Manifest | None:
             """Merge into the manifest as it is now: a concurrent run may have committed since we read it.
-            Rows this run kept by the (older) watermark all land; dedup by keys is validate's job."""
-            if _ingested(current, digest, src.allowed_lateness) or _read_meanwhile(manifest, current, digest):
+            Rows this run kept by the (older) watermark all land; dedup by keys is validate's job. A replacing
+            run's files become the whole dataset: of overlapping runs, the last to commit is the version."""
+            if _ingested(current, digest, src) or (not src.replace and _read_meanwhile(manifest, current, digest)):
                 return None
             _check_schema(current, schema)
-            return lake_commit.appended(current, files, run)
+            return (lake_commit.replaced if src.replace else lake_commit.appended)(current, files, run)
 
         committed = txn.commit(update, lake.new_manifest(src.dataset, schema))
         if not txn.committed:  # a concurrent run ingested the same bytes first
@@ -178,11 +190,15 @@ def ingest(
     return result(manifest=committed, run=run, quarantine_uri=quarantine_uri)
 
 
-def _ingested(manifest: lake.Manifest, digest: str, lateness: str) -> bool:
-    """Whether a run already read these bytes with at least this ``allowed_lateness``: after raising it, the
-    same file is read again so its too-late rows now inside the window are taken (rows already in the lake are
-    skipped by content)."""
-    wanted = parse_duration(lateness)
+def _ingested(manifest: lake.Manifest, digest: str, src: SourceConfig) -> bool:
+    """Whether these bytes are in the dataset. A replacing source (a snapshot table): they are the current
+    version's (an older version's bytes are that version again). Appending: a run already read them with at
+    least this ``allowed_lateness`` (after raising it, the same file is read again so its too-late rows now
+    inside the window are taken; rows already in the lake are skipped by content)."""
+    if src.replace:
+        current = next((r for r in reversed(manifest.runs) if "source_sha256" in r), None)
+        return current is not None and current["source_sha256"] == digest
+    wanted = parse_duration(src.allowed_lateness)
     return any(
         r.get("source_sha256") == digest and parse_duration(r.get("allowed_lateness") or "0s") >= wanted
         for r in manifest.runs
@@ -195,6 +211,19 @@ def _read_meanwhile(before: lake.Manifest, current: lake.Manifest, digest: str) 
     run it again to take the rows its wider lateness adds."""
     seen = {r.get("run_id") for r in before.runs}
     return any(r.get("source_sha256") == digest and r.get("run_id") not in seen for r in current.runs)
+
+
+class _Replacing:
+    """The arrival split of a replacing ingest: every cast row is kept (the file is the whole dataset)."""
+
+    def __init__(self, manifest: lake.Manifest) -> None:
+        self.manifest = manifest
+
+    def split(self, good: pa.Table) -> LateSplit:
+        return LateSplit(keep=good, late=0, skipped=0, too_late=good.slice(0, 0))
+
+    def too_late_table(self, rows: pa.Table, uri: str) -> pa.Table:  # never called: nothing is too late
+        raise AssertionError("a replacing ingest keeps every row")
 
 
 def _committed_quarantine(manifest: lake.Manifest) -> set[str]:
@@ -211,7 +240,7 @@ def _load(
     local: Path,
     uri: str,
     run_id: str,
-    late: LakeRows,
+    late: LakeRows | _Replacing,
     tmp: Path,
     txn: lake_commit.Transaction,
     on_batch: Callable[[int], None] | None,

@@ -44,9 +44,11 @@ class ValidateResult:
 
 def _fingerprint(manifest: lake.Manifest, config: Config) -> str:
     """Input content + contract (+ the task, whose label check it implies): equal fingerprints give equal
-    outputs, so a re-run can skip. A binary task adds nothing, so earlier fingerprints stay valid."""
+    outputs, so a re-run can skip. A binary task adds nothing, and neither does an appending source (``replace``
+    false), so earlier fingerprints stay valid."""
     task = "" if config.training.task == "binary" else config.training.task
-    body = manifest.content_hash + config.contract.model_dump_json() + config.source.model_dump_json() + task
+    source = config.source.model_dump_json(exclude=None if config.source.replace else {"replace"})
+    body = manifest.content_hash + config.contract.model_dump_json() + source + task
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -85,6 +85,11 @@ class SourceConfig(FileSource):
         description="Columns known only after their event: column → a delay (2h) or {at: timestamp_column} (null: "
         "not known yet). Aggregates use a value only from then on; such a column cannot be a request feature.",
     )
+    replace: bool = Field(
+        False,
+        description="Each ingest of a changed file replaces the whole dataset with its rows (no watermark, no "
+        "late rows): how a snapshot table of features.tables is ingested. false: rows are appended by event time.",
+    )
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceConfig:

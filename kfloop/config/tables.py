@@ -7,7 +7,8 @@ training set (the row valid at the event) and the serving path looks it up onlin
 client sends the key only, never the attributes.
 
 A table without ``timestamp_column`` is a snapshot: every row is valid for every event (from the epoch),
-re-ingesting a changed file updates the changed keys (upsert by key), and nothing expires (``ttl: 0s``).
+the file is the table (re-ingesting a changed file replaces the table with its rows: changed keys are
+updated, removed keys go, a reverted file reverts), and nothing expires (``ttl: 0s``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from kfloop.config.source import FileSource, SourceConfig
 #: The time column a snapshot table gets at ingest: every row valid from the epoch, so it joins any event.
 VALID_FROM = "valid_from"
 VALID_FROM_EXPRESSION = "timestamp('1970-01-01T00:00:00Z')"
-#: A snapshot accepts re-ingested rows whatever the watermark: a changed attribute is an update (~100 years).
-SNAPSHOT_LATENESS = "36500d"
 
 
 class TableSource(FileSource):
@@ -35,7 +34,7 @@ class TableSource(FileSource):
     timestamp_column: str | None = Field(
         None,
         description="When each row's values became valid (an hourly reading, a price change); the training set "
-        "joins the row valid at each event. null: a snapshot, valid for every event, updated by key on re-ingest.",
+        "joins the row valid at each event. null: a snapshot, valid for every event, replaced by each changed file.",
     )
 
     @model_validator(mode="after")
@@ -121,20 +120,18 @@ class AttributeTable(Section):
         """The table as a source: what ingest and validate read (a snapshot gets its ``valid_from``)."""
         src = self.source
         derived = dict(src.derived)
-        lateness = src.allowed_lateness
-        if self.snapshot:
+        if self.snapshot:  # replaced by each changed file: no watermark, so no lateness either
             derived[VALID_FROM] = DerivedColumn(expression=VALID_FROM_EXPRESSION, type=ColumnType.TIMESTAMP)
-            lateness = SNAPSHOT_LATENESS
-        body = src.model_dump(mode="json", exclude={"timestamp_column", "derived", "allowed_lateness"})
+        body = src.model_dump(mode="json", exclude={"timestamp_column", "derived"})
         return SourceConfig.model_validate_json(  # JSON mode: the strict fields take their JSON forms
             json.dumps(
                 {
                     **body,
                     "derived": {n: d.model_dump(mode="json") for n, d in derived.items()},
-                    "allowed_lateness": lateness,
                     "dataset": self.name,
                     "entity_keys": [self.key],
                     "timestamp_column": self.timestamp_column,
+                    "replace": self.snapshot,
                 }
             )
         )
