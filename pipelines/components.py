@@ -13,6 +13,7 @@ from typing import NamedTuple
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 __all__ = [
+    "config_component",
     "deploy_component",
     "evaluate_component",
     "features_component",
@@ -23,6 +24,37 @@ __all__ = [
     "training_set_component",
     "validate_component",
 ]
+
+
+def config_component(
+    config_json: str,
+    defaults_json: str,
+    framework: str,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    early_stopping_patience: int,
+    seed: int,
+    threshold_target: float,
+    gate_tolerance: float,
+    training_window: str,
+) -> str:
+    """KFP step (the first): the run form's parameters applied to the config and validated by the config
+    model; every later step reads the config it returns (see ``kfloop.config.run_parameters``)."""
+    from kfloop.config.run_parameters import resolve_step
+
+    values = {
+        "framework": framework,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "early_stopping_patience": early_stopping_patience,
+        "seed": seed,
+        "threshold_target": threshold_target,
+        "gate_tolerance": gate_tolerance,
+        "training_window": training_window,
+    }
+    return resolve_step(config_json, defaults_json, values)
 
 
 def ingest_component(

@@ -87,12 +87,18 @@ def _display_names(pipeline) -> dict[str, str]:
 
 
 def run_local(
-    config: Config, workdir: Path, source_uri: str | None = None, table_uris: dict[str, str] | None = None
+    config: Config,
+    workdir: Path,
+    source_uri: str | None = None,
+    table_uris: dict[str, str] | None = None,
+    parameters: dict[str, object] | None = None,
 ) -> LocalRun:
     """Execute the pipeline function with kfp.local; raises PipelineError with the log tail on failure.
-    ``source_uri`` and ``table_uris`` (attribute table name → URI) override the files the config names."""
-    kwargs = {"source_uri": source_uri} if source_uri else {}
+    ``source_uri`` and ``table_uris`` (attribute table name → URI) override the files the config names;
+    ``parameters`` sets run parameters (``kfloop.config.run_parameters``), as the Kubeflow UI's run form does."""
+    kwargs: dict[str, object] = {"source_uri": source_uri} if source_uri else {}
     kwargs |= _table_uri_kwargs(config, table_uris or {})
+    kwargs |= parameters or {}
     root = (workdir / PIPELINE_ROOT).resolve()
     root.mkdir(parents=True, exist_ok=True)
     log_path = workdir / RUN_LOG

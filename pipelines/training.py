@@ -14,6 +14,7 @@ step waits for every gate. Its file is the pipeline parameter ``<table>_source_u
 # No `from __future__ import annotations`: kfp reads the pipeline signature at decoration time.
 
 import inspect
+import json
 from collections.abc import Callable
 
 from kfp import dsl, kubernetes
@@ -21,7 +22,9 @@ from kfp import dsl, kubernetes
 from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, Resources, config_to_json
 from kfloop.config.cluster import StepName
+from kfloop.config.run_parameters import NAMES, RUN_PARAMETERS, run_parameter_defaults
 from kfloop.pipelines.components import (
+    config_component,
     deploy_component,
     evaluate_component,
     features_component,
@@ -35,6 +38,8 @@ from kfloop.pipelines.components import (
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2
+#: Resources of the steps that only read their parameters (the run parameters, the quality gate).
+_LIGHT = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
 
 
 def _step(func: Callable, config: Config) -> Callable:
@@ -82,14 +87,31 @@ def table_uri_parameter(table: str) -> str:
 
 
 def _signature(config: Config) -> inspect.Signature:
-    """The pipeline's parameters: the config, the main source's URI, then one URI per attribute table."""
-    params = [("config_json", config_to_json(config)), ("source_uri", config.source.uri)]
-    params += [(table_uri_parameter(t.name), t.source.uri) for t in config.features.tables]
+    """The pipeline's parameters: the config, the main source's URI, the run form's typed parameters
+    (defaults: the config's values), then one URI per attribute table."""
+    defaults = run_parameter_defaults(config)
+    params = [("config_json", config_to_json(config), str), ("source_uri", config.source.uri, str)]
+    params += [(p.name, defaults[p.name], p.kind) for p in RUN_PARAMETERS]
+    params += [(table_uri_parameter(t.name), t.source.uri, str) for t in config.features.tables]
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature(
-        [inspect.Parameter(name, kind, default=default, annotation=str) for name, default in params],
+        [inspect.Parameter(name, kind, default=default, annotation=kind_) for name, default, kind_ in params],
         return_annotation=dsl.Model,
     )
+
+
+def _docstring(config: Config) -> str:
+    """Google-style Args, which kfp turns into the parameters' descriptions in the Kubeflow UI."""
+    lines = [
+        f"kfloop training loop for {config.project}.",
+        "",
+        "Args:",
+        "    config_json: The whole config (advanced): the run parameters below override its keys.",
+        "    source_uri: The main source's file (source.uri).",
+    ]
+    lines += [f"    {p.name}: {p.description}" for p in RUN_PARAMETERS]
+    lines += [f"    {table_uri_parameter(t.name)}: Attribute table {t.name}'s file." for t in config.features.tables]
+    return "\n".join(lines)
 
 
 def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callable:
@@ -106,6 +128,8 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
     train_op = _step(train_component, config)
     evaluate_op = _step(evaluate_component, config)
     deploy_op = _step(deploy_component, config)
+    config_op = _step(config_component, config)
+    defaults_json = json.dumps(run_parameter_defaults(config), sort_keys=True)
 
     def data_gate(config_json: str, source_uri: str, table: str = "") -> dsl.PipelineTask:
         """ingest → validate → quality gate of the main source (``table`` "") or of an attribute table."""
@@ -126,12 +150,16 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         )
         gate = gate_op(passed=validate.outputs["passed"], message=validate.outputs["message"], **scope)
         gate.set_display_name(f"quality gate ({table})" if table else "quality gate").set_caching_options(False)
-        _apply_resources(
-            gate, Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
-        )  # it only reads its parameters
+        _apply_resources(gate, _LIGHT)  # it only reads its parameters
         return gate
 
-    def training(config_json: str, source_uri: str, *table_uris: str) -> dsl.Model:
+    def training(config_json: str, source_uri: str, *rest: str | int | float) -> dsl.Model:
+        values, table_uris = dict(zip(NAMES, rest[: len(NAMES)], strict=True)), rest[len(NAMES) :]
+        # no retries (a bad parameter fails the same way every time) and no secrets: it reads only its inputs
+        resolved = config_op(config_json=config_json, defaults_json=defaults_json, **values)
+        resolved.set_display_name("config (run parameters)").set_caching_options(False)
+        _apply_resources(resolved, _LIGHT)
+        config_json = resolved.output
         gates = [data_gate(config_json, source_uri)]
         gates += [
             data_gate(config_json, uri, t.name) for t, uri in zip(config.features.tables, table_uris, strict=True)
@@ -160,7 +188,7 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
             train_op(config_json=config_json, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).after(training_set),
             config,
             "train",
-            f"train ({config.training.framework})",
+            "train",
             retries,
         )
         evaluate = _configure(
@@ -181,6 +209,7 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
         return train.outputs["model"]
 
     training.__signature__ = _signature(config)  # kfp reads the parameters from it and passes them in order
+    training.__doc__ = _docstring(config)  # the run form's help text of each parameter
     return dsl.pipeline(
         name=pipeline_name(config),
         description=f"kfloop training loop for {config.project}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -26,12 +27,23 @@ def run(
             "the pipeline parameter NAME_source_uri.",
         ),
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            metavar="NAME=VALUE",
+            help="A run parameter, as in the Kubeflow UI's run form (repeatable): framework, epochs, learning_rate, "
+            "batch_size, early_stopping_patience, seed, threshold_target, gate_tolerance, training_window.",
+        ),
+    ] = None,
 ) -> None:
     """Run the training pipeline locally with kfp.local and print a summary.
 
     Every attribute table of features.tables is ingested and validated under its own contract beside the
     main source; features wait for every table's quality gate.
     """
+    from kfloop.config import config_to_json
+    from kfloop.config.run_parameters import apply_run_parameters, parse_run_parameter, run_parameter_defaults
     from kfloop.errors import PipelineError
     from kfloop.layout import RUN_LOG, local_workdir
     from kfloop.pipelines.local import project_python_on_path, run_local
@@ -43,13 +55,16 @@ def run(
             raise typer.BadParameter(f"{item!r}: expected NAME=URI", param_hint="--table-source")
         table_uris[name.strip()] = uri.strip()
     cfg = load(config)
+    parameters = dict(parse_run_parameter(p) for p in param or ())
+    if parameters:  # fail now, naming the parameter, not in the pipeline's first step
+        apply_run_parameters(config_to_json(cfg), json.dumps(run_parameter_defaults(cfg)), parameters)
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
     workdir = local_workdir(cfg.storage.type, cfg.storage.root)
     with spinner() as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / RUN_LOG})", total=None)
         try:
-            result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris)
+            result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris, parameters=parameters)
         except PipelineError as err:
             _alert(cfg, error=err)
             raise

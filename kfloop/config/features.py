@@ -142,9 +142,9 @@ class FeaturesConfig(Section):
     splits: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/validation/test by time.")
     training_window: str | None = Field(
         None,
-        description="Train on the newest labelled events only: those within this long (30d, 12h) of the newest "
-        "one, before the splits are cut; a retrain after drift then learns, and profiles, the recent traffic. "
-        "null: every labelled event.",
+        description="Train on the newest labelled events only: those within this long (21d, 90d; at least 1d) of "
+        "the newest one, before the splits are cut; a retrain after drift then learns, and profiles, the recent "
+        "traffic. null: every labelled event.",
     )
 
     @field_validator("label_delay", "freshness_sla")

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kfloop.cli.summary import features_table, tables_table
 from kfloop.config import load_config, parse_config
+from kfloop.config.run_parameters import NAMES, run_parameter_defaults
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
 from kfloop.layout import PIPELINE_ROOT
@@ -66,6 +67,12 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert again.training_set["content_hash"] == run.training_set["content_hash"]
     assert again.model["reused"] and again.model["version"] == run.model["version"]
     assert again.model["metrics"] == run.model["metrics"] and "reused" not in run.model
+    # the run form's parameters (as the Kubeflow UI passes them): the run trains with them, on the same data
+    tuned = run_local(cfg, Path("ws"), parameters={"epochs": 2, "learning_rate": 0.01})
+    assert tuned.training_set["content_hash"] == run.training_set["content_hash"]
+    assert tuned.model["version"] != run.model["version"] and not tuned.model.get("reused")
+    card = ModelRegistry(LocalStorage("ws"), cfg.training.model_name).get(tuned.model["version"]).card
+    assert card["hyperparameters"]["epochs"] == 2 and card["hyperparameters"]["learning_rate"] == 0.01
 
 
 @pytest.mark.slow
@@ -184,7 +191,15 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
     cfg = load_config(CLUSTER_CONFIG)
     component = components.load_component_from_file(str(tmp_path / "training.yaml"))
     assert component.name == "fraud-demo-training"
-    assert set(component.component_spec.inputs or {}) == {"config_json", "source_uri"}
+    inputs = component.component_spec.inputs or {}
+    assert set(inputs) == {"config_json", "source_uri", *NAMES}  # the run form
+    defaults = run_parameter_defaults(cfg)
+    assert {n: inputs[n].default for n in NAMES} == defaults  # each defaults to the compiled config's value
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert declared["epochs"]["parameterType"] == "NUMBER_INTEGER"
+    assert declared["learning_rate"]["parameterType"] == "NUMBER_DOUBLE"
+    assert declared["framework"]["parameterType"] == "STRING"
+    assert all(declared[n]["description"] for n in ["config_json", "source_uri", *NAMES])
     executors = spec["deploymentSpec"]["executors"]
     for name, ex in executors.items():
         container = ex["container"]
@@ -192,6 +207,7 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == [
+        "config-component",
         "deploy-component",
         "evaluate-component",
         "features-component",
@@ -203,23 +219,27 @@ def test_compiled_pipeline_loads_and_every_step_is_right(tmp_path: Path) -> None
         "validate-component",
     ]
     deps = {name: sorted(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    first = "config-component"  # the run parameters applied and validated: every step reads its config
     assert deps == {
-        "ingest-component": [],
-        "validate-component": ["ingest-component"],
+        "config-component": [],
+        "ingest-component": [first],
+        "validate-component": [first, "ingest-component"],
         "gate-component": ["validate-component"],
-        "features-component": ["gate-component"],  # nothing after the gate runs when it fails
-        "materialize-component": ["features-component"],
-        "training-set-component": ["materialize-component"],
-        "train-component": ["training-set-component"],
-        "evaluate-component": ["train-component"],
-        "deploy-component": ["evaluate-component"],  # serves the champion evaluate may just have promoted
+        "features-component": [first, "gate-component"],  # nothing after the gate runs when it fails
+        "materialize-component": [first, "features-component"],
+        "training-set-component": [first, "materialize-component"],
+        "train-component": [first, "training-set-component"],
+        "evaluate-component": [first, "train-component"],
+        "deploy-component": [first, "evaluate-component"],  # serves the champion evaluate may just have promoted
     }
+    assert tasks[first]["taskInfo"]["name"] == "config (run parameters)"
+    assert "retryPolicy" not in tasks[first]  # a bad parameter fails the same way every time
     champion_in = tasks["deploy-component"]["inputs"]["parameters"]["champion"]["taskOutputParameter"]
     assert champion_in == {"producerTask": "evaluate-component", "outputParameterKey": "Output"}
     assert tasks["deploy-component"]["taskInfo"]["name"] == "deploy (KServe)"
     for name, task in tasks.items():
         assert task["cachingOptions"].get("enableCache", False) is False, name
-        if name != "gate-component":  # the gate's failure is deliberate: retrying cannot help
+        if name not in ("gate-component", first):  # their failures are deliberate: retrying cannot help
             assert task["retryPolicy"]["maxRetryCount"] == 2, name
     for name, ex in executors.items():
         res = ex["container"]["resources"]
@@ -281,16 +301,17 @@ def test_every_table_gets_its_ingest_validate_and_gate_in_parallel(tmp_path: Pat
     out = compile_training(cfg, tmp_path / "training.yaml")
     spec, platform = yaml.safe_load_all(out.read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {k: v.get("defaultValue") for k, v in params.items() if k != "config_json"} == {
+    assert {k: v.get("defaultValue") for k, v in params.items() if k not in ("config_json", *NAMES)} == {
         "source_uri": cfg.source.uri,
         "merchants_source_uri": "merchants.csv",
         "source_source_uri": "s3://kfloop/incoming/weather.parquet",
     }
-    assert all(p["parameterType"] == "STRING" for p in params.values())
+    assert all(p["parameterType"] == "STRING" for k, p in params.items() if k.endswith("source_uri"))
     component = components.load_component_from_file(str(out))
     assert set(component.component_spec.inputs or {}) == {
         "config_json",
         "source_uri",
+        *NAMES,
         "merchants_source_uri",
         "source_source_uri",
     }
@@ -299,8 +320,9 @@ def test_every_table_gets_its_ingest_validate_and_gate_in_parallel(tmp_path: Pat
     for table, n in (("merchants", 2), ("source", 3)):  # a component's nth task is <component>-n, in table order
         ingest, validate, gate = (shown[f"{s} ({table})"] for s in ("ingest", "validate", "quality gate"))
         assert (ingest, validate, gate) == (f"ingest-component-{n}", f"validate-component-{n}", f"gate-component-{n}")
-        assert tasks[ingest].get("dependentTasks") is None  # in parallel with the main source's ingest
-        assert tasks[validate]["dependentTasks"] == [ingest] and tasks[gate]["dependentTasks"] == [validate]
+        assert tasks[ingest]["dependentTasks"] == ["config-component"]  # in parallel with the main source's ingest
+        assert sorted(tasks[validate]["dependentTasks"]) == ["config-component", ingest]
+        assert tasks[gate]["dependentTasks"] == [validate]
         for name in (ingest, validate, gate):
             assert tasks[name]["inputs"]["parameters"]["table"] == {"runtimeValue": {"constant": table}}
         uri = tasks[ingest]["inputs"]["parameters"]["source_uri"]
@@ -309,6 +331,7 @@ def test_every_table_gets_its_ingest_validate_and_gate_in_parallel(tmp_path: Pat
         assert tasks[validate]["inputs"]["artifacts"]["ingest_manifest"]["taskOutputArtifact"]["producerTask"] == ingest
     assert shown["ingest"] == "ingest-component" and "table" not in tasks["ingest-component"]["inputs"]["parameters"]
     assert sorted(tasks["features-component"]["dependentTasks"]) == [
+        "config-component",
         "gate-component",
         "gate-component-2",
         "gate-component-3",
