@@ -161,6 +161,11 @@ def _type(node: ast.expr, cols: Mapping[str, ColumnType]) -> ColumnType:
         return T.FLOAT64 if isinstance(node.op, ast.Div) or T.FLOAT64 in (left, right) else T.INT64
     if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
         left = _type(node.left, cols)
+        if not node.comparators[0].elts:  # type: ignore[attr-defined]
+            raise ExpressionError(
+                f"{text!r}: an empty list ({'never' if isinstance(node.ops[0], ast.In) else 'always'} "
+                "true): list the values, or drop the condition"
+            )
         for elt in node.comparators[0].elts:  # type: ignore[attr-defined]
             kind = _const_type(elt.value)
             if not (kind is left or (kind in _NUMERIC and left in _NUMERIC)):

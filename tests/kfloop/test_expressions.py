@@ -101,6 +101,8 @@ def test_unparsable_parts_and_skipped_local_times_are_row_failures() -> None:
         ("lambda: 1", "lambda is not allowed"),
         ("amount >", "does not parse"),
         ("n % 2", "operator not allowed"),
+        ("id in []", "an empty list (never true)"),
+        ("id not in []", "an empty list (always true)"),
     ],
 )
 def test_bad_expressions_are_refused_before_running(expression: str, message: str) -> None:
