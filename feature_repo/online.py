@@ -163,6 +163,10 @@ class ServingLookup:
                 raise ValueError(f"{jk}[{row}]: {keys[jk][row]!r} is not a valid {jk} ({err})") from err
         return protos
 
+    def views_of(self, join_key: str) -> list[str]:
+        """The feature views looked up by ``join_key`` (what a miss of that key is missing from)."""
+        return [r.view.name for r in self._reads if r.join_key == join_key]
+
     def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
         """Many rows in one ``online_read`` per view: ({feature: values per row}, {join key: bool [n] —
         the entity had no row, or only an expired one, in some view of that key}). Only join keys with a

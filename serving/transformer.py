@@ -196,9 +196,10 @@ class Transformer(Model):
         if self.reject_unknown and missing:
             key, row = next(iter(missing.items()))
             i = int(np.argmax(row))
+            views = ", ".join(self.lookup.views_of(key))
             raise UnknownEntityError(
-                f"unknown entity {key}={columns[key][i]!r} (row {i}): not in the online store, or its features "
-                "are older than their view's ttl (serving.unknown_entity is 'reject')"
+                f"unknown entity {key}={columns[key][i]!r} (row {i}): not in feature view(s) {views} of the online "
+                "store, or its features there are older than the view's ttl (serving.unknown_entity is 'reject')"
             )
         defaulted = np.zeros(n, dtype=bool)
         for row in missing.values():

@@ -300,6 +300,7 @@ def test_reject_mode_answers_404_naming_the_entity(trained: Trained, start_serve
     with pytest.raises(ServingRequestError) as err:
         client.predict(rows, "v2")
     assert err.value.status == 404 and "merchant_id='m-unknown' (row 2)" in err.value.message
+    assert "not in feature view(s) merchant_risk of the online store" in err.value.message
     with pytest.raises(ServingRequestError) as err:
         client.predict(rows, "grpc")
     assert err.value.status == "NOT_FOUND" and "m-unknown" in err.value.message
