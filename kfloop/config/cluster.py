@@ -36,7 +36,7 @@ class ClusterConfig(Section):
         "ghcr.io/kfloop/kfloop:0.1.0",
         min_length=1,
         description="Image with kfloop installed: every pipeline step and serving component runs it. "
-        "The repository builds no image: set one you built and pushed.",
+        "The repository's Dockerfile builds it: set the reference you built and pushed.",
     )
     namespace: str = Field(
         "kubeflow",
