@@ -125,14 +125,19 @@ class TrainingConfig(Section):
                 f"calibration: {self.calibration} calibrates binary scores; a {self.task} model takes none"
             )
         if self.task != "binary" and self.threshold != ThresholdTarget():
-            raise ValueError(f"threshold: a {self.task} model has no decision threshold; remove the section")
+            raise ValueError(
+                f"threshold: a {self.task} model has no decision threshold; remove the section (from an `extends:` "
+                "base: set threshold back to its defaults in this file)"
+            )
         judged = set(self.gate.record(self.task))
         default = PromotionGate()
         foreign = [k for k in _GATE_LIMITS if k not in judged and getattr(self.gate, k) != getattr(default, k)]
         if foreign:
+            back = ", ".join(f"{k}: {getattr(default, k)}" for k in foreign)
             raise ValueError(
                 f"gate.{', gate.'.join(foreign)}: not a {self.task} setting (a {self.task} gate reads "
-                f"{', '.join(k for k in _GATE_LIMITS if k in judged)})"
+                f"{', '.join(k for k in _GATE_LIMITS if k in judged)}); remove it, or, when it comes from an "
+                f"`extends:` base, set it back to its default in this file (gate: {{{back}}})"
             )
         return self
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kfloop.config import Config, config_from_json, config_schema, config_to_json, load_config
 from kfloop.errors import ConfigError
@@ -61,3 +62,24 @@ def test_schema_forbids_unknown_keys() -> None:
     assert schema["additionalProperties"] is False
     assert "source" in schema["required"]
     json.dumps(schema)  # serializable for editors
+
+
+def test_a_task_switched_in_an_overlay_says_how_to_undo_the_bases_other_task_settings(tmp_path: Path) -> None:
+    base = {
+        "project": "demo",
+        "training": {"gate": {"min_roc_auc": 0.9}},
+        "source": {
+            "uri": "x.csv",
+            "entity_keys": ["c"],
+            "timestamp_column": "ts",
+            "label_column": "y",
+            "columns": {"c": "string", "ts": "timestamp", "y": "float64"},
+        },
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    overlay = tmp_path / "regression.yaml"
+    overlay.write_text("extends: base.yaml\ntraining: {task: regression}\n")
+    with pytest.raises(ConfigError, match=r"set it back to its default in this file \(gate: \{min_roc_auc: 0.8\}\)"):
+        load_config(overlay)
+    overlay.write_text("extends: base.yaml\ntraining: {task: regression, gate: {min_roc_auc: 0.8}}\n")
+    assert load_config(overlay).training.task == "regression"
