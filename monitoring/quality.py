@@ -15,15 +15,10 @@ from kfloop.contract.checks import row_checks
 from kfloop.contract.report import MAX_EXAMPLES
 
 
-def source_columns(config: Config) -> list[str]:
-    """The window's columns that are source columns: entity keys and request features."""
-    return list(dict.fromkeys([*config.source.entity_keys, *config.features.request_features]))
-
-
 def window_quality(config: Config, table: pa.Table) -> dict:
     """Every applicable contract row check on ``table``: failed rows, rate and examples; the quality score
     (mean pass rate, as the validate report computes it) and the failing check ids."""
-    present = [c for c in source_columns(config) if c in table.column_names]
+    present = [c for c in config.request_columns() if c in table.column_names]  # the source's columns
     checks, skipped = [], []
     for check in row_checks(config.contract):
         needs = [check.column] if check.column else check.columns(list(config.source.columns))

@@ -26,6 +26,12 @@ class Replayed:
     defaulted: int = 0
 
 
+def request_rows(config: Config, frame: Any) -> list[dict[str, Any]]:
+    """Rows of a data frame as an application sends them: the request columns, nulls as None."""
+    part = frame[config.request_columns()].astype(object)
+    return part.where(part.notna(), None).to_dict("records")
+
+
 def replay(client: ServingClient, rows: Sequence[dict[str, Any]], batch_rows: int = 200) -> Replayed:
     """Send ``rows`` in batches of ``batch_rows`` (V2 REST); a server error raises (nothing is retried)."""
     out = Replayed()

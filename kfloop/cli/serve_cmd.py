@@ -115,6 +115,7 @@ def serve_check(
     from kfloop.registry import ModelRegistry
     from kfloop.serving.champion import no_champion
     from kfloop.serving.check import serve_check as check
+    from kfloop.serving.replay import request_rows
     from kfloop.training.sets import latest_training_set, load_split
 
     registry = ModelRegistry(storage, cfg.training.model_name)  # fail before a server starts, with what works
@@ -123,7 +124,5 @@ def serve_check(
     elif registry.champion() is None:
         raise no_champion(registry)
     test = load_split(storage, latest_training_set(cfg, storage), "test")
-    columns = list(dict.fromkeys([*cfg.source.entity_keys, *cfg.features.request_features]))
-    sample = test[columns].head(rows).astype(object).where(test[columns].head(rows).notna(), None)
-    result = check(cfg, config, storage, sample.to_dict("records"), os.environ, version=version or None)
+    result = check(cfg, config, storage, request_rows(cfg, test.head(rows)), os.environ, version=version or None)
     console.print(serving_table(result))

@@ -98,6 +98,10 @@ class Config(Section):
         description="Webhook notifications of the loop's events and the thresholds of its Prometheus alert rules.",
     )
 
+    def request_columns(self) -> list[str]:
+        """What a client sends per row: the entity keys, then the request features (no duplicates)."""
+        return list(dict.fromkeys([*self.source.entity_keys, *self.features.request_features]))
+
     def table_config(self, name: str) -> Config:
         """This config as attribute table ``name`` sees it: the table as the source, its contract as the
         contract. What ingest and validate run on for a table (no label, no features of its own)."""

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kfloop import layout
-from kfloop.config import Config, load_config
+from kfloop.config import load_config
 from kfloop.demo.defects import DefectSpec
 from kfloop.demo.loop_data import (
     DRIFT_TEXT,
@@ -41,7 +40,7 @@ from kfloop.monitoring.retrain import RETRAIN, decide, read_audit
 from kfloop.registry import ModelRegistry
 from kfloop.serving.client import ServingClient
 from kfloop.serving.local_server import running_server
-from kfloop.serving.replay import logged_rows, replay, wait_logged, wait_serving
+from kfloop.serving.replay import logged_rows, replay, request_rows, wait_logged, wait_serving
 from kfloop.storage import Storage, open_storage
 
 Say = Callable[[str, str], None]
@@ -66,13 +65,6 @@ class LoopOutcome:
         return ok
 
 
-def _requests(config: Config, frame: Any) -> list[dict]:
-    """The rows as an application sends them: the entity keys and the request features (nulls as None)."""
-    cols = list(dict.fromkeys([*config.source.entity_keys, *config.features.request_features]))
-    part = frame[cols].astype(object)
-    return part.where(part.notna(), None).to_dict("records")
-
-
 def _decision(storage: Storage, model: str, version: str) -> dict:
     return json.loads(storage.read_text(layout.decision_key(model, version)))
 
@@ -81,22 +73,41 @@ def _metric_text(metrics: dict, names: tuple[str, ...]) -> str:
     return ", ".join(f"{n} {metrics[n]:.4f}" for n in names if isinstance(metrics.get(n), int | float))
 
 
-class _Story:
-    """One run of the loop: the world, the story's config and workspace, and the timeline."""
+@dataclass(frozen=True)
+class _Settings:
+    """What the caller chose for the story: sizes, seed, the source's defects, the run time limit."""
 
-    def __init__(self, config_path: Path, workdir: Path, say: Say) -> None:
-        self.config_path, self.workdir, self.say = config_path, workdir, say
+    phase_rows: int
+    seed: int
+    defects: DefectSpec
+    run_timeout: float
+
+
+class _Story:
+    """One run of the loop: the world, the story's config, workspace and source file, and the timeline."""
+
+    def __init__(self, config_path: Path, world: LoopWorld, source: Path, settings: _Settings, say: Say) -> None:
+        self.config_path, self.workdir, self.say = config_path, config_path.parent, say
+        self.world, self.source, self.settings = world, source, settings
         self.config = load_config(config_path)
         self.storage = open_storage(self.config.storage)
         self.model = self.config.training.model_name
         self.registry = ModelRegistry(self.storage, self.model)
         self.launcher = LocalLauncher(config_path)
 
-    def train(self, run_name: str, timeout: float) -> str:
+    def train(self, run_name: str) -> str:
         """A pipeline run (``kfloop run``, waited for); the version it registered."""
         self.launcher.start(self.config, run_name)
-        self.launcher.join(run_name, timeout)
+        self.launcher.join(run_name, self.settings.run_timeout)
         return self.newest_version(run_name)
+
+    def traffic(self, phase: str) -> list[dict]:
+        """A phase's requests, as an application sends them."""
+        return request_rows(self.config, self.world.traffic(phase, self.settings.phase_rows, self.settings.seed))
+
+    def land(self, fresh: bool) -> int:
+        """Write the source file as it stands before the drift, or once the fresh events landed."""
+        return write_source(self.world, fresh, self.source, self.settings.defects, self.settings.seed)
 
     def newest_version(self, run_name: str, before: str | None = None) -> str:
         """The version ``run_name`` registered: the newest, which must be newer than ``before``."""
@@ -183,7 +194,8 @@ def run_loop(
     source = workdir / "source" / "transactions.csv"
     write_loop_config(config_path, loop_config(base_config, workdir, source, base, phase_rows))
     outcome = LoopOutcome(workdir, config_path)
-    n = write_source(world, False, source, defects, seed)
+    story = _Story(config_path, world, source, _Settings(phase_rows, seed, defects, run_timeout), timed)
+    n = story.land(fresh=False)
     timed(
         "data",
         f"{n:,} events {world.start:%Y-%m-%d} … {world.drift_at:%Y-%m-%d} → {source}"
@@ -191,41 +203,18 @@ def run_loop(
         + f"; the world drifts from {world.drift_at:%Y-%m-%d} ({DRIFT_TEXT}); checks test the request features "
         "and the prediction (replayed events meet a store that already holds them)",
     )
-    story = _Story(config_path, workdir, timed)
     try:
-        return _story(
-            story,
-            world,
-            outcome,
-            t0,
-            phase_rows=phase_rows,
-            seed=seed,
-            defects=defects,
-            source=source,
-            environ=environ,
-            run_timeout=run_timeout,
-        )
+        _story(story, outcome, environ)
     finally:
         story.launcher.stop_all()  # a run still going (an error, Ctrl-C) never outlives the story
+    outcome.seconds = time.monotonic() - t0
+    return outcome
 
 
-def _story(
-    story: _Story,
-    world: LoopWorld,
-    outcome: LoopOutcome,
-    t0: float,
-    *,
-    phase_rows: int,
-    seed: int,
-    defects: DefectSpec,
-    source: Path,
-    environ: Mapping[str, str],
-    run_timeout: float,
-) -> LoopOutcome:
+def _story(story: _Story, outcome: LoopOutcome, environ: Mapping[str, str]) -> None:
     """The story once its workspace and world are ready."""
     timed = story.say
-    config_path = story.config_path
-    v1 = story.train("initial", run_timeout)
+    v1 = story.train("initial")
     first = _decision(story.storage, story.model, v1)
     timed(
         "pipeline",
@@ -234,56 +223,27 @@ def _story(
         + ("champion" if first["promoted"] else f"refused ({'; '.join(first['reasons'])})"),
     )
     if not outcome.expect(f"{v1} is trained and becomes champion", bool(first["promoted"])):
-        return _end(outcome, t0)
-    environ = {**environ, "KFLOOP_SERVING_AS_OF": world.end.isoformat()}  # the replay's clock: the world's end
-    with running_server(story.config, config_path, environ, log_path=story.workdir / "serve.log") as server:
+        return
+    environ = {**environ, "KFLOOP_SERVING_AS_OF": story.world.end.isoformat()}  # the replay's clock: the world's end
+    with running_server(story.config, story.config_path, environ, log_path=story.workdir / "serve.log") as server:
         timed("serve", f"kfloop serve ready in {server.startup_s:.1f} s at {server.client.http_base}, champion {v1}")
-        _served(
-            story,
-            server.client,
-            world,
-            outcome,
-            v1,
-            phase_rows=phase_rows,
-            seed=seed,
-            defects=defects,
-            source=source,
-            run_timeout=run_timeout,
-        )
-    return _end(outcome, t0)
+        _served(story, server.client, outcome, v1)
 
 
-def _end(outcome: LoopOutcome, t0: float) -> LoopOutcome:
-    outcome.seconds = time.monotonic() - t0
-    return outcome
-
-
-def _served(
-    story: _Story,
-    client: ServingClient,
-    world: LoopWorld,
-    outcome: LoopOutcome,
-    v1: str,
-    *,
-    phase_rows: int,
-    seed: int,
-    defects: DefectSpec,
-    source: Path,
-    run_timeout: float,
-) -> None:
+def _served(story: _Story, client: ServingClient, outcome: LoopOutcome, v1: str) -> None:
     """The phases while the server runs: normal, drifted (the retrain), settled on v2."""
     timed = story.say
-    normal = story.phase(client, "normal", _requests(story.config, world.traffic("normal", phase_rows, seed)))
+    normal = story.phase(client, "normal", story.traffic("normal"))
     audit = story.decide(normal)
     outcome.checks.append(normal)
     outcome.expect(
         "normal traffic: no drift, no retrain", normal["verdict"] == NO_DRIFT and audit["decision"] != RETRAIN
     )
 
-    n = write_source(world, True, source, defects, seed)
-    timed("data", f"the events up to {world.end:%Y-%m-%d}, labelled, land in the source ({n:,} events)")
+    n = story.land(fresh=True)
+    timed("data", f"the events up to {story.world.end:%Y-%m-%d}, labelled, land in the source ({n:,} events)")
     story.refresh()
-    drifted = story.phase(client, "drifted", _requests(story.config, world.traffic("drifted", phase_rows, seed)))
+    drifted = story.phase(client, "drifted", story.traffic("drifted"))
     outcome.checks.append(drifted)
     started = story.decide(drifted)
     again = story.decide(run_check(story.config, story.storage))  # the next scheduled check, same episode
@@ -297,7 +257,7 @@ def _served(
     )
     if started["decision"] != RETRAIN:
         return
-    story.launcher.join(started["run_id"], run_timeout)
+    story.launcher.join(started["run_id"], story.settings.run_timeout)
     v2 = story.newest_version(started["run_id"], before=v1)
     judged = _decision(story.storage, story.model, v2)
     metric = story.config.training.gate.compared(story.config.training.task)
@@ -314,7 +274,7 @@ def _served(
     outcome.expect(f"{v2} beats {v1} on the new data and is promoted", bool(better))
     if not judged["promoted"]:
         return
-    settled_rows = _requests(story.config, world.traffic("settled", phase_rows, seed))
+    settled_rows = story.traffic("settled")
     reload = story.config.serving
     waited = wait_serving(client, settled_rows[0], v2, timeout=30 + 2 * reload.reload_max_seconds)
     timed("serve", f"hot switch: the running server scores with {v2} (waited {waited:.1f} s for it)")
