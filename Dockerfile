@@ -22,6 +22,7 @@ COPY pipelines ./pipelines
 COPY feature_repo ./feature_repo
 COPY serving ./serving
 COPY monitoring ./monitoring
+COPY helm ./helm
 RUN /opt/kfloop/bin/pip install --upgrade pip build \
  && /opt/kfloop/bin/python -m build --wheel --outdir /wheels . \
  # torch's CPU wheel: an unpinned torch pulls a CUDA build of several GB

@@ -4,10 +4,15 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# scanners kept out of .venv: checkov pins old boto3/packaging/networkx (tests/deploy/checks.py runs it from here)
+TOOLS_VENV := .venv-tools
 CONFIG ?= examples/fraud/kfloop.yaml
 CLUSTER_CONFIG ?= examples/fraud/kfloop.cluster.yaml
 # the Grafana dashboard the Helm chart ships (rendered from CLUSTER_CONFIG by `make compile`)
-GRAFANA_DASHBOARD ?= helm/kfloop/dashboards/kfloop.json
+CHART := helm/kfloop
+# the chart's values generated from CLUSTER_CONFIG (`kfloop chart values`; `make compile` writes them)
+CHART_VALUES ?= examples/fraud/helm-values.yaml
+GRAFANA_DASHBOARD ?= $(CHART)/dashboards/kfloop.json
 DEMO_ROWS ?= 200000
 DEMO_SOURCE ?= .kfloop/source/transactions.csv
 # a few defects of each kind, so the demo shows the contract at work (quarantine, duplicates)
@@ -25,11 +30,12 @@ FLIGHTS_AS_OF ?= 2026-04-02T05:00:00+00:00
 
 # System packages (Debian/Ubuntu; each package installs /usr/bin/<name>, the path the tests and benchmarks
 # use: a binary of that name elsewhere on PATH, e.g. a snap's /snap/bin/chromium, does not count)
-TEST_PACKAGES := redis-server chromium prometheus prometheus-alertmanager prometheus-node-exporter
+# (kubectl: `kubectl kustomize` checks manifests/ against the Helm chart)
+TEST_PACKAGES := redis-server chromium prometheus prometheus-alertmanager prometheus-node-exporter kubectl
 BENCH_PACKAGES := redis-server wrk
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-test system-bench run run-flights test test-fast lint format bench compile check-compiled docs clean
+.PHONY: help setup tools system-test system-bench run run-flights test test-fast lint format bench compile manifests check-compiled docs clean
 
 # $(call ensure_packages,PKG...): install the missing ones with apt-get when root, else name the command and stop
 define ensure_packages
@@ -63,6 +69,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install kfloop with dev and TensorFlow extras
 
+$(TOOLS_VENV)/.installed:
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
+	@touch $@
+
+tools: $(TOOLS_VENV)/.installed ## Create .venv-tools with the scanners the deploy tests run (checkov)
+
 system-test: ## Install the system packages the tests need (redis-server, chromium, prometheus, prometheus-alertmanager, prometheus-node-exporter) when missing
 	$(call ensure_packages,$(TEST_PACKAGES))
 
@@ -84,10 +98,10 @@ run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, 
 # fixtures: a trained model, a server, built once)
 PYTEST_WORKERS ?= -n 3 --dist loadfile
 
-test: $(STAMP) system-test ## Run the test suite (installs missing system packages first)
+test: $(STAMP) system-test tools ## Run the test suite (installs missing system packages first)
 	$(BIN)/pytest -q $(PYTEST_WORKERS)
 
-test-fast: $(STAMP) system-test ## Run the tests not marked slow
+test-fast: $(STAMP) system-test tools ## Run the tests not marked slow
 	$(BIN)/pytest -q $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
@@ -101,13 +115,19 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) system-bench ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
-compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, alert rules, Feast feature_store.yaml files
+compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, alert rules, Feast files, Helm values/schema, manifests/
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
 	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out pipelines/compiled/alert-rules.yaml
 	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out $(GRAFANA_DASHBOARD)
 	$(BIN)/kfloop features repo --config $(CONFIG) --out feature_repo/feature_store.yaml
 	$(BIN)/kfloop features repo --config $(CLUSTER_CONFIG) --out feature_repo/cluster/feature_store.yaml
+	$(BIN)/kfloop chart values --config $(CLUSTER_CONFIG) --out $(CHART_VALUES)
+	$(BIN)/kfloop chart schema --out $(CHART)/values.schema.json
+	$(MAKE) --no-print-directory manifests
+
+manifests: $(STAMP) ## Regenerate manifests/ (kustomize base + overlays dev, prod) from the Helm chart
+	$(BIN)/kfloop chart manifests --config $(CLUSTER_CONFIG) --out manifests
 
 check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows, alert rules) is stale
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out .kfloop/check/training.yaml >/dev/null
@@ -122,9 +142,15 @@ check-compiled: $(STAMP) ## Fail if pipelines/compiled/ (pipeline, CronWorkflows
 	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out .kfloop/check/grafana.json >/dev/null
 	diff -q $(GRAFANA_DASHBOARD) .kfloop/check/grafana.json || \
 		(echo "$(GRAFANA_DASHBOARD) is stale: run make compile" && exit 1)
+	$(BIN)/kfloop chart values --config $(CLUSTER_CONFIG) | diff -q $(CHART_VALUES) - || \
+		(echo "$(CHART_VALUES) is stale: run make compile" && exit 1)
+	$(BIN)/kfloop chart schema | diff -q $(CHART)/values.schema.json - || \
+		(echo "$(CHART)/values.schema.json is stale: run make compile" && exit 1)
+	$(BIN)/kfloop chart manifests --config $(CLUSTER_CONFIG) --out .kfloop/check/manifests >/dev/null
+	diff -rq manifests .kfloop/check/manifests || (echo "manifests/ is stale: run make manifests" && exit 1)
 
 docs: $(STAMP) ## Regenerate README.md's generated blocks (config reference, error statuses) from the code
 	$(BIN)/python -m kfloop.docs README.md
 
 clean: ## Remove the local workspace, build outputs and the benchmarks' venvs (keeps .venv)
-	rm -rf .kfloop .bench build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf .kfloop .bench build dist *.egg-info .pytest_cache .ruff_cache .venv-tools

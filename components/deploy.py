@@ -10,7 +10,6 @@ hash match. The registry is read again rather
 than trusting the evaluate step's answer, so a promotion or rollback by hand in between wins.
 """
 
-import json
 from typing import Any, Protocol
 
 from kfloop.config import Config
@@ -34,16 +33,6 @@ class CustomObjectsApi(Protocol):
     def replace_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: dict
     ) -> Any: ...
-
-
-def _api_message(err: Exception) -> str:
-    """The API server's own message (its JSON ``Status``), else the exception text."""
-    body = getattr(err, "body", None)
-    try:
-        return str(json.loads(body)["message"])
-    except (TypeError, ValueError, KeyError):
-        status, reason = getattr(err, "status", None), getattr(err, "reason", None)
-        return f"{status} {reason}" if status else f"{type(err).__name__}: {err}"
 
 
 def _in_cluster_api() -> CustomObjectsApi:
@@ -71,6 +60,7 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
 
     from kfloop.serving.inference_service import (
         MANAGED_BY_LABEL,
+        PROJECT_LABEL,
         SPEC_HASH_ANNOTATION,
         VERSION_LABEL,
         build_inference_service,
@@ -94,10 +84,11 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
             return {**result, "action": "created", "previous": None, "canary_traffic_percent": None}
         meta = existing.get("metadata") or {}
         labels = meta.get("labels") or {}
-        if labels.get(MANAGED_BY_LABEL) != "kfloop":
+        # kfloop's own (this step, or the Helm chart's for this project): anything else is someone else's
+        if labels.get(MANAGED_BY_LABEL) != "kfloop" and labels.get(PROJECT_LABEL) != config.project:
             raise DeployError(
-                f"{where} exists but kfloop did not create it (no label {MANAGED_BY_LABEL}=kfloop): delete it "
-                "or choose another training.model_name"
+                f"{where} exists but kfloop did not create it (no label {MANAGED_BY_LABEL}=kfloop or "
+                f"{PROJECT_LABEL}={config.project}): delete it or choose another training.model_name"
             )
         served = labels.get(VERSION_LABEL)
         # a rollback goes to the old version at once, never as a canary; nor does a new spec of the same one,
@@ -122,10 +113,14 @@ def _deploy_to_cluster(config: Config, storage: Storage, version: str, api: Cust
         # canaryTrafficPercent or logger the config no longer has. Labels and annotations others set stay.
         body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
         body["metadata"]["labels"] = {**labels, **body["metadata"]["labels"]}
+        if labels.get(MANAGED_BY_LABEL) == "Helm":  # the chart's object stays its release's (helm upgrade checks)
+            body["metadata"]["labels"][MANAGED_BY_LABEL] = "Helm"
         body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
         api.replace_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body)
     except (ApiException, HTTPError, OSError) as err:
-        raise DeployError(f"{where}: the Kubernetes API failed: {_api_message(err)}") from err
+        from kfloop.kube.apply import api_message
+
+        raise DeployError(f"{where}: the Kubernetes API failed: {api_message(err)}") from err
     percent = (live_share if keep_share else config.serving.canary_traffic_percent) if canary else None
     return {**result, "action": "updated", "previous": served, "canary_traffic_percent": percent}
 

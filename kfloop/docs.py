@@ -26,8 +26,19 @@ def _error_statuses() -> str:
     return status_table()
 
 
+def _chart_values() -> str:
+    from kfloop.kube.schema import values_reference
+
+    note = "<!-- generated from kfloop/kube/schema.py (helm/kfloop/values.schema.json) by `make docs` -->"
+    return f"{note}\n{values_reference()}\n"
+
+
 #: Block name → what renders it.
-BLOCKS: dict[str, Callable[[], str]] = {"config-reference": _config_reference, "errors": _error_statuses}
+BLOCKS: dict[str, Callable[[], str]] = {
+    "config-reference": _config_reference,
+    "errors": _error_statuses,
+    "chart-values": _chart_values,
+}
 
 
 def markers(name: str) -> tuple[str, str]:

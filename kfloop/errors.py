@@ -89,8 +89,8 @@ class CorruptModelError(KfloopError):
 
 
 class DeployError(KfloopError):
-    """The Kubernetes API is unreachable or refused an InferenceService operation (the message names the
-    service and the namespace)."""
+    """The Kubernetes API is unreachable or refused an apply (the message names the object and the namespace,
+    or each kind the cluster does not serve and what to install for it)."""
 
 
 # --- serving: requests ----------------------------------------------------------------------------

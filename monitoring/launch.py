@@ -91,20 +91,27 @@ class LocalLauncher:
 
 class ClusterLauncher:
     """A run of the compiled pipeline through the Kubeflow Pipelines API (``cluster.kfp_host``) in
-    ``cluster.experiment``: the same package ``kfloop compile`` writes and the UI would upload."""
+    ``cluster.experiment``: the same package ``kfloop compile`` writes and the UI would upload. The client is
+    ``kfloop submit``'s (:func:`kfloop.pipelines.submit.kfp_client`): same host, namespace and credentials."""
 
     def start(self, config: Config, run_name: str) -> dict:
-        from kfp import Client
+        from kfloop.pipelines.submit import kfp_api_errors, kfp_client
 
-        host = config.cluster.kfp_host
-        if not host:
+        cluster = config.cluster
+        if not cluster.kfp_host:
             raise ConfigError("monitoring.retrain.run_on is cluster but cluster.kfp_host is not set")
         package = Path(config.monitoring.retrain.pipeline_package)
         if not package.is_file():
             raise ConfigError(f"monitoring.retrain.pipeline_package: {package} does not exist (run `kfloop compile`)")
-        with contextlib.redirect_stdout(sys.stderr):  # kfp prints links: stdout may carry a command's JSON
-            result = Client(host=host).create_run_from_pipeline_package(
-                str(package), arguments={}, run_name=run_name, experiment_name=config.cluster.experiment
+        client = kfp_client(cluster)
+        # kfp prints links: stdout may carry a command's JSON
+        with contextlib.redirect_stdout(sys.stderr), kfp_api_errors(cluster, f"the retrain run {run_name}"):
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments={},
+                run_name=run_name,
+                experiment_name=cluster.experiment,
+                namespace=cluster.kfp_namespace,
             )
         return {
             "run_id": result.run_id,

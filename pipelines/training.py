@@ -72,6 +72,8 @@ def _configure(
         task.set_retry(retries, backoff_duration="30s", backoff_factor=2)
     _apply_resources(task, config.cluster.step_resources(step))
     _apply_secrets(task, config, online_store=online_store)
+    if config.cluster.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(config.cluster.image_pull_secrets))
     return task
 
 

@@ -47,13 +47,18 @@ from kubernetes.client import (
     V1ContainerPort,
     V1EnvVar,
     V1EnvVarSource,
+    V1HTTPGetAction,
+    V1LocalObjectReference,
     V1ObjectMeta,
+    V1Probe,
     V1ResourceRequirements,
     V1SecretKeySelector,
+    V1TCPSocketAction,
 )
 
 from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, Resources, ServingConfig, config_to_json
+from kfloop.kube.security import POD_LABEL, container_security_context, pod_security_context, tmp_mount, tmp_volume
 from kfloop.layout import model_version_prefix
 from kfloop.storage import Storage
 
@@ -61,6 +66,7 @@ __all__ = [
     "CONFIG_ENV",
     "MANAGED_BY_LABEL",
     "MODEL_DIR",
+    "PROJECT_LABEL",
     "SPEC_HASH_ANNOTATION",
     "VERSION_LABEL",
     "build_inference_service",
@@ -81,6 +87,12 @@ PROJECT_LABEL = "kfloop.io/project"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 STORAGE_URI_ANNOTATION = "kfloop.io/storage-uri"
 SPEC_HASH_ANNOTATION = "kfloop.io/spec-hash"
+#: KServe's deployment mode per InferenceService; the legacy values every KServe release since 0.11 reads
+#: (0.16+ also calls them Standard and Knative).
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODES = {"raw": "RawDeployment", "knative": "Serverless"}
+#: Kubernetes' default grace period (the pod's, in raw mode).
+DEFAULT_GRACE_SECONDS = 30
 #: Metadata the API server sets on a stored object: never part of what kfloop renders.
 #: Knative's default revision timeout, which is the pod's terminationGracePeriodSeconds in KServe's default
 #: mode (KServe refuses the field itself there), and its default maximum for one.
@@ -89,13 +101,28 @@ KNATIVE_TIMEOUT, KNATIVE_MAX_TIMEOUT = 300, 600
 SHUTDOWN_MARGIN = 60
 
 
-def transformer_timeout(serving: ServingConfig) -> int | None:
-    """The transformer's revision timeout (its grace period) when Knative's default would cut the inference
-    log's last flush short; None (the default) otherwise, so the rendered spec does not change."""
+def _shutdown_seconds(serving: ServingConfig) -> int | None:
+    """How long the transformer needs after SIGTERM (drain, stop, the log's last flush); None without a log."""
     if serving.inference_log.sink_url or not serving.inference_log.enabled:
         return None  # the log sink writes the log, not the transformer
-    needed = -(-serving.inference_log.shutdown_timeout_seconds // 1) + SHUTDOWN_MARGIN
-    return int(needed) if needed > KNATIVE_TIMEOUT else None
+    return int(-(-serving.inference_log.shutdown_timeout_seconds // 1) + SHUTDOWN_MARGIN)
+
+
+def transformer_timeout(serving: ServingConfig) -> int | None:
+    """Knative mode: the transformer's revision timeout (its grace period) when Knative's default would cut the
+    inference log's last flush short; None (the default) otherwise, so the rendered spec does not change."""
+    needed = _shutdown_seconds(serving)
+    if serving.deployment_mode != "knative" or needed is None:
+        return None
+    return needed if needed > KNATIVE_TIMEOUT else None
+
+
+def transformer_grace_seconds(serving: ServingConfig) -> int | None:
+    """Raw mode: the pod's terminationGracePeriodSeconds when Kubernetes' 30 s would cut the last flush short."""
+    needed = _shutdown_seconds(serving)
+    if serving.deployment_mode != "raw" or needed is None:
+        return None
+    return needed if needed > DEFAULT_GRACE_SECONDS else None
 
 
 _RUNTIME_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink")
@@ -141,6 +168,35 @@ def _port(serving: ServingConfig, *, grpc: bool) -> V1ContainerPort:
     return V1ContainerPort(name="http1", container_port=serving.http_port, protocol="TCP")
 
 
+def _probes(serving: ServingConfig, *, grpc: bool) -> dict[str, V1Probe]:
+    """Readiness (``/v2/health/ready``: the model is loaded, the online store answers) and liveness
+    (``/v2/health/live``) on the HTTP port. Knative allows a probe only on the container's one declared port,
+    so there a gRPC-only predictor is probed on its TCP port."""
+    if grpc and serving.deployment_mode == "knative":
+        ready = live = {"tcp_socket": V1TCPSocketAction(port=serving.grpc_port)}
+    else:
+        ready = {"http_get": V1HTTPGetAction(path="/v2/health/ready", port=serving.http_port)}
+        live = {"http_get": V1HTTPGetAction(path="/v2/health/live", port=serving.http_port)}
+    return {
+        "readiness_probe": V1Probe(**ready, period_seconds=5, failure_threshold=3, timeout_seconds=2),
+        "liveness_probe": V1Probe(
+            **live, initial_delay_seconds=10, period_seconds=10, failure_threshold=6, timeout_seconds=5
+        ),
+    }
+
+
+def _pod(config: Config) -> dict[str, Any]:
+    """The component's pod-level fields: restricted security context, the /tmp emptyDir, and no API token (the
+    servers never call the Kubernetes API; KServe's controller hands the storage initializer its S3 keys)."""
+    pull = [V1LocalObjectReference(name=name) for name in config.cluster.image_pull_secrets]
+    return {
+        "security_context": pod_security_context(config.cluster.run_as_user),
+        "volumes": [tmp_volume()],
+        "automount_service_account_token": False,
+        "image_pull_secrets": pull or None,
+    }
+
+
 def _port_args(serving: ServingConfig) -> list[str]:
     return ["--http_port", str(serving.http_port), "--grpc_port", str(serving.grpc_port)]
 
@@ -160,10 +216,14 @@ def _predictor(config: Config, version: str, storage_uri: str, *, canary: bool) 
         ],
         ports=[_port(serving, grpc=grpc)],
         resources=_resources(serving.predictor_resources),
+        security_context=container_security_context(),
+        volume_mounts=[tmp_mount()],
+        **_probes(serving, grpc=grpc),
     )
     return V1beta1PredictorSpec(
         containers=[container],
-        labels={VERSION_LABEL: version},
+        **_pod(config),
+        labels={VERSION_LABEL: version, POD_LABEL: config.project},
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         scale_metric=scaling.scale_metric,
@@ -183,10 +243,16 @@ def _transformer(config: Config) -> V1beta1TransformerSpec:
         env=_env(config, online_store=True),
         ports=[_port(serving, grpc=False)],
         resources=_resources(serving.transformer_resources),
+        security_context=container_security_context(),
+        volume_mounts=[tmp_mount()],
+        **_probes(serving, grpc=False),
     )
     sink = serving.inference_log.sink_url
     return V1beta1TransformerSpec(
         containers=[container],
+        labels={POD_LABEL: config.project},
+        **_pod(config),
+        termination_grace_period_seconds=transformer_grace_seconds(serving),
         # on the transformer: its request has the entity keys, its response the version and `defaulted`
         logger=V1beta1LoggerSpec(mode="all", url=sink) if sink else None,
         timeout=transformer_timeout(serving),  # the grace period covers the log's last flush
@@ -211,7 +277,10 @@ def build_inference_service(
         name=name,
         namespace=config.cluster.namespace,
         labels={MANAGED_BY_LABEL: "kfloop", PROJECT_LABEL: config.project, VERSION_LABEL: version},
-        annotations={STORAGE_URI_ANNOTATION: storage_uri},
+        annotations={
+            STORAGE_URI_ANNOTATION: storage_uri,
+            DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODES[config.serving.deployment_mode],
+        },
     )
     isvc = V1beta1InferenceService(
         api_version=kserve.constants.KSERVE_V1BETA1,

@@ -112,6 +112,16 @@ def test_the_scheduled_jobs_commands_run(fresh: Path, tmp_path: Path) -> None:
         assert out.returncode == 0 and "Usage" in out.stdout, f"{argv}: {out.stderr[-1500:]}"
 
 
+def test_an_installed_kfloop_renders_its_own_helm_chart(fresh: Path, tmp_path: Path) -> None:
+    """`kfloop deploy` works from a pip-installed kfloop, outside a checkout: the chart ships in the wheel."""
+    config = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
+    out = _run(fresh, ["kfloop", "deploy", "-c", str(config), "--dry-run"], tmp_path)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "kind: CronWorkflow" in out.stdout and "kind: NetworkPolicy" in out.stdout
+    lint = _run(fresh, ["kfloop", "chart", "lint", "-c", str(config)], tmp_path)
+    assert lint.returncode == 0 and "clean" in lint.stdout, lint.stdout + lint.stderr
+
+
 @pytest.mark.parametrize("component", ["predictor", "transformer"])
 def test_the_inference_service_commands_run(fresh: Path, tmp_path: Path, component: str) -> None:
     out = _run(fresh, ["python3", "-m", "kfloop.serving", component, "--help"], tmp_path)

@@ -11,9 +11,11 @@ from kfloop import __version__
 from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.cli import (
     alerts_cmd,
+    chart_cmd,
     config_cmd,
     dashboard_cmd,
     data_cmd,
+    deploy_cmd,
     features_cmd,
     grafana_cmd,
     loop_cmd,
@@ -23,6 +25,7 @@ from kfloop.cli import (
     schedules_cmd,
     serve_cmd,
     serving_manifest_cmd,
+    submit_cmd,
 )
 from kfloop.cli._common import State
 
@@ -34,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(chart_cmd.app, name="chart")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
@@ -45,6 +49,8 @@ app.command("validate")(data_cmd.validate)
 app.command("run")(pipeline_cmd.run)
 app.command("loop")(loop_cmd.loop)
 app.command("compile")(pipeline_cmd.compile_)
+app.command("submit")(submit_cmd.submit)
+app.command("deploy")(deploy_cmd.deploy)
 app.command("inference-service")(serving_manifest_cmd.inference_service)
 app.command("serve")(serve_cmd.serve)
 app.command("dashboard")(dashboard_cmd.dashboard)

@@ -1,4 +1,5 @@
-"""``kfloop schedules render``: the scheduled jobs (drift check, feature materialization) as Argo CronWorkflows."""
+"""``kfloop schedules render`` / ``apply``: the scheduled jobs (drift check, feature materialization) as Argo
+CronWorkflows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load
+from kfloop.cli._kube import ContextOption, DryRunOption, KubeconfigOption, ServerDryRunOption, apply_and_report
 
 app = typer.Typer(help="Scheduled jobs as Argo CronWorkflows (built with Hera).", no_args_is_help=True)
 
@@ -32,3 +34,28 @@ def render(
         return
     for path in write_schedules(cfg, out, str(config)):
         console.print(f"wrote {escape(str(path))}")
+
+
+@app.command("apply")
+@handle_errors
+def apply(
+    config: ConfigOption = DEFAULT_CONFIG,
+    dry_run: DryRunOption = False,
+    server_dry_run: ServerDryRunOption = False,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Server-side apply the CronWorkflows `render` builds to cluster.namespace (field manager kfloop): a second
+    run changes nothing. Needs Argo Workflows' CRDs in the cluster (Kubeflow Pipelines ships them)."""
+    from kfloop.pipelines.schedules import build_schedules
+
+    cfg = load(config)
+    objects = [cron.to_dict() for cron in build_schedules(cfg).values()]
+    apply_and_report(
+        objects,
+        namespace=cfg.cluster.namespace,
+        dry_run=dry_run,
+        server_dry_run=server_dry_run,
+        kubeconfig=kubeconfig,
+        context=context,
+    )

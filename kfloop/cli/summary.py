@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from kfloop.kube.apply import ApplyReport
 
 
 def _table(title: str) -> Table:
@@ -174,4 +179,19 @@ def serving_table(r: dict) -> Table:
     t.add_row("batch", f"{r['batch_rows']} test rows: {r['flagged']} flagged, {r['defaulted']} with default features")
     t.add_row("inference log", f"{r['logged_rows']} of {r['sent_rows']} rows written")
     t.add_row("shutdown", "clean" if r["clean_exit"] else "[red]not clean[/]")
+    return t
+
+
+def apply_table(report: ApplyReport) -> Table:
+    """What a server-side apply did (`kfloop deploy`, `kfloop schedules apply`): one row per object, in apply
+    order (the totals are ``report.totals()``, printed under it on one line)."""
+    server = " (server dry run: nothing stored)" if report.dry_run == "server" else ""
+    t = Table(title=f"apply{server}", title_justify="left")
+    t.add_column("object", overflow="fold")
+    t.add_column("namespace", overflow="fold")
+    t.add_column("result")
+    colour = {"created": "green", "configured": "yellow", "unchanged": "dim"}
+    for r in report.results:
+        style = colour.get(r.action, "")
+        t.add_row(escape(r.ref), escape(r.namespace or "-"), f"[{style}]{r.action}[/]" if style else r.action)
     return t

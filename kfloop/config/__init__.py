@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 from kfloop.config._base import Section
 from kfloop.config.alerts import AlertRules, AlertsConfig, Webhook
 from kfloop.config.availability import check_inputs_known
-from kfloop.config.cluster import ClusterConfig, Resources
+from kfloop.config.cluster import ClusterConfig, KfpAuth, Resources
 from kfloop.config.contract import ContractConfig
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
 from kfloop.config.schedules import SchedulesConfig
@@ -46,6 +46,7 @@ __all__ = [
     "FeatureViewSpec",
     "FeaturesConfig",
     "InferenceLogConfig",
+    "KfpAuth",
     "LocalStorageConfig",
     "MonitoringConfig",
     "MonitoringWindow",

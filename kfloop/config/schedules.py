@@ -117,9 +117,6 @@ class SchedulesConfig(Section):
         description="ServiceAccount the scheduled workflows run as (it needs Argo's executor permissions); "
         "null: `<project>-workflows`.",
     )
-    run_as_user: int = Field(
-        65532, ge=1, description="Non-root UID (and GID) the containers run as (the restricted Pod Security level)."
-    )
     successful_history: int = Field(3, ge=0, description="Finished successful runs Argo keeps per schedule.")
     failed_history: int = Field(5, ge=0, description="Finished failed runs (drift verdicts too) Argo keeps.")
     retry: ScheduleRetry = Field(ScheduleRetry(), description="Retries of a failed run, with backoff.")

@@ -51,9 +51,11 @@ class Autoscaling(Section):
     min_replicas: int = Field(1, ge=0, description="0 lets Knative scale to zero.")
     max_replicas: int = Field(3, ge=1, description="Upper bound of replicas per component.")
     scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = Field(
-        "concurrency", description="The metric KServe scales on."
+        "cpu",
+        description="The metric KServe scales on: cpu or memory (utilization %, a HorizontalPodAutoscaler in raw "
+        "mode), or concurrency or rps (Knative's autoscaler: serving.deployment_mode knative).",
     )
-    scale_target: int = Field(10, ge=1, description="Target value of scale_metric per replica.")
+    scale_target: int = Field(80, ge=1, description="Target value of scale_metric per replica.")
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:
@@ -96,6 +98,11 @@ class ServingConfig(Section):
     predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field(
         "v2", description="Cluster: how the transformer calls the predictor."
     )
+    deployment_mode: Literal["raw", "knative"] = Field(
+        "raw",
+        description="Cluster: KServe's standard mode (raw: a Deployment, Service and HorizontalPodAutoscaler per "
+        "component; no Knative needed) or Knative mode (scale to zero, concurrency/rps autoscaling, revisions).",
+    )
     autoscaling: Autoscaling = Field(Autoscaling(), description="Cluster: replicas and the scaling metric.")
     canary_traffic_percent: int | None = Field(
         None, ge=0, le=100, description="Traffic share of a newly deployed version until it is promoted fully."
@@ -116,4 +123,22 @@ class ServingConfig(Section):
     def _ports(self) -> ServingConfig:
         if self.http_port == self.grpc_port:
             raise ValueError(f"http_port and grpc_port are both {self.http_port}")
+        return self
+
+    @model_validator(mode="after")
+    def _raw_scaling(self) -> ServingConfig:
+        """Raw mode scales with a HorizontalPodAutoscaler: on resource utilization, never to zero."""
+        scaling = self.autoscaling
+        if self.deployment_mode == "raw" and scaling.scale_metric in ("concurrency", "rps"):
+            raise ValueError(
+                f"autoscaling.scale_metric {scaling.scale_metric} needs Knative: set deployment_mode: knative, or "
+                "scale on cpu or memory in raw mode"
+            )
+        if self.deployment_mode == "raw" and scaling.min_replicas < 1:
+            raise ValueError("autoscaling.min_replicas 0 (scale to zero) needs deployment_mode: knative")
+        if self.deployment_mode == "raw" and self.canary_traffic_percent is not None:
+            raise ValueError(
+                "canary_traffic_percent needs deployment_mode: knative (KServe rolls out canaries with Knative "
+                "revisions only; in raw mode a new version replaces the old one at once)"
+            )
         return self

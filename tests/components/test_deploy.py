@@ -127,6 +127,8 @@ def cluster(moto_endpoint: str, s3_storage: S3Storage, monkeypatch: pytest.Monke
         data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
         data["storage"] |= {"endpoint": moto_endpoint, "bucket": s3_storage.bucket, "prefix": "ws", "secure": False}
         data["serving"] |= {"canary_traffic_percent": None, **serving}  # only when a test asks for one
+        if data["serving"]["canary_traffic_percent"] is not None:
+            data["serving"]["deployment_mode"] = "knative"  # KServe rolls canaries out with Knative revisions
         if image is not None:
             data["cluster"]["image"] = image
         return parse_config(data, "test config")
@@ -218,7 +220,7 @@ def test_cluster_leaves_a_service_that_serves_the_champion_with_the_same_spec(
     [
         {"image": "ghcr.io/kfloop/kfloop:0.1.1"},
         {"predictor_resources": {"cpu_request": "2", "cpu_limit": "4", "memory_request": "3Gi", "memory_limit": "6Gi"}},
-        {"autoscaling": {"min_replicas": 2, "max_replicas": 9, "scale_metric": "rps", "scale_target": 300}},
+        {"autoscaling": {"min_replicas": 2, "max_replicas": 9, "scale_metric": "memory", "scale_target": 75}},
         {"unknown_entity": "reject"},  # config the serving processes read (KFLOOP_CONFIG_JSON)
     ],
     ids=["image", "resources", "autoscaling", "config"],

@@ -4,7 +4,6 @@ decision is audited; and the trigger starts a real local pipeline run (kfp.local
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
 import threading
@@ -35,6 +34,7 @@ from kfloop.pipelines.local import project_python_on_path
 from kfloop.registry import ModelRegistry
 from kfloop.storage import LocalStorage, Storage
 from tests.conftest import REPO, demo_config
+from tests.kfp_api import FakeKfpApi, serve_kfp_api
 from tests.monitoring.webhook_receiver import receiver as webhook_receiver
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -313,63 +313,28 @@ def test_the_trigger_starts_a_real_local_pipeline_run(tmp_path: Path, monkeypatc
     assert read_audit(storage)[-1]["run_id"] == audit["run_id"]
 
 
-class FakeKfpApi(http.server.BaseHTTPRequestHandler):
-    """The slice of the Kubeflow Pipelines v2beta1 REST API a run submission uses, recording each call. No
-    Kubeflow can run here: this is a real HTTP server that kfp's own client talks to."""
-
-    calls: list[tuple[str, str, dict | None]] = []
-
-    def _reply(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self.calls.append(("GET", self.path, None))
-        self._reply({})  # no experiment of that name yet
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.calls.append(("POST", self.path, body))
-        if self.path.startswith("/apis/v2beta1/experiments"):
-            self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
-        else:
-            self._reply({"run_id": "run-42", "display_name": body["display_name"], "experiment_id": "exp-1"})
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def kfp_api(tmp_path: Path) -> Iterator[Config]:
-    """A retrain config whose cluster.kfp_host is a running :class:`FakeKfpApi`."""
-    FakeKfpApi.calls = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeKfpApi)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    data = retrain_config(tmp_path / "ws").model_dump(mode="json")
-    data["cluster"] |= {"kfp_host": f"http://127.0.0.1:{server.server_address[1]}", "experiment": "fraud-retrain"}
-    data["monitoring"]["retrain"] |= {"run_on": "cluster", "pipeline_package": str(COMPILED)}
-    try:
-        yield parse_config(data, "cluster retrain config")
-    finally:
-        server.shutdown()
-        server.server_close()
+def kfp_api(tmp_path: Path) -> Iterator[tuple[Config, FakeKfpApi]]:
+    """A retrain config whose cluster.kfp_host is a running stand-in for the Kubeflow Pipelines API
+    (:mod:`tests.kfp_api`: no cluster can run here), and that stand-in."""
+    with serve_kfp_api() as api:
+        data = retrain_config(tmp_path / "ws").model_dump(mode="json")
+        data["cluster"] |= {"kfp_host": api.url, "experiment": "fraud-retrain"}
+        data["monitoring"]["retrain"] |= {"run_on": "cluster", "pipeline_package": str(COMPILED)}
+        yield parse_config(data, "cluster retrain config"), api
 
 
 def test_on_a_cluster_the_trigger_submits_the_compiled_package_to_the_experiment(kfp_api, tmp_path: Path) -> None:
-    config = kfp_api
+    config, api = kfp_api
     storage = LocalStorage(tmp_path / "ws")
     v1 = champion(storage, config, tmp_path)
     audit = decide(config, storage, check(storage, config, v1, DRIFT, T0), launcher_for(config, Path("unused")))
-    assert audit["decision"] == RETRAIN and audit["run_id"] == "run-42"
+    assert audit["decision"] == RETRAIN and audit["run_id"] == "run-1"
     assert audit["run"]["experiment"] == "fraud-retrain"
-    posts = [(path, body) for method, path, body in FakeKfpApi.calls if method == "POST"]
-    assert [p.split("?")[0] for p, _ in posts] == ["/apis/v2beta1/experiments", "/apis/v2beta1/runs"]
-    assert posts[0][1]["display_name"] == "fraud-retrain"
-    run = posts[1][1]
+    posts = api.posts()
+    assert [c.path for c in posts] == ["/apis/v2beta1/experiments", "/apis/v2beta1/runs"]
+    assert posts[0].body["display_name"] == "fraud-retrain"
+    run = posts[1].body
     assert run["experiment_id"] == "exp-1" and run["display_name"].startswith("retrain-")
     compiled = next(yaml.safe_load_all(COMPILED.read_text()))  # the pipeline spec (then the platform spec)
     assert (
@@ -392,7 +357,7 @@ def test_monitor_check_retrain_and_monitor_retrain_decide_from_the_cli(
 ) -> None:
     """The CLI wiring: `monitor check --retrain` decides on the verdict it just stored (the check itself is
     tested in test_check.py: here it stores a drift verdict), `monitor retrain --check ID` on a stored one."""
-    config = kfp_api
+    config, _ = kfp_api
     path = tmp_path / "kfloop.json"
     path.write_text(config_to_json(config))
     storage = LocalStorage(tmp_path / "ws")
@@ -401,10 +366,10 @@ def test_monitor_check_retrain_and_monitor_retrain_decide_from_the_cli(
     result = runner.invoke(app, ["monitor", "check", "-c", str(path), "--retrain", "--json"])
     assert result.exit_code == DRIFT_EXIT_CODE, result.output
     assert json.loads(result.stdout)["verdict"] == DRIFT  # stdout stays the verdict JSON; the decision is on stderr
-    assert "retrain: retrain" in result.stderr and "run-42" in result.stderr
+    assert "retrain: retrain" in result.stderr and "run-1" in result.stderr
     first = read_audit(storage)[0]
     result = runner.invoke(app, ["monitor", "retrain", "-c", str(path), "--check", first["check_id"]])
-    assert result.exit_code == 0 and "retrain: no" in result.output and "already started run run-42" in result.output
+    assert result.exit_code == 0 and "retrain: no" in result.output and "already started run run-1" in result.output
     result = runner.invoke(app, ["monitor", "retrain", "-c", str(path), "--check", "20260101T000000Z-000000"])
     assert result.exit_code == 2 and "no stored check" in result.output
     result = runner.invoke(app, ["monitor", "check", "-c", str(path), "--no-retrain"])

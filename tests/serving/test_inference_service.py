@@ -46,6 +46,8 @@ def cluster_config(**serving: Any) -> Config:
     """The shipped cluster config with ``serving`` keys overridden (validated like a file)."""
     data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
     data["serving"].update(serving)
+    if data["serving"]["canary_traffic_percent"] is not None:
+        data["serving"]["deployment_mode"] = "knative"  # KServe rolls canaries out with Knative revisions
     return parse_config(data, "test config")
 
 
@@ -105,13 +107,13 @@ def test_cluster_manifest_is_a_valid_inference_service_for_the_version() -> None
     uri = "s3://kfloop/fraud-demo/registry/fraud-detector/v7/"
     assert env_of(pc)["STORAGE_URI"]["value"] == uri and "STORAGE_URI" not in env_of(tc)
     assert env_of(pc)["PROTOCOL"]["value"] == "v2"
-    assert predictor["labels"] == {"kfloop.io/model-version": "v7"}
+    assert predictor["labels"] == {"kfloop.io/model-version": "v7", "app.kubernetes.io/part-of": "fraud-demo"}
     for spec in (predictor, transformer):
         scaling = cfg.serving.autoscaling
         assert (spec["minReplicas"], spec["maxReplicas"]) == (scaling.min_replicas, scaling.max_replicas)
         assert (spec["scaleMetric"], spec["scaleTarget"]) == (scaling.scale_metric, scaling.scale_target)
         assert "canaryTrafficPercent" not in spec and "logger" not in spec
-        assert "serviceAccountName" not in spec  # none configured: KServe's default
+        assert spec["serviceAccountName"] == cfg.cluster.service_account == "fraud-demo-serving"  # the chart's
     assert pc["resources"] == {"limits": {"cpu": "1", "memory": "2Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}
     assert tc["resources"] == {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "512Mi"}}
     assert pc["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]
@@ -142,6 +144,7 @@ def test_autoscaling_resources_and_service_account_come_from_the_config() -> Non
     data = load_config(CLUSTER_CONFIG).model_dump(mode="json")
     data["cluster"]["service_account"] = "kfloop-serving"
     data["serving"] |= {
+        "deployment_mode": "knative",  # scale to zero and rps need Knative's autoscaler
         "autoscaling": {"min_replicas": 0, "max_replicas": 7, "scale_metric": "rps", "scale_target": 250},
         "predictor_resources": {"cpu_request": "2", "cpu_limit": "4", "memory_request": "3Gi", "memory_limit": "6Gi"},
         "http_port": 9000,
@@ -202,14 +205,21 @@ def test_logger_only_with_a_sink_url() -> None:
 
 
 def test_the_transformers_grace_period_covers_the_inference_logs_last_flush() -> None:
-    """Knative makes the revision timeout the pod's grace period (300 s by default): a longer shutdown bound
-    for the log's last flush was cut short by SIGKILL. Now the transformer's timeout covers it, and a bound
-    beyond Knative's maximum is refused when the config is read."""
-    assert "timeout" not in build(cluster_config())["spec"]["transformer"]  # default 20 s: spec unchanged
+    """Knative makes the revision timeout the pod's grace period (300 s by default), raw mode Kubernetes' 30 s:
+    a longer shutdown bound for the log's last flush was cut short by SIGKILL. Now the transformer's timeout
+    (Knative) or terminationGracePeriodSeconds (raw) covers it, and a bound beyond Knative's maximum is refused
+    when the config is read."""
+    knative = {"deployment_mode": "knative"}
+    assert "timeout" not in build(cluster_config(**knative))["spec"]["transformer"]  # default 20 s: unchanged
     long = {"shutdown_timeout_seconds": 400.5}
-    assert build(cluster_config(inference_log=long))["spec"]["transformer"]["timeout"] == 461
+    assert build(cluster_config(**knative, inference_log=long))["spec"]["transformer"]["timeout"] == 461
     sink = {**long, "sink_url": "http://sink.kubeflow.svc.cluster.local"}  # the sink writes the log
-    assert "timeout" not in build(cluster_config(inference_log=sink))["spec"]["transformer"]
+    assert "timeout" not in build(cluster_config(**knative, inference_log=sink))["spec"]["transformer"]
+    raw = build(cluster_config())["spec"]["transformer"]  # the default mode: 20 s + the 60 s margin > 30 s
+    assert "timeout" not in raw and raw["terminationGracePeriodSeconds"] == 80
+    raw_long = build(cluster_config(inference_log=long))["spec"]["transformer"]
+    assert raw_long["terminationGracePeriodSeconds"] == 461
+    assert "terminationGracePeriodSeconds" not in build(cluster_config(inference_log=sink))["spec"]["transformer"]
     with pytest.raises(ConfigError, match="shutdown_timeout_seconds"):
         cluster_config(inference_log={"shutdown_timeout_seconds": 600})
 

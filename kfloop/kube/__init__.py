@@ -1,0 +1,1 @@
+"""Kubernetes delivery: the Helm chart rendered from the config, and server-side apply."""
