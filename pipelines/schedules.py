@@ -10,7 +10,8 @@ Both run kfloop in the project image (``cluster.image``, pinned: no ``latest``) 
   Secrets, never hold their values;
 - run as ``schedules.service_account`` under the restricted Pod Security Standard: non-root, no privilege
   escalation, every capability dropped, the RuntimeDefault seccomp profile, a read-only root filesystem with an
-  emptyDir at ``/tmp`` (``HOME``, ``TMPDIR`` and the working directory), and the requests and limits of
+  emptyDir at ``/tmp`` (``TMPDIR`` and the working directory; ``HOME`` stays the image's, where DuckDB's httpfs
+  extension is), and the requests and limits of
   ``cluster.resources``;
 - never overlap (``concurrencyPolicy: Forbid``), skip a run that could not start in time
   (``startingDeadlineSeconds``), stop a run that takes too long (``activeDeadlineSeconds``), keep a bounded
@@ -267,7 +268,8 @@ def _env(config: Config, online_store: bool) -> list[Env | SecretEnv]:
         SecretEnv(name=ref.env, secret_name=ref.secret_name, secret_key=ref.secret_key)
         for ref in secret_env_refs(config, online_store=online_store, alerts=True)  # the jobs send notifications
     ]
-    plain = {**plain_env(config, online_store=online_store), "HOME": TMP_DIR, "TMPDIR": TMP_DIR}
+    # HOME stays the image's (read-only): DuckDB finds its httpfs extension there, for the S3 offline store
+    plain = {**plain_env(config, online_store=online_store), "TMPDIR": TMP_DIR}
     return [*env, *(Env(name=k, value=v) for k, v in plain.items())]
 
 
