@@ -26,7 +26,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,28 @@ class Package:
         return f"{self.pipeline_name}-{self.digest[:HASH_LENGTH]}"
 
 
+#: Where and how a package is submitted, not what it runs: left out of its version's content hash, so one pipeline
+#: submitted through a port-forward and through the ingress is one version.
+_CONNECTION_KEYS = ("kfp_host", "kfp_ui_host", "kfp_namespace", "kfp_auth", "kfp_ca_cert", "experiment")
+
+
+def _without_connection(doc: Any) -> Any:
+    """The package document with the connection settings blanked in every embedded config (``config_json``)."""
+    if isinstance(doc, dict):
+        return {k: _without_connection(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_without_connection(v) for v in doc]
+    if isinstance(doc, str) and doc.startswith("{") and '"cluster"' in doc:
+        try:
+            config = json.loads(doc)
+        except ValueError:
+            return doc
+        if isinstance(config, dict) and isinstance(config.get("cluster"), dict):
+            config["cluster"] = {k: v for k, v in config["cluster"].items() if k not in _CONNECTION_KEYS}
+            return json.dumps(config, sort_keys=True)
+    return doc
+
+
 def read_package(path: Path) -> Package:
     """Read a compiled pipeline YAML (``kfloop compile``'s output): its name, content hash and parameters."""
     try:
@@ -82,7 +104,8 @@ def read_package(path: Path) -> Package:
     name = (spec.get("pipelineInfo") or {}).get("name")
     if not isinstance(name, str) or not name:
         raise PipelineError(f"{path}: not a compiled pipeline (no pipelineInfo.name); `kfloop compile` writes one")
-    canonical = json.dumps(docs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    hashed = [_without_connection(doc) for doc in docs]
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     inputs = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     return Package(Path(path), name, hashlib.sha256(canonical.encode()).hexdigest(), frozenset(inputs))
 
@@ -225,8 +248,28 @@ def kfp_api_errors(cluster: ClusterConfig, doing: str) -> Iterator[None]:
 def _check_health(cluster: ClusterConfig, host: str, token: str | None) -> None:
     """GET healthz once with a timeout and no redirects: the host answers as the KFP API, or a clear error."""
     import kfp_server_api
+    import urllib3
 
+    try:  # TLS first: kfp_server_api fails on a TLS error with an AttributeError of its own
+        timeout = urllib3.Timeout(connect=HEALTH_TIMEOUT[0], read=HEALTH_TIMEOUT[1])
+        pool = urllib3.PoolManager(ca_certs=cluster.kfp_ca_cert, retries=False, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        pool.request("GET", f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, redirect=False)
+    except urllib3.exceptions.MaxRetryError as err:
+        if isinstance(err.reason, urllib3.exceptions.SSLError):
+            raise PipelineError(
+                f"TLS to Kubeflow Pipelines at {host} (cluster.kfp_host) failed: {err.reason}; if its certificate "
+                "is signed by your own CA, set cluster.kfp_ca_cert to that CA's PEM file"
+            ) from err
+    except urllib3.exceptions.SSLError as err:
+        raise PipelineError(
+            f"TLS to Kubeflow Pipelines at {host} (cluster.kfp_host) failed: {err}; if its certificate "
+            "is signed by your own CA, set cluster.kfp_ca_cert to that CA's PEM file"
+        ) from err
+    except (urllib3.exceptions.HTTPError, OSError):
+        pass  # unreachable and the like: the health check below says it, naming the host
     configuration = kfp_server_api.Configuration(host=host)
+    configuration.ssl_ca_cert = cluster.kfp_ca_cert
     configuration.retries = False  # one try; a redirect is answered as itself, not followed to a login page
     if token:
         configuration.api_key["authorization"] = token
@@ -277,7 +320,13 @@ def kfp_client(cluster: ClusterConfig) -> Client:
     elif token:
         auth["existing_token"] = token
     with _kfp_quiet(), kfp_api_errors(cluster, "the connection"):
-        return Client(host=host, namespace=cluster.kfp_namespace or "kubeflow", ui_host=ui_base(cluster), **auth)
+        return Client(
+            host=host,
+            namespace=cluster.kfp_namespace or "kubeflow",
+            ui_host=ui_base(cluster),
+            ssl_ca_cert=cluster.kfp_ca_cert,
+            **auth,
+        )
 
 
 # --- pipeline, version, experiment, run -----------------------------------------------------------------------
@@ -419,10 +468,12 @@ def submit(
     experiment: str | None = None,
     wait: float | None = None,
     poll: float = 5.0,
+    on_started: Callable[[Submission], None] | None = None,
 ) -> Submission:
     """Upload ``package`` as a version of its pipeline (reusing an identical one) and, with ``run``, start a run
     of that version in ``experiment`` (default ``cluster.experiment``) with ``arguments``; ``wait`` seconds
-    (if given) for it to end. A run that ends other than SUCCEEDED is reported in the result, not raised."""
+    (if given) for it to end, after telling ``on_started`` what was submitted (the run's links while it runs). A
+    run that ends other than SUCCEEDED is reported in the result, not raised."""
     from kfloop.pipelines.training import pipeline_name
 
     cluster = config.cluster
@@ -458,20 +509,16 @@ def submit(
             started = client.run_pipeline(
                 experiment_id, run_name, params=dict(arguments or {}), pipeline_id=pipeline_id, version_id=version_id
             )
-        state = error = None
+        result = dataclasses.replace(
+            result, experiment=experiment, experiment_id=experiment_id, run_name=run_name, run_id=started.run_id
+        )
+        if on_started is not None:
+            on_started(result)
         if wait is not None:
             ended = wait_for_run(client, started.run_id, wait, poll)
-            state = str(ended.state).upper()
             error = getattr(ended.error, "message", None) if ended.error else None
-    return dataclasses.replace(
-        result,
-        experiment=experiment,
-        experiment_id=experiment_id,
-        run_name=run_name,
-        run_id=started.run_id,
-        run_state=state,
-        run_error=error,
-    )
+            result = dataclasses.replace(result, run_state=str(ended.state).upper(), run_error=error)
+    return result
 
 
 __all__ = [

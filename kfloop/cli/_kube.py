@@ -41,6 +41,7 @@ def apply_and_report(
     kubeconfig: Path | None,
     context: str | None,
     keep_live: Sequence[str] = (),
+    field_manager: str | None = None,
 ) -> None:
     """``--dry-run``: the YAML on stdout (nothing else, so it pipes into ``kubectl apply -f -``). Otherwise
     server-side apply and a table of what each object did, with the totals."""
@@ -58,7 +59,12 @@ def apply_and_report(
     api = connect(kubeconfig, context)
     try:
         report = apply_objects(
-            objects, namespace=namespace, server_dry_run=server_dry_run, api_client=api, keep_live=keep_live
+            objects,
+            namespace=namespace,
+            server_dry_run=server_dry_run,
+            api_client=api,
+            keep_live=keep_live,
+            **({"field_manager": field_manager} if field_manager else {}),
         )
     finally:
         api.close()

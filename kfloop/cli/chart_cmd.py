@@ -94,7 +94,7 @@ def lint(
 
     cfg = load(config)
     values = release_values(cfg, values_file or (), set_value or ())
-    found = lint_chart(values, chart_dir=chart, namespace=cfg.cluster.namespace)
+    found = lint_chart(values, chart_dir=chart)
     for line in found:
         console.print(escape(line), highlight=False)
     if found:

@@ -39,18 +39,17 @@ def deploy(
     from kfloop.kube.chart import render_objects  # here: it loads the Helm engine
 
     cfg = load(config)
-    ns = namespace or cfg.cluster.namespace
-    objects = render_objects(
+    objects = render_objects(  # in --namespace, else the config's (after any --set config.cluster.namespace)
         cfg,
         values_files=tuple(values or ()),
         set_values=tuple(set_values or ()),
         release=release,
-        namespace=ns,
+        namespace=namespace,
         chart_dir=chart,
     )
     apply_and_report(
         objects,
-        namespace=ns,
+        namespace=namespace or cfg.cluster.namespace,  # every rendered object names its own
         dry_run=dry_run,
         server_dry_run=server_dry_run,
         kubeconfig=kubeconfig,

@@ -58,4 +58,6 @@ def apply(
         server_dry_run=server_dry_run,
         kubeconfig=kubeconfig,
         context=context,
+        # its own field manager: the chart's copies (kfloop deploy) carry release labels this one does not own
+        field_manager="kfloop-schedules",
     )

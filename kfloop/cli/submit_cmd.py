@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from kfloop.pipelines.submit import Submission
+
 from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load
+
+
+def _print_submission(result: Submission) -> None:
+    """The pipeline, version and run with their links: printed as soon as the run starts (before any --wait)."""
+    pipeline = "created" if result.pipeline_created else "existing"
+    version = "created" if result.version_created else "reused: same package"
+    console.print(f"pipeline {result.pipeline_name}  id {result.pipeline_id}  ({pipeline})", highlight=False)
+    console.print(f"version  {result.version_name}  id {result.version_id}  ({version})", highlight=False)
+    console.print(f"         {result.version_link}", highlight=False, soft_wrap=True)
+    if result.run_id is not None:
+        console.print(
+            f"run      {result.run_name}  id {result.run_id}  (experiment {result.experiment})", highlight=False
+        )
+        console.print(f"         {result.run_link}", highlight=False, soft_wrap=True)
 
 
 @handle_errors
@@ -44,11 +61,18 @@ def submit(
     Idempotent: the version is named <pipeline>-<sha256 of the package, 12 digits>, so submitting the same
     package again reuses its version (a changed one adds a version); each submission starts a new run.
     """
+    from kfloop.config import S3StorageConfig
+    from kfloop.errors import ConfigError
     from kfloop.pipelines.submit import kfp_host, read_package, run_arguments, submit
     from kfloop.pipelines.training import pipeline_name
 
     cfg = load(config)
     kfp_host(cfg.cluster)  # a missing host fails before the compile
+    if not isinstance(cfg.storage, S3StorageConfig):
+        raise ConfigError(
+            "storage: a pipeline on a cluster reads and writes its workspace in S3; set storage.type: s3 (e.g. "
+            "examples/fraud/kfloop.cluster.yaml)"
+        )
     with tempfile.TemporaryDirectory(prefix="kfloop-submit-") as tmp:
         if package is None:
             from kfloop.pipelines.compile import compile_training
@@ -64,16 +88,11 @@ def submit(
             arguments=arguments,
             experiment=experiment or None,
             wait=timeout if wait and run else None,
+            on_started=_print_submission,
         )
-    pipeline = "created" if result.pipeline_created else "existing"
-    version = "created" if result.version_created else "reused: same package"
-    console.print(f"pipeline {result.pipeline_name}  id {result.pipeline_id}  ({pipeline})", highlight=False)
-    console.print(f"version  {result.version_name}  id {result.version_id}  ({version})", highlight=False)
-    console.print(f"         {result.version_link}", highlight=False, soft_wrap=True)
     if result.run_id is None:
+        _print_submission(result)  # upload only: nothing was started
         return
-    console.print(f"run      {result.run_name}  id {result.run_id}  (experiment {result.experiment})", highlight=False)
-    console.print(f"         {result.run_link}", highlight=False, soft_wrap=True)
     if result.run_state == "SUCCEEDED":
         console.print("[green]run succeeded[/]")
     elif result.run_state is not None:

@@ -74,7 +74,11 @@ __all__ = [
 class Config(Section):
     """The whole of ``kfloop.yaml``."""
 
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Project name (a DNS label).")
+    project: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,39}$",
+        description="Project name (a DNS label of at most 40 characters: `<project>-materialize` must fit Argo's "
+        "52-character CronWorkflow names).",
+    )
     storage: StorageConfig = Field(
         LocalStorageConfig(), description="The workspace: a local directory or an S3 bucket (picked by `type`)."
     )

@@ -83,6 +83,11 @@ class ClusterConfig(Section):
         "https://kubeflow.example.com/pipeline through the ingress: where `kfloop submit` uploads and runs the "
         "pipeline and a drift-triggered retrain (monitoring.retrain.run_on: cluster) starts its run.",
     )
+    kfp_ca_cert: str | None = Field(
+        None,
+        description="CA bundle (PEM file) that signs cluster.kfp_host's TLS certificate, e.g. a Kubeflow ingress's "
+        "own CA; null: the system's CAs.",
+    )
     kfp_ui_host: str | None = Field(
         None, description="Base URL of the Kubeflow Pipelines UI for the links `kfloop submit` prints; null: kfp_host."
     )

@@ -86,7 +86,11 @@ class TrainingConfig(Section):
     framework: Literal["pytorch", "tensorflow"] = Field(
         "pytorch", description="pytorch exports TorchScript, tensorflow a SavedModel."
     )
-    model_name: str = Field("model", pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Registry / serving name.")
+    model_name: str = Field(
+        "model",
+        pattern=r"^[a-z][a-z0-9-]{0,50}$",
+        description="Registry / serving name (at most 51 characters: KServe names Services `<name>-transformer`).",
+    )
     hidden_units: tuple[int, ...] = Field((64, 32), min_length=1, description="Width of each hidden layer.")
     embedding_dim: int = Field(4, ge=1, le=64, description="Per categorical column.")
     epochs: int = Field(20, ge=1, le=1000, description="Most passes over the training split.")

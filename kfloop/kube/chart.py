@@ -7,6 +7,8 @@ given config (:func:`kfloop.kube.values.chart_values`), then ``-f`` files in ord
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ def _installed_chart() -> Path:
 #: The chart kfloop renders (`--chart` takes another).
 CHART_DIR = _installed_chart()
 HOOK_ANNOTATION = "helm.sh/hook"
+#: Release names that make valid Service and Pod names once the chart's suffixes are appended.
+RELEASE_NAME = r"[a-z]([-a-z0-9]{0,46}[a-z0-9])?"
 #: Kubernetes version the chart is rendered and linted for (its ``kubeVersion`` admits it).
 KUBE_VERSION = "v1.33.0"
 
@@ -105,16 +109,26 @@ def render_manifests(
     """
     import helm_python as helm
 
-    try:
-        helm.validate_release_name(release)
-    except helm.HelmError as err:
-        raise ConfigError(f"release name {release!r}: {err}") from err
+    if not re.fullmatch(RELEASE_NAME, release):
+        raise ConfigError(
+            f"release name {release!r}: it prefixes Service and Pod names, so a lowercase letter first, then lowercase "
+            "letters, digits and '-', at most 48 characters (DNS-1035)"
+        )
     chart = helm.Chart.load(str(_chart_dir(chart_dir)))
     user = release_values(config, values_files, set_values) if values is None else values
+    namespace = namespace or values_namespace(user) or config.cluster.namespace
     try:
-        return chart.render(user, name=release, namespace=namespace or config.cluster.namespace, is_install=True)
+        return chart.render(user, name=release, namespace=namespace, is_install=True)
     except helm.HelmError as err:
         raise ConfigError(f"helm/kfloop: {err}") from err
+
+
+def values_namespace(values: dict[str, Any]) -> str | None:
+    """The ``cluster.namespace`` of the config inside generated values (after any ``config.<key>`` overrides)."""
+    try:
+        return json.loads(values["generated"]["configJson"])["cluster"]["namespace"]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def is_hook(obj: dict[str, Any]) -> bool:
@@ -156,10 +170,17 @@ def render_objects(
     return objects_of(manifests, hooks=hooks)
 
 
-def lint_chart(values: dict[str, Any], *, chart_dir: Path | None = None, namespace: str = "kubeflow") -> list[str]:
-    """``helm lint --strict`` findings (warnings count) for the chart with ``values``; empty when clean."""
+def lint_chart(values: dict[str, Any], *, chart_dir: Path | None = None, namespace: str | None = None) -> list[str]:
+    """``helm lint --strict`` findings (warnings count) for the chart with ``values``, in the config's namespace
+    unless told; empty when clean. A template's ``fail`` counts too (lint mode only logs it)."""
     import helm_python as helm
 
-    report = helm.lint(str(_chart_dir(chart_dir)), values, strict=True, namespace=namespace, kube_version=KUBE_VERSION)
+    chart = str(_chart_dir(chart_dir))
+    namespace = namespace or values_namespace(values) or "default"
+    report = helm.lint(chart, values, strict=True, namespace=namespace, kube_version=KUBE_VERSION)
     found = [f"{m.get('path')}: {m.get('error')}" for m in report.get("messages") or [] if m.get("severity", 0) >= 2]
+    try:  # what lint swallows: a template's fail
+        helm.Chart.load(chart).render(values, name="kfloop", namespace=namespace)
+    except helm.HelmError as err:
+        found.append(f"render: {err}")
     return found + list(report.get("errors") or [])

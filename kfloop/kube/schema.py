@@ -24,6 +24,8 @@ CIDR = rf"^({_OCTET}\.){{3}}{_OCTET}/([0-9]|[12][0-9]|3[0-2])$|^[0-9a-fA-F:]+/[0
 QUANTITY = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 #: An optional name (empty allowed).
 OPTIONAL_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"
+#: A name prefix of Services and Pods (DNS-1035: a letter first, no dots), empty allowed.
+OPTIONAL_PREFIX = r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$"
 IMAGE_REPOSITORY = r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*$"
 IMAGE_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
@@ -69,8 +71,8 @@ def _resources(description: str) -> dict[str, Any]:
 def _chart_properties() -> dict[str, Any]:
     """The chart's own values (helm/kfloop/values.yaml above the generated marker)."""
     return {
-        "nameOverride": _str("Replaces the chart name in object names.", OPTIONAL_NAME),
-        "fullnameOverride": _str("Replaces the release-chart prefix of object names.", OPTIONAL_NAME),
+        "nameOverride": _str("Replaces the chart name in object names.", OPTIONAL_PREFIX),
+        "fullnameOverride": _str("Replaces the release-chart prefix of object names.", OPTIONAL_PREFIX),
         "commonLabels": {
             **_map("Labels added to every object (the chart's own label keys win)."),
             "propertyNames": {"pattern": LABEL_KEY},
@@ -143,27 +145,32 @@ def _chart_properties() -> dict[str, Any]:
             },
             knativeNamespaces={
                 "type": "array",
+                "minItems": 1,
                 "description": "Namespaces of Knative and the ingress gateway (Knative mode).",
                 "items": {"type": "string", "pattern": NAME},
             },
             monitoringNamespace=_str("Namespace of Prometheus (scrapes /metrics).", NAME),
             egressPorts={
                 "type": "array",
+                "minItems": 1,
                 "description": "Ports kfloop's pods may call outside the namespace (S3, the KFP API, webhooks).",
                 "items": {"type": "integer", "minimum": 1, "maximum": 65535},
             },
             egressCIDRs={
                 "type": "array",
+                "minItems": 1,
                 "description": "Where those calls may go.",
                 "items": {"type": "string", "pattern": CIDR},
             },
             apiServerCIDRs={
                 "type": "array",
+                "minItems": 1,
                 "description": "The Kubernetes API server's addresses (Argo's executor reports step results to it).",
                 "items": {"type": "string", "pattern": CIDR},
             },
             apiServerPorts={
                 "type": "array",
+                "minItems": 1,
                 "description": "The API server's ports (443 behind the kubernetes Service; 6443 on kind/kubeadm).",
                 "items": {"type": "integer", "minimum": 1, "maximum": 65535},
             },

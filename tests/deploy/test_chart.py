@@ -103,10 +103,27 @@ def test_release_namespace_must_be_the_configs(config: Config) -> None:
         render_objects(config, namespace="default")
 
 
+@pytest.mark.parametrize("release", ["Bad_Name", "1kfloop", "my.rel", "x" * 49])
+def test_a_release_name_that_cannot_prefix_service_names_is_refused(config: Config, release: str) -> None:
+    with pytest.raises(ConfigError, match=r"release name .*DNS-1035"):
+        render_objects(config, release=release)
+
+
+def test_a_namespace_override_moves_the_whole_release(config: Config) -> None:
+    objects = render_objects(config, set_values=["config.cluster.namespace=ml-prod"])
+    assert {o["metadata"].get("namespace") for o in objects} == {"ml-prod"}
+    values = release_values(config, set_values=["config.cluster.namespace=ml-prod"])
+    assert lint_chart(values) == []
+    found = lint_chart(values, namespace="kubeflow")  # lint mode only logs a template's fail: it counts here
+    assert any("release namespace" in f for f in found)
+
+
 def test_notes_name_every_secret_to_create(config: Config) -> None:
     notes = render_manifests(config)["kfloop/templates/NOTES.txt"]
     assert "create secret generic kfloop-s3 --from-literal=accesskey=... --from-literal=secretkey=..." in notes
-    assert "create secret generic kfloop-redis --from-literal=connection-string=..." in notes
+    assert (
+        "create secret generic kfloop-redis --from-literal=connection-string=... --from-literal=password=..." in notes
+    )
     assert "No model is served yet" in notes  # no modelVersion: the pipeline's deploy step creates it
 
 
@@ -263,6 +280,9 @@ BAD_VALUES = [
     ("redis.resources.limits.memory=lots", "/redis/resources/limits/memory"),
     ("commonLabels.team=has spaces", "/commonLabels/team"),
     ("generated.configJson=not json", "/generated/configJson"),
+    ("networkPolicy.egressCIDRs={}", "/networkPolicy/egressCIDRs"),  # an empty list would allow anywhere
+    ("networkPolicy.knativeNamespaces={}", "/networkPolicy/knativeNamespaces"),
+    ("fullnameOverride=my.release", "/fullnameOverride"),
 ]
 
 

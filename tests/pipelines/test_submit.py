@@ -30,7 +30,9 @@ RUN = "/apis/v2beta1/runs"
 
 
 def cluster_config(tmp_path: Path, epochs: int = 20, **cluster: Any) -> Config:
+    """The demo config with its workspace in S3, as a cluster's is (submit refuses a local one)."""
     data = demo_config(tmp_path / "ws").model_dump(mode="json")
+    data["storage"] = {"type": "s3", "endpoint": "minio-service.kubeflow:9000", "bucket": "kfloop", "prefix": "t"}
     data["training"]["epochs"] = epochs
     data["cluster"] |= cluster
     return parse_config(data, "submit test config")
@@ -211,6 +213,45 @@ def test_a_multi_user_server_needs_the_profile_namespace(tmp_path: Path) -> None
         submit(cluster_config(tmp_path, kfp_host=api.url, kfp_namespace="team-a"), package)
     (pipeline,), (experiment,) = api.pipelines.values(), api.experiments.values()
     assert pipeline["namespace"] == experiment["namespace"] == "team-a"
+
+
+def test_the_version_is_what_runs_not_where_it_was_submitted_from(tmp_path: Path) -> None:
+    """A port-forward and the ingress (another host, UI host, experiment or CA) submit one version; a change
+    to what runs is another."""
+    base = package_of(cluster_config(tmp_path, kfp_host="http://localhost:8080"), tmp_path / "a.yaml")
+    elsewhere = cluster_config(
+        tmp_path,
+        kfp_host="https://kubeflow.example.com/pipeline/",
+        kfp_ui_host="https://kubeflow.example.com",
+        experiment="nightly",
+        kfp_ca_cert="/etc/ssl/ca.pem",
+    )
+    assert package_of(elsewhere, tmp_path / "b.yaml").version_name == base.version_name
+    changed = cluster_config(tmp_path, epochs=3, kfp_host="http://localhost:8080")
+    assert package_of(changed, tmp_path / "c.yaml").version_name != base.version_name
+
+
+def test_a_local_workspace_is_not_submitted(tmp_path: Path) -> None:
+    data = demo_config(tmp_path / "ws").model_dump(mode="json")
+    data["cluster"]["kfp_host"] = "http://localhost:8080"
+    path = tmp_path / "kfloop.json"
+    path.write_text(config_to_json(parse_config(data, "local")))
+    result = runner.invoke(app, ["submit", "-c", str(path)])
+    assert result.exit_code == 2 and "storage: a pipeline on a cluster reads and writes its workspace in S3" in (
+        result.output
+    )
+
+
+def test_tls_failure_is_one_line_naming_the_ca_setting(tmp_path: Path) -> None:
+    """kfp's own client fails on a TLS error with an AttributeError; submit checks TLS first."""
+    with serve_kfp_api(FakeKfpApi()) as fake:  # plain HTTP: a TLS handshake with it fails
+        https = fake.url.replace("http://", "https://")
+        path = tmp_path / "kfloop.json"
+        path.write_text(config_to_json(cluster_config(tmp_path, kfp_host=https)))
+        result = runner.invoke(app, ["submit", "-c", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"TLS to Kubeflow Pipelines at {https} (cluster.kfp_host) failed" in result.output
+    assert "cluster.kfp_ca_cert" in result.output and "Traceback" not in result.output
 
 
 def test_a_missing_or_unreachable_host_is_one_clear_line(tmp_path: Path) -> None:
