@@ -92,10 +92,10 @@ class LocalLauncher:
 class ClusterLauncher:
     """A run of the compiled pipeline through the Kubeflow Pipelines API (``cluster.kfp_host``) in
     ``cluster.experiment``: the same package ``kfloop compile`` writes and the UI would upload. The client is
-    ``kfloop submit``'s (:func:`kfloop.pipelines.submit.kfp_client`): same host, namespace and credentials."""
+    ``kfloop submit``'s (:func:`kfloop.pipelines.kfp_client.kfp_client`): same host, namespace and credentials."""
 
     def start(self, config: Config, run_name: str) -> dict:
-        from kfloop.pipelines.submit import kfp_api_errors, kfp_client
+        from kfloop.pipelines.kfp_client import kfp_api_errors, kfp_client
 
         cluster = config.cluster
         if not cluster.kfp_host:

@@ -45,7 +45,8 @@ def apply_and_report(
 ) -> None:
     """``--dry-run``: the YAML on stdout (nothing else, so it pipes into ``kubectl apply -f -``). Otherwise
     server-side apply and a table of what each object did, with the totals."""
-    from kfloop.kube.apply import apply_objects, connect
+    from kfloop.kube.apply import apply_objects
+    from kfloop.kube.connect import connect
 
     if dry_run and server_dry_run:
         raise typer.BadParameter("pass one of --dry-run and --server-dry-run", param_hint="--dry-run")

@@ -63,7 +63,8 @@ def submit(
     """
     from kfloop.config import S3StorageConfig
     from kfloop.errors import ConfigError
-    from kfloop.pipelines.submit import kfp_host, read_package, run_arguments, submit
+    from kfloop.pipelines.kfp_client import kfp_host
+    from kfloop.pipelines.submit import read_package, run_arguments, submit
     from kfloop.pipelines.training import pipeline_name
 
     cfg = load(config)

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from kfloop.cli import app
 from kfloop.errors import DeployError
-from kfloop.kube.apply import APPLY_CONTENT_TYPE, ApplyReport, apply_objects, connect
+from kfloop.kube.apply import APPLY_CONTENT_TYPE, ApplyReport, apply_objects
+from kfloop.kube.connect import connect
 from tests.conftest import REPO
 from tests.deploy.kube_fake import FakeKubeApi
 
