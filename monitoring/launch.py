@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -100,25 +101,41 @@ class ClusterLauncher:
         cluster = config.cluster
         if not cluster.kfp_host:
             raise ConfigError("monitoring.retrain.run_on is cluster but cluster.kfp_host is not set")
-        package = Path(config.monitoring.retrain.pipeline_package)
-        if not package.is_file():
-            raise ConfigError(f"monitoring.retrain.pipeline_package: {package} does not exist (run `kfloop compile`)")
         client = kfp_client(cluster)
-        # kfp prints links: stdout may carry a command's JSON
-        with contextlib.redirect_stdout(sys.stderr), kfp_api_errors(cluster, f"the retrain run {run_name}"):
-            result = client.create_run_from_pipeline_package(
-                str(package),
-                arguments={},
-                run_name=run_name,
-                experiment_name=cluster.experiment,
-                namespace=cluster.kfp_namespace,
-            )
+        with tempfile.TemporaryDirectory(prefix="kfloop-retrain-") as tmp:
+            package = self._package(config, Path(tmp))
+            # kfp prints links: stdout may carry a command's JSON
+            with contextlib.redirect_stdout(sys.stderr), kfp_api_errors(cluster, f"the retrain run {run_name}"):
+                result = client.create_run_from_pipeline_package(
+                    str(package),
+                    arguments={},
+                    run_name=run_name,
+                    experiment_name=cluster.experiment,
+                    namespace=cluster.kfp_namespace,
+                )
         return {
             "run_id": result.run_id,
             "run_name": run_name,
+            "package": config.monitoring.retrain.pipeline_package or "compiled from the config",
             "where": "cluster",
             "experiment": config.cluster.experiment,
         }
+
+    @staticmethod
+    def _package(config: Config, tmp: Path) -> Path:
+        """``pipeline_package``, or the pipeline compiled from ``config`` now (a pod has no compiled file)."""
+        configured = config.monitoring.retrain.pipeline_package
+        if configured is None:
+            from kfloop.pipelines.compile import compile_training
+
+            return compile_training(config, tmp / "training.yaml", config_path="the drift check's config")
+        package = Path(configured)
+        if not package.is_file():
+            raise ConfigError(
+                f"monitoring.retrain.pipeline_package: {package} does not exist (run `kfloop compile`, or leave it "
+                "null to compile from the config)"
+            )
+        return package
 
 
 def launcher_for(config: Config, config_path: Path) -> Launcher:

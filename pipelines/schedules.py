@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import pairwise
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 from hera.workflows import Container, CronWorkflow, Env, RetryStrategy, SecretEnv
@@ -41,9 +41,12 @@ from hera.workflows.models import (
     LocalObjectReference,
     Metadata,
     PodSecurityContext,
+    ProjectedVolumeSource,
     SecurityContext,
+    ServiceAccountTokenProjection,
     Volume,
     VolumeMount,
+    VolumeProjection,
 )
 from hera.workflows.resources import Resources as HeraResources
 from yaml.representer import SafeRepresenter
@@ -247,6 +250,12 @@ def _check_deployable(config: Config) -> None:
             f"cluster.image: {image!r} is not pinned (no tag, or latest): a schedule must run the same image every "
             "time; set a version tag or a digest"
         )
+    retrain = config.monitoring.retrain
+    if retrain.enabled and retrain.run_on == "local":
+        raise ConfigError(
+            "monitoring.retrain.run_on: local starts `kfloop run` beside the drift check, and a scheduled drift check "
+            "runs in a pod that ends with it; set run_on: cluster (a run through cluster.kfp_host)"
+        )
     if not isinstance(config.storage, S3StorageConfig):
         raise ConfigError(
             "storage: scheduled jobs run in pods whose files do not last; set storage.type: s3 (e.g. "
@@ -273,10 +282,37 @@ def _env(config: Config, online_store: bool) -> list[Env | SecretEnv]:
     return [*env, *(Env(name=k, value=v) for k, v in plain.items())]
 
 
+#: The audience of the token Kubeflow Pipelines' API accepts from a pod (its projected ServiceAccount token).
+KFP_TOKEN_AUDIENCE = "pipelines.kubeflow.org"
+
+
+def _kfp_token(config: Config, job: _Job) -> tuple[list[Volume], list[VolumeMount]]:
+    """The drift check's projected KFP token, when a retrain starts a run with cluster.kfp_auth.mode
+    service_account_token (the pod's own API token stays unmounted)."""
+    retrain, auth = config.monitoring.retrain, config.cluster.kfp_auth
+    if job.name != "drift-check" or not retrain.enabled or auth.mode != "service_account_token":
+        return [], []
+    path = PurePosixPath(auth.token_path)
+    volume = Volume(
+        name="kfp-token",
+        projected=ProjectedVolumeSource(
+            sources=[
+                VolumeProjection(
+                    service_account_token=ServiceAccountTokenProjection(
+                        audience=KFP_TOKEN_AUDIENCE, expiration_seconds=7200, path=path.name
+                    )
+                )
+            ]
+        ),
+    )
+    return [volume], [VolumeMount(name="kfp-token", mount_path=str(path.parent), read_only=True)]
+
+
 def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
     sched = config.schedules
     project = config.project
     uid = config.cluster.run_as_user
+    token_volumes, token_mounts = _kfp_token(config, job)
     account = sched.service_account or f"{project}-workflows"
     labels = {
         "app.kubernetes.io/name": "kfloop",
@@ -318,6 +354,7 @@ def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
                 ),
             ),
             Volume.model_validate(as_manifest(tmp_volume())),
+            *token_volumes,
         ],
     ) as cron:
         Container(
@@ -333,6 +370,7 @@ def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
             volume_mounts=[
                 VolumeMount(name="config", mount_path=CONFIG_DIR, read_only=True),
                 VolumeMount.model_validate(as_manifest(tmp_mount())),
+                *token_mounts,
             ],
         )
     return cron

@@ -73,13 +73,15 @@ class RetrainConfig(Section):
     )
     run_on: Literal["local", "cluster"] = Field(
         "local",
-        description="local: `kfloop run` (kfp.local) in a detached process; cluster: a run of `pipeline_package` "
-        "through the Kubeflow Pipelines API (cluster.kfp_host) in cluster.experiment.",
+        description="local: `kfloop run` (kfp.local) in a detached process; cluster: a run of the training "
+        "pipeline through the Kubeflow Pipelines API (cluster.kfp_host) in cluster.experiment, as `kfloop submit` "
+        "connects (the scheduled drift check needs cluster).",
     )
-    pipeline_package: str = Field(
-        "pipelines/compiled/training.yaml",
+    pipeline_package: str | None = Field(
+        None,
         min_length=1,
-        description="The compiled pipeline (`kfloop compile`) a cluster retrain submits.",
+        description="The compiled pipeline (`kfloop compile`) a cluster retrain submits; null: compiled from this "
+        "config when the retrain starts (what a scheduled drift check in a pod does: the image has the pipeline).",
     )
 
     @field_validator("cooldown")

@@ -342,6 +342,20 @@ def test_on_a_cluster_the_trigger_submits_the_compiled_package_to_the_experiment
     )  # the committed package, as compiled
 
 
+def test_without_a_package_the_cluster_retrain_compiles_the_config(kfp_api, tmp_path: Path) -> None:
+    """In a pod there is no compiled file: the retrain compiles the pipeline from the config it runs with."""
+    config, api = kfp_api
+    data = config.model_dump(mode="json")
+    data["monitoring"]["retrain"]["pipeline_package"] = None
+    config = parse_config(data, "no package")
+    run = launcher_for(config, Path("unused")).start(config, "retrain-x")
+    assert run["package"] == "compiled from the config"
+    (posted,) = [c.body for c in api.posts() if c.path == "/apis/v2beta1/runs"]
+    spec = posted["pipeline_spec"]
+    spec = spec.get("pipeline_spec", spec)  # with a platform spec, kfp nests the pipeline's one level down
+    assert spec["pipelineInfo"]["name"] == f"{config.project}-training"
+
+
 def test_a_cluster_retrain_needs_the_kfp_host(setup) -> None:
     config, storage, v1 = setup
     data = config.model_dump(mode="json")

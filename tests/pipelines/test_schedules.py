@@ -22,6 +22,7 @@ from kfloop.config import Config, LocalStorageConfig, load_config, parse_config
 from kfloop.errors import ConfigError
 from kfloop.pipelines.schedules import (
     CONFIG_PATH,
+    build_schedules,
     cron_max_gap,
     materialize_timing,
     render_schedules,
@@ -286,3 +287,27 @@ def test_importing_the_schedules_leaves_other_yaml_output_alone() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_a_scheduled_retrain_runs_on_the_cluster_with_the_pods_kfp_token(config: Config) -> None:
+    """The drift check runs in a pod that ends with it: a retrain there is a run through the KFP API, sent with
+    the pod's projected token (audience pipelines.kubeflow.org) when kfp_auth says so."""
+    local = _with(config, monitoring={"retrain": {"enabled": True, "run_on": "local"}})
+    with pytest.raises(ConfigError, match=r"monitoring\.retrain\.run_on: local .* set run_on: cluster"):
+        build_schedules(local)
+    auth = {"mode": "service_account_token", "token_path": "/var/run/secrets/kubeflow/pipelines/token"}
+    cluster = _with(
+        config,
+        monitoring={"retrain": {"enabled": True, "run_on": "cluster"}},
+        cluster={"kfp_host": "http://ml-pipeline.kubeflow:8888", "kfp_auth": auth},
+    )
+    spec = build_schedules(cluster)["drift-check"].build().model_dump(by_alias=True, exclude_none=True, mode="json")
+    workflow = spec["spec"]["workflowSpec"]
+    (token,) = [v for v in workflow["volumes"] if v["name"] == "kfp-token"]
+    projection = token["projected"]["sources"][0]["serviceAccountToken"]
+    assert (projection["audience"], projection["path"]) == ("pipelines.kubeflow.org", "token")
+    mounts = workflow["templates"][0]["container"]["volumeMounts"]
+    assert {"name": "kfp-token", "mountPath": "/var/run/secrets/kubeflow/pipelines", "readOnly": True} in mounts
+    assert workflow["automountServiceAccountToken"] is False  # the API token itself stays out
+    materialize = build_schedules(cluster)["materialize"].build().model_dump(by_alias=True, exclude_none=True)
+    assert all(v["name"] != "kfp-token" for v in materialize["spec"]["workflowSpec"]["volumes"])
