@@ -27,6 +27,7 @@ from urllib.parse import quote
 import yaml
 
 from kfloop.errors import DeployError
+from kfloop.yaml_text import BlockDumper
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -175,21 +176,9 @@ def order_objects(objects: Iterable[dict]) -> list[dict]:
     return sorted(objects, key=lambda o: _RANK.get(str(o.get("kind")), len(_RANK)))
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (a ConfigMap's kfloop.yaml) as ``|`` blocks, so the printed YAML reads like the source."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _str)
-
-
 def to_yaml(objects: Sequence[dict]) -> str:
     """The objects as one multi-document YAML stream (``kubectl apply -f -`` reads it)."""
-    return yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False, explicit_start=True)
+    return yaml.dump_all(objects, Dumper=BlockDumper, sort_keys=False, explicit_start=True)
 
 
 # --- the API --------------------------------------------------------------------------------------

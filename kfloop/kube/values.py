@@ -29,6 +29,7 @@ from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, S3StorageConfig, SecretRef, config_to_json
 from kfloop.errors import ConfigError
 from kfloop.layout import registry_prefix
+from kfloop.yaml_text import BlockDumper
 
 __all__ = ["HEADER", "chart_values", "deep_merge", "generated_values_text"]
 
@@ -114,21 +115,9 @@ def chart_values(config: Config) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings (feature_store.yaml, PromQL), so values.yaml stays readable."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def generated_values_text(config: Config, config_path: str) -> str:
     """The values file ``kfloop chart values`` writes: a header saying where it came from, then YAML."""
-    body = yaml.dump(chart_values(config), Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
+    body = yaml.dump(chart_values(config), Dumper=BlockDumper, sort_keys=False, width=120, allow_unicode=True)
     return HEADER.format(config=config_path, namespace=config.cluster.namespace) + body
 
 
