@@ -27,7 +27,7 @@ RUN /opt/kfloop/bin/pip install --upgrade pip build \
  && /opt/kfloop/bin/python -m build --wheel --outdir /wheels . \
  # torch's CPU wheel: an unpinned torch pulls a CUDA build of several GB
  && /opt/kfloop/bin/pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && /opt/kfloop/bin/pip install "$(ls /wheels/kfloop-*.whl)[tensorflow]" \
+ && /opt/kfloop/bin/pip install "$(ls /wheels/kfloop-*.whl)[tensorflow,kafka]" \
  && /opt/kfloop/bin/pip uninstall --yes build
 # What the cluster path needs and the local one does not: DuckDB's httpfs extension, so Feast's DuckDB offline
 # store reads the lake's Parquet on S3 (a pod must not download it at run time). DuckDB loads extensions from

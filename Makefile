@@ -115,8 +115,19 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 bench: $(STAMP) system-bench ## Run every benchmark (ours vs peer vs floor); one: make bench NAME=ingest
 	$(BIN)/python -m benchmarks $(NAME)
 
+# the fault soak (tests/soak): SOAK_RUNS tiny pipeline runs under injected faults, invariants checked after each;
+# not in CI (tests/soak/test_soak_short.py is). SOAK_ARGS: more options (python -m tests.soak --help)
+SOAK_RUNS ?= 200
+SOAK_SEED ?= 1
+SOAK_ARGS ?=
+.PHONY: soak
+soak: $(STAMP) ## Run the pipeline SOAK_RUNS times under faults (S3 5xx/timeouts, Redis restarts, SIGKILL, full disk)
+	$(call ensure_packages,redis-server)
+	$(BIN)/python -m tests.soak --runs $(SOAK_RUNS) --seed $(SOAK_SEED) $(SOAK_ARGS)
+
 compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, alert rules, Feast files, Helm values/schema, manifests/
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
+	$(BIN)/kfloop report pipeline --config $(CLUSTER_CONFIG) --out pipelines/compiled/report.yaml
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
 	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out pipelines/compiled/alert-rules.yaml
 	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out $(GRAFANA_DASHBOARD)

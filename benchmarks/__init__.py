@@ -38,4 +38,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.drift",
         "1M-row window x 20 columns vs 1M-row reference (kfloop dataset_drift vs Evidently DataDriftPreset vs numpy)",
     ),
+    "stream": (
+        "benchmarks.stream",
+        "2,000 events/s for 60 s via Redis Streams → SQLite/Redis online store: push lag p50/p99 and max rate at "
+        "p99 ≤ 5 s (kfloop stream worker vs pandas + Feast write_to_online_store vs online_write_batch); ~30 min",
+    ),
 }

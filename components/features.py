@@ -92,7 +92,8 @@ def lookback(
     return longest + max((d for d in delays if isinstance(d, timedelta)), default=timedelta(0)) + timedelta(seconds=1)
 
 
-def _columns(view: FeatureViewSpec, config: Config) -> list[str]:
+def view_columns(view: FeatureViewSpec, config: Config) -> list[str]:
+    """The clean columns a view's aggregates read: entity, event time, aggregated columns, ``at`` columns."""
     at = [v.at for v in availability(view, config).values() if isinstance(v, KnownAt)]
     return list(dict.fromkeys([view.entity, config.source.timestamp_column, *(a.column for a in view.aggregates), *at]))
 
@@ -107,7 +108,7 @@ class _CleanRows:
 
     def __init__(self, storage: Storage, manifest: lake.Manifest, config: Config, view: FeatureViewSpec) -> None:
         self.storage, self.manifest, self.batch_rows = storage, manifest, config.source.batch_rows
-        self.columns = _columns(view, config)
+        self.columns = view_columns(view, config)
         self.empty = arrow_schema(config.source).empty_table().select(self.columns)
         self.partitions = fingerprints.by_date(manifest)
         self._read: dict[str, pa.Table] = {}

@@ -13,22 +13,26 @@ lease, so a feature run cannot replace the table or state in between. Attribute 
 the same way, keyed by ``table.key``.
 """
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.type_map import python_values_to_proto_values
 from feast.utils import _convert_arrow_to_proto
 
 from kfloop.config import Config
 from kfloop.config.features import FEATURE_TIMESTAMP
 from kfloop.errors import StorageError
 from kfloop.feature_repo.definitions import view_keys
+from kfloop.feature_repo.freshness import LagRecorder, lag_seconds, record_samples
 from kfloop.feature_repo.online_delete import delete_online
 from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
@@ -37,6 +41,12 @@ from kfloop.step import new_run_id
 from kfloop.storage import Storage
 from kfloop.storage.lease import Lease
 
+log = logging.getLogger(__name__)
+
+#: The materialize stage's name as a writer of freshness samples (runs of one view are serialized by its lease).
+FRESHNESS_WRITER = "materialize"
+#: Entities of each run's writes kept to probe the online store with at the next run.
+PROBE_ENTITIES = 3
 #: Rows converted and written per online-store call: bounds memory, keeps each write call large.
 WRITE_BATCH_ROWS = 10_000
 
@@ -79,6 +89,24 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     return table.num_rows
 
 
+def _keys(store: FeatureStore, entity: str, values: list) -> list[EntityKeyProto]:
+    """Feast's entity keys of ``values`` of the join key ``entity`` (its declared value type)."""
+    kind = next(e.value_type for e in store.list_entities() if e.join_key == entity)
+    return [EntityKeyProto(join_keys=[entity], entity_values=[v]) for v in python_values_to_proto_values(values, kind)]
+
+
+def _wiped(store: FeatureStore, name: str, entity: str, probe: list) -> bool:
+    """Whether none of ``probe`` (entities the last run wrote) is in the online store any more."""
+    view = store.get_feature_view(name)
+    rows = store._get_provider().online_read(store.config, view, _keys(store, entity, probe), [view.features[0].name])
+    return all(ts is None or not row or not any(v.WhichOneof("val") for v in row.values()) for ts, row in rows)
+
+
+def _utc(ts: datetime) -> datetime:
+    """An online store's timestamp as an aware UTC time (Feast's SQLite store gives naive UTC ones)."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
 def _newer_mask(table: pa.Table, since: str | None) -> pa.ChunkedArray:
     """Rows after ``since`` (every row for None)."""
     ts = table.column(FEATURE_TIMESTAMP)
@@ -106,21 +134,42 @@ def materialize(
     """Apply the Feast objects and materialize every view incrementally (see module docstring).
     ``full`` rewrites every entity's newest row, e.g. after the online store was wiped."""
     store = store or open_store(config, storage, environ)
-    objects = objects_for(config, storage)
+    apply_objects(config, storage, store)
+    run_id = new_run_id()
+    out = []
+    streamed = config.stream is not None
+    lags = LagRecorder()
+    for name, entity in view_keys(config).items():  # the views, then the attribute tables (keyed by table.key)
+        with view_lease(storage, name, run_id) as held:
+            out.append(_materialize_view(store, storage, name, entity, held, full=full, streamed=streamed, lags=lags))
+    record_samples(storage, lags.closed(), writer=FRESHNESS_WRITER)
+    return out
+
+
+def apply_objects(config: Config, storage: Storage, store: FeatureStore) -> None:
+    """``feast apply`` of the config's objects: registers the views and opens the online store (SQLite creates
+    its tables here). Every online writer calls it first (the stage, the stream worker)."""
     try:
-        store.apply(objects.all)  # opens the online store (SQLite creates its tables here)
+        store.apply(objects_for(config, storage).all)
     except Exception as err:
         where = store.config.online_store.path if config.features.online_store.type == "sqlite" else "redis"
         raise StorageError(
             f"online store ({config.features.online_store.type}) at {where}: cannot apply the "
             f"feature views (registry {store.config.registry.path}, online store): {type(err).__name__}: {err}"
         ) from err
-    run_id = new_run_id()
-    out = []
-    for name, entity in view_keys(config).items():  # the views, then the attribute tables (keyed by table.key)
-        with view_lease(storage, name, run_id) as held:
-            out.append(_materialize_view(store, storage, name, entity, held, full=full))
-    return out
+
+
+def not_older_than_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity: str) -> pa.Table:
+    """The rows of ``table`` (one per entity) whose event time is not older than the entity's row online. With a
+    stream worker writing newer events online between batch runs, a batch run must not set an entity back to an
+    older row (Feast's Redis store skips such writes itself; its SQLite store does not)."""
+    if table.num_rows == 0:
+        return table
+    keys = _keys(store, entity, table.column(entity).to_pylist())
+    online = store._get_provider().online_read(store.config, view, keys, [view.features[0].name])
+    new_ts = table.column(FEATURE_TIMESTAMP).to_pylist()
+    keep = [row_ts is None or ts is None or row_ts >= _utc(ts) for (ts, _), row_ts in zip(online, new_ts, strict=True)]
+    return table.filter(pa.array(keep))
 
 
 def _read_stale(storage: Storage, view: str) -> pa.Array | None:
@@ -141,13 +190,26 @@ def _delete_online(store: FeatureStore, view: FeatureView, entity: str, values: 
 
 
 def _materialize_view(
-    store: FeatureStore, storage: Storage, name: str, entity: str, held: Lease, *, full: bool
+    store: FeatureStore,
+    storage: Storage,
+    name: str,
+    entity: str,
+    held: Lease,
+    *,
+    full: bool,
+    streamed: bool,
+    lags: LagRecorder,
 ) -> Materialized:
     """One view (or attribute table) keyed by ``entity``: the newest row of every entity with newer rows or
     marked stale; stale entities without rows deleted. The state and the stale mark change only after the
     online store took the writes."""
     t0 = time.perf_counter()
     state = load_state(storage, name)
+    if not full and state.materialized_until and state.online_probe and _wiped(store, name, entity, state.online_probe):
+        log.warning(
+            "online store lost feature view %s (none of its probe entities is there): writing every entity", name
+        )
+        full = True
     if full:
         state.materialized_until = None
     stale = _read_stale(storage, name)
@@ -163,8 +225,17 @@ def _materialize_view(
             gone = pc.filter(stale, pc.invert(pc.is_in(stale, value_set=entities.combine_chunks()))).to_pylist()
         fresh = latest_per_entity(table.filter(wanted), entity)
         view = store.get_feature_view(name)
+        if streamed:
+            fresh = not_older_than_online(store, view, fresh, entity)
         written = write_online(store, view, fresh, entity)
+        written_at = datetime.now(UTC)
+        if fresh.num_rows:  # how long after its event each written value became available online
+            event_us = fresh.column(FEATURE_TIMESTAMP).cast(pa.int64()).to_numpy()
+            newest = pc.max(table.column(FEATURE_TIMESTAMP)).as_py()
+            lags.add(name, lag_seconds(event_us, written_at), newest, written_at)
         deleted = _delete_online(store, view, entity, gone) if gone else 0
+        probe = [v for v in (state.online_probe or []) if v not in set(gone)]
+        state.online_probe = (fresh.column(entity).to_pylist()[-PROBE_ENTITIES:] if fresh.num_rows else probe) or None
         held.check()
         if state.computed_until:
             start = (

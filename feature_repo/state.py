@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from kfloop.feature_repo.fingerprints import Fingerprint
 from kfloop.layout import state_key, view_lease_key
@@ -43,6 +43,9 @@ class ViewState:
     # event date → fingerprint of the clean rows (up to computed_until) the table was computed from;
     # None: unknown (a state written before fingerprints existed), so the next run rebuilds the view
     partitions: dict[str, Fingerprint] | None = None
+    # a few entities the last materialization wrote: if none of them is online any more, the store was wiped
+    # (a Redis without persistence restarted, a deleted SQLite file) and the next run writes every entity again
+    online_probe: list | None = None
 
     def save(self, storage: Storage) -> None:
         storage.write_text(state_key(self.view), json.dumps(asdict(self), indent=2))
@@ -54,7 +57,8 @@ def load_state(storage: Storage, view: str) -> ViewState:
     except FileNotFoundError:
         return ViewState(view=view)
     prints = body.pop("partitions", None)
-    state = ViewState(**body)
+    known = {f.name for f in fields(ViewState)}
+    state = ViewState(**{k: v for k, v in body.items() if k in known})  # a newer kfloop's fields are skipped
     if prints is not None:
         state.partitions = {date: Fingerprint(**p) for date, p in prints.items()}
     return state

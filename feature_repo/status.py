@@ -1,14 +1,17 @@
 """Freshness of every feature view and attribute table: newest event offline and online, materialization lag
-vs the SLA."""
+vs the SLA, and where it matters to a caller: how long after their events values became available online
+(p50/p99 of the last hour's writes, :mod:`kfloop.feature_repo.freshness`) and the wall-clock age of the newest
+value online."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from kfloop import lake
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
+from kfloop.feature_repo.freshness import read_samples
 from kfloop.feature_repo.state import load_state
 from kfloop.layout import clean_dataset as clean_name
 from kfloop.storage import Storage
@@ -26,11 +29,21 @@ class ViewStatus:
     lag_seconds: float | None
     sla_seconds: float
     pending_source_seconds: float | None  # clean data newer than the offline table (features not computed yet)
+    push_lag_p50: float | None = None  # event time → online write, over the last PUSH_LAG_WINDOW's writes
+    push_lag_p99: float | None = None
+    pushed_events: int = 0  # rows written online in that window
+    # now minus the newest event time online: the materialize stage's watermark or the newest event a writer (the
+    # stream worker) reported in the last PUSH_LAG_WINDOW; None: nothing online
+    online_age_seconds: float | None = None
 
     @property
     def stale(self) -> bool:
         late = self.lag_seconds is None or self.lag_seconds > self.sla_seconds
         return late or (self.pending_source_seconds or 0) > self.sla_seconds
+
+
+#: The writes ``push_lag_p50``/``p99`` summarize: the last hour's minute samples.
+PUSH_LAG_WINDOW = timedelta(hours=1)
 
 
 def _seconds(newer: str | None, older: str | None) -> float | None:
@@ -39,9 +52,13 @@ def _seconds(newer: str | None, older: str | None) -> float | None:
     return max(0.0, (datetime.fromisoformat(newer) - datetime.fromisoformat(older)).total_seconds())
 
 
-def feature_status(config: Config, storage: Storage, clean_dataset: str) -> list[ViewStatus]:
-    """Status of every configured view, then every attribute table, from the stage's state files and the
-    clean dataset manifests (a table's own clean dataset tells whether its view is behind)."""
+def feature_status(
+    config: Config, storage: Storage, clean_dataset: str, now: datetime | None = None
+) -> list[ViewStatus]:
+    """Status of every configured view, then every attribute table, from the stage's state files, the
+    clean dataset manifests (a table's own clean dataset tells whether its view is behind) and the writers'
+    freshness samples (the p99 of the minutes' p99s: an upper bound when several minutes are combined)."""
+    now = now or datetime.now(UTC)
     clean = lake.read_manifest(storage, clean_dataset)
     newest = {v.name: clean.watermark if clean else None for v in config.features.views}
     for table in config.features.tables:
@@ -52,6 +69,10 @@ def feature_status(config: Config, storage: Storage, clean_dataset: str) -> list
     for name, newest_clean in newest.items():
         st = load_state(storage, name)
         lag = _seconds(st.computed_until, st.materialized_until) if st.materialized_until else None
+        samples = [s for s in read_samples(storage, name, now - PUSH_LAG_WINDOW, now) if s.events]
+        online = [datetime.fromisoformat(st.materialized_until)] if st.materialized_until else []
+        online += [s.newest_event for s in samples if s.newest_event is not None]
+        events = sum(s.events for s in samples)
         out.append(
             ViewStatus(
                 name,
@@ -62,6 +83,10 @@ def feature_status(config: Config, storage: Storage, clean_dataset: str) -> list
                 lag,
                 sla,
                 _seconds(newest_clean, st.computed_until),
+                sum(s.lag_p50 * s.events for s in samples) / events if events else None,
+                max((s.lag_p99 for s in samples), default=None),
+                events,
+                max(0.0, (now - max(online)).total_seconds()) if online else None,
             )
         )
     return out

@@ -171,6 +171,10 @@ class PredictError(KfloopError):
     """``kfloop predict``: the server answered with an error (or could not be reached)."""
 
 
+class PrometheusError(KfloopError):
+    """Prometheus could not be reached or refused a query (the message has the URL and its answer)."""
+
+
 #: The one mapping. A class not named here answers like its nearest named ancestor (KfloopError at last).
 STATUSES: dict[type, Status] = {
     KfloopError: Status(500, "INTERNAL", 1),
@@ -181,6 +185,7 @@ STATUSES: dict[type, Status] = {
     ModelNotFoundError: Status(404, "NOT_FOUND", 1),
     CorruptModelError: Status(500, "DATA_LOSS", 1),
     DeployError: Status(502, "UNAVAILABLE", 1),
+    PrometheusError: Status(502, "UNAVAILABLE", 1),
     RequestError: Status(400, "INVALID_ARGUMENT", 1),  # and BadEventError
     PayloadTooLargeError: Status(413, "INVALID_ARGUMENT", 1),
     UnknownEntityError: Status(404, "NOT_FOUND", 1),

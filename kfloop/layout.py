@@ -10,7 +10,9 @@ separators; a prefix has no trailing slash.
     quarantine/<dataset>_contract/...    rows the data contract quarantined
     quarantine/<dataset>_too_late/...    new rows older than the allowed lateness, with the reason
     reports/<dataset>/quality/           data-quality reports (<run>.json/.html/.md, latest.json)
+    reports/<model>/periodic/            periodic reports (<id>.json/.html/.pdf, latest.json, deliveries/<id>.json)
     features/<view>.*                    Feast offline source, progress state, stale entities, lease
+    features/freshness/<view>/<hour>/    minute samples of event → online lag, one object per writer
     feast/                               Feast registry and the SQLite online store (embedded default)
     training_sets/<service>/<run>/       point-in-time training sets (<split>.parquet, manifest), latest.json
     registry/<model>/                    model versions (<vN>/model.json, files incl. the reference profile,
@@ -18,7 +20,10 @@ separators; a prefix has no trailing slash.
     <inference_log.prefix>/<model>/      the inference log (prefix from config, default inference-log)
     monitoring/<model>/                  drift checks (checks/<id>.json/.prom), their Evidently snapshots and
                                          reports (evidently/<id>.json/.html), latest.json, latest.prom,
-                                         retrain/ (episode markers, last.json, lease, handled alerts)
+                                         retrain/ (episode markers, last.json, lease, handled alerts),
+                                         runs/<run>.json and pipeline_runs.prom (pipeline run records),
+                                         requests/<hour>/<writer>.json (serving's request samples),
+                                         report.prom (the periodic report's deliveries)
     audit/<kind>/<id>.json               the audit trail: one object per record (retrain decisions)
     evidently_ui/                        the Evidently UI workspace, one project per model (local storage;
                                          with S3 it is ./.kfloop/evidently_ui, filled from the snapshots)
@@ -187,6 +192,21 @@ def report_key(dataset: str, run_id: str, ext: str) -> str:
     return f"{report_prefix(dataset)}/{run_id}.{ext}"
 
 
+def periodic_report_prefix(model: str) -> str:
+    """Periodic reports of a model (``kfloop report``): ``<id>.{json,html,pdf}``, ``latest.json``, ``deliveries/``."""
+    return f"{REPORTS}/{model}/periodic"
+
+
+def periodic_report_key(model: str, report_id: str, ext: str) -> str:
+    """One periodic report in one format: ``json`` (its data), ``html`` (the page), ``pdf`` (the page printed)."""
+    return f"{periodic_report_prefix(model)}/{report_id}.{ext}"
+
+
+def report_delivery_key(model: str, record_id: str) -> str:
+    """One delivery of a periodic report to the alert webhooks (append-only: what the delivery metrics count)."""
+    return f"{periodic_report_prefix(model)}/deliveries/{record_id}.json"
+
+
 # --- features and Feast --------------------------------------------------------------------------
 def offline_key(view: str) -> str:
     """The Feast offline source of a view: one Parquet file, replaced atomically on each update."""
@@ -202,6 +222,17 @@ def stale_key(view: str) -> str:
     """Entities whose online values the feature stage invalidated (rows recomputed or gone), until the
     next materialization rewrites or deletes them: one Parquet column of entity keys."""
     return f"{FEATURES}/{view}.stale.parquet"
+
+
+def freshness_prefix(view: str) -> str:
+    """The view's freshness history: one object per writer per hour of minute samples (event → online lag)."""
+    return f"{FEATURES}/freshness/{view}"
+
+
+def freshness_key(view: str, hour: str, writer: str) -> str:
+    """One writer's minute samples of one hour (``hour``: ``YYYY-MM-DDTHH``, UTC): each writer owns its objects,
+    so workers and materialize runs never overwrite each other's samples."""
+    return f"{freshness_prefix(view)}/{hour}/{writer}.json"
 
 
 def view_lease_key(view: str) -> str:
@@ -339,6 +370,34 @@ def alert_delivery_key(model: str, digest: str) -> str:
 def latest_metrics_key(model: str) -> str:
     """The newest drift check's metrics under a fixed name (what a textfile collector or scraper reads)."""
     return f"{monitoring_prefix(model)}/{LATEST_METRICS}"
+
+
+def pipeline_runs_prefix(model: str) -> str:
+    """One record per training pipeline run (``kfloop run``): what the pipeline-success SLO counts."""
+    return f"{monitoring_prefix(model)}/runs"
+
+
+def pipeline_run_key(model: str, run_id: str) -> str:
+    """One run's record (start, end, outcome, failed gate, reason), rewritten atomically when the run ends."""
+    return f"{pipeline_runs_prefix(model)}/{run_id}.json"
+
+
+def pipeline_runs_metrics_key(model: str) -> str:
+    """The runs counted by outcome, as a Prometheus counter (kfloop_pipeline_runs_total) for a textfile collector."""
+    return f"{monitoring_prefix(model)}/pipeline_runs.prom"
+
+
+def request_samples_prefix(model: str) -> str:
+    """The model's served requests per minute (count, server errors, request-time buckets): what the serving
+    SLOs count without Prometheus. One object per serving process per hour."""
+    return f"{monitoring_prefix(model)}/requests"
+
+
+def request_samples_key(model: str, hour: str, writer: str) -> str:
+    """One serving process's minute samples of one hour (``hour``: ``YYYY-MM-DDTHH``, UTC): each process owns
+    its objects, so replicas (and a restarted replica, whose counters start again at zero) never overwrite
+    each other's counts."""
+    return f"{request_samples_prefix(model)}/{hour}/{writer}.json"
 
 
 def audit_prefix() -> str:

@@ -30,12 +30,19 @@ from kfloop.layout import monitoring_prefix
 
 PIPELINE_FAILED = "kfloop_pipeline_run_failed"
 PIPELINE_TIMESTAMP = "kfloop_pipeline_run_timestamp_seconds"
+#: Every recorded pipeline run by outcome (a counter: exported as ``_total``; kfloop.slo.runs writes it).
+PIPELINE_RUNS = "kfloop_pipeline_runs"
 GATE_FAILED = "kfloop_gate_failed"
 RETRAIN_DECISION = "kfloop_retrain_decision_timestamp_seconds"
 FRESHNESS_LAG = "kfloop_feature_freshness_lag_seconds"
 FRESHNESS_SLA = "kfloop_feature_freshness_sla_seconds"
 FEATURE_STALE = "kfloop_feature_stale"
 FEATURE_STATUS_TIMESTAMP = "kfloop_feature_status_timestamp_seconds"
+#: The stream worker's own metrics (its /metrics): event timestamp → online write lag (a histogram) and the age of
+#: the newest value online (a gauge), by project and view; records read, by outcome.
+FEATURE_PUSH_LAG = "kfloop_feature_push_lag_seconds"
+FEATURE_ONLINE_AGE = "kfloop_feature_online_age_seconds"
+STREAM_RECORDS = "kfloop_stream_records"
 
 GATES = ("contract", "promotion")
 RETRAIN_DECISIONS = ("started", "refused")
@@ -149,3 +156,47 @@ def freshness_metrics(project: str, rows: Iterable, at: datetime) -> bytes:
     )
     when.add_metric([project], at.timestamp())
     return _render([lag, sla, stale, when])
+
+
+# --- periodic reports (kfloop.report.deliver writes them to report_metrics_key) ---------------------------------
+#: ``kfloop_report_delivery_total{model,outcome}`` (a counter: each webhook delivery of a periodic report, outcome
+#: ``delivered`` or ``failed``), the time of the newest delivery of each outcome, and when the newest report was made.
+REPORT_DELIVERY = "kfloop_report_delivery"
+REPORT_DELIVERY_TIMESTAMP = "kfloop_report_delivery_timestamp_seconds"
+REPORT_TIMESTAMP = "kfloop_report_timestamp_seconds"
+REPORT_OUTCOMES = ("delivered", "failed")
+
+
+def report_metrics_key(model: str) -> str:
+    """The periodic report's delivery metrics in the workspace (beside ``pipeline.prom`` and ``retrain.prom``)."""
+    return f"{monitoring_prefix(model)}/report.prom"
+
+
+def report_delivery_metrics(
+    model: str, counts: Mapping[str, int], newest: Mapping[str, datetime], reported: datetime | None
+) -> bytes:
+    """Deliveries of ``model``'s periodic reports so far: ``counts`` and ``newest`` (time of the newest) by outcome
+    (``delivered``, ``failed``; every outcome is exported, 0 when none), and when the newest report was made."""
+    from prometheus_client.core import CounterMetricFamily
+
+    unknown = (set(counts) | set(newest)) - set(REPORT_OUTCOMES)
+    if unknown:
+        raise ValueError(f"unknown report delivery outcome {sorted(unknown)}: one of {', '.join(REPORT_OUTCOMES)}")
+    total = CounterMetricFamily(
+        REPORT_DELIVERY, "Webhook deliveries of the model's periodic reports, by outcome.", labels=["model", "outcome"]
+    )
+    when = GaugeMetricFamily(
+        REPORT_DELIVERY_TIMESTAMP,
+        "When the newest webhook delivery of a periodic report of each outcome happened (Unix time).",
+        labels=["model", "outcome"],
+    )
+    for outcome in REPORT_OUTCOMES:
+        total.add_metric([model, outcome], float(counts.get(outcome, 0)))
+        if outcome in newest:
+            when.add_metric([model, outcome], newest[outcome].timestamp())
+    made = GaugeMetricFamily(
+        REPORT_TIMESTAMP, "When the newest periodic report was made (Unix time).", labels=["model"]
+    )
+    if reported is not None:
+        made.add_metric([model], reported.timestamp())
+    return _render([total, when, made])

@@ -3,7 +3,9 @@
 
 Rows: serving (traffic, errors against the availability SLO, latency, feature lookups, the served version,
 refusals and contract violations), drift (share, verdict, drifted columns, window quality) and the loop (pipeline
-runs and gates, retraining decisions, feature freshness against its SLA). Queries are scoped to the project's
+runs and gates, retraining decisions, feature freshness against its SLA) and, when the config has a ``stream``
+section, the stream worker (push lag p50/p99 and the age of the newest online value per feature view, records by
+outcome). Queries are scoped to the project's
 model (``training.model_name``) like its alert rules, and read the Prometheus data source chosen in the
 dashboard's ``datasource`` variable. The rendered file lives in ``helm/kfloop/dashboards/``, for the Helm
 chart to load (its ConfigMap for Grafana's dashboard sidecar comes with the chart).
@@ -23,6 +25,7 @@ from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacem
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 
 from kfloop.config import Config
+from kfloop.config.contract import parse_duration
 from kfloop.files import atomic_write
 from kfloop.monitoring import metric_names as names
 from kfloop.monitoring.alert_rules import ERROR_STATUS
@@ -54,7 +57,7 @@ class PanelSpec:
 def _panels(config: Config) -> dict[str, list[PanelSpec]]:
     """The rows and their panels, for ``config``'s model and project."""
     sel = f'model="{config.training.model_name}"'
-    slo = config.alerts.rules.availability_slo
+    slo = config.slo.serving_availability.objective
     rate = "[$__rate_interval]"
     q = Query
     serving = [
@@ -209,7 +212,47 @@ def _panels(config: Config) -> dict[str, list[PanelSpec]]:
             unit="s",
         ),
     ]
-    return {"Serving": serving, "Drift": drift, "Pipeline, retraining, features": loop}
+    rows = {"Serving": serving, "Drift": drift, "Pipeline, retraining, features": loop}
+    if config.stream is not None:
+        rows["Streaming features"] = _stream_panels(config)
+    return rows
+
+
+def _stream_panels(config: Config) -> list[PanelSpec]:
+    """The stream worker's freshness per feature view (``kfloop stream run``'s /metrics)."""
+    sel = f'project="{config.project}"'
+    rate = "[$__rate_interval]"
+    sla = parse_duration(config.features.freshness_sla).total_seconds()
+    return [
+        PanelSpec(
+            "Push lag p50 / p99 by view",
+            "Seconds from an event's timestamp to its feature values being written online, per feature view, over "
+            "every worker.",
+            tuple(
+                Query(
+                    f"histogram_quantile({p}, sum by (view, le) "
+                    f"(rate({names.FEATURE_PUSH_LAG}_bucket{{{sel}}}{rate})))",
+                    f"p{int(p * 100)} {{{{view}}}}",
+                )
+                for p in (0.5, 0.99)
+            ),
+            unit="s",
+        ),
+        PanelSpec(
+            "Age of the newest online value",
+            f"Wall-clock seconds since the event time of the newest value online, per feature view (the youngest over "
+            f"the workers, each reporting what it wrote); features.freshness_sla is {config.features.freshness_sla}.",
+            (Query(f"min by (view) ({names.FEATURE_ONLINE_AGE}{{{sel}}})", "{{view}}"),),
+            unit="s",
+            thresholds=((None, "green"), (sla, "red")),
+        ),
+        PanelSpec(
+            "Stream records by outcome",
+            "Records the workers read per second: applied online, or why not (the outcome).",
+            (Query(f"sum by (outcome) (rate({names.STREAM_RECORDS}_total{{{sel}}}{rate}))", "{{outcome}}"),),
+            unit="ops",
+        ),
+    ]
 
 
 def _panel(spec: PanelSpec) -> timeseries.Panel | stat.Panel:

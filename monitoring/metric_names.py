@@ -9,14 +9,24 @@ reads. Histograms export ``_bucket``, ``_sum`` and ``_count``.
 from __future__ import annotations
 
 from kfloop.monitoring.event_metrics import (
+    FEATURE_ONLINE_AGE,
+    FEATURE_PUSH_LAG,
     FEATURE_STALE,
     FRESHNESS_LAG,
     FRESHNESS_SLA,
     GATE_FAILED,
     PIPELINE_FAILED,
+    PIPELINE_RUNS,
     PIPELINE_TIMESTAMP,
+    REPORT_DELIVERY,
+    REPORT_DELIVERY_TIMESTAMP,
+    REPORT_TIMESTAMP,
     RETRAIN_DECISION,
+    STREAM_RECORDS,
 )
+
+# the loop's events (kfloop.monitoring.event_metrics; kfloop.slo.runs writes the runs counter)
+PIPELINE_RUNS_TOTAL = f"{PIPELINE_RUNS}_total"
 
 # serving (kfloop.serving.metrics)
 REQUESTS = "kfloop_requests"
@@ -49,6 +59,8 @@ __all__ = [
     "DRIFT_THRESHOLD",
     "DRIFT_VERDICT",
     "DRIFT_WINDOW_ROWS",
+    "FEATURE_ONLINE_AGE",
+    "FEATURE_PUSH_LAG",
     "FEATURE_STALE",
     "FRESHNESS_LAG",
     "FRESHNESS_SLA",
@@ -57,13 +69,19 @@ __all__ = [
     "MODEL_REFUSED",
     "MODEL_VERSION_INFO",
     "PIPELINE_FAILED",
+    "PIPELINE_RUNS",
+    "PIPELINE_RUNS_TOTAL",
     "PIPELINE_TIMESTAMP",
     "RELOAD_ERRORS",
+    "REPORT_DELIVERY",
+    "REPORT_DELIVERY_TIMESTAMP",
+    "REPORT_TIMESTAMP",
     "REQUESTS",
     "REQUESTS_TOTAL",
     "REQUEST_SECONDS",
     "RETRAIN_DECISION",
     "STORE_UP",
+    "STREAM_RECORDS",
     "WINDOW_FAILED_ROWS",
     "WINDOW_QUALITY",
 ]

@@ -40,6 +40,7 @@ _TITLES = {
     "gate_failed": "Gate failed",
     "pipeline_failed": "Pipeline failed",
     "freshness_breach": "Feature freshness breached",
+    "report": "Periodic report",
 }
 _EMOJI = {
     "drift": ":warning:",
@@ -48,6 +49,7 @@ _EMOJI = {
     "gate_failed": ":x:",
     "pipeline_failed": ":rotating_light:",
     "freshness_breach": ":hourglass:",
+    "report": ":bar_chart:",
 }
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 _MAX_FIELDS = 10  # Slack's limit of fields in one section block
@@ -57,7 +59,7 @@ _MAX_TEXT = 3000  # Slack's limit of a text object
 @dataclass(frozen=True)
 class Notification:
     """One event of the loop. ``kind``: drift | retrain_started | retrain_refused | gate_failed |
-    pipeline_failed | freshness_breach; ``summary`` one line; ``details`` short key → value facts (shown as
+    pipeline_failed | freshness_breach | report; ``summary`` one line; ``details`` short key → value facts (shown as
     fields, the first ten)."""
 
     kind: str
@@ -174,11 +176,25 @@ def notify(
 
 
 def _notify(config: Config, event: Notification, storage: Storage | None, environ, post: Post) -> list[Delivery]:
+    out = send_payload(config, event.kind, lambda: slack_payload(config.project, event), environ, post)
+    failed = [d for d in out if not d.delivered]
+    for d in failed:
+        log.warning("notification %s to alerts.webhooks.%d not delivered: %s", event.kind, d.webhook, d.error)
+    if failed and storage is not None:
+        record_undelivered(config, event, failed, storage)
+    return out
+
+
+def send_payload(
+    config: Config, kind: str, payload: Callable[[], dict], environ: Mapping[str, str], post: Post | None = None
+) -> list[Delivery]:
+    """POST ``payload()`` (built only when some webhook lists ``kind``) to each webhook listing ``kind``, with
+    alerts.timeout, retries and backoff; one :class:`Delivery` per webhook, never raises for a failed one."""
     alerts = config.alerts
-    hooks = [(i, w) for i, w in enumerate(alerts.webhooks) if event.kind in w.events]
+    hooks = [(i, w) for i, w in enumerate(alerts.webhooks) if kind in w.events]
     if not hooks:
         return []
-    body = json.dumps(slack_payload(config.project, event), default=str).encode()
+    body = json.dumps(payload(), default=str).encode()
     timeout = parse_duration(alerts.timeout).total_seconds()
     backoff = parse_duration(alerts.backoff).total_seconds()
     out = []
@@ -188,17 +204,12 @@ def _notify(config: Config, event: Notification, storage: Storage | None, enviro
         except LookupError as err:
             out.append(Delivery(i, False, 0, None, f"alerts.webhooks.{i}.url: {err}"))
             continue
-        delivered, attempts, status, error = _deliver(url, body, timeout, alerts.retries, backoff, post)
+        delivered, attempts, status, error = _deliver(url, body, timeout, alerts.retries, backoff, post or _post)
         out.append(Delivery(i, delivered, attempts, status, error))
-    failed = [d for d in out if not d.delivered]
-    for d in failed:
-        log.warning("notification %s to alerts.webhooks.%d not delivered: %s", event.kind, d.webhook, d.error)
-    if failed and storage is not None:
-        _record(config, event, failed, storage)
     return out
 
 
-def _record(config: Config, event: Notification, failed: list[Delivery], storage: Storage) -> None:
+def record_undelivered(config: Config, event: Notification, failed: list[Delivery], storage: Storage) -> None:
     """A JSON record of the undelivered notification (what it said and why it did not arrive)."""
     model = event.model or config.training.model_name
     key = f"{monitoring_prefix(model)}/notifications/{event.at:%Y%m%dT%H%M%SZ}-{event.kind}-{secrets.token_hex(3)}.json"

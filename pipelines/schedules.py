@@ -1,7 +1,7 @@
-"""The scheduled jobs as Argo CronWorkflows, built with Hera: the drift check and incremental feature
-materialization (``kfloop schedules render``).
+"""The scheduled jobs as Argo CronWorkflows, built with Hera: the drift check, incremental feature
+materialization and the periodic report (``kfloop schedules render``).
 
-Both run kfloop in the project image (``cluster.image``, pinned: no ``latest``) in ``cluster.namespace`` and:
+Each runs kfloop in the project image (``cluster.image``, pinned: no ``latest``) in ``cluster.namespace`` and:
 
 - read the config from a ConfigMap (``schedules.config_map``, default ``<project>-config``, key ``kfloop.yaml``)
   mounted read-only at ``/etc/kfloop``; the Helm chart creates it;
@@ -22,6 +22,11 @@ largest even interval of at most half the SLA (15m → every 5 minutes), so the 
 than one interval plus one run; a run is stopped at the rest of the SLA. A cron set by hand whose runs are further
 apart than the SLA is refused. The drift check's drift verdict exits 3 (``kfloop monitor check``): Argo lists the
 run as failed and does not retry it.
+
+The report job runs ``kfloop report`` (``schedules.report.cron``, Mondays at 07:00 by default): the report of
+``report.period`` is stored in the workspace (``reports/<model>/periodic/``) and, with ``report.send``, its summary and
+location go to the alert webhooks. It is not a pipeline run, so the Kubeflow Pipelines UI does not list it (Argo's
+does); the report pipeline (``kfloop report pipeline``) makes the same report as an HTML artifact of a KFP run.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from yaml.representer import SafeRepresenter
 
 from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, Resources, S3StorageConfig
-from kfloop.config.cluster import StepName, image_pinned
+from kfloop.config.cluster import image_pinned
 from kfloop.config.contract import parse_duration
 from kfloop.errors import ConfigError
 from kfloop.kube.security import (
@@ -121,7 +126,7 @@ class _Job:
     name: str
     component: str
     args: list[str]
-    resources: StepName
+    resources: Resources
     online_store: bool
     cron: str
     suspend: bool
@@ -212,14 +217,14 @@ def materialize_timing(config: Config) -> tuple[str, timedelta, timedelta, timed
 
 
 def _jobs(config: Config) -> list[_Job]:
-    drift = config.schedules.drift_check
+    drift, report = config.schedules.drift_check, config.schedules.report
     cron, _, starting, active = materialize_timing(config)
     return [
         _Job(
             name="drift-check",
             component="drift-check",
             args=["monitor", "check", "-c", CONFIG_PATH],
-            resources="drift_check",
+            resources=config.cluster.step_resources("drift_check"),
             online_store=False,
             cron=drift.cron,
             suspend=drift.suspend,
@@ -232,12 +237,24 @@ def _jobs(config: Config) -> list[_Job]:
             name="materialize",
             component="materialize",
             args=["features", "materialize", "-c", CONFIG_PATH],
-            resources="materialize",
+            resources=config.cluster.step_resources("materialize"),
             online_store=True,
             cron=cron,
             suspend=config.schedules.materialize.suspend,
             starting_deadline=starting,
             active_deadline=active,
+            retry_expression=None,
+        ),
+        _Job(
+            name="report",
+            component="report",
+            args=["report", "-c", CONFIG_PATH],
+            resources=config.cluster.step_resources("report"),  # the defaults fit Chromium, for a PDF
+            online_store=False,
+            cron=report.cron,
+            suspend=report.suspend,
+            starting_deadline=parse_duration(report.starting_deadline),
+            active_deadline=parse_duration(report.active_deadline),
             retry_expression=None,
         ),
     ]
@@ -364,7 +381,7 @@ def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
             args=job.args,
             working_dir=TMP_DIR,  # the one writable directory (Feast's repo path on S3 is the working directory)
             env=_env(config, job.online_store),
-            resources=_resources(config.cluster.step_resources(job.resources)),
+            resources=_resources(job.resources),
             retry_strategy=retry,
             security_context=SecurityContext.model_validate(as_manifest(container_security_context())),
             volume_mounts=[
@@ -377,7 +394,7 @@ def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
 
 
 def build_schedules(config: Config) -> dict[str, CronWorkflow]:
-    """Every scheduled job's CronWorkflow, by file stem (``drift-check``, ``materialize``)."""
+    """Every scheduled job's CronWorkflow, by file stem (``drift-check``, ``materialize``, ``report``)."""
     _check_deployable(config)
     return {job.name: _cron_workflow(config, job) for job in _jobs(config)}
 

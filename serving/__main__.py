@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from kfloop.serving.champion import input_mismatch
     from kfloop.serving.predictor import Predictor
-    from kfloop.serving.server import every, open_inference_log, open_lookup, run_server
+    from kfloop.serving.server import every, open_inference_log, open_lookup, open_request_samples, run_server
     from kfloop.serving.transformer import Transformer
     from kfloop.storage import open_storage, resolve_credentials
 
@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     transformer = Transformer(config, lookup, predictor=None, log=log)
     transformer.load()
     transformer.probe_store()
+    # the transformer answers the client (the predictor behind it counts the same requests again): it records them
+    samples = open_request_samples(config, storage)
 
     def stop() -> None:
+        samples.close()
         if log is not None:
             log.close()
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         not_ready=transformer.not_ready_reason,
         http_port=http_port,
         grpc_port=grpc_port,
-        background=[lambda: every(config.serving.store_check_seconds, transformer.probe)],
+        background=[lambda: every(config.serving.store_check_seconds, transformer.probe), samples.run],
         on_stop=stop,
         predictor_config=predictor_config,
     )

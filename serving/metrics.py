@@ -19,10 +19,11 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferRequest
 from prometheus_client import Counter, Gauge, Histogram
 
+from kfloop.config.slo import SERVING_LATENCY_BUCKETS
 from kfloop.errors import KfloopError, status_of
 from kfloop.monitoring import metric_names as names
 
-_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BUCKETS = SERVING_LATENCY_BUCKETS  # the latency SLO's thresholds are bucket bounds (kfloop.config.slo)
 
 REQUESTS = Counter(names.REQUESTS, "Inference requests by protocol and status.", ["model", "protocol", "status"])
 LATENCY = Histogram(

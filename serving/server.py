@@ -1,7 +1,8 @@
 """Assembling and running the KServe model server: the local one-process server (transformer + predictor)
 for ``kfloop serve``, and the separate cluster components (``python -m kfloop.serving``).
 
-Beside KServe's REST and gRPC servers run the background duties: the online-store readiness probe, and
+Beside KServe's REST and gRPC servers run the background duties: the online-store readiness probe, the
+transformer's per-minute request samples (``request_samples.py``, the serving SLOs without Prometheus), and
 locally the champion watch (``champion.py``) that hot-switches the predictor (load the new version off
 the event loop, then swap one reference: requests in flight finish on the version they started with).
 Readiness carries its reason: ``/v2/health/ready`` answers 503 with it, model readiness via KServe.
@@ -40,6 +41,7 @@ from kfloop.serving._status import QUIET, GrpcServer, http_error
 from kfloop.serving.champion import ChampionWatch
 from kfloop.serving.metrics import RestGuard
 from kfloop.serving.predictor import Predictor
+from kfloop.serving.request_samples import RequestSampler
 from kfloop.serving.transformer import Transformer
 from kfloop.storage import Storage
 
@@ -216,6 +218,11 @@ def open_inference_log(config: Config, storage: Storage) -> Any:
     return InferenceLog(storage, config)
 
 
+def open_request_samples(config: Config, storage: Storage) -> RequestSampler:
+    """The per-minute request samples of the model the client calls (the serving SLOs without Prometheus)."""
+    return RequestSampler(storage, [config.training.model_name], log=log)
+
+
 def check_ports(http_port: int, grpc_port: int, host: str = ALL_INTERFACES) -> None:
     """Fail with one clear line before KServe starts (its own bind error is a traceback after startup)."""
     for port, what in ((http_port, "HTTP (serving.http_port, --http-port)"), (grpc_port, "gRPC (serving.grpc_port)")):
@@ -308,6 +315,7 @@ def serve_local(
     transformer = Transformer(config, lookup, predictor=predictor, log=inference_log)
     transformer.load()
     transformer.probe_store()
+    samples = open_request_samples(config, storage)
     stopped = False
 
     def stop() -> None:
@@ -315,6 +323,7 @@ def serve_local(
         if stopped:
             return
         stopped = True
+        samples.close()  # the last partial minute, after the last request was answered
         if inference_log is not None:
             inference_log.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -329,6 +338,7 @@ def serve_local(
         background=[
             lambda: every(config.serving.store_check_seconds, transformer.probe),
             watch.run,
+            samples.run,
         ],
         on_stop=stop,
         not_ready=transformer.not_ready_reason,

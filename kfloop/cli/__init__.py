@@ -22,9 +22,12 @@ from kfloop.cli import (
     models_cmd,
     monitor_cmd,
     pipeline_cmd,
+    report_cmd,
     schedules_cmd,
     serve_cmd,
     serving_manifest_cmd,
+    slo_cmd,
+    stream_cmd,
     submit_cmd,
 )
 from kfloop.cli._common import State
@@ -43,6 +46,8 @@ app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(schedules_cmd.app, name="schedules")
+app.add_typer(slo_cmd.app, name="slo")
+app.add_typer(stream_cmd.app, name="stream")
 app.command("demo-data")(data_cmd.demo_data)
 app.command("ingest")(data_cmd.ingest)
 app.command("validate")(data_cmd.validate)
@@ -57,6 +62,7 @@ app.command("dashboard")(dashboard_cmd.dashboard)
 app.command("grafana")(grafana_cmd.grafana)
 app.command("predict")(serve_cmd.predict)
 app.command("serve-check")(serve_cmd.serve_check)
+app.add_typer(report_cmd.app, name="report")
 
 
 def _version(value: bool) -> None:

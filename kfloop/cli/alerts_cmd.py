@@ -39,7 +39,7 @@ def send(
     kind: Annotated[
         str,
         typer.Argument(
-            help="drift, retrain_started, retrain_refused, gate_failed, pipeline_failed or freshness_breach."
+            help="drift, retrain_started, retrain_refused, gate_failed, pipeline_failed, freshness_breach or report."
         ),
     ],
     summary: Annotated[str, typer.Argument(help="The one-line message.")],

@@ -22,7 +22,7 @@ def _age(seconds: float | None) -> str:
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
+    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.0f}s"
 
 
 def _when(iso: str | None) -> str:
@@ -47,7 +47,9 @@ def status(
         "kfloop_feature_freshness_lag_seconds, kfloop_feature_freshness_sla_seconds, kfloop_feature_stale.",
     ),
 ) -> None:
-    """Per feature view: newest event offline and online, materialization lag, rows, SLA."""
+    """Per feature view: newest event offline and online, materialization lag, rows, SLA; how long after their
+    events the last hour's values became available online (p50/p99, from the stream worker and the materialize
+    stage) and the age of the newest value online."""
     from kfloop.feature_repo.status import feature_status
     from kfloop.layout import clean_dataset
 
@@ -76,10 +78,12 @@ def status(
 def _print_status(cfg, rows) -> None:
     """The status table (timestamps shortened to the second, UTC)."""
     t = Table(title=f"features ({cfg.features.online_store.type} online store, SLA {cfg.features.freshness_sla})")
-    for col in ("view", "offline rows", "newest offline", "newest online", "entities online", "lag", "status"):
+    columns = ("view", "offline rows", "newest offline", "newest online", "entities online", "lag")
+    for col in (*columns, "push lag p50/p99 (1h)", "online age", "status"):
         t.add_column(col, overflow="fold")
     for r in rows:
         state = "[red]STALE[/]" if r.stale else "[green]fresh[/]"
+        pushed = f"{_age(r.push_lag_p50)} / {_age(r.push_lag_p99)} ({r.pushed_events:,})" if r.pushed_events else "-"
         t.add_row(
             escape(r.view),
             f"{r.offline_rows:,}",
@@ -87,6 +91,8 @@ def _print_status(cfg, rows) -> None:
             _when(r.newest_online),
             f"{r.online_entities:,}",
             _age(r.lag_seconds),
+            pushed,
+            _age(r.online_age_seconds),
             state,
         )
     console.print(t)

@@ -47,6 +47,7 @@ def run(
     from kfloop.errors import PipelineError
     from kfloop.layout import RUN_LOG, local_workdir
     from kfloop.pipelines.local import project_python_on_path, run_local
+    from kfloop.slo.runs import finish_run
 
     table_uris = {}
     for item in table_source or ():
@@ -61,12 +62,15 @@ def run(
     credentials(cfg)  # fail now, not inside a step, when S3 secrets are missing
     project_python_on_path()
     workdir = local_workdir(cfg.storage.type, cfg.storage.root)
+    storage, run = _run_record(cfg)
     with spinner() as progress:
         progress.add_task(f"running pipeline (task logs: {workdir / RUN_LOG})", total=None)
         try:
             result = run_local(cfg, workdir, source_uri=source or None, table_uris=table_uris, parameters=parameters)
-        except PipelineError as err:
-            _alert(cfg, error=err)
+        except BaseException as err:
+            finish_run(storage, run, error=err)
+            if isinstance(err, PipelineError):
+                _alert(cfg, error=err)
             raise
     console.print(f"[green]pipeline succeeded[/] (task logs: {result.log_path})")
     console.print(ingest_table(result.ingest))
@@ -75,6 +79,7 @@ def run(
         console.print(tables_table(result.tables))
     console.print(features_table(result.features, result.materialized, result.training_set))
     decision, champion = _decision(cfg, result.model["version"]) if result.model else (None, None)
+    finish_run(storage, run, decision=decision)
     _alert(cfg, decision=decision)
     if result.model:
         console.print(model_table(result.model, decision, champion))
@@ -93,6 +98,19 @@ def _alert(cfg, error: BaseException | None = None, decision: dict | None = None
     except Exception:  # the run's own error is what gets reported
         storage = None
     report_pipeline_run(cfg, storage, error=error, decision=decision)
+
+
+def _run_record(cfg):
+    """The workspace and this run's record for the pipeline-success SLO (kfloop.slo.runs); (None, None) when
+    the workspace cannot be opened (the run then reports its own error)."""
+    from kfloop.cli._common import workspace
+    from kfloop.slo.runs import begin_run
+
+    try:
+        storage = workspace(cfg)
+    except Exception:
+        return None, None
+    return storage, begin_run(storage, cfg.training.model_name)
 
 
 def _decision(cfg, version: str) -> tuple[dict | None, str | None]:

@@ -14,8 +14,9 @@ from kfloop.config._base import Section
 from kfloop.config.alerts import AlertRules, AlertsConfig, Webhook
 from kfloop.config.availability import check_inputs_known
 from kfloop.config.cluster import ClusterConfig, KfpAuth, Resources
-from kfloop.config.contract import ContractConfig
+from kfloop.config.contract import ContractConfig, parse_duration
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
+from kfloop.config.report import ReportConfig
 from kfloop.config.schedules import SchedulesConfig
 from kfloop.config.sections import (
     DriftTest,
@@ -25,8 +26,10 @@ from kfloop.config.sections import (
     check_monitored_columns,
 )
 from kfloop.config.serving import Autoscaling, InferenceLogConfig, ServingConfig
+from kfloop.config.slo import SloConfig
 from kfloop.config.source import ColumnType, SourceConfig, SourceFormat
 from kfloop.config.storage import LocalStorageConfig, S3StorageConfig, SecretRef, StorageConfig
+from kfloop.config.stream import StreamConfig
 from kfloop.config.tables import AttributeTable, TableSource
 from kfloop.config.training import PromotionGate, ThresholdTarget, TrainingConfig
 from kfloop.errors import ConfigError
@@ -59,6 +62,7 @@ __all__ = [
     "ServingConfig",
     "SourceConfig",
     "SourceFormat",
+    "StreamConfig",
     "TableSource",
     "ThresholdTarget",
     "TrainingConfig",
@@ -96,11 +100,23 @@ class Config(Section):
         ClusterConfig(), description="Kubeflow Pipelines and Kubernetes settings of compiled pipelines."
     )
     schedules: SchedulesConfig = Field(
-        SchedulesConfig(), description="Argo CronWorkflows: the drift check and feature materialization on a clock."
+        SchedulesConfig(),
+        description="Argo CronWorkflows: the drift check, feature materialization and the periodic report on a clock.",
     )
     alerts: AlertsConfig = Field(
         AlertsConfig(),
         description="Webhook notifications of the loop's events and the thresholds of its Prometheus alert rules.",
+    )
+    slo: SloConfig = Field(
+        SloConfig(), description="Service level objectives (freshness, pipeline runs, availability, latency)."
+    )
+    report: ReportConfig = Field(
+        ReportConfig(), description="The periodic report of the model (`kfloop report`): period, PDF, delivery."
+    )
+    stream: StreamConfig | None = Field(
+        None,
+        description="Streaming feature updates (`kfloop stream run`): events from Redis Streams or Kafka update the "
+        "online features of features.views within seconds; absent: only the materialize stage writes them.",
     )
 
     def request_columns(self) -> list[str]:
@@ -118,6 +134,25 @@ class Config(Section):
                 "features": self.features.model_copy(update={"views": (), "tables": (), "request_features": ()}),
             }
         )
+
+    @model_validator(mode="after")
+    def _stream_fits(self) -> Config:
+        if self.stream is None:
+            return self
+        if not self.features.views:
+            raise ValueError("stream: features.views is empty: a stream updates the views' rolling aggregates")
+        if self.source.replace:
+            raise ValueError("stream: source.replace (a snapshot table) cannot be streamed: each file replaces it")
+        if self.stream.source == "kafka" and self.stream.kafka is None:
+            raise ValueError("stream.source is kafka: give stream.kafka (bootstrap_servers, topic)")
+        claim, every = (parse_duration(d) for d in (self.stream.redis.claim_idle, self.stream.archive_every))
+        if self.stream.source == "redis" and claim <= every:
+            raise ValueError(
+                f"stream.redis.claim_idle ({self.stream.redis.claim_idle}) must be longer than stream.archive_every "
+                f"({self.stream.archive_every}): a worker's records stay pending until archived, and a shorter "
+                "claim would hand a live worker's records to another"
+            )
+        return self
 
     @model_validator(mode="after")
     def _contract_names_known_columns(self) -> Config:

@@ -1,21 +1,29 @@
 """The ``alerts`` section: webhook notifications of the loop's events (Slack-compatible JSON) and the
 Prometheus alert rules ``kfloop alerts rules`` renders (drift, retraining, gates, pipeline runs, feature
-freshness, serving latency and the availability SLO's multiwindow burn rates)."""
+freshness, serving latency, and the burn rates of the ``slo`` section's objectives)."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kfloop.config._base import Section
 from kfloop.config.contract import parse_duration
 from kfloop.config.storage import SecretRef
 
 #: The events a webhook can be told about (kfloop.monitoring.notify.Notification.kind).
-EventKind = Literal["drift", "retrain_started", "retrain_refused", "gate_failed", "pipeline_failed", "freshness_breach"]
+EventKind = Literal[
+    "drift", "retrain_started", "retrain_refused", "gate_failed", "pipeline_failed", "freshness_breach", "report"
+]
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__
+
+#: Former ``alerts.rules`` keys and where they live now.
+MOVED_TO_SLO = {
+    "availability_slo": "serving_availability.objective",
+    "latency_p99_seconds": "serving_latency.threshold_seconds",
+}
 
 _PLACEHOLDER = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")
 
@@ -42,7 +50,7 @@ class Webhook(Section):
         EVENT_KINDS,
         min_length=1,
         description="The events sent to this endpoint: drift, retrain_started, retrain_refused, gate_failed, "
-        "pipeline_failed, freshness_breach (default: all).",
+        "pipeline_failed, freshness_breach, report (the periodic report; default: all).",
     )
 
     @field_validator("url")
@@ -57,20 +65,14 @@ class Webhook(Section):
 
 
 class AlertRules(Section):
-    """Thresholds of the Prometheus alert rules (``kfloop alerts rules``)."""
+    """Thresholds of the Prometheus alert rules (``kfloop alerts rules``). The objectives the burn-rate alerts
+    guard (availability, latency, freshness, pipeline runs) are the `slo` section's."""
 
-    availability_slo: float = Field(
-        0.995,
-        gt=0,
-        lt=1,
-        description="Share of inference requests that must not fail with a server error (5xx, or gRPC INTERNAL, "
-        "UNAVAILABLE, UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED) over 30 days; the burn-rate alerts fire when the error "
-        "budget (1 - slo) burns 14.4x too fast over 1h and 5m (page) or 6x over 6h and 30m (ticket).",
+    latency_for: str = Field(
+        "10m",
+        description="KfloopServingLatencyHigh: how long the requests slower than slo.serving_latency.threshold_seconds "
+        "must stay above the objective's share (over 5m) before it fires.",
     )
-    latency_p99_seconds: float = Field(
-        0.5, gt=0, description="Serving latency alert: the p99 server-side request time above this, for `latency_for`."
-    )
-    latency_for: str = Field("10m", description="How long the p99 must stay above the limit before it fires.")
     min_request_rate: float = Field(
         0.0,
         ge=0,
@@ -92,6 +94,16 @@ class AlertRules(Section):
     @classmethod
     def _durations(cls, value: str) -> str:
         return _check_duration(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """The objectives moved to `slo` (one place for each target): name the new key, not just 'unknown'."""
+        if isinstance(data, dict):
+            moved = [f"{old} moved to slo.{new}" for old, new in MOVED_TO_SLO.items() if old in data]
+            if moved:
+                raise ValueError("; ".join(moved))
+        return data
 
 
 class AlertsConfig(Section):

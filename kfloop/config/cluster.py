@@ -37,7 +37,16 @@ class Resources(Section):
 #: Pipeline steps that take resource settings (a dict, so later steps add a name here only); ``drift_check`` is
 #: the scheduled drift check's container (the scheduled materialization takes ``materialize``'s).
 StepName = Literal[
-    "ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy", "drift_check"
+    "ingest",
+    "validate",
+    "features",
+    "materialize",
+    "training_set",
+    "train",
+    "evaluate",
+    "deploy",
+    "drift_check",
+    "report",
 ]
 
 

@@ -1,5 +1,5 @@
-"""The ``schedules`` section: the Argo CronWorkflows that ``kfloop schedules render`` builds (the drift check and
-incremental feature materialization), when and how they run."""
+"""The ``schedules`` section: the Argo CronWorkflows that ``kfloop schedules render`` builds (the drift check,
+incremental feature materialization and the periodic report), when and how they run."""
 
 from __future__ import annotations
 
@@ -41,17 +41,16 @@ class ScheduleRetry(Section):
         return _check_duration(value) or value
 
 
-class DriftCheckSchedule(Section):
-    """The drift check's CronWorkflow: ``kfloop monitor check`` in the project image. A drift verdict exits 3,
-    so Argo lists the run as failed (visible) and does not retry it."""
+class _FixedSchedule(Section):
+    """A CronWorkflow on a cron of its own, with its deadlines (each job's class sets its defaults)."""
 
-    cron: str = Field("*/15 * * * *", description="When it runs (cron, in `schedules.timezone`).")
+    cron: str = Field(description="When it runs (cron, in `schedules.timezone`).")
     suspend: bool = Field(False, description="true: rendered but not scheduled (resume with `argo cron resume`).")
     starting_deadline: str = Field(
-        "5m", description="A run that could not start this long after its time is skipped (startingDeadlineSeconds)."
+        description="A run that could not start this long after its time is skipped (startingDeadlineSeconds)."
     )
     active_deadline: str = Field(
-        "10m", description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
+        description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
     )
 
     @field_validator("cron")
@@ -63,6 +62,19 @@ class DriftCheckSchedule(Section):
     @classmethod
     def _durations(cls, value: str) -> str:
         return _check_duration(value) or value
+
+
+class DriftCheckSchedule(_FixedSchedule):
+    """The drift check's CronWorkflow: ``kfloop monitor check`` in the project image. A drift verdict exits 3,
+    so Argo lists the run as failed (visible) and does not retry it."""
+
+    cron: str = Field("*/15 * * * *", description="When it runs (cron, in `schedules.timezone`).")
+    starting_deadline: str = Field(
+        "5m", description="A run that could not start this long after its time is skipped (startingDeadlineSeconds)."
+    )
+    active_deadline: str = Field(
+        "10m", description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
+    )
 
 
 class MaterializeSchedule(Section):
@@ -99,10 +111,29 @@ class MaterializeSchedule(Section):
         return _check_duration(value)
 
 
+class ReportSchedule(_FixedSchedule):
+    """The periodic report's CronWorkflow: ``kfloop report`` in the project image, with ``report.period``,
+    ``report.pdf`` and ``report.send``. The report is written to the workspace and its summary, with where it is,
+    sent to the alert webhooks."""
+
+    cron: str = Field(
+        "0 7 * * 1",
+        description="When it runs (cron, in `schedules.timezone`); the default, Mondays at 07:00, suits "
+        "`report.period` 7d.",
+    )
+    starting_deadline: str = Field(
+        "1h", description="A run that could not start this long after its time is skipped (startingDeadlineSeconds)."
+    )
+    active_deadline: str = Field(
+        "30m", description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
+    )
+
+
 class SchedulesConfig(Section):
-    """Argo CronWorkflows built with Hera (``kfloop schedules render``): the drift check and incremental feature
-    materialization, in ``cluster.namespace`` and the project image ``cluster.image``. The config file comes
-    from a ConfigMap mounted read-only; secrets come from Kubernetes Secrets as the pipeline steps get them."""
+    """Argo CronWorkflows built with Hera (``kfloop schedules render``): the drift check, incremental feature
+    materialization and the periodic report, in ``cluster.namespace`` and the project image ``cluster.image``. The
+    config file comes from a ConfigMap mounted read-only; secrets come from Kubernetes Secrets as the pipeline steps
+    get them."""
 
     timezone: str = Field("UTC", description="IANA time zone the cron expressions are read in.")
     config_map: str | None = Field(
@@ -124,6 +155,7 @@ class SchedulesConfig(Section):
     materialize: MaterializeSchedule = Field(
         MaterializeSchedule(), description="Incremental feature materialization's schedule."
     )
+    report: ReportSchedule = Field(ReportSchedule(), description="The periodic report's schedule (`kfloop report`).")
 
     @field_validator("timezone")
     @classmethod

@@ -131,6 +131,20 @@ def _chart_properties() -> dict[str, Any]:
             replicas=_int("Replicas.", 1),
             resources=_resources("CPU/memory of the Feast container."),
         ),
+        "streamWorker": _obj(
+            "The stream worker (kfloop stream run), a Deployment of config.stream.replicas consumers in one group; "
+            "only when the config has a stream section.",
+            enabled=_bool(
+                "Run the stream worker when the config has a stream section; false: never (it runs elsewhere)."
+            ),
+            metricsPort=_int("Port of the worker's /metrics (Prometheus scrapes it, the probes call it).", 1024, 65535),
+            terminationGracePeriodSeconds=_int(
+                "Seconds a stopping worker has to finish its batch, archive the records and acknowledge them.",
+                30,
+                3600,
+            ),
+            resources=_resources("CPU/memory of the worker container."),
+        ),
         "schedules": _obj(
             "The scheduled jobs (Argo CronWorkflows); their timing is config.schedules.",
             enabled=_bool("Create the drift check and the materialization."),
@@ -162,6 +176,13 @@ def _chart_properties() -> dict[str, Any]:
                 "description": "Where those calls may go.",
                 "items": {"type": "string", "pattern": CIDR},
             },
+            streamEgressPorts={
+                "type": "array",
+                "minItems": 1,
+                "description": "Ports the stream worker may also call at egressCIDRs (an external Redis, Kafka "
+                "brokers).",
+                "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+            },
             apiServerCIDRs={
                 "type": "array",
                 "minItems": 1,
@@ -179,7 +200,7 @@ def _chart_properties() -> dict[str, Any]:
         "monitoring": _obj(
             "Prometheus-operator objects and the Grafana dashboard.",
             serviceMonitor=_obj(
-                "A ServiceMonitor for the serving /metrics.",
+                "ServiceMonitors for the serving /metrics and, when it runs, the stream worker's.",
                 enabled=_bool("Create it (needs the prometheus-operator CRDs)."),
                 interval=_str("Scrape interval.", r"^[0-9]+(ms|s|m|h)$"),
                 labels=_map("Labels your Prometheus selects ServiceMonitors by."),
@@ -242,6 +263,7 @@ def _generated() -> dict[str, Any]:
         featureStoreYaml=_str("Feast's feature_store.yaml."),
         alertRules={"type": "array", "items": {"type": "object"}, "description": "Prometheus rule groups."},
         cronWorkflows={"type": "array", "items": {"type": "object"}, "description": "CronWorkflows built with Hera."},
+        streamEnv={**env_list, "description": "The stream worker's env vars (only with a stream section)."},
     )
 
 

@@ -9,8 +9,9 @@ objects). Everything it shares with kfloop comes in one generated value, ``gener
   ConfigMap's ``kfloop.yaml``. Text, because Helm deep-merges maps and drops null keys: a structured config
   would be mixed with another and lose its nulls;
 - what kfloop derives from the config with logic the templates must not repeat: the CronWorkflows (built with
-  Hera), the alert rules, Feast's ``feature_store.yaml``, the Secrets each container mounts as env vars, the
-  registry URI and the object names the pipeline expects.
+  Hera), the alert rules, Feast's ``feature_store.yaml``, the Secrets each container mounts as env vars (the
+  stream worker's only when the config has a ``stream`` section), the registry URI and the object names the
+  pipeline expects.
 
 A config is changed in ``kfloop.yaml`` and the values generated again; ``kfloop chart render|lint`` and
 ``kfloop deploy`` also take ``config.<key>`` overrides (``--set``, ``-f``), validate them with the config
@@ -50,6 +51,27 @@ def _env(config: Config, *, online_store: bool) -> list[dict[str, Any]]:
     return plain + _secret_env(secret_env_refs(config, online_store=online_store))
 
 
+def _stream_secret_refs(config: Config) -> list[SecretRef]:
+    """The stream worker's own secrets: its Redis (the stream, or with Kafka the per-entity window state) and,
+    reading Kafka, the variables the librdkafka options refer to."""
+    stream = config.stream
+    if stream is None:
+        return []
+    refs = [stream.redis.secret] if stream.redis.secret else []
+    if stream.source == "kafka" and stream.kafka is not None:
+        refs += stream.kafka.secrets
+    return [ref for ref in refs if ref.secret_name and ref.secret_key]
+
+
+def _stream_env(config: Config) -> list[dict[str, Any]]:
+    """The stream worker's env: what a container opening the online store gets, then the stream's secrets (one
+    variable, one source, as :func:`kfloop.cluster_env.secret_env_refs` decides)."""
+    refs = secret_env_refs(config, online_store=True) + _stream_secret_refs(config)
+    unique = {ref.env: ref for ref in refs}
+    plain = [{"name": k, "value": v} for k, v in plain_env(config, online_store=True).items()]
+    return plain + _secret_env(list(unique.values()))
+
+
 def _cron_workflows(config: Config) -> list[dict[str, Any]]:
     """The CronWorkflows as Hera builds them, without the namespace (the release's)."""
     from kfloop.pipelines.schedules import build_schedules
@@ -76,7 +98,7 @@ def _registry_uri(config: Config) -> str:
 
 def _secrets(config: Config) -> list[dict[str, Any]]:
     """Every Kubernetes Secret the config names, with the keys used: NOTES.txt tells the user to create them."""
-    refs = secret_env_refs(config, online_store=True, alerts=True)
+    refs = secret_env_refs(config, online_store=True, alerts=True) + _stream_secret_refs(config)
     by_name: dict[str, set[str]] = {}
     for ref in refs:
         by_name.setdefault(str(ref.secret_name), set()).add(str(ref.secret_key))
@@ -92,6 +114,7 @@ def chart_values(config: Config) -> dict[str, Any]:
     project = config.project
     storage_secret = config.storage.access_key.secret_name if isinstance(config.storage, S3StorageConfig) else None
     feature_store = render_feature_store_yaml(config, "the chart's config").split("\n", 1)[1]
+    stream = {"streamEnv": _stream_env(config)} if config.stream is not None else {}
     return {
         "generated": {
             "configJson": config_to_json(config),
@@ -111,6 +134,7 @@ def chart_values(config: Config) -> dict[str, Any]:
             "featureStoreYaml": feature_store,
             "alertRules": build_rules(config)["groups"],
             "cronWorkflows": _cron_workflows(config),
+            **stream,
         },
     }
 

@@ -122,6 +122,7 @@ class ModelRegistry:
                 self.storage.upload_file(local_dir / rel, f"{staging}/{rel}")
             with self._lease(self.owner or str(card.get("pipeline_run") or "")) as held:
                 stages = self._stages()
+                self._sweep_uncommitted(held)
                 version = self._claim_version(stages, held)
                 for rel in files:
                     self.storage.copy(f"{staging}/{rel}", f"{layout.model_version_prefix(self.model, version)}/{rel}")
@@ -165,6 +166,27 @@ class ModelRegistry:
     def _delete_prefix(self, prefix: str) -> None:
         with contextlib.suppress(StorageError, OSError):
             for key in self.storage.list(f"{prefix}/"):
+                self.storage.delete(key)
+
+    def _sweep_uncommitted(self, held: Lease) -> None:
+        """Remove the files of versions whose registration died between its copies and its card (the commit
+        point): a folder without ``model.json`` claimed under an earlier lease token. Readers never saw such a
+        version (no card); its number stays claimed. Runs under the lease, so no live registration is touched."""
+        folders: dict[str, list[str]] = {}
+        for key in self.storage.list(f"{self.prefix}/"):
+            parts = key[len(self.prefix) + 1 :].split("/", 1)
+            if len(parts) == 2 and re.fullmatch(r"v\d+", parts[0]):
+                folders.setdefault(parts[0], []).append(key)
+        for version, keys in folders.items():
+            if layout.model_card_key(self.model, version) in keys:
+                continue
+            try:
+                claim = json.loads(self.storage.read_text(f"{self.prefix}/_claims/{version}"))
+            except (FileNotFoundError, ValueError):
+                claim = {}
+            if claim.get("token") == held.token:
+                continue  # ours, being written
+            for key in keys:
                 self.storage.delete(key)
 
     def _sweep_staging(self) -> None:

@@ -152,7 +152,8 @@ def _iter_parquet(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch
         start += n
 
 
-def _records_to_batch(records: list[dict], rows: list[int], cfg: SourceConfig, rejects: list[Reject]) -> RawBatch:
+def records_to_batch(records: list[dict], rows: list[int], cfg: SourceConfig, rejects: list[Reject]) -> RawBatch:
+    """Parsed records (JSON Lines, Avro, stream events) as the text columns every format is cast from."""
     cols = {}
     for c in cfg.file_columns:
         cols[c] = pa.array([_as_text(r.get(c)) for r in records], pa.string())
@@ -200,12 +201,12 @@ def _iter_jsonl(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
                 if not checked:
                     _check_columns(name, sorted(seen), cfg)
                     checked = True
-                yield _records_to_batch(records, rows, cfg, rejects)
+                yield records_to_batch(records, rows, cfg, rejects)
                 records, rows, rejects = [], [], []
     if not checked and records:
         _check_columns(name, sorted(seen), cfg)
     if records or rejects:
-        yield _records_to_batch(records, rows, cfg, rejects)
+        yield records_to_batch(records, rows, cfg, rejects)
 
 
 def utf8_line(line: bytes, encoding: str, *, first: bool) -> bytes:
@@ -226,7 +227,7 @@ def _iter_avro(path: Path, cfg: SourceConfig, name: str) -> Iterator[RawBatch]:
             records.append(rec)
             rows.append(i)
             if len(records) >= cfg.batch_rows:
-                yield _records_to_batch(records, rows, cfg, [])
+                yield records_to_batch(records, rows, cfg, [])
                 records, rows = [], []
         if records:
-            yield _records_to_batch(records, rows, cfg, [])
+            yield records_to_batch(records, rows, cfg, [])

@@ -212,6 +212,19 @@ def test_store_outage_during_materialization_then_a_later_run_completes(
     assert_no_duplicates(loop, frame)
 
 
+def test_a_wiped_online_store_is_written_again_whole(tmp_path: Path, own_redis: RedisServer) -> None:  # noqa: F811
+    """A Redis without persistence restarted empty: nothing is newer than the watermark, but the next run sees its
+    probe entities gone and writes every entity again (found by the fault soak's reading of the code)."""
+    loop = Loop.create(tmp_path / "ws", redis_backend(own_redis))
+    frame = loop.load_demo("early")
+    loop.materialize()
+    own_redis.client().flushall()  # what a restart without persistence leaves
+    written = loop.materialize()
+    assert {v: m.rows_written for v, m in written.items()} == distinct(loop, frame)
+    assert_online_equals_latest_offline(loop)
+    assert {v: m.rows_written for v, m in loop.materialize().items()} == {CUSTOMERS: 0, MERCHANTS: 0}
+
+
 @pytest.mark.parametrize(
     "kind",
     [

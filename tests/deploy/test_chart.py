@@ -98,6 +98,10 @@ def test_lint_strict_is_clean(config: Config, values_file: Path | None) -> None:
     assert lint_chart(values) == []
 
 
+def test_lint_strict_is_clean_with_a_stream_worker(stream_config: Config) -> None:
+    assert lint_chart(release_values(stream_config, [CHART_DIR / "ci" / "production-values.yaml"])) == []
+
+
 def test_release_namespace_must_be_the_configs(config: Config) -> None:
     with pytest.raises(ConfigError, match=r'release namespace "default" is not the config.s cluster.namespace'):
         render_objects(config, namespace="default")
@@ -125,6 +129,14 @@ def test_notes_name_every_secret_to_create(config: Config) -> None:
         "create secret generic kfloop-redis --from-literal=connection-string=... --from-literal=password=..." in notes
     )
     assert "No model is served yet" in notes  # no modelVersion: the pipeline's deploy step creates it
+    assert "kfloop-stream" not in notes and "stream worker" not in notes
+
+
+def test_notes_name_the_stream_workers_secrets(stream_config: Config) -> None:
+    notes = render_manifests(stream_config)["kfloop/templates/NOTES.txt"]
+    assert "create secret generic kafka-creds --from-literal=password=..." in notes  # stream.kafka.secrets
+    assert "create secret generic kfloop-stream --from-literal=redis-url=..." in notes  # its window state
+    assert "stream worker (kfloop stream run) runs 3 replica(s) reading kafka" in notes
 
 
 def test_the_test_pod_is_a_hook_left_out_of_what_is_applied(config: Config) -> None:
@@ -283,6 +295,9 @@ BAD_VALUES = [
     ("networkPolicy.egressCIDRs={}", "/networkPolicy/egressCIDRs"),  # an empty list would allow anywhere
     ("networkPolicy.knativeNamespaces={}", "/networkPolicy/knativeNamespaces"),
     ("fullnameOverride=my.release", "/fullnameOverride"),
+    ("streamWorker.metricsPort=80", "/streamWorker/metricsPort"),
+    ("streamWorker.terminationGracePeriodSeconds=5", "/streamWorker/terminationGracePeriodSeconds"),
+    ("networkPolicy.streamEgressPorts={}", "/networkPolicy/streamEgressPorts"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""Prometheus alert rules rendered from config: the golden file is current, `promtool check rules` accepts it and
-`promtool test rules` (tests/monitoring/alert_rules_test.yaml) shows each alert firing and staying quiet; the
-event metrics parse; and Debian's real Alertmanager delivers an alert to a local webhook receiver.
+"""Prometheus alert rules rendered from config: the golden file is current, `promtool check rules` accepts a fresh
+render and `promtool test rules` (tests/monitoring/alert_rules_test.yaml, on a fresh render) shows each alert firing
+and staying quiet; every burn-rate threshold follows the `slo` objectives; the event metrics parse; and Debian's
+real Alertmanager delivers an alert to a local webhook receiver.
 
 ``KFLOOP_REGENERATE=1 pytest tests/monitoring/test_alert_rules.py`` rewrites the golden file (as ``make compile``).
 Needs /usr/bin/promtool and /usr/bin/prometheus-alertmanager (Debian's prometheus and prometheus-alertmanager
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from kfloop.config import Config, load_config, parse_config
 from kfloop.errors import ConfigError
 from kfloop.monitoring import event_metrics as em
 from kfloop.monitoring.alert_rules import build_rules, render_rules
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, wait_ready
 from tests.monitoring.webhook_receiver import receiver
 
 CLUSTER_CONFIG = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
@@ -47,9 +46,10 @@ def config() -> Config:
     return load_config(CLUSTER_CONFIG)
 
 
-def _with_rules(config: Config, **rules: object) -> Config:
+def _with_rules(config: Config, slo: dict | None = None, **rules: object) -> Config:
     data = config.model_dump(mode="json")
     data["alerts"]["rules"] = {**data["alerts"]["rules"], **rules}
+    data["slo"] = {**data["slo"], **(slo or {})}
     return parse_config(data, "<test>")
 
 
@@ -72,7 +72,12 @@ def test_every_event_and_serving_condition_has_an_alert(config: Config) -> None:
     assert set(alerts) == {
         "KfloopErrorBudgetBurnFast",
         "KfloopErrorBudgetBurnSlow",
+        "KfloopLatencyBudgetBurnFast",
+        "KfloopLatencyBudgetBurnSlow",
         "KfloopServingLatencyHigh",
+        "KfloopFreshnessBudgetBurnFast",
+        "KfloopFreshnessBudgetBurnSlow",
+        "KfloopPipelineErrorBudgetExhausted",
         "KfloopDrift",
         "KfloopDriftCheckStale",
         "KfloopRetrainStarted",
@@ -84,32 +89,73 @@ def test_every_event_and_serving_condition_has_an_alert(config: Config) -> None:
     fast, slow = alerts["KfloopErrorBudgetBurnFast"]["expr"], alerts["KfloopErrorBudgetBurnSlow"]["expr"]
     assert "ratio_rate1h" in fast and "ratio_rate5m" in fast and "> 0.072" in fast  # 14.4 x (1 - 0.995)
     assert "ratio_rate6h" in slow and "ratio_rate30m" in slow and "> 0.03" in slow  # 6 x (1 - 0.995)
+    assert "> 0.144" in alerts["KfloopLatencyBudgetBurnFast"]["expr"]  # 14.4 x (1 - 0.99)
+    assert "> 0.06" in alerts["KfloopFreshnessBudgetBurnSlow"]["expr"]  # 6 x (1 - 0.99)
     assert all(a["labels"]["project"] == "fraud-demo" for a in alerts.values())
 
 
-def test_the_rules_follow_the_config(config: Config) -> None:
-    alerts = _alerts(build_rules(_with_rules(config, availability_slo=0.999, latency_p99_seconds=0.2)))
+def test_the_rules_follow_the_slo_objectives(config: Config) -> None:
+    """One source of truth: every objective, threshold and the window come from the config."""
+    slo = {
+        "serving_availability": {"objective": 0.999},
+        "serving_latency": {"objective": 0.995, "threshold_seconds": 0.25},
+        "feature_freshness": {"objective": 0.98},
+        "pipeline_success": {"objective": 0.9},
+    }
+    alerts = _alerts(build_rules(_with_rules(config, slo)))
     assert "> 0.0144" in alerts["KfloopErrorBudgetBurnFast"]["expr"]
     assert "> 0.006" in alerts["KfloopErrorBudgetBurnSlow"]["expr"]
-    assert alerts["KfloopServingLatencyHigh"]["expr"].endswith("> 0.2")
+    assert "> 0.072" in alerts["KfloopLatencyBudgetBurnFast"]["expr"]  # 14.4 x (1 - 0.995)
+    assert alerts["KfloopServingLatencyHigh"]["expr"].endswith("> 0.005")
+    assert "p99.5 latency above 0.25s" in alerts["KfloopServingLatencyHigh"]["annotations"]["summary"]
+    assert "> 0.288" in alerts["KfloopFreshnessBudgetBurnFast"]["expr"]  # 14.4 x (1 - 0.98)
+    assert "> 0.1\n" in alerts["KfloopPipelineErrorBudgetExhausted"]["expr"]
+    records = {r["record"]: r["expr"] for r in build_rules(_with_rules(config, slo))["groups"][0]["rules"]}
+    assert 'le="0.25"' in records["kfloop:request_slow:ratio_rate1h"]
+    data = config.model_dump(mode="json")
+    data["features"]["freshness_sla"] = "30m"
+    fresher = {r["record"]: r["expr"] for r in build_rules(parse_config(data, "<test>"))["groups"][0]["rules"]}
+    assert "> bool 1800)[1h:1m]" in fresher["kfloop:feature_stale_minutes:ratio_rate1h"]
+    # a shorter window: 2 % of a 7-day budget in an hour is a 3.36x burn, 5 % in 6 hours 1.4x
+    weekly = _alerts(build_rules(_with_rules(config, {"window": "7d"})))
+    assert "> 0.0168" in weekly["KfloopErrorBudgetBurnFast"]["expr"]  # 3.36 x (1 - 0.995)
+    assert "3.36x too fast" in weekly["KfloopErrorBudgetBurnFast"]["annotations"]["summary"]
+    assert "[7d]" in weekly["KfloopPipelineErrorBudgetExhausted"]["expr"]
     gated = _alerts(build_rules(_with_rules(config, min_request_rate=1, drift_for="15m")))
     assert "kfloop:requests:rate5m" in gated["KfloopServingLatencyHigh"]["expr"]
     assert gated["KfloopDrift"]["for"] == "15m" and "for" not in alerts["KfloopDrift"]
-    with pytest.raises(ConfigError, match="availability_slo"):
-        _with_rules(config, availability_slo=1.0)
+    with pytest.raises(ConfigError, match=r"serving_availability\.objective"):
+        _with_rules(config, {"serving_availability": {"objective": 1.0}})
+    with pytest.raises(ConfigError, match=r"availability_slo moved to slo\.serving_availability\.objective"):
+        _with_rules(config, availability_slo=0.999)
+
+
+@pytest.fixture(scope="module")
+def fresh_rules(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh render beside a copy of the promtool unit tests (their rule_files names it): the tests check what
+    the code renders now, whether or not the golden file has been regenerated yet."""
+    root = tmp_path_factory.mktemp("rules")
+    (root / "alert-rules.yaml").write_text(render_rules(config, CONFIG_ARG))
+    (root / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    return root
 
 
 @needs_promtool
-def test_promtool_checks_the_golden_rules() -> None:
-    run = subprocess.run([PROMTOOL, "check", "rules", GOLDEN], capture_output=True, text=True, timeout=60, check=False)
+def test_promtool_checks_the_rules(fresh_rules: Path) -> None:
+    rules = fresh_rules / "alert-rules.yaml"
+    run = subprocess.run([PROMTOOL, "check", "rules", rules], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS: 16 rules found" in run.stdout
+    assert "SUCCESS: 28 rules found" in run.stdout  # 13 recording rules, 15 alerts
 
 
 @needs_promtool
-def test_promtool_unit_tests_fire_and_stay_quiet() -> None:
+def test_promtool_unit_tests_fire_and_stay_quiet(fresh_rules: Path) -> None:
     run = subprocess.run(
-        [PROMTOOL, "test", "rules", RULE_TESTS], capture_output=True, text=True, timeout=60, check=False
+        [PROMTOOL, "test", "rules", fresh_rules / RULE_TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -150,25 +196,6 @@ def test_event_metrics_are_the_series_the_rules_watch() -> None:
         em.pipeline_run_metrics("m", at, failed=False, gates_failed={"nope"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"alertmanager exited: {proc.stderr.read() if proc.stderr else ''}"
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("alertmanager did not become ready")
-
-
 @pytest.mark.skipif(
     not ALERTMANAGER.exists(),
     reason="needs Debian's prometheus-alertmanager package (/usr/bin/prometheus-alertmanager): make system-test",
@@ -186,7 +213,7 @@ def test_the_webhook_receiver_gets_the_payload_from_a_real_alertmanager(tmp_path
             "receivers": [{"name": "kfloop", "webhook_configs": [{"url": rec.url, "send_resolved": True}]}],
         }
         (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
             [
@@ -202,7 +229,7 @@ def test_the_webhook_receiver_gets_the_payload_from_a_real_alertmanager(tmp_path
             text=True,
         )
         try:
-            _wait_ready(url, proc)
+            wait_ready(url, proc)
             alert = {
                 "labels": {"alertname": "KfloopDrift", "model": "fraud-detector", "severity": "warning"},
                 "annotations": {"summary": "fraud-detector v2: drift in served traffic"},

@@ -8,9 +8,7 @@ feature and per prediction quantile, a bar per version and metric. That moment m
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,13 +20,13 @@ import pytest
 
 from kfloop.config import config_to_json
 from kfloop.monitoring.dashboard import PANEL_TITLES, project_id
+from tests.browser import CHROMIUM, Browser
 from tests.conftest import free_port
 from tests.monitoring.evidently_workspace import config_for, fill_workspace
 from tests.monitoring.test_evidently_outputs import CATEGORICAL, NUMERIC
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 SNAPSHOTS = 500
 BUDGET_MS = 3000
 #: What each panel shows once drawn: line marks (one per check), counters, or bars (3 versions x 3 metrics).
@@ -56,79 +54,6 @@ WATCH = """
   document.addEventListener('DOMContentLoaded', () => requestAnimationFrame(check));
 })();
 """
-
-
-def _above_4(fd: int) -> int:
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-    os.close(fd)
-    return high
-
-
-class Browser:
-    """Headless Chromium driven over ``--remote-debugging-pipe`` (fd 3 commands in, fd 4 replies out)."""
-
-    def __init__(self, profile: Path) -> None:
-        cmd_r, self._cmd = os.pipe()
-        self._res, res_w = os.pipe()
-        cmd_r, res_w = _above_4(cmd_r), _above_4(res_w)  # bash maps them to 3 and 4 (dash reads one digit)
-        args = [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1400,2400",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-pipe",
-        ]
-        self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$@" 3<&{cmd_r} 4>&{res_w}', "bash", *args],
-            pass_fds=(cmd_r, res_w),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(cmd_r)
-        os.close(res_w)
-        self._next, self._buffer = 0, b""
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-    def call(self, method: str, session: str | None = None, **params: object) -> dict:
-        self._next += 1
-        msg = {"id": self._next, "method": method, "params": params} | ({"sessionId": session} if session else {})
-        os.write(self._cmd, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + 60
-        while True:
-            while b"\0" not in self._buffer:
-                assert time.monotonic() < deadline, f"no reply to {method}"
-                chunk = os.read(self._res, 1 << 20)
-                assert chunk, "chromium closed the DevTools pipe"
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._next:
-                assert "error" not in reply, reply["error"]
-                return reply.get("result", {})
-
-    def page(self, method: str, **params: object) -> dict:
-        return self.call(method, self.session, **params)
-
-    def evaluate(self, expression: str) -> object:
-        return self.page("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def close(self) -> None:
-        os.close(self._cmd)
-        os.close(self._res)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")

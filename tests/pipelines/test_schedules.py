@@ -18,7 +18,8 @@ from hera.workflows.models import CronWorkflow as ModelCronWorkflow
 from typer.testing import CliRunner
 
 from kfloop.cli import app
-from kfloop.config import Config, LocalStorageConfig, load_config, parse_config
+from kfloop.config import Config, LocalStorageConfig, Resources, load_config, parse_config
+from kfloop.config.schedules import check_cron
 from kfloop.errors import ConfigError
 from kfloop.pipelines.schedules import (
     CONFIG_PATH,
@@ -33,7 +34,7 @@ from tests.conftest import REPO
 CLUSTER_CONFIG = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
 CONFIG_ARG = "examples/fraud/kfloop.cluster.yaml"
 GOLDEN = REPO / "pipelines" / "compiled" / "schedules"
-JOBS = ("drift-check.yaml", "materialize.yaml")
+JOBS = ("drift-check.yaml", "materialize.yaml", "report.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,9 @@ def test_each_cron_workflow_has_the_scheduling_and_safety_fields(name: str, conf
     spec, wf = doc["spec"], doc["spec"]["workflowSpec"]
     assert doc["metadata"]["namespace"] == config.cluster.namespace
     assert doc["metadata"]["name"] == f"{config.project}-{name.removesuffix('.yaml')}"
-    assert len(spec["schedules"]) == 1 and cron_max_gap(spec["schedules"][0]) is not None
+    (cron,) = spec["schedules"]
+    assert check_cron(cron) == cron
+    assert cron_max_gap(cron) is not None or name == "report.yaml"  # the report's default is weekly: days restricted
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] > 0
     assert spec["successfulJobsHistoryLimit"] == config.schedules.successful_history
@@ -101,7 +104,8 @@ def test_each_cron_workflow_has_the_scheduling_and_safety_fields(name: str, conf
     assert container["image"] == config.cluster.image
     assert ":" in container["image"].rsplit("/", 1)[-1] and not container["image"].endswith(":latest")
     assert container["command"] == ["kfloop"] and container["args"][-2:] == ["-c", CONFIG_PATH]
-    res = config.cluster.step_resources("drift_check" if name == "drift-check.yaml" else "materialize")
+    steps = {"drift-check.yaml": "drift_check", "materialize.yaml": "materialize"}
+    res = config.cluster.step_resources(steps[name]) if name in steps else Resources()  # the report: the defaults
     assert container["resources"] == {
         "requests": {"cpu": res.cpu_request, "memory": res.memory_request},
         "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit},
@@ -142,6 +146,7 @@ def test_secrets_are_referenced_never_embedded(config: Config, monkeypatch: pyte
     expected = {
         "drift-check.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
         "materialize.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REDIS_CONNECTION_STRING"},
+        "report.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
     }
     for name, text in rendered.items():
         env = yaml.safe_load(text)["spec"]["workflowSpec"]["templates"][0]["container"]["env"]
@@ -163,6 +168,35 @@ def test_the_drift_check_runs_every_15_minutes_and_does_not_retry_a_drift_verdic
     template = doc["spec"]["workflowSpec"]["templates"][0]
     assert template["container"]["args"][:2] == ["monitor", "check"]
     assert template["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) != 3"
+
+
+def test_the_report_runs_weekly_with_the_configs_report_settings(config: Config) -> None:
+    """`kfloop report` with the mounted config: its period, PDF and delivery come from the config's report section."""
+    doc = _docs()["report.yaml"]
+    assert doc["spec"]["schedules"] == ["0 7 * * 1"] and cron_max_gap("0 7 * * 1") is None  # weekly: days restricted
+    assert doc["spec"]["startingDeadlineSeconds"] == 3600
+    wf = doc["spec"]["workflowSpec"]
+    assert wf["activeDeadlineSeconds"] == 1800
+    template = wf["templates"][0]
+    assert template["container"]["args"] == ["report", "-c", CONFIG_PATH]
+    assert "expression" not in template["retryStrategy"]  # any failure is a fault: retried
+    custom = _with(
+        config,
+        schedules={"report": {"cron": "0 6 * * *", "suspend": True, "active_deadline": "1h"}},
+        report={"period": "1d"},
+    )
+    spec = yaml.safe_load(render_schedules(custom)["report.yaml"])["spec"]
+    assert spec["schedules"] == ["0 6 * * *"] and spec["suspend"] is True
+    assert spec["workflowSpec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_the_report_gets_the_webhook_secrets_it_sends_with(config: Config) -> None:
+    secret = {"env": "SLACK_WEBHOOK_URL", "secret_name": "s", "secret_key": "k"}
+    hook = {"url": "${SLACK_WEBHOOK_URL}", "secret": secret}
+    custom = _with(config, alerts={"webhooks": [hook]})
+    env = yaml.safe_load(render_schedules(custom)["report.yaml"])["spec"]["workflowSpec"]["templates"][0]["container"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env["env"] if "valueFrom" in e}
+    assert refs["SLACK_WEBHOOK_URL"] == {"name": "s", "key": "k"}
 
 
 @pytest.mark.parametrize(
@@ -269,7 +303,8 @@ def test_cli_renders_to_stdout_and_to_a_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schedules", "render", "-c", str(CLUSTER_CONFIG)])
     assert result.exit_code == 0, result.output
     docs = [d for d in yaml.safe_load_all(result.output) if d]
-    assert [d["metadata"]["name"] for d in docs] == ["fraud-demo-drift-check", "fraud-demo-materialize"]
+    names = ["fraud-demo-drift-check", "fraud-demo-materialize", "fraud-demo-report"]
+    assert [d["metadata"]["name"] for d in docs] == names
     result = runner.invoke(app, ["schedules", "render", "-c", str(CLUSTER_CONFIG), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(JOBS)

@@ -1,7 +1,8 @@
 """The Grafana dashboard (built with grafana-foundation-sdk): the shipped file is current; every panel query is
 valid PromQL (`promtool check rules`) and reads a metric kfloop exports; and with Debian's real Prometheus
 scraping a real `kfloop serve` and, through the node exporter's textfile collector, a real drift check's
-metrics file, the serving and drift panels' queries return data.
+metrics file, the serving and drift panels' queries return data. A config with a ``stream`` section gets the
+stream worker's row, and its panels show a real worker's push lag, online age and records.
 
 Grafana itself is not packaged for Debian and cannot be installed here: the panels' queries are evaluated by
 the Prometheus the dashboard reads, which is what a panel shows.
@@ -12,27 +13,36 @@ the Prometheus the dashboard reads, which is what a panel shows.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kfloop.config import load_config
+from kfloop.config import Config, load_config, parse_config
 from kfloop.layout import monitoring_prefix
 from kfloop.monitoring import metric_names as names
 from kfloop.monitoring.grafana import HEADER_KEY, build_dashboard, queries, render_dashboard
 from kfloop.monitoring.monitor import run_check
 from kfloop.serving.client import ServingClient
 from kfloop.serving.local_server import free_port
+from kfloop.storage.local import LocalStorage
+from kfloop.stream.sources import send_events
+from kfloop.stream.worker import open_worker, serve_metrics
 from tests.conftest import REPO
+from tests.feature_repo.conftest import redis_server  # noqa: F401  (fixture)
+from tests.feature_repo.harness import feature_config, sqlite_backend
 from tests.serving.conftest import Server, Trained
+from tests.stream.conftest import demo_event, stream_edit
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +56,17 @@ needs_prometheus = pytest.mark.skipif(
 )
 #: Grafana's range variable, as a query over a 1 s scrape would get it.
 RATE_INTERVAL = "30s"
+STREAM_ROW = "Streaming features"
+STREAM_PANELS = ("Push lag p50 / p99 by view", "Age of the newest online value", "Stream records by outcome")
+
+
+def _with_stream(config: Config) -> Config:
+    """``config`` with a stream section of defaults (Redis Streams)."""
+    return parse_config({**config.model_dump(mode="json"), "stream": {}}, "the cluster demo with a stream")
+
+
+def _titles(dashboard: dict) -> list[str]:
+    return [p["title"] for p in dashboard["panels"]]
 
 
 def _promql(expr: str) -> str:
@@ -71,8 +92,16 @@ def test_the_shipped_dashboard_equals_a_fresh_render() -> None:
             assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
 
 
-def test_every_query_reads_a_metric_kfloop_exports_scoped_to_the_model() -> None:
+def test_the_stream_row_comes_with_a_stream_section_only() -> None:
     config = load_config(CLUSTER_CONFIG)
+    assert config.stream is None and STREAM_ROW not in _titles(build_dashboard(config))
+    titles = _titles(build_dashboard(_with_stream(config)))
+    assert titles[titles.index(STREAM_ROW) :] == [STREAM_ROW, *STREAM_PANELS]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["demo", "demo-with-stream"])
+def test_every_query_reads_a_metric_kfloop_exports_scoped_to_the_model(stream: bool) -> None:
+    config = _with_stream(load_config(CLUSTER_CONFIG)) if stream else load_config(CLUSTER_CONFIG)
     exported = {getattr(names, n) for n in names.__all__}
     for expr in queries(build_dashboard(config)):
         used = set(re.findall(r"kfloop_[a-z_]+", expr))
@@ -85,7 +114,7 @@ def test_every_query_reads_a_metric_kfloop_exports_scoped_to_the_model() -> None
 
 @needs_prometheus
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
-    exprs = queries(build_dashboard(load_config(CLUSTER_CONFIG)))
+    exprs = queries(build_dashboard(_with_stream(load_config(CLUSTER_CONFIG))))  # every row
     rules = {
         "groups": [
             {"name": "panels", "rules": [{"record": f"panel:q{i}", "expr": _promql(e)} for i, e in enumerate(exprs)]}
@@ -220,3 +249,86 @@ def test_serving_and_drift_panels_show_data_from_a_real_server_and_check(
     assert [s["metric"]["version"] for s in served] == [trained.champion]
     share = float(_query(base, panels["Drift share"]["targets"][0]["expr"])[0]["value"][1])
     assert share == pytest.approx(record["drift"]["share"])
+
+
+def _panel_values(base: str, panel: dict) -> dict[str, float]:
+    """Legend → value of each series a panel shows now (NaN left out: a quantile of a rate with no increase)."""
+    out = {}
+    for target in panel["targets"]:
+        for series in _query(base, target["expr"]):
+            labels = series["metric"]
+            legend = re.sub(r"\{\{(\w+)\}\}", lambda m, labels=labels: labels.get(m[1], ""), target["legendFormat"])
+            value = float(series["value"][1])
+            if not math.isnan(value):
+                out[legend] = value
+    return out
+
+
+@needs_prometheus
+def test_stream_panels_show_a_real_workers_freshness(
+    tmp_path: Path,
+    redis_server,  # noqa: F811  (the fixture imported above)
+    processes: list[subprocess.Popen],
+) -> None:
+    """A real worker on a real redis-server, fed events 2 s old while Prometheus scrapes its /metrics each
+    second: every stream panel's queries return finite values for each feature view, in the range the events
+    make."""
+    redis_server.flush()
+    config = feature_config(tmp_path / "ws", sqlite_backend(), stream_edit(redis_server))
+    env = {"KFLOOP_STREAM_REDIS_URL": f"redis://{redis_server.address}/0"}
+    worker = open_worker(config, LocalStorage(tmp_path / "ws"), env)
+    metrics_port, prom_port = free_port(), free_port()
+    serve_metrics(worker.metrics, metrics_port)
+    thread = threading.Thread(target=worker.run, name="stream-worker", daemon=True)
+    thread.start()
+    try:
+        scrape = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "kfloop-stream", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
+        prom_log = tmp_path / "prometheus.log"
+        processes.append(
+            _start(
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                prom_log,
+            )
+        )
+        base = f"http://127.0.0.1:{prom_port}"
+        _wait_http(f"{base}/-/ready", processes[-1], prom_log)
+        panels = {p["title"]: p for p in build_dashboard(config)["panels"]}
+        views = {v.name for v in config.features.views}
+
+        want = {
+            STREAM_PANELS[0]: {f"p{p} {v}" for p in (50, 99) for v in views},
+            STREAM_PANELS[1]: views,
+            STREAM_PANELS[2]: {"applied"},
+        }
+        sent, found, deadline = 0, {}, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = datetime.now(UTC)
+            send_events(config, [demo_event(sent + i, now - timedelta(seconds=2)) for i in range(20)], env)
+            sent += 20
+            time.sleep(1)
+            found = {title: _panel_values(base, panels[title]) for title in STREAM_PANELS}
+            if all(want[t] <= set(found[t]) for t in STREAM_PANELS):
+                break
+        missing = {t: sorted(want[t] - set(found.get(t, {}))) for t in STREAM_PANELS}
+        assert not any(missing.values()), (
+            f"panels without data: {missing}\n{prom_log.read_text(errors='replace')[-2000:]}"
+        )
+    finally:
+        worker.stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    lags, ages, records = (found[t] for t in STREAM_PANELS)
+    assert all(1.0 <= lag <= 10.0 for lag in lags.values()), lags  # events 2 s old, read within a poll
+    assert all(0.0 < age < 30.0 for age in ages.values()), ages
+    assert records["applied"] > 0, records

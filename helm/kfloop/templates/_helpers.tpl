@@ -67,6 +67,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Release.Namespace -}}
 {{- end -}}
 
+{{/* "true" when the stream worker runs (the config has a `stream` section and streamWorker.enabled), else empty. */}}
+{{- define "kfloop.streamWorker" -}}
+{{- if and .Values.streamWorker.enabled (include "kfloop.config" . | fromJson).stream -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "kfloop.image" -}}
 {{- (include "kfloop.config" . | fromJson).cluster.image -}}
 {{- end -}}

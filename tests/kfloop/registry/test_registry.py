@@ -204,3 +204,18 @@ def test_stale_staging_is_swept(tmp_path: Path) -> None:
     os.utime(storage.local_path("registry/fraud/_staging/dead/model.pt"), (1, 1))
     _register(ModelRegistry(storage, "fraud"), tmp_path, 1)
     assert storage.list("registry/fraud/_staging/") == ["registry/fraud/_staging/live/model.pt"]
+
+
+def test_a_registration_killed_before_its_card_leaves_no_files(tmp_path: Path) -> None:
+    """Found by the fault soak: a train step killed while its files were copied into ``v2/`` (claimed, no card
+    yet) left the folder forever. The next registration removes it; the number stays taken."""
+    storage = LocalStorage(tmp_path / "ws")
+    reg = ModelRegistry(storage, "fraud")
+    _register(reg, tmp_path, 1)
+    storage.write_text("registry/fraud/_claims/v2", '{"token": "dead-holder", "owner": "run-2"}')
+    storage.write_bytes("registry/fraud/v2/model.pt", b"half")
+    storage.write_bytes("registry/fraud/v2/saved_model/variables.bin", b"half")
+    assert _register(reg, tmp_path, 3) == "v3"
+    assert not storage.list("registry/fraud/v2/")
+    assert [v.version for v in reg.list()] == ["v1", "v3"]
+    reg.fetch("v3", tmp_path / "out")  # intact

@@ -357,11 +357,12 @@ def test_s3_create_exclusive_decides_by_error_code_not_text(
     ]
 
     def fake_put(*args: object, **kwargs: object) -> None:
-        assert kwargs["headers"] == {"If-None-Match": "*"}
+        assert kwargs["headers"]["If-None-Match"] == "*"  # beside it the create's token (object metadata)
         answer = answers.pop(0)
         if answer is not None:
             raise answer
 
+    s3_storage.write_bytes("k", b"theirs")  # what a refused create finds: another writer's object, not its own
     monkeypatch.setattr(s3_storage.client, "_put_object", fake_put)
     assert s3_storage.create_exclusive("k", b"x")  # after two conflicts, retried
     assert not s3_storage.create_exclusive("k", b"x")
