@@ -69,7 +69,7 @@ def status(
         table.add_column("SLO", no_wrap=True, min_width=max(map(len, SLO_NAMES)))
         for col in ("objective", "SLI", "good / total", "budget left"):
             table.add_column(col, justify="right")
-        table.add_column("source")
+        table.add_column("source", no_wrap=True, min_width=len("prometheus"))
         for s in statuses:
             table.add_row(
                 s.name,
