@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView
+from feast import FeatureStore, FeatureView, ValueType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.utils import _convert_arrow_to_proto
@@ -76,7 +76,7 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     """Upsert rows through the online store interface; returns rows written."""
     if table.num_rows == 0:
         return 0
-    join_keys = {entity: next(e.value_type for e in store.list_entities() if e.join_key == entity)}
+    join_keys = {entity: join_key_type(store, view, entity)}
     provider = store._get_provider()
     try:
         # in slices: the protos of a whole table would take gigabytes; Feast converts a RecordBatch
@@ -89,16 +89,27 @@ def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity
     return table.num_rows
 
 
-def _keys(store: FeatureStore, entity: str, values: list) -> list[EntityKeyProto]:
+def join_key_type(store: FeatureStore, view: FeatureView, entity: str) -> ValueType:
+    """The value type of the view's join key ``entity``: from the view itself (no registry read: the stream
+    worker writes every batch), else from the registered entities."""
+    for column in view.entity_columns:
+        if column.name == entity:
+            return column.dtype.to_value_type()
+    return next(e.value_type for e in store.list_entities() if e.join_key == entity)
+
+
+def _keys(store: FeatureStore, view: FeatureView, entity: str, values: list) -> list[EntityKeyProto]:
     """Feast's entity keys of ``values`` of the join key ``entity`` (its declared value type)."""
-    kind = next(e.value_type for e in store.list_entities() if e.join_key == entity)
+    kind = join_key_type(store, view, entity)
     return [EntityKeyProto(join_keys=[entity], entity_values=[v]) for v in python_values_to_proto_values(values, kind)]
 
 
 def _wiped(store: FeatureStore, name: str, entity: str, probe: list) -> bool:
     """Whether none of ``probe`` (entities the last run wrote) is in the online store any more."""
     view = store.get_feature_view(name)
-    rows = store._get_provider().online_read(store.config, view, _keys(store, entity, probe), [view.features[0].name])
+    rows = store._get_provider().online_read(
+        store.config, view, _keys(store, view, entity, probe), [view.features[0].name]
+    )
     return all(ts is None or not row or not any(v.WhichOneof("val") for v in row.values()) for ts, row in rows)
 
 
@@ -165,7 +176,7 @@ def not_older_than_online(store: FeatureStore, view: FeatureView, table: pa.Tabl
     older row (Feast's Redis store skips such writes itself; its SQLite store does not)."""
     if table.num_rows == 0:
         return table
-    keys = _keys(store, entity, table.column(entity).to_pylist())
+    keys = _keys(store, view, entity, table.column(entity).to_pylist())
     online = store._get_provider().online_read(store.config, view, keys, [view.features[0].name])
     new_ts = table.column(FEATURE_TIMESTAMP).to_pylist()
     keep = [row_ts is None or ts is None or row_ts >= _utc(ts) for (ts, _), row_ts in zip(online, new_ts, strict=True)]

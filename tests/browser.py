@@ -11,6 +11,17 @@ import time
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: Headless, offline and quiet: no sandbox (root in CI), no GPU, no background fetches.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def _above_4(fd: int) -> int:
@@ -28,14 +39,7 @@ class Browser:
         cmd_r, res_w = _above_4(cmd_r), _above_4(res_w)  # bash maps them to 3 and 4 (dash reads one digit)
         args = [
             str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_FLAGS,
             "--window-size=1400,2400",
             f"--user-data-dir={profile}",
             "--remote-debugging-pipe",

@@ -10,8 +10,7 @@ import pytest
 
 from kfloop.contract.render import render_html, render_markdown
 from kfloop.contract.report import CheckResult, QualityReport, SchemaChange
-
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS
 
 
 def _check(check: str, kind: str, *, failed: int = 0, total: int = 1000, **kw: object) -> CheckResult:
@@ -163,17 +162,7 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")
     png = tmp_path / "report.png"
-    base = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
+    base = [str(CHROMIUM), *CHROMIUM_FLAGS]
 
     dom = subprocess.run(
         [*base, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", page.as_uri()],
