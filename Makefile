@@ -87,6 +87,8 @@ run: $(STAMP) ## Run the whole loop on the demo (embedded defaults) and print a 
 	$(BIN)/kfloop demo-data --rows $(DEMO_ROWS) --out $(DEMO_SOURCE) --defects $(DEMO_DEFECTS) --skip-existing
 	$(BIN)/kfloop run --config $(CONFIG)
 	KFLOOP_SERVING_AS_OF=$(DEMO_AS_OF) $(BIN)/kfloop serve-check --config $(CONFIG)
+	$(BIN)/kfloop lineage --config $(CONFIG)
+	$(BIN)/kfloop audit verify --config $(CONFIG)
 	$(BIN)/kfloop loop --config $(CONFIG) --rows $(DEMO_ROWS) --defects $(DEMO_DEFECTS)
 
 run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, time zone, attribute tables)
@@ -128,6 +130,7 @@ soak: $(STAMP) ## Run the pipeline SOAK_RUNS times under faults (S3 5xx/timeouts
 compile: $(STAMP) ## Regenerate generated files: compiled pipeline, CronWorkflows, alert rules, Feast files, Helm values/schema, manifests/
 	$(BIN)/kfloop compile --config $(CLUSTER_CONFIG) --out pipelines/compiled/training.yaml
 	$(BIN)/kfloop report pipeline --config $(CLUSTER_CONFIG) --out pipelines/compiled/report.yaml
+	$(BIN)/kfloop catalog pipeline --config $(CLUSTER_CONFIG) --out pipelines/compiled/catalog.yaml
 	$(BIN)/kfloop schedules render --config $(CLUSTER_CONFIG) --out pipelines/compiled/schedules
 	$(BIN)/kfloop alerts rules --config $(CLUSTER_CONFIG) --out pipelines/compiled/alert-rules.yaml
 	$(BIN)/kfloop grafana --config $(CLUSTER_CONFIG) --out $(GRAFANA_DASHBOARD)

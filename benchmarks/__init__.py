@@ -38,6 +38,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.drift",
         "1M-row window x 20 columns vs 1M-row reference (kfloop dataset_drift vs Evidently DataDriftPreset vs numpy)",
     ),
+    "forget": (
+        "benchmarks.forget",
+        "erase one customer from a 1M-row workspace, every store searched after (kfloop forget vs pandas rewrite "
+        "+ Feast entity-type delete vs pyarrow filter+write)",
+    ),
     "stream": (
         "benchmarks.stream",
         "2,000 events/s for 60 s via Redis Streams → SQLite/Redis online store: push lag p50/p99 and max rate at "

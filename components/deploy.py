@@ -12,8 +12,10 @@ than trusting the evaluate step's answer, so a promotion or rollback by hand in 
 
 from typing import Any, Protocol
 
+from kfloop.audit import events as audit_events
 from kfloop.config import Config
 from kfloop.errors import DeployError
+from kfloop.lineage.run import emits
 from kfloop.registry import ModelRegistry
 from kfloop.storage import Storage
 
@@ -137,6 +139,7 @@ def _newer(version: str, served: str | None) -> bool:
         return True
 
 
+@emits("deploy")
 def deploy_champion(config: Config, storage: Storage, api: CustomObjectsApi | None = None) -> dict:
     """Make the serving side follow the registry's champion; returns what was done (``action``) and why.
 
@@ -153,7 +156,19 @@ def deploy_champion(config: Config, storage: Storage, api: CustomObjectsApi | No
             "message": f"a running `kfloop serve` switches to {champion.version} within serving.reload_seconds "
             f"({config.serving.reload_seconds:g} s)",
         }
-    return _deploy_to_cluster(config, storage, champion.version, api or _in_cluster_api())
+    result = _deploy_to_cluster(config, storage, champion.version, api or _in_cluster_api())
+    if result["action"] != "unchanged":  # created or updated: the cluster serves something else now
+        audit_events.deploy_apply(storage, champion.model, champion.version, _target(result), **_audited(result))
+    return result
+
+
+def _target(result: dict) -> str:
+    return f"inferenceservice:{result['namespace']}/{result['service']}"
+
+
+def _audited(result: dict) -> dict:
+    keep = ("action", "previous", "canary_traffic_percent", "storage_uri", "spec_hash", "reason")
+    return {k: result.get(k) for k in keep if result.get(k) is not None}
 
 
 def run_deploy_step(config_json: str, evaluated: str = "", api: CustomObjectsApi | None = None) -> dict:

@@ -21,6 +21,7 @@ from kfloop import layout
 from kfloop.config import Config, PromotionGate
 from kfloop.config.training import COMPARABLE
 from kfloop.errors import CorruptModelError, KfloopError
+from kfloop.lineage.run import emits
 from kfloop.registry import ModelRegistry, ModelVersion
 from kfloop.storage import Storage
 from kfloop.training import calibration, classes
@@ -124,6 +125,7 @@ def _regression_limits(g: PromotionGate, candidate: dict) -> list[str]:
     return reasons
 
 
+@emits("evaluate")
 def evaluate_and_gate(config: Config, storage: Storage, version: str) -> dict:
     """Score candidate and champion on the newest test split, decide, promote if the gate passes."""
     registry = ModelRegistry(storage, config.training.model_name)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from kfloop import lake
 from kfloop.aggregates import compute_view
 from kfloop.config import AttributeTable, Config, FeatureViewSpec
+from kfloop.config._base import METADATA_FIELDS
 from kfloop.config.availability import Availability, KnownAt, known_after
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import FEATURE_TIMESTAMP, TIME_SINCE_PREVIOUS
@@ -38,6 +39,7 @@ from kfloop.errors import SourceError
 from kfloop.feature_repo import fingerprints
 from kfloop.feature_repo.state import ViewState, load_state, view_lease
 from kfloop.layout import clean_dataset, offline_key, stale_key
+from kfloop.lineage.run import emits
 from kfloop.schema import arrow_schema
 from kfloop.step import new_run_id
 from kfloop.storage import Storage
@@ -73,7 +75,11 @@ def availability(view: FeatureViewSpec, config: Config) -> dict[str, Availabilit
 
 
 def definition_hash(view: FeatureViewSpec, config: Config) -> str:
-    body = view.model_dump_json() + config.features.label_delay + config.source.timestamp_column
+    body = (
+        view.model_dump_json(exclude=set(METADATA_FIELDS))
+        + config.features.label_delay
+        + config.source.timestamp_column
+    )
     known = availability(view, config)
     if known:  # a view without late-known columns keeps its hash from before available_after existed
         body += json.dumps({c: v.model_dump() if isinstance(v, KnownAt) else v for c, v in known.items()})
@@ -411,6 +417,7 @@ def _seconds(t0: float) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
+@emits("features")
 def compute_features(config: Config, storage: Storage, *, run_id: str | None = None) -> list[ViewUpdate]:
     """Update every feature view from the clean dataset, and every attribute table's view from its own clean
     dataset (see module docstring and :func:`update_table`)."""

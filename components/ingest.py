@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from minio import Minio
 
 from kfloop import lake, lake_commit, layout
+from kfloop.audit import events as audit_events
 from kfloop.cast import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, quarantine_schema
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
@@ -26,7 +27,10 @@ from kfloop.contract.schema_diff import describe, diff_schema, drift_from_accept
 from kfloop.derive import cast_and_derive
 from kfloop.errors import ConfigError, SchemaChangeError
 from kfloop.files import file_sha256
+from kfloop.forget.target import entity_keys
+from kfloop.forget.tombstone_filter import TombstoneFilter
 from kfloop.late_rows import LakeRows, LateSplit, SideRows
+from kfloop.lineage.run import emits
 from kfloop.schema import arrow_schema
 from kfloop.sources import Reject, detect_format, fetch_to_local, iter_batches
 from kfloop.sources.observe import observe
@@ -62,6 +66,7 @@ class IngestResult:
     rows_late: int = 0  # of rows_written: at or before the watermark, within source.allowed_lateness
     rows_too_late: int = 0  # new rows older than the allowed lateness: kept aside, not in the lake
     too_late_uri: str | None = None  # where those rows are, with the reason
+    rows_erased: int = 0  # rows of entities erased by `kfloop forget`: dropped before anything was stored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +103,7 @@ def _check_schema(manifest: lake.Manifest, schema: pa.Schema) -> None:
     )
 
 
+@emits("ingest")
 def ingest(
     config: Config,
     storage: Storage,
@@ -152,7 +158,11 @@ def ingest(
             if src.replace
             else LakeRows(storage, manifest, schema, src.timestamp_column, src.allowed_lateness)
         )
-        counts, files, quarantine_uri = _load(config, storage, local, uri, run_id, late, Path(tmp), txn, on_batch)
+        erased = TombstoneFilter(storage, entity_keys(config))
+        counts, files, quarantine_uri = _load(
+            config, storage, local, uri, run_id, late, Path(tmp), txn, on_batch, erased
+        )
+        counts["erased"] = erased.dropped
         run = {
             "run_id": run_id,
             "source": uri,
@@ -165,6 +175,7 @@ def ingest(
             "rows_skipped": counts["skipped"],
             "rows_late": counts["late"],
             "rows_too_late": counts["too_late"],
+            "rows_erased": counts["erased"],
             "files": [f.key for f in files],
             "quarantine": layout.quarantine_key(src.dataset, run_id) if quarantine_uri else None,
             "too_late": layout.too_late_key(src.dataset, run_id) if counts["too_late"] else None,
@@ -182,11 +193,13 @@ def ingest(
             if _ingested(current, digest, src) or (not src.replace and _read_meanwhile(manifest, current, digest)):
                 return None
             _check_schema(current, schema)
+            erased.check_unchanged(src.dataset)
             return (lake_commit.replaced if src.replace else lake_commit.appended)(current, files, run)
 
         committed = txn.commit(update, lake.new_manifest(src.dataset, schema))
         if not txn.committed:  # a concurrent run ingested the same bytes first
             return result(manifest=committed, already=True)
+        audit_events.ingest_commit(storage, src.dataset, run, Path(tmp) / "quarantine.parquet")  # once per commit
     return result(manifest=committed, run=run, quarantine_uri=quarantine_uri)
 
 
@@ -244,9 +257,11 @@ def _load(
     tmp: Path,
     txn: lake_commit.Transaction,
     on_batch: Callable[[int], None] | None,
+    erased: TombstoneFilter,
 ) -> tuple[dict[str, int], list[lake.DataFile], str | None]:
     """Stream, cast, split by arrival (``kfloop.late_rows``) and stage the rows; returns counts, stored files,
-    quarantine URI. Too-late rows go to their own side file; bad rows a committed run quarantined are skipped."""
+    quarantine URI. Too-late rows go to their own side file; bad rows a committed run quarantined are skipped;
+    rows of erased entities (``kfloop forget``'s tombstones) are dropped first, good or bad, and only counted."""
     src = config.source
     schema = arrow_schema(src)
     required = (src.timestamp_column, *src.entity_keys)
@@ -259,8 +274,9 @@ def _load(
     try:
         for raw in iter_batches(local, src, display=uri):
             result = cast_and_derive(raw.table, src, raw.rows, required)
-            good = result.good
             counts["read"] += raw.table.num_rows + len(raw.rejects)
+            good, bad = erased.keep(result.good), erased.keep(result.bad)
+            rejects = [r for r in raw.rejects if not erased.erased_text(r.text)]
             split = late.split(good)
             good = split.keep
             counts["skipped"] += split.skipped
@@ -272,7 +288,7 @@ def _load(
                 counts["too_late"] += t.num_rows
             writer.add(good)
             counts["written"] += good.num_rows
-            q = _quarantine_table(result.bad, raw.rejects, schema, uri)
+            q = _quarantine_table(bad, rejects, schema, uri)
             if q is not None:
                 fresh = seen.fresh(q)
                 counts["skipped"] += q.num_rows - fresh.num_rows
@@ -358,6 +374,7 @@ def _result(
         rows_late=run.get("rows_late", 0),
         rows_too_late=run.get("rows_too_late", 0),
         too_late_uri=storage.uri(run["too_late"]) if run.get("too_late") else None,
+        rows_erased=run.get("rows_erased", 0),
     )
 
 
@@ -378,6 +395,10 @@ def run_ingest_step(
     from kfloop.storage import S3Storage
 
     config, storage = open_step(config_json, table)
+    if not table:  # the main source's ingest starts every pipeline run: the one place a config change is seen
+        from kfloop.audit.config_change import record_config_change
+
+        record_config_change(storage, config)
     s3 = storage.client if isinstance(storage, S3Storage) else None
     result = ingest(config, storage, source_uri=source_uri or None, s3=s3)
     Path(run_manifest_path).write_text(json.dumps(result.to_dict(), indent=2))

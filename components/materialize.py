@@ -34,9 +34,11 @@ from kfloop.errors import StorageError
 from kfloop.feature_repo.definitions import view_keys
 from kfloop.feature_repo.freshness import LagRecorder, lag_seconds, record_samples
 from kfloop.feature_repo.online_delete import delete_online
+from kfloop.feature_repo.permissions import drop_stale_permissions
 from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.layout import offline_key, stale_key
+from kfloop.lineage.run import emits
 from kfloop.step import new_run_id
 from kfloop.storage import Storage
 from kfloop.storage.lease import Lease
@@ -134,6 +136,7 @@ def _lag(computed: str | None, materialized: str | None) -> float:
     return max(0.0, (datetime.fromisoformat(computed) - datetime.fromisoformat(materialized)).total_seconds())
 
 
+@emits("materialize")
 def materialize(
     config: Config,
     storage: Storage,
@@ -162,6 +165,7 @@ def apply_objects(config: Config, storage: Storage, store: FeatureStore) -> None
     its tables here). Every online writer calls it first (the stage, the stream worker)."""
     try:
         store.apply(objects_for(config, storage).all)
+        drop_stale_permissions(config, store)  # a role removed from governance.roles
     except Exception as err:
         where = store.config.online_store.path if config.features.online_store.type == "sqlite" else "redis"
         raise StorageError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kfloop.lineage.run import emits
 from kfloop.report.collect import record_json
 from kfloop.report.publish import ReportResult, make_report
 
@@ -16,7 +17,7 @@ def run_report_step(config_json: str, period: str, send: bool, html_path: str, j
     from kfloop.step import open_step
 
     config, storage = open_step(config_json)
-    result = make_report(config, storage, period=period or None, send=send)
+    result = emits("report")(make_report)(config, storage, period=period or None, send=send)
     Path(html_path).write_text(result.html, encoding="utf-8")
     Path(json_path).write_text(record_json(result.record), encoding="utf-8")
     return result

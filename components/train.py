@@ -24,6 +24,8 @@ from pathlib import Path
 import kfloop
 from kfloop import lake, layout
 from kfloop.config import Config
+from kfloop.config._base import METADATA_FIELDS
+from kfloop.lineage.run import emits
 from kfloop.registry import ModelRegistry
 from kfloop.storage import Storage
 from kfloop.training.base import package_versions
@@ -67,13 +69,14 @@ def training_identity(config: Config, manifest: dict) -> dict:
         "training_set": manifest["content_hash"],
         "label": config.source.label_column,
         "inputs": {"numeric": numeric, "categorical": categorical},
-        "training": config.training.model_dump(mode="json", exclude={"gate"}),
+        "training": config.training.model_dump(mode="json", exclude={"gate", *METADATA_FIELDS}),
         "code": code,
     }
     body = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return {"key": hashlib.sha256(body.encode()).hexdigest(), "code": code}
 
 
+@emits("train")
 def train_and_register(config: Config, storage: Storage, pipeline_run: str = "") -> dict:
     """Train on the latest training set, export, register a candidate; returns its card (or the card of the
     version with the same identity, with ``reused: True``)."""
@@ -82,7 +85,7 @@ def train_and_register(config: Config, storage: Storage, pipeline_run: str = "")
 
     manifest = latest_training_set(config, storage)
     registry = ModelRegistry(storage, config.training.model_name)
-    hyperparameters = config.training.model_dump(mode="json", exclude={"gate", "threshold"})
+    hyperparameters = config.training.model_dump(mode="json", exclude={"gate", "threshold", *METADATA_FIELDS})
     threshold_rule = config.training.threshold.model_dump()
     identity = training_identity(config, manifest)
     for previous in reversed(registry.list()):  # same identity: the same model again (idempotent)

@@ -24,10 +24,12 @@ from feast import FeatureStore
 
 from kfloop import lake, layout
 from kfloop.config import Config
+from kfloop.config._base import METADATA_FIELDS
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import AS_OF_OFFSET
 from kfloop.errors import SourceError
 from kfloop.feature_repo.store import objects_for, open_store
+from kfloop.lineage.run import emits
 from kfloop.step import new_run_id
 from kfloop.storage import Storage
 
@@ -59,7 +61,9 @@ def service_version(config: Config) -> str:
     input names) and ``source.available_after`` count too, so a champion is not scored on a split whose
     features mean something else; when unset they add nothing, so older versions stay the same. Attribute
     tables (``features.tables``) count the same way: only when there are some."""
-    body = json.dumps([v.model_dump(mode="json") for v in config.features.views], sort_keys=True)
+    body = json.dumps(
+        [v.model_dump(mode="json", exclude=set(METADATA_FIELDS)) for v in config.features.views], sort_keys=True
+    )
     naming = "" if config.features.naming == "short" else f"naming={config.features.naming}"
     known = config.model_dump(mode="json")["source"]["available_after"]  # when values are known: semantics too
     body += json.dumps(known, sort_keys=True) if known else ""  # none declared: versions as before it existed
@@ -151,6 +155,7 @@ def split_by_time(
     return {"train": ordered.iloc[:a], "validation": ordered.iloc[a:b], "test": ordered.iloc[b:]}
 
 
+@emits("training_set")
 def build_training_set(
     config: Config, storage: Storage, environ: Mapping[str, str], store: FeatureStore | None = None
 ) -> TrainingSet:

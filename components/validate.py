@@ -16,12 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop import lake, lake_commit, layout
+from kfloop.audit import events as audit_events
 from kfloop.config import ColumnType, Config
+from kfloop.config._base import METADATA_FIELDS
 from kfloop.contract import table_checks
 from kfloop.contract.checks import check_rules_compile, label_checks, row_checks
 from kfloop.contract.engine import REASONS_COLUMN, enforce, scan
 from kfloop.contract.report import QualityReport, report_from_json
 from kfloop.errors import SourceError
+from kfloop.lineage.run import emits
 from kfloop.schema import arrow_schema
 from kfloop.step import new_run_id
 from kfloop.storage import Storage
@@ -47,11 +50,14 @@ def _fingerprint(manifest: lake.Manifest, config: Config) -> str:
     outputs, so a re-run can skip. A binary task adds nothing, and neither does an appending source (``replace``
     false), so earlier fingerprints stay valid."""
     task = "" if config.training.task == "binary" else config.training.task
-    source = config.source.model_dump_json(exclude=None if config.source.replace else {"replace"})
+    source = config.source.model_dump_json(
+        exclude=set(METADATA_FIELDS) | (set() if config.source.replace else {"replace"})
+    )
     body = manifest.content_hash + config.contract.model_dump_json() + source + task
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+@emits("validate")
 def validate(
     config: Config,
     storage: Storage,
@@ -97,8 +103,12 @@ def validate(
             quarantine_uri = quarantine_key = None
             if qpath.exists():
                 quarantine_key = layout.contract_quarantine_key(src.dataset, run_id)
+                reasons = audit_events.parquet_reasons(qpath, REASONS_COLUMN)
                 storage.move_file(qpath, quarantine_key)
                 quarantine_uri = storage.uri(quarantine_key)
+                audit_events.validate_quarantine(
+                    storage, src.dataset, run_id, done.rows_quarantined, quarantine_key, reasons
+                )
             clean_uri = None
             if report.gate_passed:
                 run = {

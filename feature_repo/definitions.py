@@ -1,4 +1,5 @@
-"""Feast objects built from the ``features`` section: entities, feature views, the feature service.
+"""Feast objects built from the ``features`` section: entities, feature views, the feature service (and the
+permissions of ``governance.roles``).
 
 Nothing here is declared by hand: names, types and TTLs come from ``kfloop.yaml``, so the feature
 stage, Feast and the model agree by construction.
@@ -6,14 +7,16 @@ stage, Feast and the model agree by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.permissions.permission import Permission
 from feast.types import Bool, Float64, Int64, PrimitiveFeastType, String
 
 from kfloop.config import ColumnType, Config
 from kfloop.config.contract import parse_duration
 from kfloop.config.features import FEATURE_TIMESTAMP
+from kfloop.feature_repo.permissions import build_permissions
 
 _VALUE_TYPES = {ColumnType.STRING: ValueType.STRING, ColumnType.INT64: ValueType.INT64}
 #: Feast type of a stored column (feature or join key) of each kfloop column type; timestamps are never stored.
@@ -32,10 +35,12 @@ class FeastObjects:
     entities: list[Entity]
     views: list[FeatureView]
     service: FeatureService
+    #: governance.roles as Feast permissions (none without roles): applied with the rest
+    permissions: list[Permission] = field(default_factory=list)
 
     @property
     def all(self) -> list:
-        return [*self.entities, *self.views, self.service]
+        return [*self.entities, *self.views, self.service, *self.permissions]
 
     def view(self, name: str) -> FeatureView:
         return next(v for v in self.views if v.name == name)
@@ -98,4 +103,4 @@ def build_objects(config: Config, source_uri: dict[str, str], s3_endpoint: str |
     service = FeatureService(
         name=config.features.service, features=views, description=f"features of the {config.project} model"
     )
-    return FeastObjects(list(entities.values()), views, service)
+    return FeastObjects(list(entities.values()), views, service, build_permissions(config))

@@ -16,9 +16,13 @@ __all__ = ["plain_env", "secret_env_refs"]
 def secret_env_refs(config: Config, *, online_store: bool, alerts: bool = False) -> list[SecretRef]:
     """The secrets a container needs as env vars: the S3 keys when the workspace is in S3, the Redis
     connection string when the container opens the online store, and the webhook URLs of alerts.webhooks
-    when it sends notifications (``alerts``). A reference without a Kubernetes Secret is left out: its
-    variable must then come from somewhere else (e.g. the image or a local shell)."""
+    when it sends notifications (``alerts``), and the OpenLineage backend's token (every step emits events). A
+    reference without a Kubernetes Secret is left out: its variable must then come from somewhere else (e.g. the
+    image or a local shell)."""
     refs: list[SecretRef] = []
+    lineage = config.governance.lineage
+    if lineage.transport == "http" and lineage.api_key is not None:
+        refs.append(lineage.api_key)
     if isinstance(config.storage, S3StorageConfig):
         refs += [config.storage.access_key, config.storage.secret_key]
     store = config.features.online_store

@@ -45,6 +45,11 @@ class ExpressionError(ConfigError):
     config loads; the message names the key)."""
 
 
+class PermissionDenied(KfloopError):  # noqa: N818 (the name the CLI and the erasure code use)
+    """The configured roles (``governance.roles``) do not allow this actor this action (the message names both
+    and the roles held); the refusal is in the audit trail."""
+
+
 class SourceError(KfloopError):
     """A source file cannot be fetched or parsed at all (message names the file and the reason)."""
 
@@ -179,6 +184,7 @@ class PrometheusError(KfloopError):
 STATUSES: dict[type, Status] = {
     KfloopError: Status(500, "INTERNAL", 1),
     ConfigError: Status(400, "INVALID_ARGUMENT", 2),
+    PermissionDenied: Status(403, "PERMISSION_DENIED", 1),
     SourceError: Status(422, "INVALID_ARGUMENT", 1),
     GateFailedError: Status(422, "FAILED_PRECONDITION", 1),
     StorageError: Status(503, "UNAVAILABLE", 1),  # and LeaseBusyError, LeaseLostError
@@ -245,6 +251,7 @@ __all__ = [
     "NotReadyError",
     "OnlineStoreUnavailableError",
     "PayloadTooLargeError",
+    "PermissionDenied",
     "PipelineError",
     "PortInUseError",
     "PredictError",

@@ -11,6 +11,7 @@ separators; a prefix has no trailing slash.
     quarantine/<dataset>_too_late/...    new rows older than the allowed lateness, with the reason
     reports/<dataset>/quality/           data-quality reports (<run>.json/.html/.md, latest.json)
     reports/<model>/periodic/            periodic reports (<id>.json/.html/.pdf, latest.json, deliveries/<id>.json)
+    reports/catalog.{json,html}          the catalog (`kfloop catalog`): datasets, feature views, models, now
     features/<view>.*                    Feast offline source, progress state, stale entities, lease
     features/freshness/<view>/<hour>/    minute samples of event → online lag, one object per writer
     feast/                               Feast registry and the SQLite online store (embedded default)
@@ -24,7 +25,12 @@ separators; a prefix has no trailing slash.
                                          runs/<run>.json and pipeline_runs.prom (pipeline run records),
                                          requests/<hour>/<writer>.json (serving's request samples),
                                          report.prom (the periodic report's deliveries)
-    audit/<kind>/<id>.json               the audit trail: one object per record (retrain decisions)
+    audit/<kind>/<id>.json               detailed records of one kind (retrain decisions)
+    audit/log/<seq>.json, _head.json     the hash-chained audit trail of every state change, one object per record
+    lineage/events/<date>/<run>.jsonl    OpenLineage run events of one step run (START, then COMPLETE or FAIL)
+    audit/config/<hash>.json, _last.json the configs `config.change` records saw (for the next diff)
+    forget/secret.key, tombstones/<h>.json  erasure's keyed-hash secret; one tombstone per erased entity (ingest drops
+                                         its rows), named by the keyed hash of key and value, never the value
     evidently_ui/                        the Evidently UI workspace, one project per model (local storage;
                                          with S3 it is ./.kfloop/evidently_ui, filled from the snapshots)
     adhoc/<run>/                         scratch workspaces of `kfloop data check --input FILE`
@@ -51,6 +57,8 @@ TRAINING_SETS = "training_sets"
 REGISTRY = "registry"
 MONITORING = "monitoring"
 AUDIT = "audit"
+FORGET = "forget"
+LINEAGE = "lineage"
 EVIDENTLY_UI = "evidently_ui"
 ADHOC = "adhoc"
 
@@ -195,6 +203,12 @@ def report_key(dataset: str, run_id: str, ext: str) -> str:
 def periodic_report_prefix(model: str) -> str:
     """Periodic reports of a model (``kfloop report``): ``<id>.{json,html,pdf}``, ``latest.json``, ``deliveries/``."""
     return f"{REPORTS}/{model}/periodic"
+
+
+def catalog_key(ext: str) -> str:
+    """The catalog as last written (``json``: its data, ``html``: the page); a dataset or model name never has a
+    dot, so it cannot clash with ``reports/<dataset>/``."""
+    return f"{REPORTS}/catalog.{ext}"
 
 
 def periodic_report_key(model: str, report_id: str, ext: str) -> str:
@@ -412,6 +426,58 @@ def audit_kind_prefix(kind: str) -> str:
 def audit_key(kind: str, record_id: str) -> str:
     """One append-only audit record (a new object each, never rewritten): ``record_id`` sorts by time."""
     return f"{audit_kind_prefix(kind)}/{record_id}.json"
+
+
+def audit_log_prefix() -> str:
+    return f"{AUDIT}/log"
+
+
+def audit_log_key(seq: int) -> str:
+    """Record ``seq`` of the hash-chained audit trail (created once, never rewritten; zero-padded so keys sort)."""
+    return f"{audit_log_prefix()}/{seq:012d}.json"
+
+
+def audit_head_key() -> str:
+    """The newest record's number and hash as last written: a hint for appends, and how a cut-off tail is noticed."""
+    return f"{audit_log_prefix()}/_head.json"
+
+
+def audit_config_key(config_hash: str) -> str:
+    """A config as one ``config.change`` record saw it (content-addressed), so the next change can be diffed."""
+    return f"{AUDIT}/config/{config_hash}.json"
+
+
+def audit_config_last_key() -> str:
+    """Which ``config.change`` record is the newest (its number and hash): spares a walk of the whole trail."""
+    return f"{AUDIT}/config/_last.json"
+
+
+def audit_config_lock_key() -> str:
+    """The lease two runs starting together take, so one config change is recorded once."""
+    return f"{AUDIT}/config/_lock"
+
+
+def forget_secret_key() -> str:
+    """The workspace's secret for erasure's keyed hashes (HMAC): created on the first ``kfloop forget``."""
+    return f"{FORGET}/secret.key"
+
+
+def tombstone_prefix() -> str:
+    return f"{FORGET}/tombstones"
+
+
+def tombstone_key(digest: str) -> str:
+    """One erased entity (``digest``: keyed hash of its key and value): ingest drops rows that hash to it."""
+    return f"{tombstone_prefix()}/{digest}.json"
+
+
+def lineage_events_prefix() -> str:
+    return f"{LINEAGE}/events"
+
+
+def lineage_events_key(date: str, run_id: str) -> str:
+    """The OpenLineage events of one step run (``date``: its start, YYYY-MM-DD), rewritten whole at each event."""
+    return f"{lineage_events_prefix()}/{date}/{run_id}.jsonl"
 
 
 def adhoc_prefix(run_id: str) -> str:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from kfloop import layout
 from kfloop.config import Config
 from kfloop.errors import CorruptModelError, ModelNotFoundError, NoChampionError
+from kfloop.lineage.run import emits
 from kfloop.monitoring.check import drift_verdict
 from kfloop.monitoring.columns import monitored_frame
 from kfloop.monitoring.metrics import render_metrics
@@ -44,6 +45,7 @@ def load_reference(registry: ModelRegistry, champion: ModelVersion) -> tuple[Ref
         ) from err
 
 
+@emits("drift_check")
 def run_check(config: Config, storage: Storage, now: datetime | None = None) -> dict:
     """Check the champion's newest window, store the verdict record and metrics; returns the record."""
     now = (now or datetime.now(UTC)).astimezone(UTC)

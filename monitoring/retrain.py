@@ -27,9 +27,11 @@ import secrets
 from datetime import UTC, datetime
 
 from kfloop import layout
+from kfloop.audit import events as audit_events
 from kfloop.config import Config
 from kfloop.config.contract import parse_duration
 from kfloop.errors import LeaseBusyError
+from kfloop.lineage.run import emits
 from kfloop.monitoring.check import DRIFT, INSUFFICIENT_DATA, NO_DRIFT
 from kfloop.monitoring.event_metrics import retrain_metrics_from_audit, retrain_metrics_key
 from kfloop.monitoring.launch import Launcher
@@ -96,6 +98,7 @@ def _cooldown_left(config: Config, storage: Storage, model: str, now: datetime) 
     return (last, until) if now < until else None
 
 
+@emits("retrain_decision")
 def decide(
     config: Config,
     storage: Storage,
@@ -212,9 +215,9 @@ def append_audit(storage: Storage, record: dict, now: datetime) -> dict:
     while True:
         audit_id = f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
         full = {"audit_id": audit_id, "kind": AUDIT_KIND, "at": now.isoformat(), **record}
-        if storage.create_exclusive(
-            layout.audit_key(AUDIT_KIND, audit_id), json.dumps(full, indent=2, default=str).encode()
-        ):
+        key = layout.audit_key(AUDIT_KIND, audit_id)
+        if storage.create_exclusive(key, json.dumps(full, indent=2, default=str).encode()):
+            audit_events.retrain_decision(storage, full, key)  # the trail's record points at this one
             return full
 
 

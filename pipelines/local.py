@@ -11,6 +11,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from kfp import local
 from kfloop.config import Config
 from kfloop.errors import ConfigError, PipelineError
 from kfloop.layout import PIPELINE_ROOT, RUN_LOG
+from kfloop.lineage.run import PIPELINE_RUN_ENV
 from kfloop.pipelines.training import build_training_pipeline, table_uri_parameter
+from kfloop.step import new_run_id
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class LocalRun:
     pipeline_root: Path
     #: Each attribute table of ``features.tables`` that ran: name → {"ingest": run manifest, "quality": report}.
     tables: dict[str, dict] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment (the task subprocesses inherit it), restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _latest_run_dir(root: Path, before: set[Path]) -> Path | None:
@@ -105,7 +122,10 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_training_pipeline(config, retries=0)
     before = {p for p in root.iterdir() if p.is_dir()}
+    # every step's lineage events name this run as their parent (the task subprocesses inherit the variable)
+    run_name = os.environ.get(PIPELINE_RUN_ENV) or f"{config.project}-training-{new_run_id()}"
     with (
+        _environ(PIPELINE_RUN_ENV, run_name),
         open(log_path, "w") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),

@@ -12,11 +12,12 @@ on its own clock, without a pipeline run.
 from collections.abc import Callable
 from pathlib import Path
 
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Metrics, Output
 
 from kfloop.cluster_env import secret_env_refs
 from kfloop.config import Config, Resources, config_to_json
+from kfloop.pipelines.compile import write_compiled
 from kfloop.pipelines.training import RETRIES
 
 __all__ = ["HEADER", "build_report_pipeline", "compile_report", "report_component", "report_pipeline_name"]
@@ -89,9 +90,4 @@ def build_report_pipeline(config: Config, *, retries: int = RETRIES) -> Callable
 
 def compile_report(config: Config, out: Path, config_path: str = "kfloop.yaml") -> Path:
     """Write the report pipeline's YAML atomically; returns the path."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.yaml")
-    compiler.Compiler().compile(pipeline_func=build_report_pipeline(config), package_path=str(tmp))
-    tmp.write_text(HEADER.format(config=config_path) + tmp.read_text())
-    tmp.replace(out)
-    return out
+    return write_compiled(build_report_pipeline(config), out, HEADER.format(config=config_path))

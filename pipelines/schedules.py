@@ -27,6 +27,10 @@ The report job runs ``kfloop report`` (``schedules.report.cron``, Mondays at 07:
 ``report.period`` is stored in the workspace (``reports/<model>/periodic/``) and, with ``report.send``, its summary and
 location go to the alert webhooks. It is not a pipeline run, so the Kubeflow Pipelines UI does not list it (Argo's
 does); the report pipeline (``kfloop report pipeline``) makes the same report as an HTML artifact of a KFP run.
+
+The retention job runs ``kfloop retention apply`` (``schedules.retention.cron``, daily at 03:30 by default): what is
+past the periods of ``governance.retention`` is removed and one ``retention.apply`` audit record written; with no
+period set it removes nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from kfloop.cluster_env import plain_env, secret_env_refs
 from kfloop.config import Config, Resources, S3StorageConfig
 from kfloop.config.cluster import image_pinned
 from kfloop.config.contract import parse_duration
+from kfloop.config.schedules import FixedSchedule
 from kfloop.errors import ConfigError
 from kfloop.kube.security import (
     POD_LABEL,
@@ -216,8 +221,24 @@ def materialize_timing(config: Config) -> tuple[str, timedelta, timedelta, timed
     return cron, interval, starting, active
 
 
+def _fixed_job(name: str, args: list[str], resources: Resources, spec: FixedSchedule) -> _Job:
+    """A job on its own fixed schedule (report, retention): no online store, no retry filter."""
+    return _Job(
+        name=name,
+        component=name,
+        args=args,
+        resources=resources,
+        online_store=False,
+        cron=spec.cron,
+        suspend=spec.suspend,
+        starting_deadline=parse_duration(spec.starting_deadline),
+        active_deadline=parse_duration(spec.active_deadline),
+        retry_expression=None,
+    )
+
+
 def _jobs(config: Config) -> list[_Job]:
-    drift, report = config.schedules.drift_check, config.schedules.report
+    drift, report, retention = config.schedules.drift_check, config.schedules.report, config.schedules.retention
     cron, _, starting, active = materialize_timing(config)
     return [
         _Job(
@@ -245,18 +266,10 @@ def _jobs(config: Config) -> list[_Job]:
             active_deadline=active,
             retry_expression=None,
         ),
-        _Job(
-            name="report",
-            component="report",
-            args=["report", "-c", CONFIG_PATH],
-            resources=config.cluster.step_resources("report"),  # the defaults fit Chromium, for a PDF
-            online_store=False,
-            cron=report.cron,
-            suspend=report.suspend,
-            starting_deadline=parse_duration(report.starting_deadline),
-            active_deadline=parse_duration(report.active_deadline),
-            retry_expression=None,
-        ),
+        # the report step's default sizes fit Chromium, for a PDF
+        _fixed_job("report", ["report", "-c", CONFIG_PATH], config.cluster.step_resources("report"), report),
+        # retention lists keys and rewrites at most one partition per dataset at a time: the default sizes
+        _fixed_job("retention", ["retention", "apply", "-c", CONFIG_PATH], Resources(), retention),
     ]
 
 
@@ -394,7 +407,7 @@ def _cron_workflow(config: Config, job: _Job) -> CronWorkflow:
 
 
 def build_schedules(config: Config) -> dict[str, CronWorkflow]:
-    """Every scheduled job's CronWorkflow, by file stem (``drift-check``, ``materialize``, ``report``)."""
+    """Every scheduled job's CronWorkflow, by file stem (``drift-check``, ``materialize``, ``report``, …)."""
     _check_deployable(config)
     return {job.name: _cron_workflow(config, job) for job in _jobs(config)}
 

@@ -11,18 +11,24 @@ from kfloop import __version__
 from kfloop._prometheus import drop_inherited_feast_dir
 from kfloop.cli import (
     alerts_cmd,
+    audit_cmd,
+    catalog_cmd,
     chart_cmd,
     config_cmd,
     dashboard_cmd,
     data_cmd,
     deploy_cmd,
     features_cmd,
+    forget_cmd,
     grafana_cmd,
+    lineage_cmd,
     loop_cmd,
     models_cmd,
     monitor_cmd,
     pipeline_cmd,
     report_cmd,
+    retention_cmd,
+    roles_cmd,
     schedules_cmd,
     serve_cmd,
     serving_manifest_cmd,
@@ -40,6 +46,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(chart_cmd.app, name="chart")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(features_cmd.app, name="features")
@@ -63,6 +70,11 @@ app.command("grafana")(grafana_cmd.grafana)
 app.command("predict")(serve_cmd.predict)
 app.command("serve-check")(serve_cmd.serve_check)
 app.add_typer(report_cmd.app, name="report")
+app.add_typer(catalog_cmd.app, name="catalog")
+app.command("forget")(forget_cmd.forget)
+app.command("lineage")(lineage_cmd.lineage)
+app.add_typer(retention_cmd.app, name="retention")
+app.add_typer(roles_cmd.app, name="roles")
 
 
 def _version(value: bool) -> None:

@@ -104,3 +104,14 @@ def spinner() -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
     )
+
+
+def require_role(cfg: Config, action: str) -> None:
+    """With ``governance.roles`` set, refuse (and audit) ``action`` for a caller whose roles do not allow it, before
+    anything changes; without roles, nothing (and the workspace is not opened for it)."""
+    if not cfg.governance.roles.enabled:
+        return
+    from kfloop.roles import authorize
+    from kfloop.storage import open_storage
+
+    authorize(cfg, open_storage(cfg.storage, credentials(cfg)), action)

@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, spinner, workspace
+from kfloop.cli._common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    console,
+    handle_errors,
+    load,
+    require_role,
+    spinner,
+    workspace,
+)
 from kfloop.cli.summary import ingest_table, quality_table
 from kfloop.config import Config
 from kfloop.errors import ConfigError, GateFailedError
@@ -202,6 +211,7 @@ def ingest(
 
     root = load(config)
     cfg = _scoped(root, table)
+    require_role(root, "run")
     storage = workspace(cfg)
     s3 = storage.client if isinstance(storage, S3Storage) else None
     what = f"ingesting {table}" if table else "ingesting"
@@ -240,6 +250,7 @@ def validate(
 
     root = load(config)
     cfg = _scoped(root, table)
+    require_role(root, "run")
     storage = workspace(cfg)
     with spinner() as progress:
         progress.add_task(f"validating {table}" if table else "validating", total=None)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, handle_errors, load
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, handle_errors, load, require_role
 from kfloop.cli._kube import ContextOption, DryRunOption, KubeconfigOption, ServerDryRunOption, apply_and_report
 
 
@@ -39,6 +39,7 @@ def deploy(
     from kfloop.kube.chart import render_objects  # here: it loads the Helm engine
 
     cfg = load(config)
+    require_role(cfg, "deploy")
     objects = render_objects(  # in --namespace, else the config's (after any --set config.cluster.namespace)
         cfg,
         values_files=tuple(values or ()),

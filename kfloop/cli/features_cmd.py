@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, spinner, workspace
+from kfloop.cli._common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    console,
+    handle_errors,
+    load,
+    require_role,
+    spinner,
+    workspace,
+)
 
 app = typer.Typer(help="Feast features: freshness status, compute + materialize.", no_args_is_help=True)
 
@@ -109,6 +118,7 @@ def materialize(
     from kfloop.components.materialize import materialize as run_materialize
 
     cfg = load(config)
+    require_role(cfg, "run")
     storage = workspace(cfg)
     with spinner() as progress:
         progress.add_task("computing features and materializing", total=None)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, require_role
 
 
 @handle_errors
@@ -37,6 +37,7 @@ def loop(
     from kfloop.demo.loop import run_loop
 
     base = load(config)
+    require_role(base, "run")
     where = workdir or Path(base.storage.root) / "loop"
 
     def say(stamp: str, text: str) -> None:

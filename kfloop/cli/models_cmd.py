@@ -73,7 +73,11 @@ def promote(
     reason: str = typer.Option("promoted by hand", help="Recorded in the registry history."),
 ) -> None:
     """Make VERSION the champion (the previous champion is archived)."""
-    mv = _registry(config, model).promote(version, reason)
+    from kfloop.roles import authorize
+
+    reg = _registry(config, model)
+    authorize(load(config), reg.storage, "promote")  # governance.roles; refusals audited
+    mv = reg.promote(version, reason)
     console.print(f"{escape(mv.model)} {mv.version} is now champion")
 
 
@@ -85,5 +89,9 @@ def rollback(
     reason: str = typer.Option("rolled back by hand", help="Recorded in the registry history."),
 ) -> None:
     """Restore the previous champion (the current one is archived)."""
-    mv = _registry(config, model).rollback(reason)
+    from kfloop.roles import authorize
+
+    reg = _registry(config, model)
+    authorize(load(config), reg.storage, "rollback")  # governance.roles; refusals audited
+    mv = reg.rollback(reason)
     console.print(f"{escape(mv.model)} {mv.version} is champion again")

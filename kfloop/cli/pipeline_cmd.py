@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, credentials, handle_errors, load, spinner
+from kfloop.cli._common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    console,
+    credentials,
+    handle_errors,
+    load,
+    require_role,
+    spinner,
+)
 from kfloop.cli.summary import deploy_table, features_table, ingest_table, model_table, quality_table, tables_table
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training.yaml")
@@ -56,6 +65,7 @@ def run(
             raise typer.BadParameter(f"{item!r}: expected NAME=URI", param_hint="--table-source")
         table_uris[name.strip()] = uri.strip()
     cfg = load(config)
+    require_role(cfg, "run")
     parameters = dict(parse_run_parameter(p) for p in param or ())
     if parameters:  # fail now, naming the parameter, not in the pipeline's first step
         apply_run_parameters(config_to_json(cfg), json.dumps(run_parameter_defaults(cfg)), parameters)

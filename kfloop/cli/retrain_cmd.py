@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, workspace
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, require_role, workspace
 from kfloop.config import Config
 from kfloop.storage import Storage
 
@@ -40,6 +40,7 @@ def retrain(
     from kfloop.monitoring.monitor import read_check
 
     cfg = load(config)
+    require_role(cfg, "run")
     storage = workspace(cfg)
     try:
         record = read_check(storage, cfg.training.model_name, check_id or None)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, require_role
 from kfloop.cli._kube import ContextOption, DryRunOption, KubeconfigOption, ServerDryRunOption, apply_and_report
 
 app = typer.Typer(help="Scheduled jobs as Argo CronWorkflows (built with Hera).", no_args_is_help=True)
@@ -50,6 +50,7 @@ def apply(
     from kfloop.pipelines.schedules import build_schedules
 
     cfg = load(config)
+    require_role(cfg, "deploy")
     objects = [cron.to_dict() for cron in build_schedules(cfg).values()]
     apply_and_report(
         objects,

@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from kfloop.pipelines.submit import Submission
 
-from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load
+from kfloop.cli._common import DEFAULT_CONFIG, ConfigOption, console, handle_errors, load, require_role
 
 
 def _print_submission(result: Submission) -> None:
@@ -68,6 +68,7 @@ def submit(
     from kfloop.pipelines.training import pipeline_name
 
     cfg = load(config)
+    require_role(cfg, "run")
     kfp_host(cfg.cluster)  # a missing host fails before the compile
     if not isinstance(cfg.storage, S3StorageConfig):
         raise ConfigError(

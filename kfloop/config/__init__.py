@@ -16,6 +16,7 @@ from kfloop.config.availability import check_inputs_known
 from kfloop.config.cluster import ClusterConfig, KfpAuth, Resources
 from kfloop.config.contract import ContractConfig, parse_duration
 from kfloop.config.features import Aggregate, FeaturesConfig, FeatureViewSpec
+from kfloop.config.governance import GovernanceConfig
 from kfloop.config.report import ReportConfig
 from kfloop.config.schedules import SchedulesConfig
 from kfloop.config.sections import (
@@ -83,6 +84,12 @@ class Config(Section):
         description="Project name (a DNS label of at most 40 characters: `<project>-materialize` must fit Argo's "
         "52-character CronWorkflow names).",
     )
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        description="Who answers for the project's data and models (a team, a person, an email): the owner `kfloop "
+        "catalog` lists for every dataset, feature view and model without an owner of its own.",
+    )
     storage: StorageConfig = Field(
         LocalStorageConfig(), description="The workspace: a local directory or an S3 bucket (picked by `type`)."
     )
@@ -112,6 +119,10 @@ class Config(Section):
     )
     report: ReportConfig = Field(
         ReportConfig(), description="The periodic report of the model (`kfloop report`): period, PDF, delivery."
+    )
+    governance: GovernanceConfig = Field(
+        GovernanceConfig(),
+        description="Lineage (OpenLineage), roles (RBAC + Feast permissions + CLI checks) and retention periods.",
     )
     stream: StreamConfig | None = Field(
         None,

@@ -76,6 +76,12 @@ class FeatureViewSpec(Section):
     time_since_previous: bool = Field(
         False, description="Add seconds_since_previous: the gap to the entity's previous event."
     )
+    owner: str | None = Field(
+        None, min_length=1, description="Who answers for the view (shown by `kfloop catalog`); null: the project's."
+    )
+    description: str | None = Field(
+        None, min_length=1, description="What the view's features describe, in a sentence (shown by `kfloop catalog`)."
+    )
 
     @field_validator("ttl")
     @classmethod

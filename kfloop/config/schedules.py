@@ -41,7 +41,7 @@ class ScheduleRetry(Section):
         return _check_duration(value) or value
 
 
-class _FixedSchedule(Section):
+class FixedSchedule(Section):
     """A CronWorkflow on a cron of its own, with its deadlines (each job's class sets its defaults)."""
 
     cron: str = Field(description="When it runs (cron, in `schedules.timezone`).")
@@ -64,7 +64,7 @@ class _FixedSchedule(Section):
         return _check_duration(value) or value
 
 
-class DriftCheckSchedule(_FixedSchedule):
+class DriftCheckSchedule(FixedSchedule):
     """The drift check's CronWorkflow: ``kfloop monitor check`` in the project image. A drift verdict exits 3,
     so Argo lists the run as failed (visible) and does not retry it."""
 
@@ -111,7 +111,7 @@ class MaterializeSchedule(Section):
         return _check_duration(value)
 
 
-class ReportSchedule(_FixedSchedule):
+class ReportSchedule(FixedSchedule):
     """The periodic report's CronWorkflow: ``kfloop report`` in the project image, with ``report.period``,
     ``report.pdf`` and ``report.send``. The report is written to the workspace and its summary, with where it is,
     sent to the alert webhooks."""
@@ -126,6 +126,19 @@ class ReportSchedule(_FixedSchedule):
     )
     active_deadline: str = Field(
         "30m", description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
+    )
+
+
+class RetentionSchedule(FixedSchedule):
+    """The retention CronWorkflow: ``kfloop retention apply`` in the project image, removing what is past the periods
+    of ``governance.retention`` and writing one audit record. With no period set it removes nothing."""
+
+    cron: str = Field("30 3 * * *", description="When it runs (cron, in `schedules.timezone`); default daily 03:30.")
+    starting_deadline: str = Field(
+        "1h", description="A run that could not start this long after its time is skipped (startingDeadlineSeconds)."
+    )
+    active_deadline: str = Field(
+        "1h", description="A run (retries included) still going after this long is stopped (activeDeadlineSeconds)."
     )
 
 
@@ -156,6 +169,9 @@ class SchedulesConfig(Section):
         MaterializeSchedule(), description="Incremental feature materialization's schedule."
     )
     report: ReportSchedule = Field(ReportSchedule(), description="The periodic report's schedule (`kfloop report`).")
+    retention: RetentionSchedule = Field(
+        RetentionSchedule(), description="The retention job's schedule (`kfloop retention apply`)."
+    )
 
     @field_validator("timezone")
     @classmethod

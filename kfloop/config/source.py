@@ -90,6 +90,15 @@ class SourceConfig(FileSource):
         description="Each ingest of a changed file replaces the whole dataset with its rows (no watermark, no "
         "late rows): how a snapshot table of features.tables is ingested. false: rows are appended by event time.",
     )
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        description="Who answers for the dataset (a team, a person, an email), as `kfloop catalog` lists it for the "
+        "raw, clean and quarantine datasets; null: the project's `owner`.",
+    )
+    description: str | None = Field(
+        None, min_length=1, description="What the dataset holds, in a sentence (shown by `kfloop catalog`)."
+    )
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceConfig:

@@ -91,6 +91,14 @@ class TrainingConfig(Section):
         pattern=r"^[a-z][a-z0-9-]{0,50}$",
         description="Registry / serving name (at most 51 characters: KServe names Services `<name>-transformer`).",
     )
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        description="Who answers for the model and its versions (shown by `kfloop catalog`); null: the project's.",
+    )
+    description: str | None = Field(
+        None, min_length=1, description="What the model predicts, for whom, in a sentence (shown by `kfloop catalog`)."
+    )
     hidden_units: tuple[int, ...] = Field((64, 32), min_length=1, description="Width of each hidden layer.")
     embedding_dim: int = Field(4, ge=1, le=64, description="Per categorical column.")
     epochs: int = Field(20, ge=1, le=1000, description="Most passes over the training split.")

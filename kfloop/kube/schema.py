@@ -264,6 +264,11 @@ def _generated() -> dict[str, Any]:
         alertRules={"type": "array", "items": {"type": "object"}, "description": "Prometheus rule groups."},
         cronWorkflows={"type": "array", "items": {"type": "object"}, "description": "CronWorkflows built with Hera."},
         streamEnv={**env_list, "description": "The stream worker's env vars (only with a stream section)."},
+        userRoles={
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "governance.roles as Roles and RoleBindings (only when roles are configured).",
+        },
     )
 
 

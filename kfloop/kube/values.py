@@ -108,6 +108,7 @@ def _secrets(config: Config) -> list[dict[str, Any]]:
 def chart_values(config: Config) -> dict[str, Any]:
     """The chart's values generated from ``config``: ``{"generated": {...}}``."""
     from kfloop.feature_repo.render import render_feature_store_yaml
+    from kfloop.kube.roles import user_roles
     from kfloop.monitoring.alert_rules import build_rules
     from kfloop.serving.inference_service import DEPLOYMENT_MODES, transformer_grace_seconds, transformer_timeout
 
@@ -115,6 +116,7 @@ def chart_values(config: Config) -> dict[str, Any]:
     storage_secret = config.storage.access_key.secret_name if isinstance(config.storage, S3StorageConfig) else None
     feature_store = render_feature_store_yaml(config, "the chart's config").split("\n", 1)[1]
     stream = {"streamEnv": _stream_env(config)} if config.stream is not None else {}
+    roles = {"userRoles": user_roles(config)} if config.governance.roles.enabled else {}
     return {
         "generated": {
             "configJson": config_to_json(config),
@@ -135,6 +137,7 @@ def chart_values(config: Config) -> dict[str, Any]:
             "alertRules": build_rules(config)["groups"],
             "cronWorkflows": _cron_workflows(config),
             **stream,
+            **roles,
         },
     }
 

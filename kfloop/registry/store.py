@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kfloop import layout
+from kfloop.audit import events as audit_events
 from kfloop.errors import CorruptModelError, ModelNotFoundError, StorageError
 from kfloop.files import file_sha256
 from kfloop.storage import Lease, Storage, lease
@@ -206,6 +207,11 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory(prefix="kfloop-verify-") as tmp:
             self.fetch(version, Path(tmp))
 
+    def _audit(self, action: str, version: str, stages: dict, **details: str | None) -> None:
+        """Append the stage change to the audit trail before ``stages.json`` is written (under the lease): if the
+        append fails, so does the change (:mod:`kfloop.audit.events`)."""
+        audit_events.model_stage(self.storage, action, self.model, version, stages["versions"][version], **details)
+
     def promote(self, version: str, reason: str) -> ModelVersion:
         """Make ``version`` the champion; the previous champion is archived. Atomic under the lease; a
         version whose files do not verify is refused (it could not be served)."""
@@ -216,6 +222,7 @@ class ModelRegistry:
             previous = stages["champion"]
             if previous == version:
                 return self.get(version, stages)  # already champion: nothing to record
+            self._audit("model.promote", version, stages, previous=previous, reason=reason)  # fails: no change
             if previous and previous != version:
                 stages["versions"][previous] = "archived"
             stages["versions"][version] = "champion"
@@ -235,6 +242,7 @@ class ModelRegistry:
             self.get(version, stages)
             if stages["versions"][version] != "candidate":
                 return
+            self._audit("model.reject", version, stages, reason=reason)
             stages["versions"][version] = "rejected"
             stages["history"].append({"at": _now(), "version": version, "event": "rejected", "reason": reason})
             self._write_stages(stages, held)
@@ -258,6 +266,7 @@ class ModelRegistry:
             current, target, promoted = self._rollback_target(stages)
             if target != verified:
                 self.verify(target)
+            self._audit("model.rollback", target, stages, previous=current, reason=reason)
             stages["versions"][current] = "archived"
             stages["versions"][target] = "champion"
             stages["champion"] = target

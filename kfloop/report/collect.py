@@ -92,6 +92,8 @@ def _ingest_runs(manifest: lake.Manifest | None, start: datetime, end: datetime)
     keep = ("rows_read", "rows_written", "rows_quarantined", "rows_skipped", "rows_late", "rows_too_late")
     runs = []
     for r in manifest.runs if manifest else []:
+        if r.get("kind") == "retention":  # a retention trim is not an ingest run
+            continue
         finished = _when(r.get("finished")) or id_time(str(r.get("run_id", "")))
         if _in(finished, start, end):
             runs.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -28,9 +29,10 @@ from kfloop.sources.readers import Reject, records_to_batch
 LOGGED_REASONS = 5
 
 
-@dataclass(frozen=True)
-class Message:
-    """One stream record: its id in the stream (Redis entry id, Kafka ``partition:offset``) and its payload."""
+class Message(NamedTuple):
+    """One stream record: its id in the stream (Redis entry id, Kafka ``partition:offset``) and its payload. A
+    tuple of a str and bytes, which the cyclic garbage collector stops tracking: a worker holds up to
+    ``stream.archive_rows`` of them, and tracked objects make every full collection (a pause) longer."""
 
     id: str
     payload: bytes

@@ -24,7 +24,8 @@ class KafkaSource:
 
     def __init__(self, consumer: Any, topic: str) -> None:
         self.consumer, self.topic = consumer, topic
-        self._read_any = False
+        self._positions: dict[int, int] = {}  # partition → offset after the last record read
+        self._committed: dict[int, int] = {}
         consumer.subscribe([topic])
 
     @staticmethod
@@ -70,14 +71,23 @@ class KafkaSource:
                     raise StorageError(f"kafka topic {self.topic}: {error}")
                 log.warning("kafka topic %s: %s", self.topic, error)
                 continue
-            self._read_any = True
+            self._positions[msg.partition()] = msg.offset() + 1
             out.append(Message(f"{msg.partition()}:{msg.offset()}", msg.value() or b""))
         return out
 
-    def commit(self) -> None:
-        if self._read_any:
-            self.consumer.commit(asynchronous=False)  # the current positions: every record read so far
-            self._read_any = False
+    def mark(self) -> dict[int, int]:
+        return dict(self._positions)
+
+    def commit(self, mark: object | None = None) -> None:
+        """Commit the offsets after the records up to ``mark`` (the group restarts from there)."""
+        from confluent_kafka import TopicPartition
+
+        upto = dict(self._positions if mark is None else mark)  # type: ignore[call-overload]
+        moved = {p: o for p, o in upto.items() if self._committed.get(p) != o}
+        if moved:
+            offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(moved.items())]
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self._committed.update(moved)
 
     def backlog(self) -> int | None:
         return None

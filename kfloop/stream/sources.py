@@ -54,8 +54,11 @@ class EventSource(Protocol):
         """Up to ``count`` records, waiting up to ``block_s`` for the first; first this consumer's own
         unacknowledged ones (after a restart), then records idle too long with a dead consumer, then new ones."""
 
-    def commit(self) -> None:
-        """Acknowledge every record ``read`` returned so far."""
+    def mark(self) -> object:
+        """A position covering every record ``read`` returned so far (acknowledged later by :meth:`commit`)."""
+
+    def commit(self, mark: object | None = None) -> None:
+        """Acknowledge the records up to ``mark`` (None: every record ``read`` returned so far)."""
 
     def backlog(self) -> int | None:
         """Records not yet delivered to the group (None: unknown)."""
@@ -123,10 +126,14 @@ class RedisStreamSource:
         )
         return self._entries(got[0][1]) if got else []
 
-    def commit(self) -> None:
-        if self._unacked:
-            self.client.xack(self.key, self.group, *self._unacked)
-            self._unacked = []
+    def mark(self) -> int:
+        return len(self._unacked)
+
+    def commit(self, mark: object | None = None) -> None:
+        upto = len(self._unacked) if mark is None else int(mark)  # one commit at a time: indexes stay valid
+        if upto:
+            self.client.xack(self.key, self.group, *self._unacked[:upto])
+            self._unacked = self._unacked[upto:]
 
     def backlog(self) -> int | None:
         for g in self.client.xinfo_groups(self.key):

@@ -3,13 +3,15 @@
 One loop, one batch at a time (at most ``stream.batch_size`` records, waiting up to ``stream.poll``):
 
 1. check the records as ingest and validate would (:mod:`kfloop.stream.events`);
-2. per feature view, merge them into the touched entities' histories and compute their newest rows with the
-   batch engine (:mod:`kfloop.stream.engine`); write those rows through Feast's online store interface, then
-   the histories, atomically against other workers of the group (:mod:`kfloop.stream.state`);
+2. per feature view, merge them into the touched entities' histories and running windows and take their newest
+   rows (:mod:`kfloop.stream.engine`, the batch engine's semantics); write those rows through Feast's online store
+   interface, then the histories' changes, atomically against other workers of the group
+   (:mod:`kfloop.stream.state`);
 3. measure each applied event's lag from its event time to that write (Prometheus histogram, minute samples
    in the workspace: :mod:`kfloop.feature_repo.freshness`);
 4. every ``stream.archive_every`` (or ``archive_rows`` records, or on stop) ingest every record read since into
-   the raw lake (:mod:`kfloop.stream.archive`), then acknowledge them.
+   the raw lake (:mod:`kfloop.stream.archive`) in a background thread while the next batches are applied, then
+   acknowledge exactly those records.
 
 A worker killed anywhere re-reads its unacknowledged records on restart (or another worker claims them); the
 event ids make a second delivery change nothing, and ingest skips rows the lake already holds. SIGTERM finishes
@@ -18,6 +20,7 @@ the batch, archives and acknowledges, then exits.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -37,6 +40,7 @@ from kfloop.config.contract import parse_duration
 from kfloop.feature_repo.freshness import LagRecorder, lag_seconds, record_samples
 from kfloop.feature_repo.store import open_store
 from kfloop.late_rows import LakeRows
+from kfloop.lineage.run import preload as preload_lineage
 from kfloop.monitoring import metric_names as names
 from kfloop.schema import arrow_schema
 from kfloop.storage import Storage
@@ -44,7 +48,7 @@ from kfloop.stream.archive import archive
 from kfloop.stream.engine import Update, Windows, entity_field
 from kfloop.stream.events import Message, RecordChecker
 from kfloop.stream.sources import EventSource, consumer_name
-from kfloop.stream.state import Histories, RedisHistories
+from kfloop.stream.state import Changes, RedisHistories
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,8 @@ class StreamWorker:
         self.stop = threading.Event()
         self._seq = 0
         self._last_archive = time.monotonic()
+        self._archiving: tuple[threading.Thread, dict[str, object], object, int] | None = None
+        preload_lineage()  # the first archive's events would import it mid-stream
         apply_objects(config, storage, store)
         self._feast_views = {w.view.name: store.get_feature_view(w.view.name) for w in self.windows}
         self._refresh()
@@ -158,19 +164,19 @@ class StreamWorker:
         written_at: dict[str, datetime] = {}
         written: dict[str, set[str]] = {w.view.name: set() for w in self.windows}
 
-        def compute(loaded: Histories) -> Histories:
-            """Every view's update from the histories as loaded, written online. After a conflict it runs again
-            on the newer histories and also rewrites every entity an earlier attempt wrote: that write came from
-            an older history and may have landed after the other worker's."""
+        def compute() -> Changes:
+            """Every view's update, written online. After a conflict it runs again on the newer histories and also
+            rewrites every entity an earlier attempt wrote: that write came from an older history and may have
+            landed after the other worker's."""
             for w in self.windows:
                 name = w.view.name
-                updates[name] = w.apply(checked.clean, checked.event_ids, seq0, loaded[name], written[name])
+                updates[name] = w.apply(checked.clean, checked.event_ids, seq0, written[name])
                 write_online(self.store, self._feast_views[name], updates[name].rows, w.view.entity)
                 written[name] |= {entity_field(e) for e in updates[name].rows.column(w.view.entity).to_pylist()}
                 written_at[name] = self.clock()
-            return {name: u.histories for name, u in updates.items()}
+            return {name: u.changes for name, u in updates.items()}
 
-        self.histories.apply(touched, compute)
+        self.histories.apply(touched, {w.view.name: w for w in self.windows}, compute)
         for name, update in updates.items():
             self._observe(name, update, written_at[name])
 
@@ -201,39 +207,89 @@ class StreamWorker:
             or time.monotonic() - self._last_archive >= every
         )
 
+    def _log(self, results: list) -> None:
+        for result in results:
+            log.info(
+                "archived %d records: %d rows written, %d quarantined, %d skipped, %d too late",
+                result.rows_read,
+                result.rows_written,
+                result.rows_quarantined,
+                result.rows_skipped,
+                result.rows_too_late,
+            )
+
+    def _start_archive(self) -> None:
+        """Step 4 in the background: ingest the records read so far while the next batches are applied (an
+        archive of 100,000 records takes seconds, which would stall every event behind it)."""
+        pending, refused, mark = self.pending, self.refused, self.source.mark()
+        self.pending, self.refused = [], []
+        outcome: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                outcome["results"] = archive(self.config, self.storage, pending, refused)
+            except BaseException as err:  # handed to the loop, which stops: the records stay unacknowledged
+                outcome["error"] = err
+
+        thread = threading.Thread(target=work, name="kfloop-stream-archive", daemon=True)
+        thread.start()
+        self._archiving = (thread, outcome, mark, len(pending) + len(refused))
+        self._last_archive = time.monotonic()
+
+    def _finish_archive(self, wait: bool) -> None:
+        """Acknowledge the records of a finished background archive (``wait``: until it finishes)."""
+        if self._archiving is None:
+            return
+        thread, outcome, mark, count = self._archiving
+        if wait:
+            thread.join()
+        elif thread.is_alive():
+            return
+        self._archiving = None
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        self._log(outcome["results"])  # type: ignore[arg-type]
+        self.stats.archived += count
+        self.stats.archives += 1
+        self.source.commit(mark)
+        self._refresh()
+
+    def _store_samples(self) -> None:
+        samples = self.lags.closed(None if self.stop.is_set() else self.clock())
+        if samples:
+            record_samples(self.storage, samples, writer=self.writer)
+
     def flush(self) -> None:
-        """Step 4: archive and acknowledge what was read; store the finished minutes' freshness samples."""
+        """Step 4 now: archive and acknowledge everything read (after any background archive); store the finished
+        minutes' freshness samples."""
+        self._finish_archive(wait=True)
         if self.pending or self.refused:
-            for result in archive(self.config, self.storage, self.pending, self.refused):
-                log.info(
-                    "archived %d records: %d rows written, %d quarantined, %d skipped, %d too late",
-                    result.rows_read,
-                    result.rows_written,
-                    result.rows_quarantined,
-                    result.rows_skipped,
-                    result.rows_too_late,
-                )
+            self._log(archive(self.config, self.storage, self.pending, self.refused))
             self.stats.archived += len(self.pending) + len(self.refused)
             self.stats.archives += 1
             self.source.commit()
             self.pending, self.refused = [], []
             self._refresh()
         self._last_archive = time.monotonic()
-        samples = self.lags.closed(None if self.stop.is_set() else self.clock())
-        if samples:
-            record_samples(self.storage, samples, writer=self.writer)
+        self._store_samples()
 
     def run(self, *, until_idle: bool = False, max_records: int | None = None) -> StreamStats:
         """Process batches until stopped (SIGTERM/SIGINT, or ``stop.set()``); ``until_idle``: also stop at the
-        first empty read (tests, catch-up runs); ``max_records``: after that many records."""
+        first empty read (tests, catch-up runs); ``max_records``: after that many records. Archives run in the
+        background, one at a time; stopping waits for it, then archives the rest."""
         block = parse_duration(self.stream.poll).total_seconds()
+        # What was loaded to start (Feast, its registry, pyarrow, the config) lives as long as the worker: out of
+        # the collector's sight, a full collection walks only what batches make (its pauses are push lag).
+        gc.freeze()
         try:
             while not self.stop.is_set():
                 messages = self.source.read(self.stream.batch_size, block)
                 self.process(messages)
                 self._ages()
-                if self.archive_due():
-                    self.flush()
+                self._finish_archive(wait=False)
+                if self._archiving is None and self.archive_due():
+                    self._start_archive()
+                    self._store_samples()
                 if (until_idle and not messages) or (max_records is not None and self.stats.records >= max_records):
                     break
         finally:

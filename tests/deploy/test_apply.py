@@ -164,13 +164,13 @@ def test_schedules_apply_applies_every_cronworkflow_and_a_second_run_changes_not
     args = ["schedules", "apply", "-c", CLUSTER_CONFIG, "--kubeconfig", _kubeconfig(kube, tmp_path)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "3 objects: 3 created, 0 configured, 0 unchanged" in first.output
+    assert "4 objects: 4 created, 0 configured, 0 unchanged" in first.output
     stored = sorted(name for (_, plural, ns, name) in kube.objects if plural == "cronworkflows" and ns == "kubeflow")
-    assert stored == ["fraud-demo-drift-check", "fraud-demo-materialize", "fraud-demo-report"]
+    assert stored == ["fraud-demo-drift-check", "fraud-demo-materialize", "fraud-demo-report", "fraud-demo-retention"]
     assert {r.authorization for r in kube.patches} == {"Bearer fake-token"}  # the kubeconfig's credentials
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
-    assert "3 objects: 0 created, 0 configured, 3 unchanged" in second.output
+    assert "4 objects: 0 created, 0 configured, 4 unchanged" in second.output
 
 
 def test_schedules_apply_dry_run_prints_the_yaml_and_contacts_nothing(kube: FakeKubeApi, tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_schedules_apply_dry_run_prints_the_yaml_and_contacts_nothing(kube: Fake
     assert result.exit_code == 0, result.output
     assert kube.requests == []
     docs = list(yaml.safe_load_all(result.stdout))
-    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs] == [("CronWorkflow", "kubeflow")] * 3
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs] == [("CronWorkflow", "kubeflow")] * 4
 
 
 def test_schedules_apply_without_argo_is_one_line_naming_the_prerequisite(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from tests.conftest import REPO
 CLUSTER_CONFIG = REPO / "examples" / "fraud" / "kfloop.cluster.yaml"
 CONFIG_ARG = "examples/fraud/kfloop.cluster.yaml"
 GOLDEN = REPO / "pipelines" / "compiled" / "schedules"
-JOBS = ("drift-check.yaml", "materialize.yaml", "report.yaml")
+JOBS = ("drift-check.yaml", "materialize.yaml", "report.yaml", "retention.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,7 @@ def test_secrets_are_referenced_never_embedded(config: Config, monkeypatch: pyte
         "drift-check.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
         "materialize.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REDIS_CONNECTION_STRING"},
         "report.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+        "retention.yaml": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
     }
     for name, text in rendered.items():
         env = yaml.safe_load(text)["spec"]["workflowSpec"]["templates"][0]["container"]["env"]
@@ -303,7 +304,7 @@ def test_cli_renders_to_stdout_and_to_a_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schedules", "render", "-c", str(CLUSTER_CONFIG)])
     assert result.exit_code == 0, result.output
     docs = [d for d in yaml.safe_load_all(result.output) if d]
-    names = ["fraud-demo-drift-check", "fraud-demo-materialize", "fraud-demo-report"]
+    names = ["fraud-demo-drift-check", "fraud-demo-materialize", "fraud-demo-report", "fraud-demo-retention"]
     assert [d["metadata"]["name"] for d in docs] == names
     result = runner.invoke(app, ["schedules", "render", "-c", str(CLUSTER_CONFIG), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

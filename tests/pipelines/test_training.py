@@ -61,6 +61,12 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     # deploy ran last: locally a no-op that names the version a running `kfloop serve` switches to
     assert run.deploy["action"] == ("hot-switch" if champion else "none")
     assert run.deploy["version"] == (champion.version if champion else None)
+    # lineage: every step of the run emitted START and COMPLETE, all children of one pipeline run
+    events = [json.loads(line) for p in Path("ws", "lineage").rglob("*.jsonl") for line in p.read_text().splitlines()]
+    steps = {e["job"]["name"] for e in events}
+    assert {"ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy"} <= steps
+    parents = {e["run"]["facets"]["parent"]["run"]["runId"] for e in events}
+    assert len(parents) == 1 and all(e["eventType"] in ("START", "COMPLETE") for e in events)
     again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
     assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
     # reproducible: the same training-set bytes, and the version trained from them reused with its metrics

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kfloop.config import Config, config_to_json
+from kfloop.config import Config
 from kfloop.report.publish import ReportResult, make_report
 from kfloop.storage import LocalStorage
-from tests.report.workspace import fill
+from tests.report.workspace import filled_workspace
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,6 @@ class Filled:
 
 @pytest.fixture(scope="session")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
-    root = tmp_path_factory.mktemp("report")
-    config, storage = fill(root)
-    path = root / "kfloop.json"  # JSON is YAML: `kfloop report -c` reads it
-    path.write_text(config_to_json(config))
-    return Filled(root, config, path, storage, make_report(config, storage, send=False, pdf=False))
+    ws = filled_workspace(tmp_path_factory.mktemp("report"))
+    report = make_report(ws.config, ws.storage, send=False, pdf=False)
+    return Filled(ws.root, ws.config, ws.config_path, ws.storage, report)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kfloop import layout
 from kfloop.components.ingest import ingest
 from kfloop.components.validate import validate
-from kfloop.config import Config, parse_config
+from kfloop.config import Config, config_to_json, parse_config
 from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.feature_repo.freshness import FreshnessSample, record_samples
 from kfloop.feature_repo.state import ViewState
@@ -165,3 +167,25 @@ def fill(root: Path, now: datetime | None = None) -> tuple[Config, LocalStorage]
     _drift(config, storage, now)
     _runs(config, storage, now)
     return config, storage
+
+
+@dataclass(frozen=True)
+class FilledWorkspace:
+    """A filled workspace, its config, and the config as a file (JSON is YAML: the CLI's ``-c`` reads it)."""
+
+    root: Path
+    config: Config
+    config_path: Path
+    storage: LocalStorage
+
+
+def filled_workspace(root: Path, edit: Callable[[dict], None] | None = None) -> FilledWorkspace:
+    """:func:`fill` ``root``; ``edit`` changes the config (as JSON data) before it is parsed and written."""
+    config, storage = fill(root)
+    if edit is not None:
+        data = config.model_dump(mode="json")
+        edit(data)
+        config = parse_config(data, "<test config>")
+    path = root / "kfloop.json"
+    path.write_text(config_to_json(config))
+    return FilledWorkspace(root, config, path, storage)

@@ -63,10 +63,12 @@ class _Consumer:
         self.position = end
         return [_Message(i, self.broker.values[i]) for i in range(start, end)]
 
-    def commit(self, asynchronous: bool) -> None:
+    def commit(self, offsets: list, asynchronous: bool) -> None:
         assert asynchronous is False
-        self.broker.committed = self.position
-        self.broker.commits.append(self.position)
+        ((topic, partition, offset),) = [(o.topic, o.partition, o.offset) for o in offsets]
+        assert topic == "transactions" and partition == 0 and offset <= self.position
+        self.broker.committed = offset
+        self.broker.commits.append(offset)
 
     def close(self) -> None:
         pass
