@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kfloop import lake, layout
 from kfloop.cli import app
+from kfloop.cli._common import console
 from kfloop.components.train import contract_hash
 from kfloop.config import config_to_json, parse_config
 from kfloop.errors import ModelNotFoundError
@@ -121,7 +122,10 @@ def test_an_unknown_version_is_a_clear_error(two_runs: TwoRuns) -> None:
         Walker(two_runs.config, two_runs.storage).back(MODEL, "v9")
 
 
-def test_the_command_prints_the_tree_or_json_of_the_served_version(two_runs: TwoRuns, tmp_path: Path) -> None:
+def test_the_command_prints_the_tree_or_json_of_the_served_version(
+    two_runs: TwoRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)  # long paths wrap mid-name in a narrow (CI) console
     cfg = tmp_path / "kfloop.yaml"
     cfg.write_text(config_to_json(two_runs.config))
     runner = CliRunner()
