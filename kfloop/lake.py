@@ -137,6 +137,16 @@ def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+def store_part(
+    storage: Storage, path: Path, key: str, date: str, run_id: str, rows: int, lo: object, hi: object
+) -> DataFile:
+    """Store a finished local part file as ``key`` (not yet visible to readers: the manifest commits it) and
+    describe it for the manifest; ``lo``/``hi``: its rows' event-time range."""
+    digest, size = file_sha256(path), path.stat().st_size
+    storage.move_file(path, key)
+    return DataFile(key, rows, size, digest, date, run_id, _iso(lo), _iso(hi))
+
+
 class PartitionWriter:
     """Buffers typed rows per event date in local Parquet files, then stores and commits them.
 
@@ -219,11 +229,9 @@ class PartitionWriter:
             self._close(date)
         files = []
         for n, (date, path) in enumerate(sorted(self._done)):
-            key = part_key(self.dataset, date, self.run_id, n)
             rows, lo, hi = self._stats[path]
-            digest, size = file_sha256(path), path.stat().st_size
-            storage.move_file(path, key)
-            files.append(DataFile(key, rows, size, digest, date, self.run_id, _iso(lo), _iso(hi)))
+            key = part_key(self.dataset, date, self.run_id, n)
+            files.append(store_part(storage, path, key, date, self.run_id, rows, lo, hi))
         self._done.clear()
         return files
 

@@ -282,11 +282,13 @@ def _check_head(
     record's hash (a head behind the walk is normal while others append, but it was written with the right hash);
     the expected head, if any, must be the hash of a record of the walk."""
     good = len(records)
+    late = False
     if isinstance(head, str) and good:
         head = _head_state(storage)  # the first append may have written it since (records come first)
+        late = True  # read after the listing: a head past the walk is then a newer append, not a cut
     if isinstance(head, str) and good:
         return Verdict(good, prev, None, f"{layout.audit_head_key()} is {head}: records at the end may be removed")
-    if not isinstance(head, str) and head[0] > good:
+    if not isinstance(head, str) and head[0] > good and not late:
         return Verdict(good, prev, good + 1, f"records {good + 1} to {head[0]} are missing: the log was cut off")
     if not isinstance(head, str) and head[0] == good and good and head[1] != prev:
         return Verdict(good, prev, good, f"record {good} is not the record the head points to (replaced)")

@@ -27,7 +27,7 @@ PARQUET_MAGIC = b"PAR1"
 #: Objects scanned at once (pyarrow reads without the GIL; S3 downloads overlap).
 SCAN_THREADS = 4
 
-__all__ = ["Hit", "erase_rows", "is_parquet", "scan"]
+__all__ = ["Hit", "erase_rows", "is_parquet", "kept_rows", "scan"]
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,24 @@ def scan(storage: Storage, keys: Iterable[str], target: Target, tmp: Path, *, by
         return [h for h in found if h is not None]
 
 
-def erase_rows(
-    storage: Storage, hit: Hit, target: Target, dest: str | None = None, check: Callable[[], None] | None = None
-) -> pa.Table:
-    """Write ``hit``'s object without the entity's rows to ``dest`` (default: in place, atomically) with the same
-    schema and zstd; an object left empty is deleted instead. Returns the rows kept. ``check`` runs just before
-    the write (a lease's fencing check)."""
+def kept_rows(hit: Hit, target: Target) -> pa.Table:
+    """``hit``'s object without the entity's rows (same schema)."""
     table = pq.read_table(hit.local)
     mask = _mask(table, target)
-    kept = table.filter(pc.invert(mask)) if mask is not None else table
+    return table.filter(pc.invert(mask)) if mask is not None else table
+
+
+def erase_rows(storage: Storage, hit: Hit, target: Target, check: Callable[[], None] | None = None) -> pa.Table:
+    """Rewrite ``hit``'s object in place (atomically, zstd) without the entity's rows; an object left empty is
+    deleted instead. Returns the rows kept. ``check`` runs just before the write (a lease's fencing check)."""
+    kept = kept_rows(hit, target)
     if check is not None:
         check()
-    if kept.num_rows == 0 and dest is None:
+    if kept.num_rows == 0:
         storage.delete(hit.key)
         return kept
     with tempfile.TemporaryDirectory(prefix="kfloop-forget-") as tmp:
         out = Path(tmp) / "rewritten.parquet"
         pq.write_table(kept, out, compression="zstd")
-        storage.upload_file(out, dest or hit.key)
+        storage.upload_file(out, hit.key)
     return kept

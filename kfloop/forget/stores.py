@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kfloop import lake, layout
-from kfloop.forget.parquet import Hit, erase_rows, scan
+from kfloop.forget.parquet import Hit, erase_rows, kept_rows, scan
 from kfloop.forget.target import Target
 from kfloop.storage import Storage
 from kfloop.storage.lease import lease
@@ -49,11 +49,12 @@ class Touched:
         return dataclasses.asdict(self)
 
 
-def _times(table: pa.Table, ts: str | None, old: lake.DataFile) -> tuple[str, str]:
+def _times(table: pa.Table, ts: str | None, old: lake.DataFile) -> tuple[object, object]:
+    """The rows' event-time range (the old file's when the dataset has no time column)."""
     if ts is None or ts not in table.column_names:
         return old.min_event_time, old.max_event_time
     col = table.column(ts)
-    return lake._iso(pc.min(col).as_py()), lake._iso(pc.max(col).as_py())
+    return pc.min(col).as_py(), pc.max(col).as_py()
 
 
 def erase_dataset(
@@ -80,17 +81,17 @@ def erase_dataset(
         files = list(manifest.files)
         for n, hit in enumerate(h for h in hits if h.key in live):
             old = live[hit.key]
-            new_key = layout.part_key(dataset, old.event_date, run_id, n)
-            kept = erase_rows(storage, hit, target, dest=new_key, check=held.check)
+            kept = kept_rows(hit, target)
             idx = files.index(old)
             if kept.num_rows == 0:
-                storage.delete(new_key)
                 files.pop(idx)
                 continue
+            part = tmp / f"part-{n}.parquet"
+            pq.write_table(kept, part, compression="zstd")
             lo, hi = _times(kept, ts_column, old)
-            local = storage.local_path(new_key)
-            digest, size = _digest(storage, new_key, local, tmp)
-            files[idx] = lake.DataFile(new_key, kept.num_rows, size, digest, old.event_date, run_id, lo, hi)
+            held.check()
+            new_key = layout.part_key(dataset, old.event_date, run_id, n)
+            files[idx] = lake.store_part(storage, part, new_key, old.event_date, run_id, kept.num_rows, lo, hi)
             out.files_rewritten.append(hit.key)
         gone = {h.key for h in hits}
         updated = dataclasses.replace(manifest, files=files, retired=[r for r in manifest.retired if r.key not in gone])
@@ -101,15 +102,6 @@ def erase_dataset(
             if hit.key not in live or hit.matched == hit.rows:
                 out.files_deleted.append(hit.key)
         return out
-
-
-def _digest(storage: Storage, key: str, local: Path | None, tmp: Path) -> tuple[str, int]:
-    from kfloop.files import file_sha256
-
-    if local is None:
-        local = tmp / "digest.parquet"
-        storage.download_file(key, local)
-    return file_sha256(local), local.stat().st_size
 
 
 def erase_objects(

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kfloop import lake, lake_commit, layout
-from kfloop.files import file_sha256
 from kfloop.storage import Storage
 
 
@@ -60,11 +59,8 @@ def _rewrite(
     out = tmp / f"out-{n}.parquet"
     pq.write_table(kept, out, compression="zstd")
     key = layout.part_key(dataset, f.event_date, run_id, n)
-    digest, size = file_sha256(out), out.stat().st_size
-    col = kept.column(ts)
-    lo, hi = pc.min(col).as_py(), pc.max(col).as_py()
-    storage.move_file(out, key)
-    new = lake.DataFile(key, kept.num_rows, size, digest, f.event_date, run_id, lo.isoformat(), hi.isoformat())
+    lo, hi = pc.min(kept.column(ts)).as_py(), pc.max(kept.column(ts)).as_py()
+    new = lake.store_part(storage, out, key, f.event_date, run_id, kept.num_rows, lo, hi)
     return new, table.num_rows - kept.num_rows
 
 

@@ -264,12 +264,8 @@ class StreamWorker:
         minutes' freshness samples."""
         self._finish_archive(wait=True)
         if self.pending or self.refused:
-            self._log(archive(self.config, self.storage, self.pending, self.refused))
-            self.stats.archived += len(self.pending) + len(self.refused)
-            self.stats.archives += 1
-            self.source.commit()
-            self.pending, self.refused = [], []
-            self._refresh()
+            self._start_archive()
+            self._finish_archive(wait=True)
         self._last_archive = time.monotonic()
         self._store_samples()
 
