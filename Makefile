@@ -98,7 +98,7 @@ run-flights: $(STAMP) ## Run the whole loop on the flights example (regression, 
 
 # three workers on two cores (many tests wait on servers and subprocesses), each test file on one (its module
 # fixtures: a trained model, a server, built once)
-PYTEST_WORKERS ?= -n 3 --dist loadfile
+PYTEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) system-test tools ## Run the test suite (installs missing system packages first)
 	$(BIN)/pytest -q $(PYTEST_WORKERS)

@@ -29,6 +29,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.train",
         "1M demo rows, 2 epochs (kfloop train vs bare loop on tensors), PyTorch + TensorFlow; rows/s per epoch",
     ),
+    "train_ddp": (
+        "benchmarks.train_ddp",
+        "1M demo rows, 2 epochs, the whole train step: training.workers 2 (PyTorch DDP, torchrun, gloo) vs 1 process; "
+        "rows/s and each model's ROC AUC",
+    ),
     "serving": (
         "benchmarks.serving",
         "max rps at p99 ≤ 10 ms, then p50/p99 at half of it (kfloop serve vs MLServer vs KServe echo / uvicorn); "
@@ -42,6 +47,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.forget",
         "erase one customer from a 1M-row workspace, every store searched after (kfloop forget vs pandas rewrite "
         "+ Feast entity-type delete vs pyarrow filter+write)",
+    ),
+    "training_set": (
+        "benchmarks.training_set",
+        "1M labelled rows x 3 views (10, 1k, 100k keys), ttl 1 d and 30 d: point-in-time join (kfloop as-of "
+        "store vs Feast's DuckDB store vs raw DuckDB ASOF JOIN); KFLOOP_BENCH_KEYS, KFLOOP_BENCH_PEER_PAIRS",
     ),
     "stream": (
         "benchmarks.stream",

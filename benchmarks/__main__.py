@@ -1,4 +1,4 @@
-"""CLI: ``python -m benchmarks [NAME ...] [--repeat N] [--rows N] [--list]`` (no NAME: run them all)."""
+"""CLI: ``python -m benchmarks [NAME ...] [--repeat N] [--rows N | --sizes 100k,1M,5M] [--list]`` (no NAME: all)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from pathlib import Path
 from benchmarks import BENCHMARKS, DEFAULT_OUT
 from benchmarks.harness import Benchmark, run_benchmark
 from benchmarks.report import format_table, write_json
+from benchmarks.scaling import format_scaling, parse_sizes, run_sizes
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return parse_sizes(text)
+    except ValueError as err:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; see --list)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per case, interleaved (default: 3)")
     p.add_argument("--rows", type=int, default=None, help="override the benchmark's row count (quick runs)")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="run at each row count (k/M allowed, e.g. 100k,1M,5M) and print how time and peak memory grow",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--quiet", action="store_true", help="print only the result tables")
@@ -37,8 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be >= 1")
     if args.rows is not None and args.rows < 1:
         parser.error("--rows must be >= 1")
+    if args.rows is not None and args.sizes is not None:
+        parser.error("--rows and --sizes exclude each other")
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name][0])
+        if args.sizes is not None:
+            if hasattr(module, "run_standalone"):
+                print(f"== {name}: a rate held over time; it has no --sizes mode (skipped)", flush=True)
+                continue
+            print(f"== {name}: scaling over {', '.join(f'{n:,}' for n in args.sizes)} rows", flush=True)
+            echo = None if args.quiet else (lambda line: print(line, flush=True))
+            build = lambda rows, module=module: module.build(rows=rows, data_dir=args.out / "data")  # noqa: E731
+            print(format_scaling(name, run_sizes(build, args.sizes, args.repeat, echo)), flush=True)
+            continue
         if hasattr(module, "run_standalone"):  # a rate held over time, not a timed call: its own runs and table
             print(f"== {name}", flush=True)
             module.run_standalone(rows=args.rows, out=args.out, quiet=args.quiet)

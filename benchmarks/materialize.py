@@ -5,13 +5,16 @@ is started on a free localhost port for the run and stopped at exit). The harnes
 a run against the fastest peer/floor, so both stores in one run would compare SQLite with Redis.
 
 - ours:  ``kfloop.components.materialize.materialize`` on a fresh workspace (feast apply, offline
-         Parquet read, ``latest_per_entity``, Feast's ``_convert_arrow_to_proto``, the online store's
-         ``online_write_batch``, watermark + registry bookkeeping: everything a real run does).
+         Parquet read, ``latest_per_entity``, the rows encoded straight from Arrow into Feast's bytes and
+         written by ``kfloop.feature_repo.online_write``, watermark + registry bookkeeping: everything a real
+         run does).
 - peer:  Feast's default path: ``FeatureStore.materialize(start, end)`` over the same offline source
-         (DuckDB offline store query, local compute engine, the same ``online_write_batch``).
-- floor: the rows pre-serialized in Feast's format (untimed), then the least work to store them:
-         sqlite ``executemany`` of Feast's upsert into Feast's own table (same shape, same bytes);
-         redis pipelined ``HSET`` of each entity's hash (same key, fields and bytes), 10k per round trip.
+         (its offline store query, local compute engine, a proto per value, ``online_write_batch``).
+- floor: the rows pre-serialized by Feast's own code (untimed), then the least work to store them:
+         sqlite ``executemany`` into Feast's table of the cheapest statement and order known (one multi-row
+         upsert per entity, entities in key order: the same bytes in the same rows);
+         redis: the ``HSET`` commands of each entity's hash (same key, fields and bytes) already packed in the
+         wire protocol, sent 10k per round trip on one connection, every reply read.
 
 Every repeat starts from an empty online store (fresh workspace; Redis ``FLUSHALL``) and the teardown
 checks what was written (row/key counts and one entity's bytes equal the floor's).
@@ -30,9 +33,9 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ from benchmarks.redis_server import REDIS_SERVER, RedisServer, start_redis
 from kfloop.components.materialize import materialize
 from kfloop.config import Config, FeatureViewSpec, load_config, parse_config
 from kfloop.demo import DEFAULT_START
+from kfloop.feature_repo.online_write import sqlite_upsert_sql
 from kfloop.feature_repo.state import ViewState
 from kfloop.feature_repo.store import objects_for, open_store
 from kfloop.layout import FEAST_DIR, feast_project, offline_key
@@ -215,84 +219,83 @@ def run_peer(s: Setup, work: Workspace) -> None:
 
 @dataclass(frozen=True)
 class SqliteRows:
-    """Feast's SQLite rows, column-wise (compact): ``rows()`` yields one per (entity, feature)."""
+    """Feast's SQLite rows as statement parameters, one tuple per entity in key order (the cheapest order and
+    statement to store them: see ``kfloop.feature_repo.online_write``)."""
 
     upsert: str
-    keys: list[bytes]
-    timestamps: list[str]  # what sqlite3's default datetime adapter stores for Feast's naive UTC times
     features: list[str]
-    values: list[list[bytes]]
-    texts: list[list[str | None]]
-
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        for i, (key, ts) in enumerate(zip(self.keys, self.timestamps, strict=True)):
-            for f, name in enumerate(self.features):
-                yield key, name, self.values[f][i], self.texts[f][i], ts, None
+    params: list[tuple[Any, ...]]  # (entity key, value_1, text_1, …, value_n, text_n, event_ts)
 
 
 @dataclass(frozen=True)
 class RedisRows:
-    """Feast's Redis hashes: key → {mmh3(view:feature): value bytes, _ts:view: timestamp bytes}."""
+    """Feast's Redis hashes already in the wire protocol: ``HSET`` commands, ``FLOOR_BATCH`` per chunk."""
 
-    hashes: list[tuple[bytes, dict[bytes | str, bytes]]]
+    chunks: list[tuple[bytes, int]]  # (packed commands, how many)
+    first: tuple[bytes, dict[bytes, bytes]]  # one entity's key and hash, for the checks
 
 
-def _feast_rows(s: Setup) -> list[tuple[Any, ...]]:
-    """The rows as Feast's own Arrow→proto conversion produces them (what every case stores)."""
+def _feast_rows(s: Setup) -> Iterator[tuple[Any, ...]]:
+    """The rows as Feast's own Arrow→proto conversion produces them (what every case stores), a slice at a
+    time: a million rows of protos at once would take gigabytes."""
     objects = objects_for(s.config, LocalStorage(s.source.parent))  # only names the sources: nothing written
     view: FeatureView = objects.view(s.spec.name)
     (entity,) = [e for e in objects.entities if e.join_key == s.spec.entity]
     value_type: ValueType = entity.value_type
-    table = pq.read_table(s.source).combine_chunks()
-    return _convert_arrow_to_proto(table.to_batches()[0], view, {s.spec.entity: value_type})
+    for batch in pq.read_table(s.source).to_batches(max_chunksize=FLOOR_BATCH):
+        yield from _convert_arrow_to_proto(batch, view, {s.spec.entity: value_type})
 
 
-def sqlite_rows(s: Setup, data: list[tuple[Any, ...]]) -> SqliteRows:
-    features = list(data[0][1]) if data else []
-    keys, timestamps = [], []
-    values: list[list[bytes]] = [[] for _ in features]
-    texts: list[list[str | None]] = [[] for _ in features]
+def sqlite_rows(s: Setup, data: Iterable[tuple[Any, ...]]) -> SqliteRows:
+    """Serialized by Feast's own code (``serialize_entity_key``, ``SerializeToString``, ``extract_text_and_num``,
+    the datetime adapter Feast registers with sqlite3), sorted by entity key."""
+    features = s.spec.feature_names()
+    params = []
     for entity_key, row, ts, _ in data:
-        keys.append(serialize_entity_key(entity_key, entity_key_serialization_version=3))
-        timestamps.append(_naive(ts))
-        for f, name in enumerate(features):
+        values: list[Any] = [serialize_entity_key(entity_key, entity_key_serialization_version=3)]
+        for name in features:
             val = row[name]
-            values[f].append(val.SerializeToString())
-            texts[f].append(extract_text_and_num(val, False)[0])
-    table = _sqlite_table(s)
-    cols = "entity_key, feature_name, value, value_text, event_ts, created_ts"
-    upsert = (
-        f'INSERT INTO "{table}" ({cols}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) '
-        "DO UPDATE SET value = excluded.value, value_text = excluded.value_text, "
-        "event_ts = excluded.event_ts, created_ts = excluded.created_ts;"
-    )
-    return SqliteRows(upsert, keys, timestamps, features, values, texts)
+            values += [val.SerializeToString(), extract_text_and_num(val, False)[0]]
+        params.append((*values, _sqlite_ts(ts)))
+    params.sort(key=lambda p: p[0])
+    return SqliteRows(sqlite_upsert_sql(_sqlite_table(s), features), features, params)
 
 
-def _naive(ts: datetime) -> str:
-    """Feast stores naive UTC datetimes; sqlite3's default adapter writes ``isoformat(" ")``."""
-    return to_naive_utc(ts).isoformat(" ")
+def _sqlite_ts(ts: datetime) -> int:
+    """What sqlite3 stores for Feast's naive UTC datetime: Feast registers ``int(dt.timestamp())`` as its adapter."""
+    return int(to_naive_utc(ts).timestamp())
 
 
 def _sqlite_table(s: Setup) -> str:
     return f"{feast_project(s.config)}_{s.spec.name}"
 
 
-def redis_rows(s: Setup, data: list[tuple[Any, ...]]) -> RedisRows:
+def redis_rows(s: Setup, data: Iterable[tuple[Any, ...]]) -> RedisRows:
     project, view = feast_project(s.config), s.spec.name
     fields: dict[str, bytes] = {}
-    hashes = []
+    packer = redis.Connection()  # never connected: only its protocol encoder
+    chunks: list[tuple[bytes, int]] = []
+    commands: list[tuple[Any, ...]] = []
+    first: tuple[bytes, dict[bytes, bytes]] | None = None
     for entity_key, row, ts, _ in data:
         ts_proto = Timestamp()
-        ts_proto.FromDatetime(ts)
-        mapping: dict[bytes | str, bytes] = {f"_ts:{view}": ts_proto.SerializeToString()}
+        ts_proto.FromDatetime(ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts)
+        mapping: dict[bytes, bytes] = {f"_ts:{view}".encode(): ts_proto.SerializeToString()}
         for name, val in row.items():
             f_key = fields.get(name)
             if f_key is None:
                 f_key = fields[name] = _mmh3(f"{view}:{name}")
             mapping[f_key] = val.SerializeToString()
-        hashes.append((_redis_key(project, entity_key, entity_key_serialization_version=3), mapping))
-    return RedisRows(hashes)
+        key = _redis_key(project, entity_key, entity_key_serialization_version=3)
+        first = first or (key, mapping)
+        commands.append(("HSET", key, *(x for kv in mapping.items() for x in kv)))
+        if len(commands) == FLOOR_BATCH:
+            chunks.append((b"".join(packer.pack_commands(commands)), len(commands)))
+            commands = []
+    if commands:
+        chunks.append((b"".join(packer.pack_commands(commands)), len(commands)))
+    assert first is not None
+    return RedisRows(chunks, first)
 
 
 def run_sqlite_floor(s: Setup, rows: SqliteRows, work: Workspace) -> None:
@@ -300,22 +303,23 @@ def run_sqlite_floor(s: Setup, rows: SqliteRows, work: Workspace) -> None:
     conn = sqlite3.connect(work.root / FEAST_DIR / "online.db")
     try:
         with conn:
-            conn.executemany(rows.upsert, rows.rows())
+            conn.executemany(rows.upsert, rows.params)
     finally:
         conn.close()
 
 
 def run_redis_floor(s: Setup, rows: RedisRows, work: Workspace) -> None:
+    """The packed commands sent on one connection, every reply read (as a redis-py pipeline does)."""
     assert s.server is not None
     client = s.server.client()
+    conn = client.connection_pool.get_connection()
     try:
-        hashes = rows.hashes
-        for lo in range(0, len(hashes), FLOOR_BATCH):
-            with client.pipeline(transaction=False) as pipe:
-                for key, mapping in hashes[lo : lo + FLOOR_BATCH]:
-                    pipe.hset(key, mapping=mapping)
-                pipe.execute()
+        for packed, count in rows.chunks:
+            conn.send_packed_command([packed])
+            for _ in range(count):
+                conn.read_response()
     finally:
+        client.connection_pool.release(conn)
         client.close()
 
 
@@ -323,14 +327,16 @@ def run_redis_floor(s: Setup, rows: RedisRows, work: Workspace) -> None:
 
 
 def check_written(s: Setup, work: Workspace) -> None:
-    """Every entity stored, and the first one byte-for-byte as the floor stores it."""
+    """Every entity stored, and one of them byte for byte as the floor stores it (Feast's serialization)."""
     if s.server is None:
         conn = sqlite3.connect(work.root / FEAST_DIR / "online.db")
         try:
             table = _sqlite_table(s)
             (count,) = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
             key = s.expected["key"]
-            stored = dict(conn.execute(f'SELECT feature_name, value FROM "{table}" WHERE entity_key = ?', (key,)))
+            sql = f'SELECT feature_name, value, value_text, event_ts FROM "{table}" WHERE entity_key = ?'
+            stored: dict = {name: rest for name, *rest in conn.execute(sql, (key,))}
+            stored = {name: tuple(rest) for name, rest in stored.items()}
         finally:
             conn.close()
         want = s.rows * len(s.spec.feature_names())
@@ -346,15 +352,17 @@ def check_written(s: Setup, work: Workspace) -> None:
         if count != s.rows:
             raise AssertionError(f"redis holds {count:,} keys, expected {s.rows:,}")
     if stored != s.expected["values"]:
-        raise AssertionError("the first entity's stored values differ from Feast's serialization")
+        raise AssertionError("one entity's stored row differs from Feast's serialization")
 
 
 def _expected(s: Setup, floor: SqliteRows | RedisRows) -> dict[str, Any]:
     if isinstance(floor, SqliteRows):
-        first = {name: floor.values[f][0] for f, name in enumerate(floor.features)}
-        return {"key": floor.keys[0], "values": first}
-    key, mapping = floor.hashes[0]
-    return {"key": key, "values": {(k.encode() if isinstance(k, str) else k): v for k, v in mapping.items()}}
+        key, *rest = floor.params[len(floor.params) // 2]
+        ts = rest[-1]
+        first = {name: (rest[2 * f], rest[2 * f + 1], ts) for f, name in enumerate(floor.features)}
+        return {"key": key, "values": first}
+    key, mapping = floor.first
+    return {"key": key, "values": mapping}
 
 
 def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEED) -> Benchmark:
@@ -374,7 +382,6 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
 
     data = _feast_rows(s)
     floor_rows: SqliteRows | RedisRows = sqlite_rows(s, data) if store == "sqlite" else redis_rows(s, data)
-    del data
     s.expected = _expected(s, floor_rows)
 
     if isinstance(floor_rows, SqliteRows):

@@ -5,10 +5,20 @@ Contenders (each a real server process on localhost; one request = one row):
 - ours:  ``kfloop serve`` on the demo champion: the transformer (Feast online lookup on SQLite) and the
          predictor in one process, over V1 REST, V2 REST and V2 gRPC (``lookup + model``); and the same
          server's predictor-only model ``<name>-predictor``, fed the looked-up features (``model only``).
-- peer:  MLServer (its own venv, pinned) serving the SAME registry version (``model.pt`` +
+         The same again with ``serving.workers: 2`` (two processes on the same ports; its gRPC load uses
+         16 channels, since the kernel gives each connection to one worker).
+- peers: MLServer (its own venv, pinned) serving the SAME registry version (``model.pt`` +
          ``preprocess.json`` + threshold) with a custom runtime (benchmarks/serving_mlserver_runtime.py),
          over V2 REST and gRPC. It has no feature lookup, so it gets the looked-up features as named V2
-         inputs, exactly what our ``model only`` gets: compare it with both of ours.
+         inputs, exactly what our ``model only`` gets.
+         The pair a user would deploy instead of ours for the full path: Feast's feature server (``feast
+         serve`` on the workspace's registry and online store, a real process) in front of that MLServer.
+         One pair request is what its client does: POST the entity keys to Feast's
+         ``/get-online-features``, build the V2 body from the answer and the request's own fields, POST it
+         to MLServer; done in the load generator (benchmarks/serving_load.py ``PairTarget``), the glue
+         with orjson, timed from dispatch to MLServer's answer. Fair because it is the least a client of
+         the pair must do (a third service doing the glue would add a hop), on the same connections and
+         clock as every other target; compare it with ``lookup + model``.
 - floor: the KServe echo model (KServe's own request path, no model: benchmarks/serving_echo.py) over
          the same three protocols with ours' request bodies, and a bare uvicorn ASGI app answering a
          fixed JSON (the HTTP floor: benchmarks/serving_floor.py).
@@ -27,7 +37,8 @@ Untimed preparation: a demo workspace (``kfloop demo-data`` + ``kfloop run``: tr
 materialize; ``--rows`` sets the demo rows), request rows from real transactions (known entities), each
 row's features looked up in-process with ``ServingLookup`` (also timed alone: the feature-lookup
 p50/p99), every server answer checked (ours, ours model-only and MLServer must give the same score for
-the same row). ``KFLOOP_BENCH_MLSERVER=0`` skips MLServer (no venv needed).
+the same row). ``KFLOOP_BENCH_MLSERVER=0`` skips MLServer and the pair (no venv needed); ``KFLOOP_BENCH_QUICK=1`` runs
+short steps and few timed calls, without the inference-log comparison: a check that everything runs.
 
 The inference log's cost (benchmarks/serving_log.py): a second ``kfloop serve`` with the log off, both
 driven closed-loop at 1 and 4 connections, one-row V1 and V2; ``KFLOOP_BENCH_SERVING=log`` runs only that.
@@ -39,6 +50,7 @@ memory is printed in the summary.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import math
 import os
@@ -61,11 +73,14 @@ import yaml
 from benchmarks import ROOT
 from benchmarks.harness import Benchmark, Case, percentile
 from benchmarks.redis_server import free_port
-from benchmarks.serving_load import GrpcTarget, LoadGenerator, LoadSpec, Target
+from benchmarks.serving_load import GrpcTarget, LoadGenerator, LoadSpec, PairTarget, Target, pair_body
 from benchmarks.serving_payloads import (
+    FEAST_LOOKUP,
     Row,
+    feast_lookup_body,
     grpc_outputs,
     grpc_target,
+    pair_target,
     rest_target,
     v1_body,
     v1_target,
@@ -75,17 +90,21 @@ from benchmarks.serving_payloads import (
 from benchmarks.serving_report import (
     ECHO,
     FULL,
+    FULL_W2,
     GRPC,
     HELLO,
     LOAD_FRACTION,
     MODEL,
+    MODEL_W2,
+    PAIR,
     PEER,
-    POLICY,
     V1,
     V2,
     Contender,
     Measured,
+    policy,
     quantile_bound,
+    quick,
     scrape_histogram,
     summary,
 )
@@ -101,6 +120,9 @@ DEMO_ROWS = 20_000  # 400 customers, 100 merchants online; training takes ~30 s
 SEED = 42
 DISTINCT_REQUESTS = 128  # rows cycled through by every target
 CALLS = 1_000  # requests per harness run (at 50 % of the target's max rate)
+QUICK_CALLS = 300
+#: gRPC channels of the load on a server of several workers (each channel is one connection, on one worker).
+WORKER_CHANNELS = 16
 LOOKUP_CALLS = 2_000
 #: The end of `kfloop demo-data`'s 90 days: every server answers as of it (a replay; on the wall clock the
 #: demo's rows are older than their views' ttls and every row would be scored on default features).
@@ -231,19 +253,24 @@ def start_servers(ws: Workspace, model_dir: Path, version: str, with_mlserver: b
     logs = ws.work / "logs"
     from benchmarks.serving_log import config_without_log
 
-    ports = {name: (free_port(), free_port()) for name in ("ours", "ours-nolog", "mlserver", "echo", "floor")}
+    names = ("ours", "ours-w2", "ours-nolog", "mlserver", "feast", "echo", "floor")
+    ports = {name: (free_port(), free_port()) for name in names}
     procs = {
         "ours": st.ours(ws.config_path, *ports["ours"], logs / "kfloop-serve.log"),
-        "ours-nolog": st.ours(config_without_log(ws.config_path), *ports["ours-nolog"], logs / "kfloop-nolog.log"),
+        "ours-w2": st.ours(st.config_with_workers(ws.config_path, 2), *ports["ours-w2"], logs / "kfloop-w2.log"),
         "echo": st.echo(*ports["echo"], logs / "echo.log"),
         "floor": st.floor(ports["floor"][0], logs / "uvicorn.log"),
     }
+    if not quick():  # the inference-log comparison's second server
+        procs["ours-nolog"] = st.ours(config_without_log(ws.config_path), *ports["ours-nolog"], logs / "nolog.log")
     if with_mlserver:
         exe = ensure_mlserver_venv()
         name = ws.config.training.model_name
         mls_ports = (*ports["mlserver"], free_port())
         mls_dir, mls_log = ws.work / "mlserver", logs / "mlserver.log"
         procs["mlserver"] = st.mlserver(exe, name, version, model_dir, mls_dir, mls_ports, mls_log)
+        repo = st.feast_repo(ws.config, ws.work / "ws", ws.work / "feast-repo")
+        procs["feast"] = st.feast_server(repo, ports["feast"][0], logs / "feast.log")
     for proc in procs.values():
         atexit.register(proc.stop)
     for proc in procs.values():
@@ -251,23 +278,56 @@ def start_servers(ws: Workspace, model_dir: Path, version: str, with_mlserver: b
     return Servers(procs, ports)
 
 
+def feast_pair(ws: Workspace, servers: Servers, req: Requests) -> PairTarget:
+    """The pair's requests: each row's Feast lookup, which of its answer's features the model takes (read
+    from one real answer's ``metadata.feature_names``), and the row's own request fields."""
+    from kfloop.training.preprocess import feature_columns
+
+    cfg = ws.config
+    full_names = cfg.features.naming == "full"
+    keys = cfg.source.entity_keys
+    lookups = [feast_lookup_body(cfg.features.service, {k: r[k] for k in keys}, full_names) for r in req.full]
+    feast_port, mls_port = servers.ports["feast"][0], servers.ports["mlserver"][0]
+    http = urllib.request.Request(f"http://127.0.0.1:{feast_port}{FEAST_LOOKUP}", data=lookups[0], method="POST")
+    http.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(http, timeout=30) as resp:
+        names = json.loads(resp.read())["metadata"]["feature_names"]
+    numeric, categorical = feature_columns(cfg)
+    own = set(cfg.features.request_features)
+    stored = [c for c in [*numeric, *categorical] if c not in own]
+    missing = [c for c in stored if c not in names]
+    if missing:
+        raise RuntimeError(f"Feast's answer has no feature(s) {missing}: it has {names}")
+    looked_up = [(names.index(c), c, "BYTES" if c in categorical else "FP64") for c in stored]
+    own_rows = [{c: row[c] for c in row if c in own} for row in req.model]
+    return pair_target(feast_port, mls_port, cfg.training.model_name, lookups, looked_up, own_rows)
+
+
 def contenders(ws: Workspace, servers: Servers, req: Requests) -> list[Contender]:
     name = ws.config.training.model_name
     from kfloop.serving.server import PREDICTOR_SUFFIX
 
     predictor = name + PREDICTOR_SUFFIX
-    (oh, og), (mh, mg), (eh, eg), (fh, _) = (servers.ports[k] for k in ("ours", "mlserver", "echo", "floor"))
+    (oh, og), (wh, wg), (mh, mg), (eh, eg), (fh, _) = (
+        servers.ports[k] for k in ("ours", "ours-w2", "mlserver", "echo", "floor")
+    )
     out = [
         Contender(FULL, V1, "ours", "ours", v1_target(oh, name, req.full), name),
         Contender(FULL, V2, "ours", "ours", v2_target(oh, name, req.full), name),
         Contender(FULL, GRPC, "ours", "ours", grpc_target(og, name, req.full), name),
         Contender(MODEL, V2, "ours", "ours", v2_target(oh, predictor, req.model), predictor),
         Contender(MODEL, GRPC, "ours", "ours", grpc_target(og, predictor, req.model), predictor),
+        Contender(FULL_W2, V1, "ours", "ours-w2", v1_target(wh, name, req.full), name),
+        Contender(FULL_W2, V2, "ours", "ours-w2", v2_target(wh, name, req.full), name),
+        Contender(FULL_W2, GRPC, "ours", "ours-w2", grpc_target(wg, name, req.full, WORKER_CHANNELS), name),
+        Contender(MODEL_W2, V2, "ours", "ours-w2", v2_target(wh, predictor, req.model), predictor),
+        Contender(MODEL_W2, GRPC, "ours", "ours-w2", grpc_target(wg, predictor, req.model, WORKER_CHANNELS), predictor),
     ]
     if "mlserver" in servers.processes:
         out += [
             Contender(PEER, V2, "peer", "mlserver", v2_target(mh, name, req.model), name),
             Contender(PEER, GRPC, "peer", "mlserver", grpc_target(mg, name, req.model), name),
+            Contender(PAIR, V2, "peer", "feast+mlserver", feast_pair(ws, servers, req), name),
         ]
     out += [
         Contender(ECHO, V1, "floor", "echo", v1_target(eh, "echo", req.full), "echo"),
@@ -278,11 +338,36 @@ def contenders(ws: Workspace, servers: Servers, req: Requests) -> list[Contender
     return out
 
 
+def _cpu_seconds(servers: Servers, server: str) -> Callable[[], float | None]:
+    """The CPU seconds so far of a target's server processes (the pair: Feast's and MLServer's together)."""
+    procs = [servers.processes[name] for name in server.split("+")]
+
+    def total() -> float | None:
+        seconds = [p.cpu_seconds() for p in procs]
+        return None if any(s is None for s in seconds) else sum(s for s in seconds if s is not None)
+
+    return total
+
+
 # --- checking the answers (untimed, once) ------------------------------------------------------------
 
 
 def ask(target: Target, i: int) -> tuple[dict[str, list[Any]], str]:
     """({output: values}, model version) of request ``i`` of ``target``, sent with ordinary clients."""
+    if isinstance(target, PairTarget):  # the client's two calls, as the load generator makes them
+        head, body = target.lookup.requests[i % len(target.lookup.requests)].split(b"\r\n\r\n", 1)
+        url = f"http://{target.lookup.host}:{target.lookup.port}{head.split(b' ')[1].decode()}"
+        lookup = urllib.request.Request(url, data=body, method="POST")
+        lookup.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(lookup, timeout=10) as resp:
+            answer = resp.read()
+        model = urllib.request.Request(
+            f"http://{target.host}:{target.port}{target.path}", data=pair_body(target, i, answer), method="POST"
+        )
+        model.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(model, timeout=10) as resp:
+            reply = json.loads(resp.read())
+        return v2_outputs(reply), str(reply.get("model_version") or "")
     request = target.requests[i % len(target.requests)]
     if isinstance(target, GrpcTarget):
         import grpc
@@ -309,11 +394,11 @@ def check_answers(items: Sequence[Contender], req: Requests, version: str, n: in
         scores: dict[str, float] = {}
         for c in items:
             outputs, got_version = ask(c.target, i)
-            if c.group in (FULL, MODEL, PEER):
+            if c.group in (FULL, MODEL, PEER, PAIR, FULL_W2, MODEL_W2):
                 scores[c.label] = float(outputs["score"][0])
-                if c.group != MODEL and got_version != version:
+                if c.group not in (MODEL, MODEL_W2) and got_version != version:
                     raise AssertionError(f"{c.label}: model version {got_version!r}, expected {version!r}")
-                if c.group == FULL and outputs["defaulted"][0]:
+                if c.group in (FULL, FULL_W2) and outputs["defaulted"][0]:
                     raise AssertionError(f"{c.label}: row {req.full[i]} was scored on default features")
             elif c.group == ECHO:
                 sent = req.full[i]
@@ -347,7 +432,7 @@ def _runner(
     gen: LoadGenerator, target: Target, rate: float, echo: Callable[[str], None]
 ) -> Callable[[Any], list[float]]:
     def run(_: Any) -> list[float]:
-        result = gen.run(LoadSpec(target, rate, CALLS))
+        result = gen.run(LoadSpec(target, rate, QUICK_CALLS if quick() else CALLS))
         if result.errors:
             echo(f"    warning: {result.errors} errors at {rate:,.0f} rps ({result.first_error})")
         return result.latencies
@@ -384,7 +469,8 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     req = request_rows(ws, lookup, DISTINCT_REQUESTS, seed)
     lookup_times = time_lookup(lookup, req.full, ws.config.source.entity_keys, LOOKUP_CALLS)
 
-    echo("  starting servers: kfloop serve, " + ("MLServer, " if with_mlserver else "") + "KServe echo, uvicorn")
+    peers = "MLServer, feast serve, " if with_mlserver else ""
+    echo(f"  starting servers: kfloop serve (1 and 2 workers), {peers}KServe echo, uvicorn")
     servers = start_servers(ws, model_dir, version, with_mlserver)
     items = contenders(ws, servers, req)
     check_answers(items, req, version)
@@ -394,7 +480,7 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
     measured = []
     for c in items:
         gen.run(LoadSpec(c.target, 100.0, 200))  # warm-up: first-call paths, lazily built objects
-        search = find_max_rate(gen, c.target, POLICY, servers.processes[c.server].cpu_seconds)
+        search = find_max_rate(gen, c.target, policy(), _cpu_seconds(servers, c.server))
         steps = " ".join(f"{s.rate:,.0f}{'✓' if s.passed else '✗'}" for s in search.steps)
         echo(f"  {c.label}: max {search.max_rate:,.0f} rps  [{steps}]")
         measured.append(Measured(c, search))
@@ -410,12 +496,15 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
         "server_count": buckets[-1][1] if buckets else 0.0,
     }
     rss = {name: proc.rss() for name, proc in servers.processes.items()}
+    if "feast" in rss:
+        rss["feast+mlserver"] = (rss["feast"] or 0) + (rss["mlserver"] or 0) or None
     text, data = summary(measured, lookup_stats, rss)
     echo(text)
-    from benchmarks.serving_log import compare, log_cases
+    if not quick():
+        from benchmarks.serving_log import compare, log_cases
 
-    off_http, model = servers.ports["ours-nolog"][0], ws.config.training.model_name
-    data["inference_log"] = compare(gen, log_cases(ours_http, off_http, model, req.full), echo)
+        off_http, model = servers.ports["ours-nolog"][0], ws.config.training.model_name
+        data["inference_log"] = compare(gen, log_cases(ours_http, off_http, model, req.full), echo)
 
     cases = []
     for m in measured:
@@ -429,17 +518,18 @@ def build(rows: int | None = None, data_dir: Path | None = None, seed: int = SEE
         "demo_rows": rows or DEMO_ROWS,
         "model_version": version,
         "distinct_requests": DISTINCT_REQUESTS,
-        "calls_per_run": CALLS,
+        "calls_per_run": QUICK_CALLS if quick() else CALLS,
+        "quick": quick(),
         "load_fraction": LOAD_FRACTION,
-        "policy": {k: getattr(POLICY, k) for k in POLICY.__dataclass_fields__},
+        "policy": dataclasses.asdict(policy()),
         "versions": _versions(with_mlserver),
         **data,
     }
     return Benchmark(
         "serving",
-        f"1-row requests at {LOAD_FRACTION:.0%} of each target's max rate (p99 ≤ {POLICY.p99_limit * 1e3:g} ms); "
+        f"1-row requests at {LOAD_FRACTION:.0%} of each target's max rate (p99 ≤ {policy().p99_limit * 1e3:g} ms); "
         "rows/s = that rate, so x peer / of floor are max-rate ratios",
         cases,
-        rows=CALLS,
+        rows=QUICK_CALLS if quick() else CALLS,
         params=params,
     )

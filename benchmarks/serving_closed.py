@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from benchmarks.serving_load import HttpTarget, LoadResult, LoadSpec, Target, _GrpcClient, _HttpClient, loop_factory
+from benchmarks.serving_load import LoadResult, LoadSpec, Target, loop_factory, make_client
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ClosedSpec:
 async def _run_closed(spec: ClosedSpec) -> LoadResult:
     target = spec.target
     pool = LoadSpec(target, 1.0, spec.count, spec.connections, spec.connections, spec.timeout)
-    client = _HttpClient(target, pool) if isinstance(target, HttpTarget) else _GrpcClient(target, pool)
+    client = make_client(target, pool)
     await client.start()
     clock = time.perf_counter
     result = LoadResult(0.0, spec.count)

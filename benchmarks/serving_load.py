@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import orjson
+
 from benchmarks.harness import percentile
 
 if TYPE_CHECKING:
@@ -49,14 +51,41 @@ class HttpTarget:
 
 @dataclass(frozen=True)
 class GrpcTarget:
-    """Serialized request messages for one unary gRPC ``method`` (``/package.Service/Method``)."""
+    """Serialized request messages for one unary gRPC ``method`` (``/package.Service/Method``), over
+    ``channels`` connections taken in turn (a server of several processes sharing its port gets each
+    connection on one process: a single channel would load one of them)."""
 
     address: str
     method: str
     requests: tuple[bytes, ...]
+    channels: int = 1
 
 
-Target = HttpTarget | GrpcTarget
+@dataclass(frozen=True)
+class PairTarget:
+    """A feature server, then a model server, for each request: what a client of that pair does.
+
+    Request ``i`` first sends ``lookup.requests[i]`` (pre-encoded, e.g. Feast's ``/get-online-features``),
+    then POSTs to ``host:port`` + ``path`` the V2 body :func:`pair_body` builds from that answer (the looked-up
+    values) and the request's own inputs. Its latency runs from dispatch to the second answer."""
+
+    lookup: HttpTarget
+    host: str
+    port: int
+    path: str
+    features: tuple[tuple[int, str, str], ...]  # (index in the lookup answer's results, V2 input name, datatype)
+    own: tuple[bytes, ...]  # per request: its own V2 inputs, JSON objects joined by commas
+
+
+def pair_body(target: PairTarget, i: int, answer: bytes) -> bytes:
+    """The model server's V2 JSON body for request ``i``: the features of the lookup ``answer`` (Feast's
+    ``{"results": [{"values": [...]}, ...]}``) and the request's own inputs (the client's glue code)."""
+    results = orjson.loads(answer)["results"]
+    looked = [{"name": n, "shape": [1], "datatype": t, "data": results[j]["values"]} for j, n, t in target.features]
+    return b'{"inputs":[' + orjson.dumps(looked)[1:-1] + b"," + target.own[i % len(target.own)] + b"]}"
+
+
+Target = HttpTarget | GrpcTarget | PairTarget
 
 
 def http_request(host: str, port: int, method: str, path: str, body: bytes = b"", content_type: str = "") -> bytes:
@@ -113,13 +142,13 @@ class LoadResult:
 
 
 class _HttpConnection(asyncio.Protocol):
-    """One keep-alive connection with at most one request in flight; resolves each answer's status."""
+    """One keep-alive connection with at most one request in flight; resolves each answer's (status, body)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[int] | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,7 +164,7 @@ class _HttpConnection(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self._complete()
 
-    def send(self, request: bytes) -> asyncio.Future[int]:
+    def send(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self.transport is not None
         self.waiter = self.loop.create_future()
         self.transport.write(request)
@@ -166,9 +195,10 @@ class _HttpConnection(asyncio.Protocol):
         status = int(head[9:12])
         if _header(head, b"connection") == b"close":
             self.closed = True
+        body = bytes(buf[body_start:total])  # chunked: as framed (only a pair's lookup answer is read)
         del buf[:total]
         assert self.waiter is not None
-        self.waiter.set_result(status)
+        self.waiter.set_result((status, body))
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
@@ -278,11 +308,7 @@ class _HttpClient:
             self.pool.release(conn)
 
     async def send(self, i: int) -> None:
-        conn = await self.pool.acquire()
-        try:
-            status = await conn.send(self.requests[i % len(self.requests)])
-        finally:
-            self.pool.release(conn)
+        status, _ = await _exchange(self.pool, self.requests[i % len(self.requests)])
         if status != 200:
             raise RuntimeError(f"HTTP {status}")
 
@@ -291,26 +317,76 @@ class _HttpClient:
         return self.pool.peak
 
 
+async def _exchange(pool: _HttpPool, request: bytes) -> tuple[int, bytes]:
+    conn = await pool.acquire()
+    try:
+        return await conn.send(request)
+    finally:
+        pool.release(conn)
+
+
+class _PairClient:
+    """Sends request ``i`` of a :class:`PairTarget`: the lookup, then the model call built from its answer."""
+
+    def __init__(self, target: PairTarget, spec: LoadSpec) -> None:
+        self.target = target
+        self.lookups = _HttpPool(target.lookup.host, target.lookup.port, spec.max_connections)
+        self.models = _HttpPool(target.host, target.port, spec.max_connections)
+        self.initial = min(spec.initial_connections, spec.count)
+
+    async def start(self) -> None:
+        for pool in (self.lookups, self.models):
+            for conn in await asyncio.gather(*(pool.open() for _ in range(self.initial))):
+                pool.release(conn)
+
+    async def send(self, i: int) -> None:
+        t = self.target
+        status, answer = await _exchange(self.lookups, t.lookup.requests[i % len(t.lookup.requests)])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status} from the feature server")
+        request = http_request(t.host, t.port, "POST", t.path, pair_body(t, i, answer), "application/json")
+        status, _ = await _exchange(self.models, request)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status} from the model server")
+
+    async def close(self) -> int:
+        self.lookups.close()
+        self.models.close()
+        return max(self.lookups.peak, self.models.peak)
+
+
 class _GrpcClient:
-    """Sends request ``i`` of a :class:`GrpcTarget` on one channel (HTTP/2 multiplexes the calls)."""
+    """Sends request ``i`` of a :class:`GrpcTarget` on its channels in turn (HTTP/2 multiplexes the calls)."""
 
     def __init__(self, target: GrpcTarget, spec: LoadSpec) -> None:
         import grpc
 
         self.requests = target.requests
         self.timeout = spec.timeout
-        self.channel = grpc.aio.insecure_channel(target.address)
-        self.call = self.channel.unary_unary(target.method)  # bytes in, bytes out: no protobuf work here
+        # channels to one target share one connection unless each keeps its own subchannels
+        options = [("grpc.use_local_subchannel_pool", 1)] if target.channels > 1 else []
+        self.channels = [grpc.aio.insecure_channel(target.address, options=options) for _ in range(target.channels)]
+        # bytes in, bytes out: no protobuf work here
+        self.calls = [channel.unary_unary(target.method) for channel in self.channels]
 
     async def start(self) -> None:
-        await asyncio.wait_for(self.channel.channel_ready(), self.timeout)
+        await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in self.channels)), self.timeout)
 
     async def send(self, i: int) -> None:
-        await self.call(self.requests[i % len(self.requests)], timeout=self.timeout)
+        await self.calls[i % len(self.calls)](self.requests[i % len(self.requests)], timeout=self.timeout)
 
     async def close(self) -> int:
-        await self.channel.close()
-        return 1
+        for channel in self.channels:
+            await channel.close()
+        return len(self.channels)
+
+
+def make_client(target: Target, spec: LoadSpec) -> _HttpClient | _GrpcClient | _PairClient:
+    if isinstance(target, HttpTarget):
+        return _HttpClient(target, spec)
+    if isinstance(target, PairTarget):
+        return _PairClient(target, spec)
+    return _GrpcClient(target, spec)
 
 
 async def _run(spec: LoadSpec) -> LoadResult:
@@ -318,7 +394,7 @@ async def _run(spec: LoadSpec) -> LoadResult:
     result = LoadResult(spec.rate, spec.count)
     clock = time.perf_counter
     target = spec.target
-    client = _HttpClient(target, spec) if isinstance(target, HttpTarget) else _GrpcClient(target, spec)
+    client = make_client(target, spec)
     await client.start()
     latencies: list[tuple[int, float]] = []
 

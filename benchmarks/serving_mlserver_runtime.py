@@ -3,7 +3,9 @@
 
 It is what a user of MLServer would write: V2 inputs named by feature in, the training preprocessing
 (standardize numbers, NaN → mean; categories → vocabulary index, unseen → 0) re-implemented on numpy,
-the TorchScript forward, ``score`` (FP32) and ``label`` (INT64) out. It has no Feast lookup.
+the TorchScript forward, the export's probability calibration (``calibration.json``: Platt or isotonic,
+blended with the raw score by its tie break), ``score`` (FP32) and ``label`` (INT64) out. It has no Feast
+lookup.
 
 Runs inside MLServer's own venv (``.bench/mlserver-venv``): imports only mlserver, numpy and torch,
 never kfloop. The model directory comes from the model settings' ``parameters.uri``.
@@ -35,7 +37,23 @@ class FraudModel(MLModel):
         self._threshold = float(json.loads((directory / "model.json").read_text())["threshold"])
         self._module = torch.jit.load(str(directory / "model.pt"), map_location="cpu")
         self._module.eval()
+        path = directory / "calibration.json"
+        self._calibration = json.loads(path.read_text()) if path.is_file() else None
         return True
+
+    def _calibrate(self, p: np.ndarray) -> np.ndarray:
+        c = self._calibration
+        if c is None:
+            return p
+        p = p.astype(np.float64)
+        if c["method"] == "platt":
+            a, b = c["params"]
+            q = np.clip(p, 1e-7, 1 - 1e-7)
+            out = 1.0 / (1.0 + np.exp(-(a * np.log(q / (1 - q)) + b)))
+        else:
+            out = np.interp(p, c["x"], c["y"])
+        t = float(c.get("tie_break", 0.0))
+        return (1.0 - t) * out + t * np.clip(p, 0.0, 1.0) if t else out
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         inputs = {i.name: i for i in payload.inputs}
@@ -49,9 +67,9 @@ class FraudModel(MLModel):
         for j, name in enumerate(self._categorical):
             words = self._vocab[name]
             x_cat[:, j] = [words.get(v, 0) for v in StringCodec.decode_input(inputs[name])]
-        with torch.no_grad():
+        with torch.inference_mode():  # as ours: no autograd bookkeeping at all
             p = self._module(torch.from_numpy(z.astype(np.float32)), torch.from_numpy(x_cat)).numpy()
-        score = p.astype(np.float32).reshape(n)
+        score = self._calibrate(p.reshape(n)).astype(np.float32)
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,

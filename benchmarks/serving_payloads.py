@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kfloop.serving  # noqa: F401  (imports kserve with a neutral argv before anything else: see its docstring)
-from benchmarks.serving_load import GrpcTarget, HttpTarget, http_request
+from benchmarks.serving_load import GrpcTarget, HttpTarget, PairTarget, http_request
 
 Row = Mapping[str, Any]
 
@@ -32,9 +32,12 @@ def v1_body(row: Row) -> bytes:
     return json.dumps({"instances": [dict(row)]}).encode()
 
 
+def _v2_inputs(row: Row) -> list[dict[str, Any]]:
+    return [{"name": k, "shape": [1], "datatype": _datatype(v), "data": [v]} for k, v in row.items()]
+
+
 def v2_body(row: Row) -> bytes:
-    inputs = [{"name": k, "shape": [1], "datatype": _datatype(v), "data": [v]} for k, v in row.items()]
-    return json.dumps({"inputs": inputs}).encode()
+    return json.dumps({"inputs": _v2_inputs(row)}).encode()
 
 
 def grpc_message(model: str, row: Row) -> Any:
@@ -70,9 +73,40 @@ def v2_target(port: int, model: str, rows: Sequence[Row]) -> HttpTarget:
     return rest_target(port, f"/v2/models/{model}/infer", [v2_body(r) for r in rows])
 
 
-def grpc_target(port: int, model: str, rows: Sequence[Row]) -> GrpcTarget:
+def grpc_target(port: int, model: str, rows: Sequence[Row], channels: int = 1) -> GrpcTarget:
     messages = tuple(grpc_message(model, r).SerializeToString() for r in rows)
-    return GrpcTarget(f"127.0.0.1:{port}", MODEL_INFER, messages)
+    return GrpcTarget(f"127.0.0.1:{port}", MODEL_INFER, messages, channels)
+
+
+#: Feast's feature server route for an online lookup.
+FEAST_LOOKUP = "/get-online-features"
+
+
+def feast_lookup_body(service: str, keys: Row, full_names: bool = False) -> bytes:
+    """Feast's ``/get-online-features`` body: the feature service's features of one entity row."""
+    entities = {k: [v] for k, v in keys.items()}
+    return json.dumps({"feature_service": service, "entities": entities, "full_feature_names": full_names}).encode()
+
+
+def pair_target(
+    lookup_port: int,
+    model_port: int,
+    model: str,
+    lookups: Sequence[bytes],
+    looked_up: Sequence[tuple[int, str, str]],
+    own_rows: Sequence[Row],
+) -> PairTarget:
+    """Feast's feature server, then MLServer's V2 infer of ``model``: ``lookups[i]`` is request i's lookup body,
+    ``looked_up`` the model inputs read from the answer (index in its results, input name, V2 datatype, as
+    the model-only requests send them), ``own_rows[i]`` the request's own inputs (request features)."""
+    host = "127.0.0.1"
+    lookup = HttpTarget(
+        host,
+        lookup_port,
+        tuple(http_request(host, lookup_port, "POST", FEAST_LOOKUP, b, "application/json") for b in lookups),
+    )
+    own = tuple(b",".join(json.dumps(i).encode() for i in _v2_inputs(row)) for row in own_rows)
+    return PairTarget(lookup, host, model_port, f"/v2/models/{model}/infer", tuple(looked_up), own)
 
 
 # --- answers (checked once before measuring, never in the load generator) ---------------------------

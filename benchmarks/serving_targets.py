@@ -1,5 +1,6 @@
 """The servers of the serving benchmark, each a real process on free localhost ports: ours (``kfloop
-serve``), MLServer (in its own venv), the KServe echo model and the bare uvicorn app.
+serve``, one worker or several), MLServer (in its own venv), Feast's feature server (``feast serve``), the
+KServe echo model and the bare uvicorn app.
 
 Every process gets its own session (process group) and a log file; :meth:`ServerProcess.stop` ends
 that group, so an MLServer inference worker never outlives its server.
@@ -19,7 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from benchmarks import ROOT
+from kfloop.config import Config
 
 #: MLServer pins its own fastapi/pydantic/protobuf ranges, so it lives in a venv of its own.
 MLSERVER_VENV = ROOT / ".bench" / "mlserver-venv"
@@ -121,6 +125,35 @@ def ours(config_path: Path, http_port: int, grpc_port: int, log: Path) -> Server
     cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     ready = f"http://127.0.0.1:{http_port}/v2/health/ready"
     return ServerProcess("kfloop serve", cmd, ready, log, cwd=config_path.parent)
+
+
+def config_with_workers(config_path: Path, workers: int) -> Path:
+    """The same config with ``serving.workers: workers``, beside it."""
+    data = yaml.safe_load(config_path.read_text())
+    data.setdefault("serving", {})["workers"] = workers
+    out = config_path.with_name(f"kfloop-w{workers}.yaml")
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def feast_repo(config: Config, workspace: Path, repo: Path) -> Path:
+    """A Feast feature repo (``feature_store.yaml`` only: the registry holds the definitions) on the
+    workspace's registry and online store, as ``kfloop features repo`` renders it with absolute paths."""
+    from kfloop.feature_repo.store import store_settings
+    from kfloop.storage import LocalStorage
+
+    repo.mkdir(parents=True, exist_ok=True)
+    settings = store_settings(config, LocalStorage(workspace))
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return repo
+
+
+def feast_server(repo: Path, port: int, log: Path) -> ServerProcess:
+    """``feast serve`` (its HTTP feature server: gunicorn, one uvicorn worker) on ``repo``. Gunicorn's worker
+    restart every 1,000 requests (``--max-requests``, a memory-leak guard) is off: the peer at its best."""
+    feast = Path(sys.executable).with_name("feast")
+    cmd = [str(feast), "serve", "--port", str(port), "--no-access-log", "--workers", "1", "--max-requests", "0"]
+    return ServerProcess("feast serve", cmd, f"http://127.0.0.1:{port}/health", log, cwd=repo)
 
 
 def echo(http_port: int, grpc_port: int, log: Path) -> ServerProcess:

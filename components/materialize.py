@@ -1,10 +1,11 @@
 """Materialize stage: ``feast apply``, then incremental materialization into the online store.
 
 Only feature rows newer than the view's ``materialized_until`` are read, reduced to the newest row
-per entity, converted with Feast's own Arrow→proto conversion and written with the online store's
-``online_write_batch`` — Feast's data format and store interfaces, without the offline-store query
-Feast's generic ``materialize`` runs. A re-run writes nothing new; a failed write leaves the
-watermark where it was, so the next run rewrites the same rows (upserts: no duplicates).
+per entity and written in Feast's online format (the bytes Feast's ``online_write_batch`` stores, encoded
+straight from Arrow by ``kfloop.feature_repo.online_write``; Feast's own conversion where that cannot
+promise the same bytes) — without the offline-store query Feast's generic ``materialize`` runs. A re-run
+writes nothing new; a failed write leaves the watermark where it was, so the next run rewrites the same rows
+(upserts: no duplicates).
 
 Entities the feature stage marked stale (their rows were recomputed or vanished with their clean rows)
 get their newest row rewritten, or are deleted from the online store when no row is left, so online
@@ -34,6 +35,7 @@ from kfloop.errors import StorageError
 from kfloop.feature_repo.definitions import view_keys
 from kfloop.feature_repo.freshness import LagRecorder, lag_seconds, record_samples
 from kfloop.feature_repo.online_delete import delete_online
+from kfloop.feature_repo.online_write import blocker, write_encoded
 from kfloop.feature_repo.permissions import drop_stale_permissions
 from kfloop.feature_repo.state import load_state, view_lease
 from kfloop.feature_repo.store import objects_for, open_store
@@ -49,8 +51,9 @@ log = logging.getLogger(__name__)
 FRESHNESS_WRITER = "materialize"
 #: Entities of each run's writes kept to probe the online store with at the next run.
 PROBE_ENTITIES = 3
-#: Rows converted and written per online-store call: bounds memory, keeps each write call large.
+#: Rows converted and written per online-store call on Feast's path: bounds memory, keeps each call large.
 WRITE_BATCH_ROWS = 10_000
+_FEAST_PATH_NOTED: set[tuple[str, str]] = set()  # (view, reason) already logged
 
 
 @dataclass(frozen=True)
@@ -71,24 +74,42 @@ def latest_per_entity(table: pa.Table, entity: str) -> pa.Table:
         return table
     idx = pa.array(range(table.num_rows), pa.int64())
     last = table.append_column("_i", idx).group_by(entity, use_threads=False).aggregate([("_i", "max")])
+    if last.num_rows == table.num_rows:  # one row per entity already: no copy of the table
+        return table
     return table.take(np.sort(last.column("_i_max").to_numpy()))
 
 
 def write_online(store: FeatureStore, view: FeatureView, table: pa.Table, entity: str) -> int:
-    """Upsert rows through the online store interface; returns rows written."""
+    """Upsert rows into the online store in Feast's format; returns rows written. Encoded straight from Arrow
+    (``kfloop.feature_repo.online_write``: the same stored bytes, several times faster) where it can promise
+    Feast's bytes, else through Feast's own conversion and ``online_write_batch``."""
     if table.num_rows == 0:
         return 0
-    join_keys = {entity: join_key_type(store, view, entity)}
-    provider = store._get_provider()
+    key_type = join_key_type(store, view, entity)
+    reason = blocker(store.config, view, table, entity, key_type)
     try:
-        # in slices: the protos of a whole table would take gigabytes; Feast converts a RecordBatch
-        for batch in table.combine_chunks().to_batches(max_chunksize=WRITE_BATCH_ROWS):
-            provider.online_write_batch(store.config, view, _convert_arrow_to_proto(batch, view, join_keys), None)
+        if reason is None:
+            write_encoded(store, view, table, entity, key_type)
+        else:
+            _feast_write(store, view, table, entity, key_type, reason)
     except Exception as err:  # redis/sqlite client errors have no common base
         raise StorageError(
             f"online store ({store.config.online_store.type}) write failed for {view.name}: {type(err).__name__}: {err}"
         ) from err
     return table.num_rows
+
+
+def _feast_write(
+    store: FeatureStore, view: FeatureView, table: pa.Table, entity: str, key_type: ValueType, reason: str
+) -> None:
+    """Feast's own path: a proto per value, ``online_write_batch`` per slice of ``WRITE_BATCH_ROWS``."""
+    if (view.name, reason) not in _FEAST_PATH_NOTED:  # once per view and reason: the stream worker writes often
+        _FEAST_PATH_NOTED.add((view.name, reason))
+        log.info("online write of %s through Feast's conversion (slower): %s", view.name, reason)
+    provider = store._get_provider()
+    # in slices: the protos of a whole table would take gigabytes; Feast converts a RecordBatch
+    for batch in table.combine_chunks().to_batches(max_chunksize=WRITE_BATCH_ROWS):
+        provider.online_write_batch(store.config, view, _convert_arrow_to_proto(batch, view, {entity: key_type}), None)
 
 
 def join_key_type(store: FeatureStore, view: FeatureView, entity: str) -> ValueType:
@@ -238,7 +259,7 @@ def _materialize_view(
             stale = stale.cast(entities.type)
             wanted = pc.or_(wanted, pc.is_in(entities, value_set=stale))
             gone = pc.filter(stale, pc.invert(pc.is_in(stale, value_set=entities.combine_chunks()))).to_pylist()
-        fresh = latest_per_entity(table.filter(wanted), entity)
+        fresh = latest_per_entity(table if pc.all(wanted).as_py() else table.filter(wanted), entity)
         view = store.get_feature_view(name)
         if streamed:
             fresh = not_older_than_online(store, view, fresh, entity)
@@ -250,7 +271,8 @@ def _materialize_view(
             lags.add(name, lag_seconds(event_us, written_at), newest, written_at)
         deleted = _delete_online(store, view, entity, gone) if gone else 0
         probe = [v for v in (state.online_probe or []) if v not in set(gone)]
-        state.online_probe = (fresh.column(entity).to_pylist()[-PROBE_ENTITIES:] if fresh.num_rows else probe) or None
+        last_written = fresh.column(entity).slice(max(0, fresh.num_rows - PROBE_ENTITIES)).to_pylist()
+        state.online_probe = (last_written if fresh.num_rows else probe) or None
         held.check()
         if state.computed_until:
             start = (

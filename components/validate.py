@@ -1,6 +1,7 @@
 """Validate stage: enforce the data contract on the lake dataset → clean dataset, quarantine, report.
 
-Two passes over the committed lake files (``kfloop.contract.engine``), batch by batch (bounded memory).
+Two passes over the committed lake files (``kfloop.contract.engine``; the first only for duplicate keys), batch by
+batch (bounded memory), in Arrow and numpy.
 The clean dataset is only replaced when the gate passes, so training never sees data that failed the
 contract. A re-run on unchanged input and contract reuses the last result, re-judging freshness.
 """
@@ -92,12 +93,15 @@ def validate(
         label, config.training.task, integer, config.contract
     )
     scanned = scan(storage, manifest, config)
-    writer = lake.PartitionWriter(clean_name, schema, src.timestamp_column, run_id, src.batch_rows * 4)
+    # the lake's files hold one event date each and a batch holds whole files, so buffering across batches would
+    # not make larger row groups: each batch's rows are written as they come (beside the checks, on the engine's
+    # write-behind thread), not all at the end
+    writer = lake.PartitionWriter(clean_name, schema, src.timestamp_column, run_id, max_buffered_rows=1)
     with tempfile.TemporaryDirectory(prefix="kfloop-validate-") as tmp:
         qpath = Path(tmp) / "quarantine.parquet"
         try:
             done = enforce(storage, manifest, config, checks, scanned, writer, qpath)
-            report = _report(config, storage, manifest, run_id, now, checks, scanned, done)
+            report = _report(config, storage, manifest, run_id, now, checks, done)
             # the report goes first: every stored quarantine file then belongs to a published run
             html, markdown, keys = _publish(storage, report)
             quarantine_uri = quarantine_key = None
@@ -190,18 +194,18 @@ def _validated_newer(storage: Storage, dataset: str, last: dict, run: dict) -> b
     return snapshot.content_hash == last.get("input_content_hash")
 
 
-def _report(config, storage, manifest, run_id, now, checks, scanned, done) -> QualityReport:
+def _report(config, storage, manifest, run_id, now, checks, done) -> QualityReport:
     """Every check's result; rows ingestion rejected count as rows in and as quarantined."""
     rejected, parse_check = table_checks.ingest_rejects(storage, manifest)
-    rows_in = scanned.rows_in + rejected
+    rows_in = done.rows_in + rejected
     results = [dataclasses.replace(parse_check, total=rows_in)]
-    results += [done.tally.result(c, scanned.rows_in) for c in checks]
-    results.append(table_checks.completeness(config, scanned.rows_in, scanned.complete, scanned.incomplete_examples))
+    results += [done.tally.result(c, done.rows_in) for c in checks]
+    results.append(table_checks.completeness(config, done.rows_in, done.complete, done.incomplete_examples))
     results.append(table_checks.min_rows(config, done.rows_clean))
     if config.contract.freshness:
-        results.append(table_checks.freshness(config, scanned.newest, now))
+        results.append(table_checks.freshness(config, done.newest, now))
     if config.contract.duplicates:
-        results.append(table_checks.duplicates(config, scanned.rows_in, done.dups, done.duplicate_examples))
+        results.append(table_checks.duplicates(config, done.rows_in, done.dups, done.duplicate_examples))
     changes = table_checks.latest_schema_changes(manifest)
     results.append(table_checks.schema(changes))
     return QualityReport(
@@ -225,8 +229,9 @@ def _publish(storage: Storage, report: QualityReport) -> tuple[str, str, dict[st
     keys = {ext: layout.report_key(report.dataset, report.run_id, ext) for ext in ("html", "md", "json")}
     storage.write_text(keys["html"], html)
     storage.write_text(keys["md"], markdown)
-    storage.write_text(keys["json"], report.to_json())
-    storage.write_text(layout.latest_key(layout.report_prefix(report.dataset)), report.to_json())
+    body = report.to_json()
+    storage.write_text(keys["json"], body)
+    storage.write_text(layout.latest_key(layout.report_prefix(report.dataset)), body)
     return html, markdown, keys
 
 

@@ -1,14 +1,16 @@
-"""The serving-path feature lookup: Feast's online store interface (``online_read``), prepared once.
+"""The serving-path feature lookup: Feast's online stores, prepared once, every view of a request in one read.
 
 The Feast SDK's ``get_online_features`` re-resolves the feature service, validates and converts on every
-call; serving prepares that once (views, join keys, entity-key makers) and per request only builds the
-entity keys, reads each view through the online store and converts the values. Same data format, same
-store interface, a fraction of the per-call work. Build a new lookup after ``feast apply`` changes views.
+call, and reads one view per store round trip. Serving prepares that once (views, join keys, entity-key
+encoders, feature names, the store's prepared multi-view read) and per request only encodes the entity keys,
+reads all views at once (Feast's own SQLite / Redis store class, one statement or one pipeline: see
+``online_stores.py``) and converts the values (``online_values.py``). Same data, same store classes, a
+fraction of the per-call work. Build a new lookup after ``feast apply`` changes views.
 
 A view's TTL holds here as in the training set's point-in-time join (Feast keeps a feature row while
 ``feature_ts >= as_of - ttl``, with ``as_of = t - 1 µs``): a stored row older than that at request time is
 missing, like an entity that is not in the store. The SDK's ``get_online_features`` ignores TTLs; the row's
-event timestamp comes back from the same ``online_read``, so honouring them costs no extra round trip.
+event timestamp comes back from the same read, so honouring them costs no extra round trip.
 
 Values are read by the view's own (short) field names and handed back under the names the SDK gives with
 the same ``full_feature_names`` flag: ``<view>__<feature>`` when it is set, so two views may share a name.
@@ -16,6 +18,8 @@ the same ``full_feature_names`` flag: ``<view>__<feature>`` when it is set, so t
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,26 +27,18 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureService, FeatureStore, FeatureView, ValueType
+from feast.infra.key_encoding_utils import _serialize_val, serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
 from feast.type_map import (
     PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE,
-    feast_value_type_to_python_type,
     python_values_to_proto_values,
 )
 
 from kfloop.config.features import AS_OF_OFFSET, FULL_NAME_SEPARATOR
-
-_SCALAR_KINDS = frozenset({"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"})
-
-
-def _to_python(proto: ValueProto) -> Any:
-    kind = proto.WhichOneof("val")
-    if kind is None:
-        return None
-    if kind in _SCALAR_KINDS:
-        return getattr(proto, kind)
-    return feast_value_type_to_python_type(proto)
+from kfloop.feature_repo.online_stores import StoredRow, ViewFeatures, batch_store
+from kfloop.feature_repo.online_values import to_python
 
 
 def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
@@ -53,17 +49,54 @@ def _entity_value_maker(value_type: ValueType) -> Callable[[Any], ValueProto]:
     return lambda value: python_values_to_proto_values([value], value_type)[0]
 
 
-def _converts(make: Callable[[Any], ValueProto], value: Any) -> bool:
+#: Join-key types whose stored value part is packed straight from Feast's scalar conversion (``_serialize_val``'s
+#: formats); any other type goes through a ``ValueProto``.
+_PACKERS: dict[ValueType, tuple[int, Callable[[Any], bytes]]] = {
+    ValueType.STRING: (ValueTypeProto.STRING, lambda v: v.encode("utf8")),
+    ValueType.INT64: (ValueTypeProto.INT64, struct.Struct("<q").pack),
+    ValueType.INT32: (ValueTypeProto.INT32, struct.Struct("<i").pack),
+}
+
+
+def _key_encoder(join_key: str, value_type: ValueType, version: int) -> Callable[[Any], bytes]:
+    """Python entity value → the stored key: ``serialize_entity_key`` of its one-key ``EntityKey``. For version 3
+    the constant head (key count, the join key) is built once; the value is converted by Feast's type map and
+    packed as ``_serialize_val`` packs it (an integer out of range is a ValueError, as the proto's)."""
+    make = _entity_value_maker(value_type)
+    if version < 3:
+        return lambda value: serialize_entity_key(
+            EntityKeyProto(join_keys=[join_key], entity_values=[make(value)]), version
+        )
+    name = join_key.encode("utf8")
+    head = struct.pack("<III", 1, ValueTypeProto.STRING, len(name)) + name
+    sizes = struct.Struct("<II").pack
+    if value_type in _PACKERS:
+        kind, pack = _PACKERS[value_type]
+        _, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[value_type]
+
+        def packed(value: Any) -> bytes:
+            try:
+                payload = pack(convert(value))
+            except struct.error as err:
+                raise ValueError(f"{value!r} is out of range for {value_type.name}") from err
+            return head + sizes(kind, len(payload)) + payload
+
+        return packed
+
+    def encode(value: Any) -> bytes:
+        proto = make(value)
+        payload, kind = _serialize_val(proto.WhichOneof("val"), proto, version)
+        return head + sizes(kind, len(payload)) + payload
+
+    return encode
+
+
+def _encodes(encode: Callable[[Any], bytes], value: Any) -> bool:
     try:
-        make(value)
+        encode(value)
     except (TypeError, ValueError, OverflowError):
         return False
     return True
-
-
-def _absent(row: Mapping[str, ValueProto] | None) -> bool:
-    """No row for the entity: SQLite answers None, Redis a row of empty values."""
-    return row is None or not any(v.WhichOneof("val") for v in row.values())
 
 
 def _wall_clock() -> datetime:
@@ -78,26 +111,30 @@ class _ViewRead:
     max_age: timedelta | None  # ttl + AS_OF_OFFSET; None: the view never expires (Feast's ttl 0 / unset)
     outputs: tuple[str, ...]  # the names handed back, one per feature
 
+    @functools.cached_property
+    def unknown(self) -> dict[str, None]:
+        """What a missing or expired row gives: None for every output."""
+        return dict.fromkeys(self.outputs)
+
     def cutoff(self, now: datetime) -> datetime | None:
         """Rows with an event timestamp before this are expired at ``now``."""
         return None if self.max_age is None else now - self.max_age
 
 
-def _missing(row: tuple[datetime | None, Mapping[str, ValueProto] | None], cutoff: datetime | None) -> bool:
+def _missing(row: StoredRow, cutoff: datetime | None) -> bool:
     """Absent, or stored with an event time older than the view's TTL allows."""
-    ts, values = row
-    return _absent(values) or (cutoff is not None and (ts is None or ts < cutoff))
+    return row is None or (cutoff is not None and (row[0] is None or row[0] < cutoff))
 
 
 class ServingLookup:
-    """Online features of one request, through the online store's own ``online_read``.
+    """Online features of one request, through the online store's multi-view read (``prepare_many``).
 
-    Everything that does not depend on the request is resolved once: the service's views, each
-    view's join key, the entity value → ``ValueProto`` conversion (Feast's scalar type map) and the
-    feature names. Per request: one ``EntityKeyProto`` per join key, one ``provider.online_read`` per
-    view (Feast's store interface and data format), values converted as Feast's type map does.
-    Unknown entities, and rows older than their view's TTL at ``clock()`` (the request time: the wall
-    clock, or a pinned time to replay history), give ``None`` values. ``full_feature_names`` names them
+    Everything that does not depend on the request is resolved once: the service's views, each view's join
+    key, the entity value → stored key encoding (Feast's scalar type map and key format) and the feature
+    names. Per request: one stored key per join key, one read of every view (one SQLite statement / one Redis
+    pipeline, Feast's store class and data format), values converted as Feast's type map does. Unknown
+    entities, and rows older than their view's TTL at ``clock()`` (the request time: the wall clock, or a
+    pinned time to replay history), give ``None`` values. ``full_feature_names`` names them
     ``<view>__<feature>``, as the SDK does. Rebuild it after ``feast apply`` changes the service.
     """
 
@@ -111,55 +148,49 @@ class ServingLookup:
     ) -> None:
         svc = store.get_feature_service(service) if isinstance(service, str) else service
         entities = {e.name: e for e in store.list_entities()}
-        reads, makers = [], {}
+        version = store.config.entity_key_serialization_version
+        reads, encoders = [], {}
         for projection in svc.feature_view_projections:
             view = store.get_feature_view(projection.name)
             if len(view.entities) != 1:
                 raise ValueError(f"feature view {view.name} has {len(view.entities)} entities, expected 1")
             entity = entities[view.entities[0]]
-            makers[entity.join_key] = _entity_value_maker(entity.value_type)
+            encoders[entity.join_key] = _key_encoder(entity.join_key, entity.value_type, version)
             max_age = view.ttl + AS_OF_OFFSET if view.ttl else None  # a zero ttl never expires, as in Feast
             features = tuple(f.name for f in projection.features)
             prefix = f"{projection.name_to_use()}{FULL_NAME_SEPARATOR}" if full_feature_names else ""
             reads.append(_ViewRead(view, entity.join_key, features, max_age, tuple(prefix + f for f in features)))
-        self._config = store.config
-        self._provider = store._get_provider()
+        online = batch_store(store._get_provider().online_store)
+        self._read = online.prepare_many(store.config, [ViewFeatures(r.view, r.features) for r in reads])
         self._reads = tuple(reads)
-        self._makers = makers
+        self._encoders = encoders
         self._clock = clock
-        self.join_keys = tuple(makers)
+        self.join_keys = tuple(encoders)
         self.feature_names = tuple(name for r in reads for name in r.outputs)
 
-    def entity_keys(self, entity_row: Mapping[str, Any]) -> dict[str, EntityKeyProto]:
-        """Join key → the request's ``EntityKeyProto`` (raises KeyError for a missing join key)."""
-        makers = self._makers
-        return {jk: EntityKeyProto(join_keys=[jk], entity_values=[make(entity_row[jk])]) for jk, make in makers.items()}
-
     def get(self, entity_row: Mapping[str, Any]) -> dict[str, Any]:
-        """Feature name → Python value (None when missing or expired) for one entity row (join key → value)."""
-        keys = self.entity_keys(entity_row)
+        """Feature name → Python value (None when missing or expired) for one entity row (join key → value);
+        a KeyError for a missing join key."""
+        keys = {jk: (encode(entity_row[jk]),) for jk, encode in self._encoders.items()}
         now = self._clock()
+        got = self._read.read([keys[r.join_key] for r in self._reads])
         out: dict[str, Any] = {}
-        for r in self._reads:
-            # a fresh list: the Redis store appends its timestamp field to requested_features
-            ((ts, row),) = self._provider.online_read(self._config, r.view, [keys[r.join_key]], list(r.features))
-            if _missing((ts, row), r.cutoff(now)):
-                out.update(dict.fromkeys(r.outputs))
-                continue
-            for name, output in zip(r.features, r.outputs, strict=True):
-                proto = row.get(name)
-                out[output] = None if proto is None else _to_python(proto)
+        for r, (row,) in zip(self._reads, got, strict=True):
+            if _missing(row, r.cutoff(now)):
+                out.update(r.unknown)
+            else:
+                out.update(zip(r.outputs, to_python(row[1]), strict=True))  # type: ignore[index]
         return out
 
-    def key_protos(self, keys: Mapping[str, Sequence[Any]]) -> dict[str, list[EntityKeyProto]]:
-        """Join key → one ``EntityKeyProto`` per row. A value the key's type cannot hold (the caller's input,
-        not the store's fault) raises ``ValueError`` naming the key and row."""
+    def key_protos(self, keys: Mapping[str, Sequence[Any]]) -> dict[str, list[bytes]]:
+        """Join key → one stored key per row (Feast's serialized ``EntityKey``). A value the key's type cannot
+        hold (the caller's input, not the store's fault) raises ``ValueError`` naming the key and row."""
         protos = {}
-        for jk, make in self._makers.items():
+        for jk, encode in self._encoders.items():
             try:
-                protos[jk] = [EntityKeyProto(join_keys=[jk], entity_values=[make(v)]) for v in keys[jk]]
+                protos[jk] = [encode(v) for v in keys[jk]]
             except (TypeError, ValueError, OverflowError) as err:
-                row = next(i for i, v in enumerate(keys[jk]) if not _converts(make, v))
+                row = next(i for i, v in enumerate(keys[jk]) if not _encodes(encode, v))
                 raise ValueError(f"{jk}[{row}]: {keys[jk][row]!r} is not a valid {jk} ({err})") from err
         return protos
 
@@ -168,24 +199,27 @@ class ServingLookup:
         return [r.view.name for r in self._reads if r.join_key == join_key]
 
     def get_batch(self, keys: Mapping[str, Sequence[Any]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
-        """Many rows in one ``online_read`` per view: ({feature: values per row}, {join key: bool [n] —
-        the entity had no row, or only an expired one, in some view of that key}). Only join keys with a
-        miss appear in the second; a missed view's values are None."""
+        """Many rows in one read of every view: ({feature: values per row}, {join key: bool [n] — the entity
+        had no row, or only an expired one, in some view of that key}). Only join keys with a miss appear in
+        the second; a missed view's values are None."""
         return self.read_batch(self.key_protos(keys))
 
-    def read_batch(self, protos: Mapping[str, list[EntityKeyProto]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
-        """``get_batch`` over keys already converted by ``key_protos`` (the part that reads the store)."""
+    def read_batch(self, protos: Mapping[str, Sequence[bytes]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+        """``get_batch`` over keys already encoded by ``key_protos`` (the part that reads the store)."""
         n = len(next(iter(protos.values()))) if protos else 0
         now = self._clock()
+        got = self._read.read([protos[r.join_key] for r in self._reads])
         out: dict[str, list] = {}
         missing: dict[str, np.ndarray] = {}
-        for r in self._reads:
-            rows = self._provider.online_read(self._config, r.view, protos[r.join_key], list(r.features))
+        for r, rows in zip(self._reads, got, strict=True):
             cutoff = r.cutoff(now)
             absent = np.fromiter((_missing(row, cutoff) for row in rows), dtype=bool, count=n)
             if absent.any():
                 missing[r.join_key] = missing.get(r.join_key, np.zeros(n, dtype=bool)) | absent
-                rows = [(None, None) if gone else row for row, gone in zip(rows, absent.tolist(), strict=True)]
-            for name, to in zip(r.features, r.outputs, strict=True):
-                out[to] = [None if row is None or row.get(name) is None else _to_python(row[name]) for _, row in rows]
+            columns = [[None] * n for _ in r.features]
+            for i, (row, gone) in enumerate(zip(rows, absent.tolist(), strict=True)):
+                if not gone:
+                    for column, value in zip(columns, to_python(row[1]), strict=True):  # type: ignore[index]
+                        column[i] = value
+            out.update(zip(r.outputs, columns, strict=True))
         return out, missing

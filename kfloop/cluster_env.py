@@ -38,3 +38,19 @@ def plain_env(config: Config, *, online_store: bool) -> dict[str, str]:
     """Non-secret variables: Feast's S3 registry reads its endpoint from ``FEAST_S3_ENDPOINT_URL`` only."""
     endpoint = s3_endpoint(config)
     return {"FEAST_S3_ENDPOINT_URL": endpoint} if online_store and endpoint else {}
+
+
+def env_vars(config: Config, *, online_store: bool) -> list:
+    """:func:`plain_env` and :func:`secret_env_refs` as Kubernetes ``V1EnvVar`` objects: each Secret as a
+    ``secretKeyRef``, never its value (the pods the InferenceService and the train job run)."""
+    from kubernetes.client import V1EnvVar, V1EnvVarSource, V1SecretKeySelector
+
+    env = [V1EnvVar(name=k, value=v) for k, v in plain_env(config, online_store=online_store).items()]
+    env += [
+        V1EnvVar(
+            name=ref.env,
+            value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=ref.secret_name, key=ref.secret_key)),
+        )
+        for ref in secret_env_refs(config, online_store=online_store)
+    ]
+    return env

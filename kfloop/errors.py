@@ -157,6 +157,10 @@ class PortInUseError(KfloopError):
     """A serving port is taken (another server running?)."""
 
 
+class WorkerExitedError(KfloopError):
+    """A worker of a multi-process ``kfloop serve`` exited before it was ready (its own lines say why)."""
+
+
 class EncoderError(KfloopError):
     """The inference-log encoder process failed or did not answer in time; the batch is intact and can be
     retried."""
@@ -264,6 +268,7 @@ __all__ = [
     "Status",
     "StorageError",
     "UnknownEntityError",
+    "WorkerExitedError",
     "status_of",
     "status_table",
 ]

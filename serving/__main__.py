@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         config,
         [transformer],
         not_ready=transformer.not_ready_reason,
+        warm_up=True,
         http_port=http_port,
         grpc_port=grpc_port,
         background=[lambda: every(config.serving.store_check_seconds, transformer.probe), samples.run],

@@ -67,17 +67,23 @@ def grpc_address(host: str, port: int) -> str:
 
 
 class GrpcServer(GRPCServer):
-    """KServe's gRPC server with :class:`StatusInterceptor`, on ``host``. KServe builds its interceptors and
-    listen address inside ``start``, so this ``start`` is KServe 0.21's with ours in their place."""
+    """KServe's gRPC server with :class:`StatusInterceptor`, on ``host`` (and on loopback ``own_port`` too:
+    a worker's own port beside the shared one). KServe builds its interceptors and listen address inside
+    ``start``, so this ``start`` is KServe 0.21's with ours in their place. gRPC binds with ``SO_REUSEPORT``
+    by default (``grpc.so_reuseport``), so sibling workers share the port."""
 
-    def __init__(self, *args: Any, host: str = "0.0.0.0", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, host: str = "0.0.0.0", own_port: int | None = None, log_calls: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.address = grpc_address(host, self._port)
+        self.own_address = None if own_port is None else grpc_address("127.0.0.1", own_port)
+        self.log_calls = log_calls  # KServe's LoggingInterceptor: an INFO line per call (off with the access log)
 
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), StatusInterceptor()),
+            interceptors=(LoggingInterceptor(), StatusInterceptor()) if self.log_calls else (StatusInterceptor(),),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
@@ -86,6 +92,8 @@ class GrpcServer(GRPCServer):
         servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         self._server.add_insecure_port(self.address)
+        if self.own_address is not None:
+            self._server.add_insecure_port(self.own_address)
         log.info("Starting gRPC server on %s (%d workers)", self.address, max_workers)
         await self._server.start()
         await self._server.wait_for_termination()

@@ -28,6 +28,7 @@ from kfloop.layout import CARD_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.serving.metrics import MODEL_REFUSED, RELOAD_ERRORS, set_model_version
 from kfloop.serving.predictor import LoadedModel, Predictor, load_model_dir
+from kfloop.serving.warmup import warm_model
 from kfloop.training.preprocess import feature_columns
 
 __all__ = ["ChampionWatch", "input_mismatch", "no_champion"]
@@ -189,6 +190,7 @@ class ChampionWatch:
         mismatch = input_mismatch(self.config, loaded)
         if mismatch:
             raise _RefusedError("inputs", mismatch)
+        warm_model(loaded)  # its first forward pass here, off the event loop, not in a client's request
         return loaded
 
     def _fetch(self, version: str) -> Path:

@@ -35,6 +35,7 @@ def serve_check(
     logged_before = logged_rows(config, storage)
     with running_server(config, config_path, environ, version=version, timeout=timeout) as server:
         client = server.client
+        client.connect()  # an application's connections are open before its first request
         latency: dict[str, list[float]] = {}
         version = ""
         for protocol in PROTOCOLS:

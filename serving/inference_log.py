@@ -119,8 +119,11 @@ class InferenceLog:
     instance per serving process and close it on shutdown.
     """
 
-    def __init__(self, storage: Storage, config: Config, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, storage: Storage, config: Config, *, clock: Callable[[], datetime] | None = None, writer: str = ""
+    ) -> None:
         self._storage = storage
+        self._writer = f"{writer}-" if writer else ""  # in every file name: sibling workers' never coincide
         self._settings = config.serving.inference_log
         self._schema = inference_log_schema(config)
         self._prefix = log_prefix(config)
@@ -292,7 +295,7 @@ class InferenceLog:
             raise StorageError(str(err)) from err
         stamp = f"{self._clock().astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
         for day in days:
-            key = f"{self._prefix}/date={day.day.isoformat()}/{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            key = f"{self._prefix}/date={day.day.isoformat()}/{stamp}-{self._writer}{uuid.uuid4().hex[:8]}.parquet"
             self._files.append(_File(key, day.rows, day.parquet))
         for bad in rejected:
             log.error("inference log: dropping request %s (%d rows): %s", bad.request_id, bad.rows, bad.reason)

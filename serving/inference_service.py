@@ -46,17 +46,15 @@ from kubernetes.client import (
     V1Container,
     V1ContainerPort,
     V1EnvVar,
-    V1EnvVarSource,
     V1HTTPGetAction,
     V1LocalObjectReference,
     V1ObjectMeta,
     V1Probe,
     V1ResourceRequirements,
-    V1SecretKeySelector,
     V1TCPSocketAction,
 )
 
-from kfloop.cluster_env import plain_env, secret_env_refs
+from kfloop.cluster_env import env_vars
 from kfloop.config import Config, Resources, ServingConfig, config_to_json
 from kfloop.kube.security import POD_LABEL, container_security_context, pod_security_context, tmp_mount, tmp_volume
 from kfloop.layout import model_version_prefix
@@ -151,14 +149,7 @@ def _resources(res: Resources) -> V1ResourceRequirements:
 def _env(config: Config, *, online_store: bool) -> list[V1EnvVar]:
     """The config as JSON, plain settings, and each Secret as a ``secretKeyRef`` (never its value)."""
     env = [V1EnvVar(name=CONFIG_ENV, value=config_to_json(config))]
-    env += [V1EnvVar(name=k, value=v) for k, v in plain_env(config, online_store=online_store).items()]
-    env += [
-        V1EnvVar(
-            name=ref.env,
-            value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=ref.secret_name, key=ref.secret_key)),
-        )
-        for ref in secret_env_refs(config, online_store=online_store)
-    ]
+    env += env_vars(config, online_store=online_store)
     return env
 
 

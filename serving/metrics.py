@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from kfloop.config.slo import SERVING_LATENCY_BUCKETS
 from kfloop.errors import KfloopError, status_of
 from kfloop.monitoring import metric_names as names
+from kfloop.serving.warmup import is_warmup
 
 _BUCKETS = SERVING_LATENCY_BUCKETS  # the latency SLO's thresholds are bucket bounds (kfloop.config.slo)
 
@@ -30,8 +31,18 @@ LATENCY = Histogram(
     names.REQUEST_SECONDS, "Request latency by protocol (server side).", ["model", "protocol"], buckets=_BUCKETS
 )
 LOOKUP = Histogram(names.LOOKUP_SECONDS, "Online feature lookup per request (Feast).", ["model"], buckets=_BUCKETS)
-MODEL_VERSION = Gauge(names.MODEL_VERSION_INFO, "1 for the model version being served.", ["model", "version"])
-STORE_UP = Gauge(names.STORE_UP, "1 when the online store answered the last readiness probe.", ["model"])
+# Gauges as several workers of one server add up (prometheus_client's multiprocess mode, serving.workers > 1;
+# ignored in one process): a version is served while any live worker serves it; the store is up when every
+# live worker's last probe reached it.
+MODEL_VERSION = Gauge(
+    names.MODEL_VERSION_INFO, "1 for the model version being served.", ["model", "version"], multiprocess_mode="livemax"
+)
+STORE_UP = Gauge(
+    names.STORE_UP,
+    "1 when the online store answered the last readiness probe.",
+    ["model"],
+    multiprocess_mode="livemin",
+)
 MODEL_REFUSED = Counter(
     names.MODEL_REFUSED,
     "Champion versions refused (never served): reason corrupt, unloadable or inputs (do not match the config).",
@@ -71,18 +82,26 @@ def _rest_route(path: str) -> tuple[str, str] | None:
 
 class RestGuard:
     """ASGI middleware: 413 for bodies over ``max_body_bytes`` (declared or streamed), and request
-    count/latency by protocol and status for the inference routes."""
+    count/latency by protocol and status for the inference routes. ``header`` (name, value) is added to every
+    answer (the worker that answered, when several serve one port)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, known: Callable[[str], bool] = lambda _: True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        known: Callable[[str], bool] = lambda _: True,
+        header: tuple[bytes, bytes] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.known = known  # metric labels only for served models (a URL must not mint label values)
+        self.header = header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = _rest_route(scope["path"])
+        route = None if _warmup(scope) else _rest_route(scope["path"])  # warm-up: not a client's request
         start = time.perf_counter()
         status = 500
         too_big = self._declared_too_big(scope)
@@ -93,6 +112,8 @@ class RestGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.header is not None:
+                    message["headers"] = [*message.get("headers", ()), self.header]
             await send(message)
 
         try:
@@ -129,6 +150,10 @@ class RestGuard:
         return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}]), None
 
 
+def _warmup(scope: Scope) -> bool:
+    return any(key == b"x-request-id" and is_warmup(value.decode()) for key, value in scope.get("headers", ()))
+
+
 def _replay(messages: list[Message]) -> Receive:
     async def receive() -> Message:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
@@ -162,7 +187,7 @@ def grpc_status(err: BaseException | None) -> str:
 @asynccontextmanager
 async def observe_grpc(model: str, body: Any) -> AsyncIterator[None]:
     """Count and time a model call when it came over gRPC (REST calls are counted by RestGuard)."""
-    if not (isinstance(body, InferRequest) and body.from_grpc):
+    if not (isinstance(body, InferRequest) and body.from_grpc) or is_warmup(body.id):
         yield
         return
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from kfloop.errors import NotReadyError, StorageError, UnknownEntityError
 from kfloop.layout import CARD_FILE
 from kfloop.serving import protocol
 from kfloop.serving.metrics import observe_grpc
+from kfloop.serving.warmup import warm_model
 from kfloop.training import calibration, classes, model_io
 from kfloop.training.calibration import Calibrator
 from kfloop.training.preprocess import Preprocessor
@@ -104,7 +105,9 @@ class Predictor(Model):
         self.ready = True  # registered; healthy() answers for the model
 
     def load(self) -> bool:
-        self.serve(load_model_dir(self.model_dir))
+        model = load_model_dir(self.model_dir)
+        warm_model(model)
+        self.serve(model)
         return self.ready
 
     def serve(self, model: LoadedModel) -> None:

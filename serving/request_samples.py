@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from kfloop.errors import StorageError
 from kfloop.layout import request_samples_key, request_samples_prefix
@@ -126,7 +127,7 @@ class RequestSampler:
         storage: Storage,
         models: Iterable[str],
         *,
-        registry: CollectorRegistry = REGISTRY,
+        registry: CollectorRegistry | Collector = REGISTRY,
         writer: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: logging.Logger | None = None,
@@ -135,7 +136,9 @@ class RequestSampler:
         self.models = frozenset(models)
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
-        self._source = registry.restricted_registry([names.REQUESTS_TOTAL, _BUCKET])
+        # the process's registry, or a collector of several processes' (the workers of one `kfloop serve`)
+        wanted = [names.REQUESTS_TOTAL, _BUCKET]
+        self._source = registry.restricted_registry(wanted) if isinstance(registry, CollectorRegistry) else registry
         self._lock = threading.Lock()  # a tick in a worker thread and the shutdown's final tick
         self._last = self._read()  # counted before the sampler started: not this process's minutes to report
         self._last_at = clock()

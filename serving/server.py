@@ -19,6 +19,7 @@ import socket
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,24 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound
 from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME
 from kserve.logging import logger as kserve_logger
 from kserve.predictor_config import PredictorConfig
-from kserve.protocol.rest.v2_datamodels import InferenceRequest
-from kserve.protocol.rest.v2_endpoints import V2Endpoints
+from kserve.protocol.rest.server import TimingMiddleware  # KServe's own (timing_asgi's), as it adds it
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
+from uvicorn.config import LOOP_FACTORIES
+from uvicorn.importer import import_from_string
 
 from kfloop.config import Config
-from kfloop.errors import ConfigError, KfloopError, PortInUseError, RequestError, UnknownEntityError
+from kfloop.errors import ConfigError, KfloopError, PortInUseError, RequestError
 from kfloop.registry import ModelRegistry
 from kfloop.serving._status import QUIET, GrpcServer, http_error
 from kfloop.serving.champion import ChampionWatch
 from kfloop.serving.metrics import RestGuard
 from kfloop.serving.predictor import Predictor
 from kfloop.serving.request_samples import RequestSampler
+from kfloop.serving.routes import install_infer_routes
 from kfloop.serving.transformer import Transformer
+from kfloop.serving.warmup import WarmUp
+from kfloop.serving.worker_slot import WORKER_HEADER, WorkerSlot, metrics_dir, metrics_route
 from kfloop.storage import Storage
 
 log = kserve_logger  # configured by KServe: our lines land beside the server's
@@ -61,6 +66,18 @@ async def _malformed(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=400, content={"error": "invalid request body: " + "; ".join(parts)})
 
 
+class _LoopFactoryPolicy(asyncio.DefaultEventLoopPolicy):
+    """The default policy, with new event loops from ``factory`` (``asyncio.run`` takes no loop factory in
+    Python 3.11)."""
+
+    def __init__(self, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        super().__init__()
+        self._factory = factory
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._factory()
+
+
 class KfloopModelServer(ModelServer):
     """``kserve.ModelServer`` plus a body-size guard, request metrics, readiness that includes the online
     store, and background tasks that live and die with the servers."""
@@ -73,22 +90,30 @@ class KfloopModelServer(ModelServer):
         on_stop: Callable[[], None],
         not_ready: Callable[[], str | None] | None = None,
         host: str = ALL_INTERFACES,
+        access_log: bool = False,
+        worker: WorkerSlot | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(enable_latency_logging=False, **kwargs)
         self._host = host
+        self._access_log = access_log  # KServe's per-request timing and gRPC call lines feed only that log
+        self._worker = worker
         self._background = background
         self._on_stop = on_stop
         app = kserve_server.app
         if not_ready is not None:
             self._add_ready_reason(app, not_ready)
         models = self.registered_models
-        app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=lambda m: models.get_model(m) is not None)
+        header = None if worker is None else (WORKER_HEADER.encode(), worker.name.encode())
+        known = lambda m: models.get_model(m) is not None  # noqa: E731
+        app.add_middleware(RestGuard, max_body_bytes=max_body_bytes, known=known, header=header)
         app.add_exception_handler(RequestValidationError, _malformed)
         app.add_exception_handler(KfloopError, http_error)  # gRPC: GrpcServer, started in _serve
         self._with_grpc, self.enable_grpc = self.enable_grpc, False
-        self._add_versioned_infer(app)
-        self._wrap_decode()
+        self._wrap_decode()  # before the routes take the data plane
+        install_infer_routes(app, self.dataplane, self.model_repository_extension, self._served_version)
+        if worker is not None:  # every worker's counts, not only this one's
+            app.router.routes.insert(0, metrics_route(metrics_dir(worker.run_dir)))
         self._add_versions_to_metadata()
 
     def _add_ready_reason(self, app: Any, not_ready: Callable[[], str | None]) -> None:
@@ -121,28 +146,8 @@ class KfloopModelServer(ModelServer):
 
         self.dataplane.model_metadata = with_versions
 
-    def _add_versioned_infer(self, app: Any) -> None:
-        """``/v2/models/<name>/versions/<v>/infer`` (KServe answers 501): served when ``v`` is the version
-        being served, 404 otherwise. Registered before KServe's routes, so it takes precedence."""
-        endpoints = V2Endpoints(self.dataplane, self.model_repository_extension)
-        models = self.registered_models
-
-        async def infer(
-            raw_request: Request,
-            raw_response: Response,
-            model_name: str,
-            model_version: str,
-            request_body: InferenceRequest | bytes,
-        ) -> Any:
-            model = models.get_model(model_name)
-            served = getattr(model, "served_version", None)
-            if model is not None and served and model_version != served:
-                raise UnknownEntityError(
-                    f"model {model_name!r} version {model_version!r} is not served (serving {served!r})"
-                )
-            return await endpoints.infer(raw_request, raw_response, model_name, request_body)
-
-        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", infer, methods=["POST"])
+    def _served_version(self, model_name: str) -> str | None:
+        return getattr(self.registered_models.get_model(model_name), "served_version", None)
 
     def _wrap_decode(self) -> None:
         """KServe decodes V2 binary-data bodies before any model code; its errors there (struct, reshape,
@@ -159,9 +164,38 @@ class KfloopModelServer(ModelServer):
 
         self.dataplane.decode = guarded
 
+    def start(self, models: list[Any]) -> None:
+        """KServe's ``start``, on the event loop KServe configures for uvicorn (``--event-loop``: uvloop when
+        installed, as MLServer runs). KServe's ``asyncio.run`` would otherwise run REST and gRPC on the
+        stdlib loop, whatever that setting says."""
+        factory = import_from_string(LOOP_FACTORIES[self.event_loop])(use_subprocess=False)
+        previous = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(_LoopFactoryPolicy(factory))
+        try:
+            super().start(models)
+        finally:
+            asyncio.set_event_loop_policy(previous)
+
+    @staticmethod
+    def _drop_timing(app: Any) -> None:
+        """KServe's TimingMiddleware times every request (two getrusage calls, a second route match) only to
+        log it at INFO on ``kserve.trace``, which is off unless ``serving.access_log``."""
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+
     async def _serve(self) -> None:
         if self._rest_server is not None:  # KServe hard-codes 0.0.0.0; uvicorn reads the host when it binds
             self._rest_server.config.host = self._host
+            build = self._rest_server.create_application  # KServe's start() calls it: routes, middleware
+
+            def create_application() -> None:
+                build()
+                if not self._access_log:
+                    self._drop_timing(kserve_server.app)
+
+            self._rest_server.create_application = create_application
+            if self._worker is not None:  # the port shared with the siblings, and this worker's own
+                server = self._rest_server._server
+                server.serve = partial(server.serve, sockets=self._worker.sockets)
         if self._with_grpc:  # KServe's own gRPC server would answer our errors INTERNAL
             self._grpc_server = GrpcServer(
                 self.grpc_port,
@@ -170,6 +204,8 @@ class KfloopModelServer(ModelServer):
                 kwargs=vars(kserve_server.args),
                 grace_period=self.grace_period,
                 host=self._host,
+                own_port=None if self._worker is None else self._worker.grpc_port,
+                log_calls=self._access_log,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         tasks = [asyncio.create_task(job()) for job in self._background]
@@ -210,12 +246,14 @@ def open_lookup(config: Config, storage: Storage, environ: Mapping[str, str]) ->
     return ServingLookup(store, config.features.service, clock=clock, full_feature_names=full)
 
 
-def open_inference_log(config: Config, storage: Storage) -> Any:
+def open_inference_log(config: Config, storage: Storage, writer: str = "") -> Any:
+    """The inference log (None when disabled); ``writer`` goes in its file names (a worker's, so that
+    sibling workers' files can never share a name)."""
     if not config.serving.inference_log.enabled:
         return None
     from kfloop.serving.inference_log import InferenceLog
 
-    return InferenceLog(storage, config)
+    return InferenceLog(storage, config, writer=writer)
 
 
 def open_request_samples(config: Config, storage: Storage) -> RequestSampler:
@@ -260,10 +298,35 @@ def run_server(
     not_ready: Callable[[], str | None] | None = None,
     predictor_config: PredictorConfig | None = None,
     host: str = ALL_INTERFACES,
+    warm_up: bool = False,
+    worker: WorkerSlot | None = None,
 ) -> None:
     """Run KServe's REST and gRPC servers for ``models`` on ``host`` until SIGINT/SIGTERM; ``on_stop`` always
-    runs. ``not_ready`` says why the server is not ready (None when it is)."""
-    check_ports(http_port, grpc_port, host)
+    runs. ``not_ready`` says why the server is not ready (None when it is). With ``warm_up`` (the endpoint
+    clients call) the server first answers its own request of each protocol (:mod:`kfloop.serving.warmup`).
+    As one ``worker`` of several (:mod:`kfloop.serving.worker_slot`) it shares the ports with its siblings and
+    warms up through its own."""
+    if worker is None:
+        check_ports(http_port, grpc_port, host)
+        local = LOCAL_HOST if host in (ALL_INTERFACES, "::") else (f"[{host}]" if ":" in host else host)
+        own_http, own_grpc = http_port, grpc_port
+    else:  # the supervisor checked the shared ports; the siblings hold them now
+        local, own_http, own_grpc = LOCAL_HOST, *worker.bind(host, http_port)
+    if warm_up:
+        warm = WarmUp(config, f"http://{local}:{own_http}", f"{local}:{own_grpc}")
+        background = [*background, warm.run]
+        reason = not_ready
+
+        def not_ready() -> str | None:
+            return (reason() if reason is not None else None) or warm.not_ready_reason()
+
+    if worker is not None:
+        own = not_ready
+        background = [*background, partial(worker.run, own or (lambda: None))]
+
+        def not_ready() -> str | None:
+            return (own() if own is not None else None) or worker.siblings_not_ready()
+
     server = KfloopModelServer(
         host=host,
         http_port=http_port,
@@ -273,6 +336,8 @@ def run_server(
         on_stop=on_stop,
         not_ready=not_ready,
         predictor_config=predictor_config or PredictorConfig(predictor_host=None),
+        access_log=config.serving.access_log,
+        worker=worker,
     )
     if not config.serving.access_log:  # after KServe configured logging: one line per request costs CPU
         for name in ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME):
@@ -298,24 +363,34 @@ def serve_local(
     grpc_port: int | None = None,
     on_ready: Callable[[str], None] | None = None,
     host: str = LOCAL_HOST,
+    worker: WorkerSlot | None = None,
 ) -> None:
     """Serve the champion (or ``version``) with the Feast transformer in this process until SIGINT/SIGTERM,
     on ``host`` (this machine only by default, as local dev servers do); buffered inference-log rows are
-    written before it returns."""
+    written before it returns. With ``serving.workers`` > 1 this process supervises that many such servers
+    (:mod:`kfloop.serving.workers`), each run with its ``worker`` slot."""
     name = config.training.model_name
     http_port = http_port or config.serving.http_port
     grpc_port = grpc_port or config.serving.grpc_port
-    check_ports(http_port, grpc_port, host)  # before loading anything: fail in a second, not after the model load
+    if worker is None and config.serving.workers > 1:
+        from kfloop.serving.workers import serve_workers
+
+        ports = (http_port, grpc_port)
+        serve_workers(config, storage, environ, version=version, ports=ports, on_ready=on_ready, host=host)
+        return
+    if worker is None:  # a worker's supervisor checked them (its siblings hold them by now)
+        check_ports(http_port, grpc_port, host)  # before loading anything: fail in a second, not after the model load
     workdir = Path(tempfile.mkdtemp(prefix="kfloop-serve-"))
     predictor = Predictor(name + PREDICTOR_SUFFIX, workdir / "pending", max_rows=config.serving.max_batch_rows)
     watch = ChampionWatch(config, ModelRegistry(storage, name), predictor, workdir, version)
     watch.start()  # no champion (or an unknown --version) fails here; a bad one starts not ready
     lookup = open_lookup(config, storage, environ)
-    inference_log = open_inference_log(config, storage)
+    inference_log = open_inference_log(config, storage, writer="" if worker is None else f"w{worker.index}")
     transformer = Transformer(config, lookup, predictor=predictor, log=inference_log)
     transformer.load()
     transformer.probe_store()
-    samples = open_request_samples(config, storage)
+    # a worker's requests are recorded by its supervisor, from every worker's metrics at once
+    samples = open_request_samples(config, storage) if worker is None else None
     stopped = False
 
     def stop() -> None:
@@ -323,7 +398,8 @@ def serve_local(
         if stopped:
             return
         stopped = True
-        samples.close()  # the last partial minute, after the last request was answered
+        if samples is not None:
+            samples.close()  # the last partial minute, after the last request was answered
         if inference_log is not None:
             inference_log.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -338,9 +414,11 @@ def serve_local(
         background=[
             lambda: every(config.serving.store_check_seconds, transformer.probe),
             watch.run,
-            samples.run,
+            *([] if samples is None else [samples.run]),
         ],
         on_stop=stop,
         not_ready=transformer.not_ready_reason,
         host=host,
+        warm_up=True,
+        worker=worker,
     )

@@ -43,6 +43,7 @@ from kfloop.serving import protocol
 from kfloop.serving.metrics import LOOKUP, STORE_UP, observe_grpc
 from kfloop.serving.predictor import Predictor
 from kfloop.serving.request_contract import CategoryGuard
+from kfloop.serving.warmup import is_warmup
 from kfloop.training.preprocess import category_text, feature_columns
 
 try:  # the Redis client's own connection errors do not subclass the builtin ones
@@ -190,9 +191,11 @@ class Transformer(Model):
         outputs = protocol.requested_outputs(payload, self.outputs)  # 'violations' only with flag
         kind = protocol.protocol_of(payload)
         violations = self.categories.violations(columns, n, kind)  # reject mode: the 400 is raised here
+        request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
         features, missing = await self._lookup(columns)
-        LOOKUP.labels(self.name).observe(time.perf_counter() - start)
+        if not is_warmup(request_id):
+            LOOKUP.labels(self.name).observe(time.perf_counter() - start)
         if self.reject_unknown and missing:
             key, row = next(iter(missing.items()))
             i = int(np.argmax(row))
@@ -209,7 +212,6 @@ class Transformer(Model):
             inputs[name] = columns[name] if name in columns else _numbers(features[name])
         for name in self.categorical:
             inputs[name] = _categories(columns[name]) if name in columns else _stored_categories(features[name])
-        request_id = getattr(payload, "id", None) or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         version = getattr(payload, "model_version", None) or ""
         return Batch(kind, request_id, columns, inputs, n, defaulted, outputs, version, violations)
 
@@ -307,7 +309,7 @@ class Transformer(Model):
             raise UnknownEntityError(
                 f"model {self.name!r} version {batch.version!r} is not served (serving {scores.model_version!r})"
             )
-        if self.log is not None:
+        if self.log is not None and not is_warmup(batch.request_id):  # the log holds what clients sent
             self.log.append(
                 {
                     **batch.request,

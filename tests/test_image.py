@@ -128,6 +128,14 @@ def test_the_inference_service_commands_run(fresh: Path, tmp_path: Path, compone
     assert out.returncode == 0 and "usage" in out.stdout.lower(), out.stderr[-1500:]
 
 
+def test_the_distributed_training_workers_command_runs(fresh: Path, tmp_path: Path) -> None:
+    """What every pod of a PyTorchJob runs (training.workers > 1 on a cluster: kfloop.kube.train_job)."""
+    from kfloop.training.launch import IMAGE_PYTHON, WORKER_MODULE
+
+    out = _run(fresh, [IMAGE_PYTHON, "-m", WORKER_MODULE, "--help"], tmp_path)
+    assert out.returncode == 0 and "--training-set" in out.stdout, out.stderr[-1500:]
+
+
 def test_a_compiled_pipeline_step_runs_through_kfps_executor(fresh: Path, tmp_path: Path) -> None:
     """The config step's container command from the compiled package, run as the pod runs it."""
     spec = next(yaml.safe_load_all((COMPILED / "training.yaml").read_text()))

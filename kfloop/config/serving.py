@@ -70,6 +70,14 @@ class ServingConfig(Section):
 
     http_port: int = Field(8080, ge=1, le=65535, description="REST port (V1 and V2, metrics, health).")
     grpc_port: int = Field(8081, ge=1, le=65535, description="V2 gRPC port.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`kfloop serve`: server processes sharing the ports (SO_REUSEPORT; each a whole server with its "
+        "own champion watch and inference-log files; /metrics adds them up). More than the cores gains nothing; a "
+        "client's connection (a gRPC channel) stays on one worker. The cluster scales replicas instead.",
+    )
     unknown_entity: Literal["default", "reject"] = Field(
         "default",
         description="An entity missing from the online store: 'default' scores with default feature values and "

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from kfloop.config._base import Section
 
 Task = Literal["binary", "multiclass", "regression"]
+#: The most training processes (``training.workers``) one model is trained by.
+MAX_WORKERS = 64
 GateMetric = Literal["roc_auc", "pr_auc", "f1", "mae", "rmse", "r2", "macro_f1", "accuracy", "log_loss"]
 #: task -> the metrics a gate may compare with the champion's, and whether higher is better.
 COMPARABLE: dict[str, dict[str, bool]] = {
@@ -121,9 +123,44 @@ class TrainingConfig(Section):
         "Calibration error and Brier score are reported before (_uncalibrated) and after.",
     )
     seed: int = Field(42, description="Same seed, same data: same model (on CPU).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Processes that train one model together (PyTorch DistributedDataParallel: each takes its "
+        "share of every batch, gradients are averaged, all stop on the same averaged validation loss; rank 0 "
+        "exports and registers). 1: one process, as always. More: in a pipeline step on a cluster with an S3 "
+        "workspace, a Kubeflow Training Operator PyTorchJob of 1 Master and workers - 1 Worker pods, each with "
+        "cluster.resources.train, which the step submits and waits for; anywhere else (`kfloop run`, a local "
+        "workspace) that many local processes (torchrun, gloo). batch_size stays the global batch. PyTorch only.",
+    )
+    device: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="Where each training process runs. gpu: one CUDA device per process (`nvidia.com/gpu: 1` per "
+        "PyTorchJob pod, NCCL between processes); needs an image with a CUDA build of torch (the project's image "
+        "ships the CPU wheel). Same seed, same model holds on cpu only.",
+    )
+    job_timeout_minutes: int = Field(
+        120,
+        ge=1,
+        le=7 * 24 * 60,
+        description="workers > 1: how long the train step waits for its processes or PyTorchJob (also the job's "
+        "activeDeadlineSeconds) before it fails; not part of the model's identity.",
+    )
 
     threshold: ThresholdTarget = Field(ThresholdTarget(), description="How the decision threshold is chosen.")
     gate: PromotionGate = Field(PromotionGate(), description="When a candidate becomes champion.")
+
+    @model_validator(mode="after")
+    def _distributed_fits(self) -> TrainingConfig:
+        if self.framework == "tensorflow" and self.workers > 1:
+            raise ValueError(
+                f"workers: {self.workers} needs framework pytorch; the TensorFlow trainer runs in one process "
+                "(set workers: 1, or framework: pytorch)"
+            )
+        if self.framework == "tensorflow" and self.device == "gpu":
+            raise ValueError("device: gpu needs framework pytorch; the TensorFlow trainer runs on CPU")
+        return self
 
     @model_validator(mode="after")
     def _task_fits(self) -> TrainingConfig:

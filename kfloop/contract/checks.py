@@ -42,26 +42,38 @@ class RowCheck:
         if isinstance(self.rule, RowRule):
             return _rule_failures(self.rule, table, self.zone)
         col = table.column(self.column)
-        valid = pc.is_valid(col)
-        r = self.rule
         if self.kind == "nullable":
-            bad = pc.invert(valid)
-        elif self.kind in ("min", "max"):
-            num = pc.cast(col, pa.float64())
-            bad = pc.less(num, r.min) if self.kind == "min" else pc.greater(num, r.max)
-        elif self.kind == "allowed":
-            bad = pc.invert(pc.is_in(col, value_set=pa.array(r.allowed, col.type)))
-        elif self.kind == "regex":
-            bad = pc.invert(pc.match_substring_regex(col, f"^(?:{r.regex})$"))
-        else:  # max_length
-            bad = pc.greater(pc.utf8_length(col), r.max_length)
-        mask = pc.and_(bad, valid) if self.kind != "nullable" else bad
-        return np.asarray(pc.fill_null(mask, False))
+            return np.asarray(col.is_null()) if col.null_count else np.zeros(len(col), dtype=bool)
+        bad = self._offending(col)
+        if col.null_count:  # a null fails only nullability (Arrow's kernels give null there: filled below)
+            bad = pc.and_(bad, pc.is_valid(col))
+        if bad.null_count:
+            bad = pc.fill_null(bad, False)
+        return np.asarray(bad, dtype=bool)
+
+    def _offending(self, col: pa.ChunkedArray) -> pa.ChunkedArray:
+        """The kernel of this column check (min, max, allowed, regex, max_length) on ``col``."""
+        r = self.rule
+        assert isinstance(r, ColumnRule)
+        if self.kind in ("min", "max"):
+            num = col if col.type == pa.float64() else pc.cast(col, pa.float64())
+            return pc.less(num, r.min) if self.kind == "min" else pc.greater(num, r.max)
+        if self.kind == "allowed":
+            return pc.invert(pc.is_in(col, value_set=pa.array(r.allowed, col.type)))
+        if self.kind == "regex":
+            return pc.invert(pc.match_substring_regex(col, f"^(?:{r.regex})$"))
+        # max_length: a string has at most as many characters as bytes, so characters are counted only when
+        # some value is longer than the limit in bytes
+        too_long = pc.greater(pc.binary_length(col), r.max_length)
+        return pc.greater(pc.utf8_length(col), r.max_length) if pc.any(too_long).as_py() else too_long
+
+
+#: Lake Arrow type → column type (built once: hashing Arrow types per batch and rule adds up).
+_BY_ARROW = {arrow: kind for kind, arrow in ARROW_TYPES.items()}
 
 
 def _types(schema: pa.Schema) -> dict[str, ColumnType]:
-    by_arrow = {arrow: kind for kind, arrow in ARROW_TYPES.items()}
-    return {f.name: by_arrow[f.type] for f in schema if f.type in by_arrow}
+    return {f.name: _BY_ARROW[f.type] for f in schema if f.type in _BY_ARROW}
 
 
 def _rule_failures(rule: RowRule, table: pa.Table, zone: str | None) -> np.ndarray:
@@ -75,7 +87,8 @@ def _rule_failures(rule: RowRule, table: pa.Table, zone: str | None) -> np.ndarr
     if cols:
         missing = np.zeros(part.num_rows, dtype=bool)
         for c in cols:
-            missing |= np.asarray(pc.is_null(part.column(c)), dtype=bool)
+            if part.column(c).null_count:
+                missing |= np.asarray(pc.is_null(part.column(c)), dtype=bool)
         bad &= ~missing
     return bad
 

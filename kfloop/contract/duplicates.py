@@ -1,8 +1,9 @@
-"""Duplicate detection across batches in bounded memory: 16 bytes per row, not the rows themselves.
+"""Duplicate detection across batches in bounded memory: 17 bytes per row, not the rows themselves.
 
 Pass 1 feeds each batch's key columns and event time to :class:`DuplicateIndex`; :meth:`plan` decides
 which global row positions to drop for the configured mode. Pass 2 shows the plan the full rows of
-the keys that repeat (usually few), so it can tell exact duplicates from key conflicts.
+the keys that repeat (usually few), so it can tell exact duplicates from key conflicts. Keys and rows are
+hashed from the Arrow buffers (:mod:`kfloop.contract.arrow_hash`); the plan sorts only the repeated keys.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from kfloop.config.contract import Duplicates
-from kfloop.row_hash import row_hashes as _hash
+from kfloop.contract.arrow_hash import row_hashes as _hash
 
 
 @dataclass(frozen=True)
@@ -84,31 +86,29 @@ class DuplicateIndex:
         keys = np.concatenate(self._keys) if self._keys else np.array([], np.uint64)
         times = np.concatenate(self._times) if self._times else np.array([], np.int64)
         n = len(keys)
-        pos = np.arange(n)
         # a row with a missing key duplicates nothing: give it a key of its own (nullability is another check)
         null_keys = np.concatenate(self._null_keys) if self._null_keys else np.zeros(0, dtype=bool)
         if null_keys.any():
             keys = keys.copy()
-            keys[null_keys] = np.uint64(2**63) + pos[null_keys].astype(np.uint64)
+            keys[null_keys] = np.uint64(2**63) + np.flatnonzero(null_keys).astype(np.uint64)
             keys[~null_keys] %= np.uint64(2**63)
-        latest = self.cfg.mode == "keep_latest"
-        if latest:
-            order = np.lexsort((-pos, -times, keys))
+        # one hash-table pass finds the keys seen more than once; only those rows are sorted
+        repeated = pd.Series(keys, copy=False).duplicated(keep=False).to_numpy()
+        pos = np.flatnonzero(repeated)
+        sub_keys, sub_times = keys[pos], times[pos]
+        if self.cfg.mode == "keep_latest":
+            order = np.lexsort((-pos, -sub_times, sub_keys))
         elif self.cfg.mode == "keep_last_ingested":
-            order = np.lexsort((-pos, keys))
+            order = np.lexsort((-pos, sub_keys))
         else:
-            order = np.lexsort((pos, keys))
-        sorted_keys = keys[order]
-        first = np.ones(n, dtype=bool)
+            order = np.lexsort((pos, sub_keys))
+        sorted_keys = sub_keys[order]
+        first = np.ones(len(pos), dtype=bool)
         first[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        last = np.ones(n, dtype=bool)
-        last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
-        repeated = np.zeros(n, dtype=bool)
-        repeated[order] = ~(first & last)
         drop = np.zeros(n, dtype=bool)
         if self.cfg.mode != "fail":
-            drop[order] = ~first
-        groups = int((first & ~last).sum())
+            drop[pos[order[~first]]] = True
+        groups = int(first.sum())  # every key left repeats: one group per first row
         return DuplicatePlan(drop=drop, repeated=repeated, keys=keys, groups=groups)
 
     def resolve(self, tables: list[pa.Table]) -> DuplicateOutcome:

@@ -1,12 +1,15 @@
 """The two passes of contract enforcement over a lake dataset, batch by batch (bounded memory).
 
-Pass 1 (:func:`scan`) reads only keys, event time and required columns: completeness, freshness and
-the duplicate plan. Pass 2 (:func:`enforce`) reads full rows, runs the row checks and routes each row
-to the clean writer, the quarantine writer, or out as a duplicate.
+Pass 1 (:func:`scan`) runs only when the contract declares duplicate keys: it reads the keys and the event time
+and plans which rows to drop. Pass 2 (:func:`enforce`) reads full rows: completeness, the newest event, the row
+checks, and routes each row to the clean writer, the quarantine file, or out as a duplicate. Everything stays in
+Arrow and numpy (no pandas, no loop per row), and pass 2 reads the next batch and writes the last one on threads
+beside the checks (:mod:`kfloop.contract.overlap`).
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +23,15 @@ from kfloop import lake
 from kfloop.config import Config
 from kfloop.contract.checks import RowCheck
 from kfloop.contract.duplicates import DuplicateIndex, DuplicateOutcome, DuplicatePlan
+from kfloop.contract.overlap import WriteBehind, read_ahead
 from kfloop.contract.report import MAX_EXAMPLES, CheckResult
 from kfloop.contract.table_checks import required_columns
 from kfloop.storage import Storage
 
 REASONS_COLUMN = "_reasons"
+CHECK_COLUMN_PREFIX = "_check:"
+#: Quarantine reasons of one row are joined with this.
+REASONS_SEPARATOR = "; "
 
 
 def example_columns(config: Config) -> list[str]:
@@ -34,46 +41,36 @@ def example_columns(config: Config) -> list[str]:
 
 
 def _take_examples(table: pa.Table, mask: np.ndarray, cols: list[str], into: list[dict]) -> None:
+    """The first offending rows (``mask``) of ``table``, until ``into`` holds :data:`MAX_EXAMPLES`."""
     room = MAX_EXAMPLES - len(into)
-    if room > 0 and mask.any():
-        into.extend(
-            table.select([c for c in cols if c in table.column_names]).filter(pa.array(mask)).slice(0, room).to_pylist()
-        )
+    if room <= 0:
+        return
+    rows = np.flatnonzero(mask)[:room]
+    if len(rows):
+        into.extend(table.select([c for c in cols if c in table.column_names]).take(pa.array(rows)).to_pylist())
 
 
 @dataclass
 class Scan:
-    """What pass 1 learned."""
+    """What pass 1 learned: the duplicate plan over every row (None without ``contract.duplicates``)."""
 
     rows_in: int = 0
-    complete: int = 0
-    newest: datetime | None = None
     plan: DuplicatePlan | None = None
-    incomplete_examples: list[dict] = field(default_factory=list)
 
 
 def scan(storage: Storage, manifest: lake.Manifest, config: Config) -> Scan:
-    """Pass 1: completeness, newest event, duplicate plan."""
-    src, contract = config.source, config.contract
-    required = required_columns(config)
-    dup_index = DuplicateIndex(contract.duplicates, src.timestamp_column) if contract.duplicates else None
-    ex_cols = example_columns(config)
-    columns = list(dict.fromkeys([*required, src.timestamp_column, *ex_cols]))
+    """Pass 1: the duplicate plan, from the key columns and event time only (skipped without duplicate keys)."""
+    src, dups = config.source, config.contract.duplicates
+    if dups is None:
+        return Scan()
+    index = DuplicateIndex(dups, src.timestamp_column)
+    columns = list(dict.fromkeys([*dups.keys, src.timestamp_column]))
     out = Scan()
-    for table in lake.iter_dataset(storage, manifest, src.batch_rows, columns):
-        out.rows_in += table.num_rows
-        complete = np.ones(table.num_rows, dtype=bool)
-        for col in required:
-            if table.column(col).null_count:
-                complete &= np.asarray(table.column(col).is_valid())
-        out.complete += int(complete.sum())
-        _take_examples(table, ~complete, [*ex_cols, *required], out.incomplete_examples)
-        hi = pc.max(table.column(src.timestamp_column)).as_py()
-        if hi is not None and (out.newest is None or hi > out.newest):
-            out.newest = hi
-        if dup_index:
-            dup_index.add(table)
-    out.plan = dup_index.plan() if dup_index else None
+    with closing(read_ahead(lake.iter_dataset(storage, manifest, src.batch_rows, columns))) as batches:
+        for table in batches:
+            out.rows_in += table.num_rows
+            index.add(table)
+    out.plan = index.plan()
     return out
 
 
@@ -86,9 +83,11 @@ class Tally:
         self.example_cols = example_cols
 
     def add(self, check: RowCheck, table: pa.Table, mask: np.ndarray) -> None:
-        self.failed[check.check] += int(mask.sum())
-        cols = list(dict.fromkeys([*self.example_cols, *check.columns(table.column_names)]))
-        _take_examples(table, mask, cols, self.examples[check.check])
+        hits = int(np.count_nonzero(mask))
+        self.failed[check.check] += hits
+        if hits and len(self.examples[check.check]) < MAX_EXAMPLES:
+            cols = list(dict.fromkeys([*self.example_cols, *check.columns(table.column_names)]))
+            _take_examples(table, mask, cols, self.examples[check.check])
 
     def result(self, check: RowCheck, rows_in: int) -> CheckResult:
         failed = self.failed[check.check]
@@ -112,9 +111,38 @@ class Enforced:
 
     tally: Tally
     dups: DuplicateOutcome
+    rows_in: int = 0
     rows_clean: int = 0
     rows_quarantined: int = 0
+    complete: int = 0  # rows with every completeness column present
+    newest: datetime | None = None
+    incomplete_examples: list[dict] = field(default_factory=list)
     duplicate_examples: list[dict] = field(default_factory=list)
+
+
+class _Completeness:
+    """Rows with every required column present, the newest event time, examples of incomplete rows."""
+
+    def __init__(self, config: Config) -> None:
+        self.required = required_columns(config)
+        self.example_cols = [*example_columns(config), *self.required]
+        self.ts = config.source.timestamp_column
+        self.complete = 0
+        self.newest: datetime | None = None
+        self.examples: list[dict] = []
+
+    def add(self, table: pa.Table) -> None:
+        complete = np.ones(table.num_rows, dtype=bool)
+        for col in self.required:
+            if table.column(col).null_count:
+                complete &= np.asarray(table.column(col).is_valid())
+        ok = int(np.count_nonzero(complete))
+        self.complete += ok
+        if ok < table.num_rows:
+            _take_examples(table, ~complete, self.example_cols, self.examples)
+        hi = pc.max(table.column(self.ts)).as_py()
+        if hi is not None and (self.newest is None or hi > self.newest):
+            self.newest = hi
 
 
 def enforce(
@@ -128,50 +156,86 @@ def enforce(
 ) -> Enforced:
     """Pass 2: row checks; clean rows to ``writer``, quarantine rows (with reasons) to a local file."""
     src = config.source
-    schema_names = list(src.columns)
     qchecks = [c for c in checks if c.severity == "quarantine"]
     ex_cols = example_columns(config)
     tally = Tally(checks, ex_cols)
+    seen = _Completeness(config)
     plan = scanned.plan
     dup_examples: list[dict] = []
-    qwriter: pq.ParquetWriter | None = None
+    quarantine = _QuarantineFile(quarantine_path)
     rows_clean = rows_quarantined = offset = 0
-    for table in lake.iter_dataset(storage, manifest, src.batch_rows, schema_names):
-        n = table.num_rows
-        drop = plan.drop[offset : offset + n] if plan else np.zeros(n, dtype=bool)
-        if plan:
-            plan.count(table, offset)
-            _take_examples(table, drop, [*ex_cols, src.timestamp_column], dup_examples)
-        offset += n
-        masks = {check.check: check.evaluate(table) for check in checks}
-        for check in checks:
-            tally.add(check, table, masks[check.check])
-        qmask = np.zeros(n, dtype=bool)
-        for check in qchecks:
-            qmask |= masks[check.check]
-        qmask &= ~drop
-        clean = table.filter(pa.array(~qmask & ~drop))
-        writer.add(clean)
-        rows_clean += clean.num_rows
-        if qmask.any():
-            q = quarantine_rows(table, qmask, qchecks, masks)
-            qwriter = qwriter or pq.ParquetWriter(quarantine_path, q.schema, compression="zstd")
-            qwriter.write_table(q)
-            rows_quarantined += q.num_rows
-    if qwriter is not None:
-        qwriter.close()
-    dups = plan.outcome() if plan else DuplicateOutcome(0, 0, np.zeros(scanned.rows_in, dtype=bool))
-    return Enforced(tally, dups, rows_clean, rows_quarantined, dup_examples)
+    source = lake.iter_dataset(storage, manifest, src.batch_rows, list(src.columns))
+    try:
+        with WriteBehind() as behind, closing(read_ahead(source)) as batches:
+            for table in batches:
+                n = table.num_rows
+                seen.add(table)
+                drop = plan.drop[offset : offset + n] if plan else np.zeros(n, dtype=bool)
+                if plan:
+                    plan.count(table, offset)
+                    _take_examples(table, drop, [*ex_cols, src.timestamp_column], dup_examples)
+                offset += n
+                masks = {check.check: check.evaluate(table) for check in checks}
+                for check in checks:
+                    tally.add(check, table, masks[check.check])
+                qmask = np.zeros(n, dtype=bool)
+                for check in qchecks:
+                    qmask |= masks[check.check]
+                qmask &= ~drop
+                keep = ~(qmask | drop)
+                clean = table if keep.all() else table.filter(pa.array(keep))
+                rows_clean += clean.num_rows
+                q = quarantine_rows(table, qmask, qchecks, masks) if qmask.any() else None
+                rows_quarantined += q.num_rows if q is not None else 0
+                behind.submit(lambda clean=clean, q=q: _write(writer, clean, quarantine, q))
+    finally:
+        quarantine.close()
+    dups = plan.outcome() if plan else DuplicateOutcome(0, 0, np.zeros(offset, dtype=bool))
+    return Enforced(
+        tally,
+        dups,
+        rows_in=offset,
+        rows_clean=rows_clean,
+        rows_quarantined=rows_quarantined,
+        complete=seen.complete,
+        newest=seen.newest,
+        incomplete_examples=seen.examples,
+        duplicate_examples=dup_examples,
+    )
+
+
+def _write(writer: lake.PartitionWriter, clean: pa.Table, quarantine: _QuarantineFile, q: pa.Table | None) -> None:
+    writer.add(clean)
+    if q is not None:
+        quarantine.write(q)
+
+
+class _QuarantineFile:
+    """The local quarantine Parquet file, created with the first offending rows (none: no file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, rows: pa.Table) -> None:
+        self._writer = self._writer or pq.ParquetWriter(self.path, rows.schema, compression="zstd")
+        self._writer.write_table(rows)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def quarantine_rows(table: pa.Table, qmask: np.ndarray, qchecks: list[RowCheck], masks: dict) -> pa.Table:
     """Offending rows with one reason column per quarantine check (null where it passed) and all reasons."""
-    rows = table.filter(pa.array(qmask))
-    reasons_per_row: list[list[str]] = [[] for _ in range(rows.num_rows)]
+    at = np.flatnonzero(qmask)  # few rows: gathering them beats a boolean filter per check
+    rows = table.take(pa.array(at))
+    no_reason = pa.scalar(None, pa.string())
+    reasons = []
     for check in qchecks:
-        hit = masks[check.check][qmask]
-        col = [check.message if h else None for h in hit]
-        for i in np.flatnonzero(hit):
-            reasons_per_row[i].append(f"{check.check}: {check.message}")
-        rows = rows.append_column(f"_check:{check.check}", pa.array(col, pa.string()))
-    return rows.append_column(REASONS_COLUMN, pa.array(["; ".join(r) for r in reasons_per_row], pa.string()))
+        hit = pa.array(masks[check.check][at])
+        rows = rows.append_column(f"{CHECK_COLUMN_PREFIX}{check.check}", pc.if_else(hit, check.message, no_reason))
+        reasons.append(pc.if_else(hit, f"{check.check}: {check.message}", no_reason))
+    joined = pc.binary_join_element_wise(*reasons, REASONS_SEPARATOR, null_handling="skip")
+    return rows.append_column(REASONS_COLUMN, joined)

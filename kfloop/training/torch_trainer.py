@@ -5,6 +5,10 @@ Training is seeded and deterministic on CPU (same seed and data -> identical wei
 without touching the caller's global state: the torch RNG is forked, and the deterministic-algorithms
 flag and thread count are restored afterwards. Exported as TorchScript (``model.pt``) whose
 ``forward(x_num, x_cat)`` returns probabilities (or predictions), loadable with ``torch.jit.load`` alone.
+
+Inside a process group (``training.workers`` > 1, joined by the worker entrypoint: ``kfloop.training.distributed``)
+the same loop runs as DistributedDataParallel on this rank's share of every batch; outside one it is the
+single-process loop, unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import Tensor, nn
 
 from kfloop.config import TrainingConfig
 from kfloop.files import atomic_write
-from kfloop.training import classes, model_io
+from kfloop.training import classes, distributed, model_io
 from kfloop.training.base import Fit, Split
 from kfloop.training.preprocess import Preprocessor
 
@@ -102,15 +106,16 @@ def _output(net: TabularNet) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _reproducible(seed: int) -> Iterator[None]:
-    """Seeded torch RNG, deterministic kernels and THREADS threads; all restored on exit."""
+def _reproducible(seed: int, gpu: bool = False) -> Iterator[None]:
+    """Seeded torch RNG, deterministic kernels and THREADS threads; all restored on exit. On a GPU, kernels
+    without a deterministic version warn instead of failing (bit-identical models are a CPU promise)."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.set_num_threads(THREADS)
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=gpu)
         try:
             yield
         finally:
@@ -129,48 +134,75 @@ def _predictor(net: TabularNet) -> model_io.ArrayPredictor:
     return lambda x_num, x_cat: model_io.in_batches(predict, x_num, x_cat)
 
 
+def _network(
+    config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: Split, pos_weight: float
+) -> tuple[TabularNet, nn.Module, np.ndarray, np.ndarray]:
+    """The network, its loss and the (train, validation) targets it learns: labels as they are, class indices,
+    or the standardized label of a regressor."""
+    k = int(train.y.max()) + 1 if config.task == "multiclass" else 1
+    net = TabularNet(
+        len(preprocessor.numeric), preprocessor.cardinalities(), config.embedding_dim, config.hidden_units, k
+    )
+    y_train, y_val = train.y, val.y
+    loss_fn: nn.Module
+    if config.task == "multiclass":
+        net.multiclass = True  # read by _output: softmax over the class logits
+        weights = classes.class_weights(train.y, k, config.class_weight == "balanced")
+        loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
+    elif config.task == "regression":
+        center, scale = model_io.label_scaling(train.y)
+        net.label_scaling = (center, scale)  # read by _output: serving returns the label's units
+        y_train, y_val = (train.y - center) / scale, (val.y - center) / scale
+        loss_fn = nn.MSELoss()
+    else:
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
+    return net, loss_fn, y_train, y_val
+
+
 def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: Split, pos_weight: float) -> Fit:
     """Adam on weighted BCE-with-logits (binary) or MSE on the standardized label (regression) in shuffled
     mini-batches; stop when validation loss has not improved for ``early_stopping_patience`` epochs and keep
-    the best epoch's weights."""
-    with _reproducible(config.seed):
-        k = int(train.y.max()) + 1 if config.task == "multiclass" else 1
-        net = TabularNet(
-            len(preprocessor.numeric), preprocessor.cardinalities(), config.embedding_dim, config.hidden_units, k
-        )
-        y_train, y_val = train.y, val.y
-        loss_fn: nn.Module
-        if config.task == "multiclass":
-            net.multiclass = True  # read by _output: softmax over the class logits
-            weights = classes.class_weights(train.y, k, config.class_weight == "balanced")
-            loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
-        elif config.task == "regression":
-            center, scale = model_io.label_scaling(train.y)
-            net.label_scaling = (center, scale)  # read by _output: serving returns the label's units
-            y_train, y_val = (train.y - center) / scale, (val.y - center) / scale
-            loss_fn = nn.MSELoss()
-        else:
-            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
+    the best epoch's weights. In a process group: DDP over this rank's share of every batch, the stop decided
+    on the ranks' agreed validation loss."""
+    world = distributed.current()
+    gpu = config.device == "gpu"
+    device = distributed.cuda_device(world.local_rank if world else 0) if gpu else torch.device("cpu")
+    with _reproducible(config.seed, gpu):
+        net, loss_fn, y_train, y_val = _network(config, preprocessor, train, val, pos_weight)
+        if gpu:
+            net.to(device)
+            loss_fn.to(device)
+        model: nn.Module = net
+        if world is not None:
+            model = distributed.wrap(net, world)  # rank 0's initial weights, gradients averaged in backward
+            torch.manual_seed(config.seed + world.rank)  # each rank its own dropout masks, as over one batch
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-        rng = np.random.default_rng(config.seed)
+        rng = np.random.default_rng(config.seed)  # the same batch order on every rank
         y_type = np.int64 if config.task == "multiclass" else np.float32  # class indices, or targets
-        x_num, x_cat, y = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, y_train.astype(y_type)))
-        v_num, v_cat, v_y = (torch.from_numpy(a) for a in (val.x_num, val.x_cat, y_val.astype(y_type)))
+        tensors = (train.x_num, train.x_cat, y_train.astype(y_type), val.x_num, val.x_cat, y_val.astype(y_type))
+        x_num, x_cat, y, v_num, v_cat, v_y = (torch.from_numpy(a).to(device) for a in tensors)
+        batches = max(1, -(-len(y) // config.batch_size))
+        if world is not None:
+            distributed.check_batches(len(y), batches, world)
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
         for epoch in range(1, config.epochs + 1):
-            net.train()
+            model.train()
             total = 0.0
-            for batch in np.array_split(rng.permutation(len(y)), max(1, -(-len(y) // config.batch_size))):
-                index = torch.from_numpy(batch)
+            for batch in np.array_split(rng.permutation(len(y)), batches):
+                rows = batch if world is None else distributed.shard(batch, world)
+                index = torch.from_numpy(rows)
                 optimizer.zero_grad()
-                loss = loss_fn(net(x_num[index], x_cat[index]), y[index])
-                loss.backward()
+                loss = loss_fn(model(x_num[index], x_cat[index]), y[index])
+                # a rank's mean weighted by its share: DDP's mean of the ranks' gradients is the batch mean's
+                (loss if world is None else loss * (len(rows) * world.size / len(batch))).backward()
                 optimizer.step()
-                total += loss.item() * len(batch)
+                total += loss.item() * len(rows)
             net.eval()
             with torch.no_grad():
                 val_loss = float(loss_fn(net(v_num, v_cat), v_y))
+            if world is not None:  # the same weights on every rank; one agreed number, so one stop decision
+                total, val_loss = distributed.total(total, world), distributed.agreed_mean(val_loss, world)
             history.append({"epoch": epoch, "train_loss": total / len(y), "val_loss": val_loss})
             if val_loss < best_loss:
                 best_loss, best_epoch, waited = val_loss, epoch, 0
@@ -181,6 +213,8 @@ def fit(config: TrainingConfig, preprocessor: Preprocessor, train: Split, val: S
                     break
         if best_state is not None:
             net.load_state_dict(best_state)
+        if gpu:
+            net.to("cpu")  # predicted and exported on CPU (serving loads with map_location cpu)
         net.eval()
     return Fit(net, _predictor(net), history, best_epoch, versions())
 

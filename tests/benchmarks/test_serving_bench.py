@@ -7,8 +7,12 @@ serving``); this keeps its tool honest in a few seconds.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -123,3 +127,80 @@ def test_log_comparison_pairs_each_case_with_the_server_without_the_log(tmp_path
     assert [c.label for c in cases[:4]] == ["V1 c=1 log on", "V1 c=1 log off", "V1 c=4 log on", "V1 c=4 log off"]
     assert [(c.target.port, c.log) for c in cases[:2]] == [(1001, True), (1002, False)]  # type: ignore[union-attr]
     assert len(cases) == 8 and {c.protocol for c in cases} == {"V1", "V2"}
+
+
+PAIR_APP = """
+import json
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    request = json.loads(body)
+    if scope["path"] == "/get-online-features":  # Feast's answer: the keys, then the features
+        key = request["entities"]["customer_id"][0]
+        answer = {"results": [{"values": [key]}, {"values": [float(key[2:])]}]}
+        status = 200
+    else:  # the model: 200 only for the looked-up feature beside the request's own input
+        inputs = {i["name"]: i for i in request["inputs"]}
+        ok = inputs["spend"]["datatype"] == "FP64" and inputs["spend"]["data"] == [inputs["amount"]["data"][0] * 10]
+        answer, status = {"outputs": []}, 200 if ok else 400
+    data = json.dumps(answer).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+"""
+
+
+def test_a_pair_request_is_a_lookup_then_a_model_call_built_from_its_answer(tmp_path: Path) -> None:
+    from benchmarks.serving_payloads import feast_lookup_body, pair_target
+
+    (tmp_path / "pair_app.py").write_text(PAIR_APP)
+    port = free_port()
+    rows = [{"amount": float(i)} for i in range(1, 4)]
+    lookups = [feast_lookup_body("svc", {"customer_id": f"c-{10 * i}"}) for i in range(1, 4)]
+    good = pair_target(port, port, "m", lookups, [(1, "spend", "FP64")], rows)
+    wrong = pair_target(port, port, "m", lookups, [(0, "spend", "FP64")], rows)  # the key, not the feature
+    with _uvicorn(tmp_path, "pair_app:app", port), LoadGenerator() as gen:
+        ok = gen.run(LoadSpec(good, rate=200, count=60))
+        refused = gen.run(LoadSpec(wrong, rate=200, count=6))
+    assert ok.errors == 0 and ok.ok == 60, ok.first_error
+    assert refused.errors == 6 and "HTTP 400 from the model server" in (refused.first_error or "")
+
+
+@contextmanager
+def _uvicorn(app_dir: Path, app: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A uvicorn process serving ``app``, once its port accepts connections (the app has no GET route)."""
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), app, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_config_with_workers_is_written_beside_the_original(tmp_path: Path) -> None:
+    import yaml
+
+    from benchmarks.serving_targets import config_with_workers
+
+    config = tmp_path / "kfloop.yaml"
+    config.write_text(yaml.safe_dump({"project": "p", "serving": {"http_port": 1}}))
+    assert yaml.safe_load(config_with_workers(config, 2).read_text()) == {
+        "project": "p",
+        "serving": {"http_port": 1, "workers": 2},
+    }

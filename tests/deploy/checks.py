@@ -79,6 +79,7 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.v1beta1.json",
     ("argoproj.io/v1alpha1", "CronWorkflow"): "argoproj.io_cronworkflows.v1alpha1.json",
     ("argoproj.io/v1alpha1", "Workflow"): "argoproj.io_workflows.v1alpha1.json",
+    ("kubeflow.org/v1", "PyTorchJob"): "kubeflow.org_pytorchjobs.v1.json",
 }
 #: kubernetes-validate's schemas (OpenAPI v2 of each release as JSON Schema; -strict: additionalProperties false).
 _CORE_SCHEMAS = Path(kubernetes_validate.__file__).resolve().parent / "kubernetes-json-schema"

@@ -69,6 +69,10 @@ def test_storage_trouble_on_a_request_is_a_503_over_rest_and_unavailable_over_gr
         metrics = httpx.get(f"{server.url}/metrics").text
         assert f'kfloop_requests_total{{model="{name}",protocol="grpc",status="UNAVAILABLE"}} 1.0' in metrics
         assert f'kfloop_requests_total{{model="{name}",protocol="v1",status="503"}} 2.0' in metrics
+        # the server's own warm-up requests (one per protocol, before readiness) are not counted as clients'
+        assert f'kfloop_requests_total{{model="{name}",protocol="v1",status="200"}} 1.0' in metrics
+        assert 'protocol="grpc",status="OK"' not in metrics
+        assert "warm-up: v1 ok, v2 ok, grpc ok" in server.log_path.read_text()
 
         fault.unlink()
         assert server.alive()

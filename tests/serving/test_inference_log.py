@@ -418,7 +418,8 @@ while True:
 def test_sigterm_writes_the_buffer_or_gives_up_within_the_bound(tmp_path: Path, storage: str) -> None:
     from kfloop.config import config_to_json
 
-    config = log_config(tmp_path, flush_seconds=3600, shutdown_timeout_seconds=1.5)
+    # a bound the encoder process's start fits in on a loaded 2-core machine (at 1.5 s a busy suite lost the rows)
+    config = log_config(tmp_path, flush_seconds=3600, shutdown_timeout_seconds=3.0)
     (tmp_path / "config.json").write_text(config_to_json(config))
     root = Path(__file__).resolve().parents[2]
     with open(tmp_path / "stderr.txt", "w") as stderr:
@@ -442,9 +443,9 @@ def test_sigterm_writes_the_buffer_or_gives_up_within_the_bound(tmp_path: Path, 
     assert proc.returncode == 0, err
     written = read_inference_log(LocalStorage(tmp_path), config).num_rows
     if storage == "ok":
-        assert written == 7 and took < 5, (took, err)
-    else:  # 1.5 s bound, then the rows are reported lost and the process exits
-        assert written == 0 and 1.4 <= took < 5, (took, err)
+        assert written == 7 and took < 8, (took, err)
+    else:  # 3 s bound, then the rows are reported lost and the process exits
+        assert written == 0 and 2.9 <= took < 8, (took, err)
         assert "7 rows lost" in err
 
 
