@@ -1,8 +1,10 @@
-"""CLI: ``python -m benchmarks [NAME ...] [--repeat N] [--rows N | --sizes 100k,1M,5M] [--list]`` (no NAME: all)."""
+"""CLI: ``python -m benchmarks [NAME ...] [--repeat N] [--rows N | --sizes 100k,1M,5M] [--roles ours,floor] [--list]``
+(no NAME: all)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -20,6 +22,25 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+ROLES = ("ours", "peer", "floor")
+
+
+def _roles(text: str) -> frozenset[str]:
+    chosen = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = sorted(chosen - set(ROLES))
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"--roles takes a comma-separated subset of {', '.join(ROLES)}")
+    return chosen
+
+
+def only(bench: Benchmark, roles: frozenset[str] | None) -> Benchmark:
+    """``bench`` with the cases of ``roles`` only (all when None): a peer too slow or too big at 5M rows can be
+    left out of a scaling run, while ours and the floor still run side by side."""
+    if roles is None:
+        return bench
+    return dataclasses.replace(bench, cases=[c for c in bench.cases if c.role in roles])
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; see --list)")
@@ -31,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N,N,...",
         help="run at each row count (k/M allowed, e.g. 100k,1M,5M) and print how time and peak memory grow",
+    )
+    p.add_argument(
+        "--roles",
+        type=_roles,
+        default=None,
+        metavar="ROLE,...",
+        help="run only these roles' cases (ours, peer, floor; default: all), e.g. --roles ours,floor with --sizes",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
@@ -62,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== {name}: scaling over {', '.join(f'{n:,}' for n in args.sizes)} rows", flush=True)
             echo = None if args.quiet else (lambda line: print(line, flush=True))
-            build = lambda rows, module=module: module.build(rows=rows, data_dir=args.out / "data")  # noqa: E731
+
+            def build(rows: int, module: object = module) -> Benchmark:
+                return only(module.build(rows=rows, data_dir=args.out / "data"), args.roles)  # type: ignore[attr-defined]
+
             print(format_scaling(name, run_sizes(build, args.sizes, args.repeat, echo)), flush=True)
             continue
         if hasattr(module, "run_standalone"):  # a rate held over time, not a timed call: its own runs and table
@@ -70,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             module.run_standalone(rows=args.rows, out=args.out, quiet=args.quiet)
             continue
         print(f"== {name}: preparing (untimed)", flush=True)
-        bench: Benchmark = module.build(rows=args.rows, data_dir=args.out / "data")
+        bench: Benchmark = only(module.build(rows=args.rows, data_dir=args.out / "data"), args.roles)
         echo = None if args.quiet else (lambda line: print(line, flush=True))
         report = run_benchmark(bench, repeat=args.repeat, echo=echo)
         print(format_table(report))

@@ -13,7 +13,8 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from kfloop.config import Config, S3StorageConfig
+from kfloop.config import Config
+from kfloop.config.storage import s3_endpoint
 from kfloop.errors import ConfigError
 from kfloop.feature_repo.asof_store import OFFLINE_STORE_TYPE
 from kfloop.feature_repo.definitions import FeastObjects, build_objects, view_keys
@@ -66,17 +67,10 @@ def repo_settings(config: Config, root: str, environ: Mapping[str, str] | None =
     }
 
 
-def s3_endpoint(config: Config) -> str | None:
-    storage = config.storage
-    if isinstance(storage, S3StorageConfig):
-        return f"{'https' if storage.secure else 'http'}://{storage.endpoint}"
-    return None
-
-
 def objects_for(config: Config, storage: Storage) -> FeastObjects:
     """The Feast objects with their offline sources in this workspace (views and attribute tables)."""
     uris = {name: storage.uri(offline_key(name)) for name in view_keys(config)}
-    return build_objects(config, uris, s3_endpoint(config))
+    return build_objects(config, uris, s3_endpoint(config.storage))
 
 
 def open_store(config: Config, storage: Storage, environ: Mapping[str, str]) -> FeatureStore:

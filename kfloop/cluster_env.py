@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kfloop.config import Config, S3StorageConfig, SecretRef
 from kfloop.config.features import RedisStore
-from kfloop.feature_repo.store import s3_endpoint
+from kfloop.config.storage import s3_endpoint
 
 __all__ = ["plain_env", "secret_env_refs"]
 
@@ -36,7 +36,7 @@ def secret_env_refs(config: Config, *, online_store: bool, alerts: bool = False)
 
 def plain_env(config: Config, *, online_store: bool) -> dict[str, str]:
     """Non-secret variables: Feast's S3 registry reads its endpoint from ``FEAST_S3_ENDPOINT_URL`` only."""
-    endpoint = s3_endpoint(config)
+    endpoint = s3_endpoint(config.storage)
     return {"FEAST_S3_ENDPOINT_URL": endpoint} if online_store and endpoint else {}
 
 

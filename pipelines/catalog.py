@@ -17,6 +17,7 @@ from kfp.dsl import HTML, Artifact, Metrics, Output
 from kfloop.cluster_env import secret_env_refs
 from kfloop.config import Config, Resources, config_to_json
 from kfloop.pipelines.compile import write_compiled
+from kfloop.pipelines.define import define_pipeline
 from kfloop.pipelines.training import RETRIES
 
 __all__ = ["HEADER", "build_catalog_pipeline", "catalog_component", "catalog_pipeline_name", "compile_catalog"]
@@ -64,11 +65,12 @@ def build_catalog_pipeline(config: Config, *, retries: int = RETRIES) -> Callabl
             kubernetes.set_image_pull_secrets(task, list(config.cluster.image_pull_secrets))
 
     catalog.__doc__ = f"kfloop catalog of {config.project}.\n\nArgs:\n    config_json: The whole config (advanced).\n"
-    return dsl.pipeline(
+    return define_pipeline(
+        catalog,
         name=catalog_pipeline_name(config),
         description=f"kfloop catalog of {config.project}: datasets, feature views, models",
         pipeline_root=config.cluster.pipeline_root,
-    )(catalog)
+    )
 
 
 def compile_catalog(config: Config, out: Path, config_path: str = "kfloop.yaml") -> Path:

@@ -18,6 +18,7 @@ from kfp.dsl import HTML, Artifact, Metrics, Output
 from kfloop.cluster_env import secret_env_refs
 from kfloop.config import Config, Resources, config_to_json
 from kfloop.pipelines.compile import write_compiled
+from kfloop.pipelines.define import define_pipeline
 from kfloop.pipelines.training import RETRIES
 
 __all__ = ["HEADER", "build_report_pipeline", "compile_report", "report_component", "report_pipeline_name"]
@@ -81,11 +82,12 @@ def build_report_pipeline(config: Config, *, retries: int = RETRIES) -> Callable
         "    period: How far back from the run (a duration: 24h, 7d).\n"
         "    send: Send the report to the alert webhooks that list the report event.\n"
     )
-    return dsl.pipeline(
+    return define_pipeline(
+        report,
         name=report_pipeline_name(config),
         description=f"kfloop periodic report of {config.project}",
         pipeline_root=config.cluster.pipeline_root,
-    )(report)
+    )
 
 
 def compile_report(config: Config, out: Path, config_path: str = "kfloop.yaml") -> Path:

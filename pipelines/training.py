@@ -35,6 +35,7 @@ from kfloop.pipelines.components import (
     training_set_component,
     validate_component,
 )
+from kfloop.pipelines.define import define_pipeline
 
 #: Retries for steps that talk to storage over the network (idempotent steps only).
 RETRIES = 2
@@ -212,8 +213,9 @@ def build_training_pipeline(config: Config, *, retries: int = RETRIES) -> Callab
 
     training.__signature__ = _signature(config)  # kfp reads the parameters from it and passes them in order
     training.__doc__ = _docstring(config)  # the run form's help text of each parameter
-    return dsl.pipeline(
+    return define_pipeline(
+        training,
         name=pipeline_name(config),
         description=f"kfloop training loop for {config.project}",
         pipeline_root=config.cluster.pipeline_root,
-    )(training)
+    )

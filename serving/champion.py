@@ -23,7 +23,7 @@ from pathlib import Path
 from kserve.logging import logger as log
 
 from kfloop.config import Config
-from kfloop.errors import CorruptModelError, KfloopError, NoChampionError, StorageError
+from kfloop.errors import CorruptModelError, KfloopError, StorageError
 from kfloop.layout import CARD_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.serving.metrics import MODEL_REFUSED, RELOAD_ERRORS, set_model_version
@@ -31,17 +31,7 @@ from kfloop.serving.predictor import LoadedModel, Predictor, load_model_dir
 from kfloop.serving.warmup import warm_model
 from kfloop.training.preprocess import feature_columns
 
-__all__ = ["ChampionWatch", "input_mismatch", "no_champion"]
-
-
-def no_champion(registry: ModelRegistry) -> NoChampionError:
-    """The error for a registry without a champion, suggesting only what works: ``--version`` (which
-    ``kfloop serve`` and ``kfloop serve-check`` both take) only when there is a version to pin."""
-    versions = [mv.version for mv in registry.list()]
-    hint = "run the training loop first (`kfloop run`)"
-    if versions:
-        hint += f", promote a version (`kfloop models promote VERSION`), or pass --version {' | '.join(versions)}"
-    return NoChampionError(f"model {registry.model!r} has no champion yet: {hint}")
+__all__ = ["ChampionWatch", "input_mismatch"]
 
 
 class _RefusedError(Exception):
@@ -118,13 +108,7 @@ class ChampionWatch:
 
     def target(self) -> str:
         """The version to serve; raises NoChampionError / ModelNotFoundError (unknown pinned version)."""
-        if self.pinned:
-            self.registry.get(self.pinned)  # ModelNotFoundError names the known versions
-            return self.pinned
-        champion = self.registry.champion()
-        if champion is None:
-            raise no_champion(self.registry)
-        return champion.version
+        return self.registry.servable(self.pinned)
 
     def start(self) -> None:
         """At start-up: find the version (failing if there is none), then try it once. A refusal or a

@@ -11,11 +11,9 @@ Readiness carries its reason: ``/v2/health/ready`` answers 503 with it, model re
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import shutil
-import socket
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,11 +35,12 @@ from uvicorn.config import LOOP_FACTORIES
 from uvicorn.importer import import_from_string
 
 from kfloop.config import Config
-from kfloop.errors import ConfigError, KfloopError, PortInUseError, RequestError
+from kfloop.errors import KfloopError, RequestError
 from kfloop.registry import ModelRegistry
 from kfloop.serving._status import QUIET, GrpcServer, http_error
 from kfloop.serving.champion import ChampionWatch
 from kfloop.serving.metrics import RestGuard
+from kfloop.serving.ports import ALL_INTERFACES, LOCAL_HOST, check_ports
 from kfloop.serving.predictor import Predictor
 from kfloop.serving.request_samples import RequestSampler
 from kfloop.serving.routes import install_infer_routes
@@ -56,7 +55,6 @@ log = kserve_logger  # configured by KServe: our lines land beside the server's
 PREDICTOR_SUFFIX = "-predictor"
 #: The cluster components listen on every interface (the kubelet's probes and Knative's queue proxy reach the
 #: pod's address); ``kfloop serve`` on this machine only, unless its ``--host`` says otherwise.
-ALL_INTERFACES, LOCAL_HOST = "0.0.0.0", "127.0.0.1"
 
 
 async def _malformed(_: Request, exc: Exception) -> JSONResponse:
@@ -259,19 +257,6 @@ def open_inference_log(config: Config, storage: Storage, writer: str = "") -> An
 def open_request_samples(config: Config, storage: Storage) -> RequestSampler:
     """The per-minute request samples of the model the client calls (the serving SLOs without Prometheus)."""
     return RequestSampler(storage, [config.training.model_name], log=log)
-
-
-def check_ports(http_port: int, grpc_port: int, host: str = ALL_INTERFACES) -> None:
-    """Fail with one clear line before KServe starts (its own bind error is a traceback after startup)."""
-    for port, what in ((http_port, "HTTP (serving.http_port, --http-port)"), (grpc_port, "gRPC (serving.grpc_port)")):
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as err:
-                if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
-                    raise ConfigError(f"--host {host!r} is not an address of this machine ({err.strerror})") from err
-                raise PortInUseError(f"{what} port {port} is not available ({err.strerror}): another server?") from err
 
 
 #: Answered with their reason and logged once where the state changes (a refusal, the store going down or

@@ -57,21 +57,6 @@ class _Worker:
     proc: subprocess.Popen[bytes]
 
 
-def _check_servable(config: Config, storage: Storage, version: str | None) -> str:
-    """The version the workers will serve; the errors one process would give when there is none."""
-    from kfloop.registry import ModelRegistry
-    from kfloop.serving.champion import no_champion
-
-    registry = ModelRegistry(storage, config.training.model_name)
-    if version:
-        registry.get(version)  # ModelNotFoundError names the known versions
-        return version
-    champion = registry.champion()
-    if champion is None:
-        raise no_champion(registry)
-    return champion.version
-
-
 class Supervisor:
     """The worker processes of one ``kfloop serve`` and the run directory they share."""
 
@@ -165,13 +150,15 @@ def serve_workers(
     """Run ``serving.workers`` server processes on the shared ``ports`` (HTTP, gRPC) until SIGINT/SIGTERM."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from kfloop.serving.ports import check_ports
     from kfloop.serving.request_samples import RequestSampler
-    from kfloop.serving.server import check_ports
     from kfloop.serving.worker_slot import metrics_dir
 
     http_port, grpc_port = ports
     check_ports(http_port, grpc_port, host)
-    served = _check_servable(config, storage, version)
+    from kfloop.registry import ModelRegistry
+
+    served = ModelRegistry(storage, config.training.model_name).servable(version)
     args = ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--host", host]
     args += ["--version", version] if version else []
     run_dir = Path(tempfile.mkdtemp(prefix="kfloop-serve-workers-"))

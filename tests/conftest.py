@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from minio import Minio
 
 from kfloop.config import Config, load_config, parse_config
@@ -125,6 +126,31 @@ def demo_config(workspace: Path | None = None, **source: object) -> Config:
 #: The test files that take longest (seconds on 2 cores, `--durations`), heaviest first. xdist hands out whole
 #: files (``--dist loadfile``) in collection order, so these start first and no long file starts last: without
 #: this order the suite waited ~2 minutes on one worker running the closed loop after the others had finished.
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The wheel built from this tree, once per test session: the xdist workers share it (a file lock, in the
+    session's own temporary folder), as two builds at once would also share setuptools' build/ folder."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the session's folder, above each worker's
+    dist = shared / "kfloop-wheel"
+    with FileLock(str(shared / "kfloop-wheel.lock")):
+        built = sorted(dist.glob("kfloop-*.whl"))
+        if not built:
+            out = shared / "kfloop-wheel-building"
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' staging: a stale one adds deleted files
+            subprocess.run(
+                [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            out.rename(dist)
+            built = sorted(dist.glob("kfloop-*.whl"))
+    (wheel,) = built
+    return wheel
+
+
 HEAVY_FIRST = (
     "tests/pipelines/test_training.py",
     "tests/examples/test_closed_loop.py",

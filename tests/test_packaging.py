@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kfloop.config import load_config
-from tests.conftest import DEMO_CONFIG, REPO
+from tests.conftest import DEMO_CONFIG
 
 SUBPACKAGES = [
     "components",
@@ -29,17 +29,9 @@ SUBPACKAGES = [
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel built from this tree (once for this module)."""
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = dist.glob("kfloop-*.whl")
-    return built
+def wheel(project_wheel: Path) -> Path:
+    """The wheel built from this tree (once per test session: tests/conftest.py)."""
+    return project_wheel
 
 
 @pytest.fixture(scope="module")

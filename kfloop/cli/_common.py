@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kfloop.config import Config, load_config
+from kfloop.config.storage import s3_endpoint
 from kfloop.errors import KfloopError
 from kfloop.storage import S3Credentials, Storage, open_storage, resolve_credentials
 
@@ -87,9 +88,7 @@ def credentials(config: Config) -> S3Credentials | None:
 
 def workspace(config: Config) -> Storage:
     """The config's workspace; for S3 also tells Feast's S3 registry the endpoint (entrypoint-only env)."""
-    from kfloop.feature_repo.store import s3_endpoint
-
-    endpoint = s3_endpoint(config)
+    endpoint = s3_endpoint(config.storage)
     if endpoint:
         os.environ.setdefault("FEAST_S3_ENDPOINT_URL", endpoint)
     return open_storage(config.storage, credentials(config))

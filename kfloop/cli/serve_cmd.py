@@ -32,11 +32,17 @@ def serve(
     components, `python -m kfloop.serving`, listen on every interface)."""
     cfg = load(config)
     storage = workspace(cfg)
-    from kfloop.serving.server import PREDICTOR_SUFFIX, serve_local
+    from kfloop.registry import ModelRegistry
+    from kfloop.serving.ports import check_ports
 
     name = cfg.training.model_name
     http = http_port or cfg.serving.http_port
     grpc = grpc_port or cfg.serving.grpc_port
+    # fail fast, in one line and before the serving stack is imported: a taken port, no version to serve
+    check_ports(http, grpc, host)
+    ModelRegistry(storage, name).servable(version or None)
+    from kfloop.serving.server import PREDICTOR_SUFFIX, serve_local
+
     every = host in ("0.0.0.0", "::")
     shown = "127.0.0.1" if every else (f"[{host}]" if ":" in host else host)
 
@@ -111,18 +117,15 @@ def serve_check(
     cleanly, and print what an application sees (latency, flagged rows, inference-log rows)."""
     cfg = load(config)
     storage = workspace(cfg)
-    from kfloop.cli.summary import serving_table
     from kfloop.registry import ModelRegistry
-    from kfloop.serving.champion import no_champion
+
+    # fail before a server starts (and before the serving stack is imported), with what works
+    ModelRegistry(storage, cfg.training.model_name).servable(version or None)
+    from kfloop.cli.summary import serving_table
     from kfloop.serving.check import serve_check as check
     from kfloop.serving.replay import request_rows
     from kfloop.training.sets import latest_training_set, load_split
 
-    registry = ModelRegistry(storage, cfg.training.model_name)  # fail before a server starts, with what works
-    if version:
-        registry.get(version)  # ModelNotFoundError names the known versions
-    elif registry.champion() is None:
-        raise no_champion(registry)
     test = load_split(storage, latest_training_set(cfg, storage), "test")
     result = check(cfg, config, storage, request_rows(cfg, test.head(rows)), os.environ, version=version or None)
     console.print(serving_table(result))

@@ -47,3 +47,10 @@ class S3StorageConfig(Section):
 
 
 StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="type")]
+
+
+def s3_endpoint(storage: LocalStorageConfig | S3StorageConfig) -> str | None:
+    """The S3 endpoint as a URL (Feast's registry and file sources want a scheme); None for local storage."""
+    if isinstance(storage, S3StorageConfig):
+        return f"{'https' if storage.secure else 'http'}://{storage.endpoint}"
+    return None

@@ -18,7 +18,9 @@ too long even when the step waiting for it is gone; ``cleanPodPolicy: Running`` 
 when the job ends (a Worker whose Master failed) and keeps finished ones for ``kubectl logs``.
 
 The name is the model's plus a digest of the model identity and the pipeline run: a retried step finds the job
-its first attempt submitted (the apply changes nothing) and waits for it instead of training twice.
+its first attempt submitted and waits for it instead of training twice. When that job failed (its pods used up
+their restarts: a node lost, a rendezvous timed out), the retry submits the next attempt, ``<name>-a2``,
+``-a3`` ..., and leaves the failed job and its pods to the operator's TTL, so their logs can still be read.
 """
 
 from __future__ import annotations
@@ -32,13 +34,23 @@ from typing import TYPE_CHECKING, Any
 from kfloop.cluster_env import env_vars
 from kfloop.config import Config
 from kfloop.errors import DeployError, PipelineError
-from kfloop.kube.security import as_manifest, container_security_context, pod_security_context, tmp_mount, tmp_volume
+from kfloop.kube.security import (
+    POD_LABEL,
+    as_manifest,
+    container_security_context,
+    pod_security_context,
+    tmp_mount,
+    tmp_volume,
+)
 from kfloop.training.launch import IMAGE_PYTHON
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
+#: ``app.kubernetes.io/component`` of the job's pods: the chart's ``<release>-train-job`` NetworkPolicy lets them
+#: reach each other (the rendezvous port and gloo's own ports), under the default deny of every kfloop pod.
+COMPONENT = "train-job"
 API_VERSION = f"{GROUP}/{VERSION}"
 #: The operator requires a container of this name and opens the rendezvous port on it.
 CONTAINER = "pytorch"
@@ -50,8 +62,10 @@ BACKOFF_LIMIT = 2
 TTL_SECONDS = 24 * 3600
 #: The extended resource of one NVIDIA GPU (the device plugin's name for it).
 GPU_RESOURCE = "nvidia.com/gpu"
-#: Longest job name: its pods and Services are ``<name>-worker-<i>``, DNS labels of at most 63 characters.
-MAX_NAME = 63 - len("-worker-") - 2
+#: Most job attempts of one step (its first and every retry's after a failed job): ``<name>``, ``<name>-a2`` ...
+MAX_ATTEMPTS = 9
+#: Longest job name: its pods and Services are ``<name>-a<n>-worker-<i>``, DNS labels of at most 63 characters.
+MAX_NAME = 63 - len("-worker-") - 2 - len(f"-a{MAX_ATTEMPTS}")
 #: Where a pod reads its own namespace (every pod with a ServiceAccount token has it).
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Seconds before the first read of the job's status; each wait doubles, up to POLL_SECONDS.
@@ -132,7 +146,8 @@ def build_pytorch_job(config: Config, name: str, namespace: str, args: list[str]
     from kfloop.serving.inference_service import MANAGED_BY_LABEL, PROJECT_LABEL
 
     labels = {PROJECT_LABEL: config.project, MANAGED_BY_LABEL: "kfloop"}
-    template = _template(config, args, labels)
+    pod_labels = labels | {POD_LABEL: config.project, "app.kubernetes.io/component": COMPONENT}
+    template = _template(config, args, pod_labels)
     replicas = {MASTER: 1, WORKER: config.training.workers - 1}
     return {
         "apiVersion": API_VERSION,
@@ -168,6 +183,14 @@ def job_state(job: dict[str, Any]) -> tuple[str, str]:
     return "Pending", "the Training Operator has not reported on it yet"
 
 
+def _needs(config: Config) -> str:
+    return (
+        f"training.workers {config.training.workers} on a cluster needs the Kubeflow Training Operator v1, which "
+        "serves kubeflow.org/v1 PyTorchJob, and a step ServiceAccount that may get and create pytorchjobs in this "
+        "namespace"
+    )
+
+
 def _logs_hint(name: str, namespace: str) -> str:
     return f"its pods' logs: kubectl logs -n {namespace} {name}-master-0 (and {name}-worker-<i>)"
 
@@ -192,20 +215,18 @@ def submit_and_wait(
     from kfloop.kube.apply import REQUEST_TIMEOUT, api_message, apply_objects
     from kfloop.kube.connect import connect
 
-    name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
-    where = f"PyTorchJob {namespace}/{name}"
+    namespace = job["metadata"]["namespace"]
     api = api_client or connect()
     deadline_seconds = job["spec"]["runPolicy"]["activeDeadlineSeconds"]
     limit = timeout_seconds if timeout_seconds is not None else deadline_seconds + DEADLINE_MARGIN
     try:
+        job = _attempt(config, job, api)
+        name = job["metadata"]["name"]
+        where = f"PyTorchJob {namespace}/{name}"
         try:
             apply_objects([job], namespace=namespace, api_client=api)
         except DeployError as err:
-            raise DeployError(
-                f"{where}: {err} (training.workers {config.training.workers} on a cluster needs the Kubeflow Training "
-                "Operator v1, which serves kubeflow.org/v1 PyTorchJob, and a step ServiceAccount that may get and "
-                "create pytorchjobs in this namespace)"
-            ) from err
+            raise DeployError(f"{where}: {err} ({_needs(config)})") from err
         deadline = time.monotonic() + limit
         most = POLL_SECONDS if poll_seconds is None else poll_seconds
         state, message, wait = "Pending", "", min(FIRST_POLL_SECONDS, most)
@@ -240,11 +261,42 @@ def submit_and_wait(
             api.close()
 
 
+def _attempt(config: Config, job: dict[str, Any], api: ApiClient) -> dict[str, Any]:
+    """``job`` under the name of the attempt to wait for: the first one not failed (one running or succeeded is
+    waited for again, as it is; none yet: submitted under that name)."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    from kfloop.kube.apply import REQUEST_TIMEOUT, api_message
+
+    base, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+    failed = ""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        name = base if attempt == 1 else f"{base}-a{attempt}"
+        try:
+            found = CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as err:
+            if err.status == 404:  # not submitted yet (or the cluster has no such kind: the apply says which)
+                return {**job, "metadata": {**job["metadata"], "name": name}}
+            raise DeployError(f"PyTorchJob {namespace}/{name}: {api_message(err)} ({_needs(config)})") from err
+        state, message = job_state(found)
+        if state != "Failed":
+            return {**job, "metadata": {**job["metadata"], "name": name}}
+        failed = message
+    raise PipelineError(
+        f"PyTorchJob {namespace}/{base}: all {MAX_ATTEMPTS} attempts failed (the last: {failed}); "
+        f"{_logs_hint(f'{base}-a{MAX_ATTEMPTS}', namespace)}"
+    )
+
+
 #: The rule the train step's ServiceAccount needs (the Helm chart's deployer Role, or your own).
 RBAC_RULE = {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "create", "patch"]}
 
 __all__ = [
     "API_VERSION",
+    "COMPONENT",
     "KIND",
     "RBAC_RULE",
     "build_pytorch_job",

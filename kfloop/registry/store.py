@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kfloop import layout
 from kfloop.audit import events as audit_events
-from kfloop.errors import CorruptModelError, ModelNotFoundError, StorageError
+from kfloop.errors import CorruptModelError, ModelNotFoundError, NoChampionError, StorageError
 from kfloop.files import file_sha256
 from kfloop.storage import Lease, Storage, lease
 
@@ -105,6 +105,25 @@ class ModelRegistry:
     def champion(self) -> ModelVersion | None:
         stages = self._stages()
         return self.get(stages["champion"], stages) if stages["champion"] else None
+
+    def servable(self, pinned: str | None = None) -> str:
+        """The version a server would serve: ``pinned`` if it exists, else the champion.
+
+        Raises ModelNotFoundError (naming the known versions) or NoChampionError (suggesting only what works:
+        ``--version`` when there is a version to pin). Cheap on purpose: the CLI calls it before importing the
+        serving stack, so a registry without a champion is said in well under a second."""
+        if pinned:
+            self.get(pinned)
+            return pinned
+        champion = self.champion()
+        if champion is None:
+            versions = [mv.version for mv in self.list()]
+            hint = "run the training loop first (`kfloop run`)"
+            if versions:
+                pin = " | ".join(versions)
+                hint += f", promote a version (`kfloop models promote VERSION`), or pass --version {pin}"
+            raise NoChampionError(f"model {self.model!r} has no champion yet: {hint}")
+        return champion.version
 
     def history(self) -> list[dict]:
         return self._stages()["history"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from benchmarks.__main__ import main
+from benchmarks.__main__ import main, only
 from benchmarks.harness import Benchmark, Case
 from benchmarks.scaling import exponent, format_scaling, parse_sizes, run_sizes
 
@@ -47,3 +47,13 @@ def test_cli_rejects_rows_with_sizes(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["ingest", "--rows", "10", "--sizes", "10,20"])
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_roles_leave_out_the_other_cases_and_unknown_roles_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    pts = run_sizes(lambda rows: only(_bench(rows), frozenset({"ours"})), [100, 200], repeat=1)
+    assert {p.case for p in pts} == {"linear"}  # the quadratic peer never ran
+    every = _bench(100)
+    assert only(every, None) is every
+    with pytest.raises(SystemExit):
+        main(["ingest", "--roles", "ours,best"])
+    assert "--roles takes a comma-separated subset of ours, peer, floor" in capsys.readouterr().err

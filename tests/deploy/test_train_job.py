@@ -147,6 +147,18 @@ def test_the_charts_pipeline_runner_may_submit_the_job_when_training_needs_one(w
     objects = render_objects(cluster_config(workers=workers))
     (role,) = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"].endswith("-deployer")]
     assert (train_job.RBAC_RULE in role["rules"]) is (workers > 1)  # least privilege: only when it is used
+    # the job's pods are kfloop pods (the default deny selects them) and one policy lets them reach each other
+    pods = train_job.build_pytorch_job(cluster_config(workers=workers), "j", "kubeflow", ["-m", "x"])["spec"]
+    labels = pods["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    deny = next(spec for name, spec in policies.items() if name.endswith("-default-deny"))
+    assert deny["podSelector"]["matchLabels"].items() <= labels.items()
+    peers = [spec for name, spec in policies.items() if name.endswith("-train-job")]
+    assert len(peers) == (workers > 1)
+    for spec in peers:
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        (rule,) = spec["ingress"]
+        assert "ports" not in rule and rule["from"] == [{"podSelector": spec["podSelector"]}]  # every port, peers only
 
 
 # --- against a cluster ------------------------------------------------------------------------------------------
@@ -154,7 +166,8 @@ def test_the_charts_pipeline_runner_may_submit_the_job_when_training_needs_one(w
 
 class FakeTrainingOperator:
     """The Training Operator and the kubelet, for the PyTorchJobs applied to ``kube`` (see the module docstring).
-    ``outcome`` "run" starts the pods; "fail" reports a failed Master at once; "hang" never reports."""
+    ``outcome`` "run" starts the pods; "fail" reports a failed Master at once; "succeed" reports success at once
+    (no pods: for tests of the step's bookkeeping); "hang" never reports."""
 
     def __init__(self, kube: FakeKubeApi, outcome: str = "run") -> None:
         self.kube, self.outcome = kube, outcome
@@ -187,12 +200,15 @@ class FakeTrainingOperator:
         while not self._stop.is_set():
             for job in self._jobs():
                 name = job["metadata"]["name"]
-                if name in self.handled or self.outcome == "hang":
+                if name in self.handled or job.get("status") or self.outcome == "hang":  # reported on before
                     continue
                 self.handled.add(name)
                 self._report(job, ("Created", f"PyTorchJob {name} is created."))
                 if self.outcome == "fail":
                     self._report(job, ("Failed", f"PyTorchJob {name} is failed because 1 Master replica(s) failed."))
+                    continue
+                if self.outcome == "succeed":
+                    self._report(job, ("Succeeded", f"PyTorchJob {name} is successfully completed."))
                     continue
                 self._report(job, ("Running", f"PyTorchJob {name} is running."))
                 ok = self._run_pods(job)
@@ -298,8 +314,30 @@ def test_a_failed_job_fails_the_step_naming_it_and_its_logs(kube: FakeKubeApi) -
         "1 Master replica(s) failed.; its pods' logs: kubectl logs -n kubeflow fraud-detector-train-feed-master-0 "
         "(and fraud-detector-train-feed-worker-<i>)"
     )
-    with FakeTrainingOperator(kube, "fail"), pytest.raises(PipelineError, match="failed because"):  # a retry: the same
-        train_job.submit_and_wait(cluster_config(), _job(cluster_config()), poll_seconds=0.2)
+
+
+def test_a_retried_step_submits_the_next_attempt_and_keeps_the_failed_job(kube: FakeKubeApi) -> None:
+    """A kfp retry of the step after its job failed trains again (the job's name is fixed per step, so applying
+    it again would only read the same failure); the failed job stays for its logs. A running or finished attempt
+    is waited for, not submitted again."""
+    config = cluster_config()
+    with FakeTrainingOperator(kube, "fail"), pytest.raises(PipelineError, match="failed because"):
+        train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    with FakeTrainingOperator(kube, "fail"), pytest.raises(PipelineError, match=r"feed-a2 failed: "):
+        train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    with FakeTrainingOperator(kube, "succeed"):
+        done = train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    assert done["metadata"]["name"] == "fraud-detector-train-feed-a3"
+    assert done["spec"] == _job(config)["spec"]
+    base = "fraud-detector-train-feed"
+    states = [train_job.job_state(kube.get(train_job.API_VERSION, train_job.KIND, n, "kubeflow") or {})[0]
+              for n in (base, f"{base}-a2", f"{base}-a3")]  # fmt: skip
+    assert states == ["Failed", "Failed", "Succeeded"]  # the failed attempts are kept, for their pods' logs
+    patches = len(kube.patches)
+    with FakeTrainingOperator(kube, "succeed"):  # one more retry: the succeeded attempt is read, not resubmitted
+        again = train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    assert again["metadata"]["name"] == "fraud-detector-train-feed-a3" and len(kube.patches) == patches + 1
+    assert train_job.job_state(again)[0] == "Succeeded"
 
 
 def test_a_job_that_does_not_finish_in_time_fails_the_step(kube: FakeKubeApi) -> None:

@@ -19,7 +19,7 @@ from kfloop.demo import DefectSpec, DemoSpec, generate, write_frame
 from kfloop.errors import PipelineError
 from kfloop.layout import PIPELINE_ROOT
 from kfloop.pipelines.compile import compile_training
-from kfloop.pipelines.local import _failure_message, project_python_on_path, run_local
+from kfloop.pipelines.local import LocalRun, _failure_message, project_python_on_path, run_local
 from kfloop.registry import ModelRegistry
 from kfloop.storage import LocalStorage
 from tests.conftest import REPO, demo_config
@@ -29,8 +29,24 @@ UNLABELED = 120  # rows of the end-to-end run whose label is not known yet
 GOLDEN = REPO / "pipelines" / "compiled" / "training.yaml"
 
 
+def _assert_every_table_reported(run: LocalRun, merchants: int) -> None:
+    """Each attribute table's own ingest and gate, next to the main source's, as `kfloop run` prints them."""
+    assert run.ingest["dataset"] == "transactions" and run.quality["dataset"] == "transactions"
+    assert set(run.tables) == {"merchants"}
+    ingested, quality = run.tables["merchants"]["ingest"], run.tables["merchants"]["quality"]
+    assert ingested["dataset"] == "merchants" and ingested["rows_written"] == merchants
+    assert quality["gate_passed"] and quality["rows_quarantined"] == 1 and quality["rows_clean"] == merchants - 1
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(tables_table(run.tables))
+    text = console.export_text()
+    assert f"+{merchants} of {merchants} rows read" in text and "1 quarantined" in text
+    assert "gate passed" in text
+
+
 @pytest.mark.slow
 def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One run with an attribute table, then a re-run with the run form's parameters (two runs, not four:
+    each kfp.local run is a subprocess per step)."""
     monkeypatch.chdir(tmp_path)
     project_python_on_path()
     data = generate(DemoSpec(rows=3000, seed=11, defects=DefectSpec(wrong_types=0.01)))
@@ -38,7 +54,11 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     late = parsable.sample(n=UNLABELED, random_state=5).index  # labels arrive late: not known for these yet
     data.frame["is_fraud"] = data.frame["is_fraud"].astype("Int64").mask(data.frame.index.isin(late))
     write_frame(data.frame, tmp_path / "src.csv", "csv")
-    cfg = demo_config(Path("ws"), uri="src.csv")
+    merchants = sorted(data.frame["merchant_id"].dropna().unique())
+    rows = [f"{m},north,{-1 if i == 0 else i}" for i, m in enumerate(merchants)]
+    (tmp_path / "merchants.csv").write_text("merchant_id,region,capacity\n" + "\n".join(rows) + "\n")
+    table = {**MERCHANTS_TABLE, "contract": {"columns": {"capacity": {"min": 0, "severity": "quarantine"}}}}
+    cfg = parse_config(_with_tables(demo_config(Path("ws"), uri="src.csv").model_dump(mode="json"), table), "t")
     run = run_local(cfg, Path("ws"))
     assert run.ingest["rows_written"] + run.ingest["rows_quarantined"] == 3000
     assert run.ingest["rows_quarantined"] == len(data.injected["wrong_types"])
@@ -51,12 +71,14 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     q = run.quality
     assert q["rows_clean"] + q["rows_quarantined"] + q["rows_dropped_duplicates"] == q["rows_in"]
     # unlabeled rows pass the contract and feed the features; the training set leaves them out and says so
-    assert all(u["offline_rows"] == q["rows_clean"] for u in run.features)
+    views = [u for u in run.features if u["view"] != "merchants"]  # the table's own rows: checked below
+    assert views and all(u["offline_rows"] == q["rows_clean"] for u in views)
     assert run.training_set["unlabeled_rows_dropped"] == UNLABELED
     assert sum(run.training_set["rows"].values()) == q["rows_clean"] - UNLABELED
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(features_table(run.features, run.materialized, run.training_set))  # as `kfloop run` prints it
     assert f"{UNLABELED} unlabeled rows dropped" in console.export_text()
+    _assert_every_table_reported(run, len(merchants))
     champion = ModelRegistry(LocalStorage("ws"), cfg.training.model_name).champion()
     # deploy ran last: locally a no-op that names the version a running `kfloop serve` switches to
     assert run.deploy["action"] == ("hot-switch" if champion else "none")
@@ -67,14 +89,11 @@ def test_local_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert {"ingest", "validate", "features", "materialize", "training_set", "train", "evaluate", "deploy"} <= steps
     parents = {e["run"]["facets"]["parent"]["run"]["runId"] for e in events}
     assert len(parents) == 1 and all(e["eventType"] in ("START", "COMPLETE") for e in events)
-    again = run_local(cfg, Path("ws"))  # ingestion is not cached, and idempotent
-    assert again.ingest["already_ingested"] and again.ingest["dataset_rows"] == manifest["rows"]
-    # reproducible: the same training-set bytes, and the version trained from them reused with its metrics
-    assert again.training_set["content_hash"] == run.training_set["content_hash"]
-    assert again.model["reused"] and again.model["version"] == run.model["version"]
-    assert again.model["metrics"] == run.model["metrics"] and "reused" not in run.model
-    # the run form's parameters (as the Kubeflow UI passes them): the run trains with them, on the same data
+    # the run form's parameters (as the Kubeflow UI passes them): the run trains with them, on the same data;
+    # ingestion is not cached by kfp, and idempotent (reusing a version trained on the same bytes with the same
+    # parameters is the train step's own test, tests/components/test_reproducible.py)
     tuned = run_local(cfg, Path("ws"), parameters={"epochs": 2, "learning_rate": 0.01})
+    assert tuned.ingest["already_ingested"] and tuned.ingest["dataset_rows"] == manifest["rows"]
     assert tuned.training_set["content_hash"] == run.training_set["content_hash"]
     assert tuned.model["version"] != run.model["version"] and not tuned.model.get("reused")
     card = ModelRegistry(LocalStorage("ws"), cfg.training.model_name).get(tuned.model["version"]).card
@@ -117,30 +136,6 @@ def test_a_failing_table_gate_stops_the_pipeline_and_names_the_table(
     assert pq.read_table(broken).column("merchant_id").to_pylist() == ["m-2"]
     assert not (ws / "lake" / "merchants_clean").exists()  # a failed gate publishes no clean dataset
     assert not list((ws / PIPELINE_ROOT).rglob("features-component"))  # features never ran
-
-
-@pytest.mark.slow
-def test_local_run_reports_every_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    project_python_on_path()
-    data = generate(DemoSpec(rows=3000, seed=11)).frame  # as end to end above: both classes in every split
-    write_frame(data, tmp_path / "src.csv", "csv")
-    merchants = sorted(data["merchant_id"].unique())
-    rows = [f"{m},north,{-1 if i == 0 else i}" for i, m in enumerate(merchants)]
-    (tmp_path / "merchants.csv").write_text("merchant_id,region,capacity\n" + "\n".join(rows) + "\n")
-    table = {**MERCHANTS_TABLE, "contract": {"columns": {"capacity": {"min": 0, "severity": "quarantine"}}}}
-    cfg = parse_config(_with_tables(demo_config(Path("ws"), uri="src.csv").model_dump(mode="json"), table), "t")
-    run = run_local(cfg, Path("ws"))
-    assert run.ingest["dataset"] == "transactions" and run.quality["dataset"] == "transactions"
-    assert set(run.tables) == {"merchants"}
-    ingested, quality = run.tables["merchants"]["ingest"], run.tables["merchants"]["quality"]
-    assert ingested["dataset"] == "merchants" and ingested["rows_written"] == len(merchants)
-    assert quality["gate_passed"] and quality["rows_quarantined"] == 1 and quality["rows_clean"] == len(merchants) - 1
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(tables_table(run.tables))  # as `kfloop run` prints it
-    text = console.export_text()
-    assert f"+{len(merchants)} of {len(merchants)} rows read" in text and "1 quarantined" in text
-    assert "gate passed" in text
 
 
 def test_failure_message_names_each_failed_gate(tmp_path: Path) -> None:
