@@ -1,5 +1,8 @@
 # kfloop developer commands. `make run` and `make test` set everything up on first use.
 SHELL := /bin/bash
+# bytecode caches as Python writes them by default, even where the environment turns them off: the suite and
+# `make run` start hundreds of interpreters (pipeline steps, servers, CLI calls), each would compile kfloop anew
+export PYTHONDONTWRITEBYTECODE :=
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

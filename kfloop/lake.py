@@ -148,11 +148,11 @@ def store_part(
 
 
 def _ascending(values: pa.ChunkedArray) -> bool:
-    """Whether ``values`` (no nulls) never decrease."""
+    """Whether ``values`` never decrease (a null anywhere: no, so the rows are sorted as before)."""
     n = len(values)
     if n < 2:
         return True
-    return bool(pc.all(pc.less_equal(values.slice(0, n - 1), values.slice(1))).as_py())
+    return bool(pc.all(pc.less_equal(values.slice(0, n - 1), values.slice(1)), skip_nulls=False).as_py())
 
 
 class PartitionWriter:
@@ -186,6 +186,9 @@ class PartitionWriter:
         self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}  # open, least recently used first
         self._done: list[tuple[str, Path]] = []  # closed part files
         self._stats: dict[Path, list] = {}  # part file -> [rows, min_ts, max_ts]
+        # dictionary pages only where they pay off: strings (categories, ids) shrink, while a float or timestamp
+        # column has few repeats and its dictionary attempt was the writer's largest cost
+        self._dictionary = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
     def add(self, table: pa.Table) -> None:
         """Route typed rows to their event-date partition."""
@@ -223,7 +226,7 @@ class PartitionWriter:
             if len(self._writers) >= self.max_open:
                 self._close(next(iter(self._writers)))
             path = Path(self._tmp.name) / f"{date}-{len(self._stats):05d}.parquet"
-            writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=self._dictionary)
         self._writers[date] = (writer, path)  # re-inserted: most recently used last
         writer.write_table(table)
         ts = table.column(self.ts)

@@ -17,7 +17,7 @@ from kfp import dsl
 
 __all__ = ["define_pipeline"]
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _CHECK = "_ensure_container_spec_exists"
 
 
@@ -31,11 +31,13 @@ def _check(task: dsl.PipelineTask) -> None:
 
 @contextlib.contextmanager
 def _without_stack_walk() -> Iterator[None]:
-    original = getattr(dsl.PipelineTask, _CHECK, None)
-    if original is None:  # another kfp: nothing to replace
-        yield
-        return
+    # the original is read under the lock: another thread's replacement is never taken for kfp's own method
+    # (re-entrant: a pipeline traced while another is, in the same thread, restores what it found)
     with _LOCK:
+        original = getattr(dsl.PipelineTask, _CHECK, None)
+        if original is None:  # another kfp: nothing to replace
+            yield
+            return
         setattr(dsl.PipelineTask, _CHECK, _check)
         try:
             yield

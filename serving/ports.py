@@ -12,6 +12,8 @@ import socket
 
 from kfloop.errors import ConfigError, PortInUseError
 
+#: The cluster components listen on every interface (the kubelet's probes and Knative's queue proxy reach the
+#: pod's address); ``kfloop serve`` on this machine only, unless its ``--host`` says otherwise.
 ALL_INTERFACES, LOCAL_HOST = "0.0.0.0", "127.0.0.1"
 
 __all__ = ["ALL_INTERFACES", "LOCAL_HOST", "check_ports"]

@@ -53,8 +53,6 @@ log = kserve_logger  # configured by KServe: our lines land beside the server's
 
 #: The in-process predictor is also served on its own, taking the model's input columns directly.
 PREDICTOR_SUFFIX = "-predictor"
-#: The cluster components listen on every interface (the kubelet's probes and Knative's queue proxy reach the
-#: pod's address); ``kfloop serve`` on this machine only, unless its ``--host`` says otherwise.
 
 
 async def _malformed(_: Request, exc: Exception) -> JSONResponse:

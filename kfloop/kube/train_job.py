@@ -186,8 +186,8 @@ def job_state(job: dict[str, Any]) -> tuple[str, str]:
 def _needs(config: Config) -> str:
     return (
         f"training.workers {config.training.workers} on a cluster needs the Kubeflow Training Operator v1, which "
-        "serves kubeflow.org/v1 PyTorchJob, and a step ServiceAccount that may get and create pytorchjobs in this "
-        "namespace"
+        "serves kubeflow.org/v1 PyTorchJob, and a step ServiceAccount that may get, create and patch pytorchjobs in "
+        "this namespace"
     )
 
 
@@ -220,7 +220,7 @@ def submit_and_wait(
     deadline_seconds = job["spec"]["runPolicy"]["activeDeadlineSeconds"]
     limit = timeout_seconds if timeout_seconds is not None else deadline_seconds + DEADLINE_MARGIN
     try:
-        job = _attempt(config, job, api)
+        job = _attempt(config, job, api, sleep)
         name = job["metadata"]["name"]
         where = f"PyTorchJob {namespace}/{name}"
         try:
@@ -261,34 +261,54 @@ def submit_and_wait(
             api.close()
 
 
-def _attempt(config: Config, job: dict[str, Any], api: ApiClient) -> dict[str, Any]:
-    """``job`` under the name of the attempt to wait for: the first one not failed (one running or succeeded is
-    waited for again, as it is; none yet: submitted under that name)."""
+def _attempt(config: Config, job: dict[str, Any], api: ApiClient, sleep: Callable[[float], None]) -> dict[str, Any]:
+    """``job`` under the name of the attempt to wait for. Every attempt's name is read (one may be gone, deleted by
+    the operator's TTL, while a later one exists): the newest existing attempt is waited for unless it failed, then
+    the one after it is submitted; with none yet, the first."""
+    base = job["metadata"]["name"]
+    names = [base] + [f"{base}-a{n}" for n in range(2, MAX_ATTEMPTS + 1)]
+    newest, state, message = -1, "", ""
+    for i, name in enumerate(names):
+        found = _read_job(config, api, job["metadata"]["namespace"], name, sleep)
+        if found is not None:
+            newest, (state, message) = i, job_state(found)
+    if newest >= 0 and state == "Failed":
+        newest += 1
+        if newest == len(names):
+            raise PipelineError(
+                f"PyTorchJob {job['metadata']['namespace']}/{base}: all {MAX_ATTEMPTS} attempts failed (the last: "
+                f"{message}); {_logs_hint(names[-1], job['metadata']['namespace'])}"
+            )
+    return {**job, "metadata": {**job["metadata"], "name": names[max(newest, 0)]}}
+
+
+def _read_job(
+    config: Config, api: ApiClient, namespace: str, name: str, sleep: Callable[[float], None]
+) -> dict[str, Any] | None:
+    """The job as stored, None when there is none (or the cluster has no such kind: the apply then says which).
+    A busy or briefly unreachable API server is asked again, up to 3 times; then a DeployError, as any refusal."""
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     from kfloop.kube.apply import REQUEST_TIMEOUT, api_message
 
-    base, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
-    failed = ""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        name = base if attempt == 1 else f"{base}-a{attempt}"
+    where = f"PyTorchJob {namespace}/{name}"
+    for tries in range(1, 4):
         try:
-            found = CustomObjectsApi(api).get_namespaced_custom_object(
+            return CustomObjectsApi(api).get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as err:
-            if err.status == 404:  # not submitted yet (or the cluster has no such kind: the apply says which)
-                return {**job, "metadata": {**job["metadata"], "name": name}}
-            raise DeployError(f"PyTorchJob {namespace}/{name}: {api_message(err)} ({_needs(config)})") from err
-        state, message = job_state(found)
-        if state != "Failed":
-            return {**job, "metadata": {**job["metadata"], "name": name}}
-        failed = message
-    raise PipelineError(
-        f"PyTorchJob {namespace}/{base}: all {MAX_ATTEMPTS} attempts failed (the last: {failed}); "
-        f"{_logs_hint(f'{base}-a{MAX_ATTEMPTS}', namespace)}"
-    )
+            if err.status == 404:
+                return None
+            if err.status not in _TRANSIENT or tries == 3:
+                raise DeployError(f"{where}: {api_message(err)} ({_needs(config)})") from err
+        except (HTTPError, OSError) as err:
+            if tries == 3:
+                raise DeployError(f"{where}: the Kubernetes API server is unreachable: {err}") from err
+        sleep(FIRST_POLL_SECONDS * tries)
+    raise AssertionError("unreachable")
 
 
 #: The rule the train step's ServiceAccount needs (the Helm chart's deployer Role, or your own).

@@ -359,4 +359,30 @@ def test_a_cluster_without_the_operator_or_the_right_is_a_clear_error(kube: Fake
     kube.reject("PyTorchJob", "fraud-detector-train-feed", 403, "Forbidden", denied)
     with pytest.raises(DeployError) as err:
         train_job.submit_and_wait(config, _job(config), timeout_seconds=1)
-    assert denied in str(err.value) and "may get and create pytorchjobs" in str(err.value)
+    assert denied in str(err.value) and "may get, create and patch pytorchjobs" in str(err.value)
+
+
+def test_a_retry_finds_the_newest_attempt_even_when_an_older_one_is_gone(kube: FakeKubeApi) -> None:
+    """The operator deletes finished jobs after their TTL: the first attempt (failed) may be gone while the second
+    still runs; a retry then waits for the second, never submits the first name again."""
+    config = cluster_config()
+    with FakeTrainingOperator(kube, "fail"), pytest.raises(PipelineError):
+        train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    with FakeTrainingOperator(kube, "hang"), pytest.raises(PipelineError, match="feed-a2 did not finish"):
+        train_job.submit_and_wait(config, _job(config), poll_seconds=0.2, timeout_seconds=0.5)
+    with kube._lock:  # the TTL controller deleted the failed first attempt
+        del kube.objects[(train_job.API_VERSION, train_job.PLURAL, "kubeflow", "fraud-detector-train-feed")]
+    with FakeTrainingOperator(kube, "succeed"):  # reports on -a2, which it has not reported on yet
+        done = train_job.submit_and_wait(config, _job(config), poll_seconds=0.2)
+    assert done["metadata"]["name"] == "fraud-detector-train-feed-a2"
+    assert kube.get(train_job.API_VERSION, train_job.KIND, "fraud-detector-train-feed", "kubeflow") is None
+
+
+def test_an_unreachable_api_server_is_a_deploy_error_after_retries() -> None:
+    config = cluster_config()
+    with FakeKubeApi(KINDS) as gone:
+        client = gone.api_client()
+    waits: list[float] = []
+    with pytest.raises(DeployError, match="the Kubernetes API server is unreachable"):
+        train_job.submit_and_wait(config, _job(config), api_client=client, sleep=waits.append, timeout_seconds=1)
+    assert waits == [1.0, 2.0]  # asked three times
