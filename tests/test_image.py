@@ -21,7 +21,6 @@ import yaml
 from kfloop.config import load_config
 from kfloop.config.run_parameters import run_parameter_defaults
 from tests.conftest import REPO
-from tests.test_packaging import installed, wheel  # noqa: F401 (module fixtures: the wheel of this tree)
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,7 @@ def test_the_dockerfile_builds_a_non_root_multi_stage_image_of_every_package() -
 
 
 @pytest.fixture(scope="module")
-def fresh(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def fresh(project_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new venv with the wheel installed as the build stage installs it; its dependencies come from this
     project's venv through a .pth (the image gets them from PyPI)."""
     venv = tmp_path_factory.mktemp("image") / "venv"
@@ -81,7 +80,7 @@ def fresh(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noq
             "install",
             "--quiet",
             "--no-deps",
-            str(wheel),
+            str(project_wheel),
         ],
         check=True,
         timeout=300,

@@ -29,17 +29,11 @@ SUBPACKAGES = [
 
 
 @pytest.fixture(scope="module")
-def wheel(project_wheel: Path) -> Path:
-    """The wheel built from this tree (once per test session: tests/conftest.py)."""
-    return project_wheel
-
-
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(project_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel installed (without dependencies) into a folder of its own, for PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(project_wheel)],
         check=True,
         timeout=300,
     )
@@ -47,8 +41,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_wheel_contains_and_imports_every_subpackage(wheel: Path, installed: Path, tmp_path: Path) -> None:
-    names = zipfile.ZipFile(wheel).namelist()
+def test_wheel_contains_and_imports_every_subpackage(project_wheel: Path, installed: Path, tmp_path: Path) -> None:
+    names = zipfile.ZipFile(project_wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"kfloop"}, f"top-level packages besides kfloop: {tops - {'kfloop'}}"
     for sub in SUBPACKAGES:
